@@ -1,0 +1,1 @@
+"""dpt_airflow adapter."""

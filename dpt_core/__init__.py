@@ -1,0 +1,87 @@
+"""dpt: record where every data product came from.
+
+The public API (everything else is internal)::
+
+    import dpt_core
+    with dpt_core.invocation("calibrate", parameters={"gain": 1.5}) as inv:
+        inv.read("raw.fits")
+        inv.write("cal.fits", parents=["raw.fits"])
+    dpt_core.track("lc.fits", parents=["cal.fits"])
+    dpt_core.lineage("lc.fits", direction="upstream")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dpt_core.errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    DptError,
+    HashError,
+    InvalidTarget,
+    MigrationRequired,
+    NotFound,
+    TrackingError,
+)
+from dpt_core.events import ProductRef
+from dpt_core.hookspecs import hookimpl
+from dpt_core.tracker import (
+    CurrentContext,
+    InvocationHandle,
+    Tracker,
+    get_tracker,
+    invocation_uuid,
+    jsonable,
+    reset,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "CurrentContext",
+    "DatabaseUnavailable",
+    "DptError",
+    "HashError",
+    "InvalidTarget",
+    "InvocationHandle",
+    "MigrationRequired",
+    "NotFound",
+    "ProductRef",
+    "Tracker",
+    "TrackingError",
+    "get_tracker",
+    "hash_file",
+    "hookimpl",
+    "invocation",
+    "invocation_uuid",
+    "jsonable",
+    "lineage",
+    "reset",
+    "track",
+]
+
+
+def invocation(job: str | None = None, **kwargs: Any) -> Any:
+    """Context manager for one invocation on the process tracker (see :meth:`Tracker.invocation`)."""
+    return get_tracker().invocation(job, **kwargs)
+
+
+def track(*targets: Any, parents: Any = None, metadata: dict[str, Any] | None = None) -> list[str]:
+    """Record ``targets`` as outputs of the current invocation (or of a new one-off one)."""
+    return get_tracker().track(*targets, parents=parents, metadata=metadata)
+
+
+def hash_file(path: Any, algorithm: str | None = None) -> str:
+    """Content hash of a file or directory tree, ``"<algorithm>:<hex>"``."""
+    from dpt_core.hashing import hash_file as _hash_file
+
+    return _hash_file(path, algorithm)
+
+
+def lineage(target: Any, direction: str = "upstream", depth: int | None = None) -> Any:
+    """The lineage graph of ``target``: ``.nodes`` (``.uri``, ``.depth``, ...) and ``.edges``."""
+    from dpt_core.store.lineage import lineage as _lineage
+
+    return _lineage(target, direction=direction, depth=depth)

@@ -1,0 +1,182 @@
+"""Plain, serialisable records that flow from the Tracker through the hooks.
+
+Every event carries UUIDs so that recording it twice (a retry, a spool replay,
+two sensors reading the same Dagster event) is the same as recording it once.
+Events are dataclasses of JSON-able values only: the spool writes them as JSON
+lines and reads them back with :func:`event_from_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+STATUSES = ("running", "success", "failed", "crashed", "cancelled", "skipped")
+FINAL_STATUSES = STATUSES[1:]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class EnvironmentSnapshot:
+    """Where code ran, after redaction. ``fingerprint`` identifies it."""
+
+    fingerprint: str
+    python_version: str
+    implementation: str
+    platform: str
+    hostname: str
+    user: str
+    distributions: tuple[tuple[str, str], ...]
+    #: (key, value or None when redacted, keyed digest when redacted else None), sorted by key.
+    #: Volatile variables are not here: they vary per run and ride on the invocation.
+    variables: tuple[tuple[str, str | None, str | None], ...]
+    facets: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InvocationStarted:
+    uuid: str
+    orchestrator: str
+    job: str
+    task: str | None = None
+    external_id: str | None = None
+    parent_uuid: str | None = None
+    status: str = "running"
+    started_at: dt.datetime = field(default_factory=utcnow)
+    user: str | None = None
+    host: str | None = None
+    command: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    code_version: str | None = None
+    environment: EnvironmentSnapshot | None = None
+    #: Volatile environment variables of this run (already redacted).
+    variables: dict[str, str] = field(default_factory=dict)
+    kind: str = "invocation_started"
+
+
+@dataclass(frozen=True)
+class InvocationFinished:
+    uuid: str
+    status: str
+    ended_at: dt.datetime = field(default_factory=utcnow)
+    error: str | None = None
+    kind: str = "invocation_finished"
+
+
+@dataclass(frozen=True)
+class ProductObservation:
+    """One observed state of a product: what a read saw or a write made."""
+
+    uri: str
+    version_uuid: str
+    content_hash: str | None = None
+    size: int | None = None
+    mtime: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: For writes: URIs this output derives from; None means "every input of the invocation".
+    parents: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ProductsRead:
+    invocation_uuid: str
+    inputs: tuple[ProductObservation, ...]
+    kind: str = "products_read"
+
+
+@dataclass(frozen=True)
+class ProductsWritten:
+    invocation_uuid: str
+    outputs: tuple[ProductObservation, ...]
+    kind: str = "products_written"
+
+
+Event = InvocationStarted | InvocationFinished | ProductsRead | ProductsWritten
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return {"__dt__": value.isoformat()}
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    return value
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """A JSON-able dict of ``event`` (datetimes tagged so they come back as datetimes)."""
+    return {f.name: _encode(getattr(event, f.name)) for f in dataclasses.fields(event)}
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__dt__"}:
+            return dt.datetime.fromisoformat(value["__dt__"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def _observation(data: dict[str, Any]) -> ProductObservation:
+    data = dict(data)
+    if data.get("parents") is not None:
+        data["parents"] = tuple(data["parents"])
+    return ProductObservation(**data)
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Inverse of :func:`event_to_dict`."""
+    data = _decode(data)
+    kind = data.get("kind")
+    if kind == "invocation_started":
+        env = data.get("environment")
+        if env is not None:
+            env = dict(env)
+            env["distributions"] = _tuples(env["distributions"])
+            env["variables"] = _tuples(env["variables"])
+            data["environment"] = EnvironmentSnapshot(**env)
+        return InvocationStarted(**data)
+    if kind == "invocation_finished":
+        return InvocationFinished(**data)
+    if kind == "products_read":
+        data["inputs"] = tuple(_observation(o) for o in data["inputs"])
+        return ProductsRead(**data)
+    if kind == "products_written":
+        data["outputs"] = tuple(_observation(o) for o in data["outputs"])
+        return ProductsWritten(**data)
+    raise ValueError(f"unknown event kind {kind!r}")
+
+
+@dataclass(frozen=True)
+class ProductRef:
+    """A product named with more than a path: what adapters hand to ``read``/``write``.
+
+    :param target: a path, URI, or any object a ``dpt_resolve_uri`` plugin knows.
+    :param metadata: JSON-able facts kept on the version (asset event extras, ...).
+    :param content_hash: a hash the caller already knows (a Dagster data version);
+        the core then does not hash the file.
+    :param version_uuid: a stable identity for this exact version, so recording it
+        again (a re-read event log) adds nothing; when reading, names the exact
+        version consumed.
+    :param parents: for writes, the products this one derives from (overrides the
+        ``parents`` argument of ``write``).
+    """
+
+    target: Any
+    metadata: dict[str, Any] | None = None
+    content_hash: str | None = None
+    version_uuid: str | None = None
+    parents: tuple[Any, ...] | None = None

@@ -1,0 +1,1 @@
+"""The default storage plugin: the recording hooks implemented on SQLAlchemy models."""

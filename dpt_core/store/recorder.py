@@ -1,0 +1,384 @@
+"""Turn dpt events into rows: one transaction per batch, idempotent by UUID.
+
+Recording an event twice is the same as recording it once: invocations and
+versions are keyed by UUID, products by URI digest, inputs and edges by their
+endpoints. That is what makes spool replay and re-reading orchestrator event
+logs safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy.exc import DBAPIError
+
+from dpt_core.events import (
+    EnvironmentSnapshot,
+    Event,
+    InvocationFinished,
+    InvocationStarted,
+    ProductObservation,
+    ProductsRead,
+    ProductsWritten,
+    utcnow,
+)
+from dpt_core.store.models import (
+    DataProduct,
+    DataProductVersion,
+    Distribution,
+    Environment,
+    EnvironmentDistribution,
+    EnvironmentVariable,
+    EnvVariable,
+    Invocation,
+    InvocationInput,
+    LineageEdge,
+)
+from dpt_core.store.upsert import chunks, insert_ignore, select_in
+
+P = DataProduct.__table__
+V = DataProductVersion.__table__
+I = Invocation.__table__  # noqa: E741
+INPUTS = InvocationInput.__table__
+EDGES = LineageEdge.__table__
+
+#: Transient conflicts worth retrying the whole transaction for (deadlocks, serialisation, busy).
+_RETRYABLE = ("deadlock", "serializ", "database is locked", "lock wait timeout", "try restarting")
+
+
+def uri_digest(uri: str) -> str:
+    return hashlib.sha256(uri.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def variable_digest(key: str, value: str | None, redacted: str | None) -> str:
+    payload = json.dumps([key, value, redacted], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class Recorder:
+    """Writes event batches to one database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._environment_ids: dict[str, int] = {}
+
+    # -- entry point -------------------------------------------------------------------
+
+    def record(self, events: Sequence[Event], *, attempts: int = 5) -> None:
+        """Record ``events`` in one transaction, retrying transient lock conflicts."""
+        for attempt in range(attempts):
+            try:
+                with self.engine.begin() as conn:
+                    for event in events:
+                        self._apply(conn, event)
+                return
+            except DBAPIError as exc:
+                message = str(exc.orig).lower()
+                if attempt + 1 == attempts or not any(m in message for m in _RETRYABLE):
+                    raise
+                self._environment_ids.clear()
+                time.sleep(0.05 * (2**attempt) * (0.5 + random.random()))
+
+    def _apply(self, conn: Connection, event: Event) -> None:
+        if isinstance(event, InvocationStarted):
+            self._start(conn, event)
+        elif isinstance(event, InvocationFinished):
+            self._finish(conn, event)
+        elif isinstance(event, ProductsRead):
+            self._read(conn, event)
+        elif isinstance(event, ProductsWritten):
+            self._write(conn, event)
+        else:  # pragma: no cover
+            raise TypeError(f"not a dpt event: {event!r}")
+
+    # -- environments ------------------------------------------------------------------
+
+    def environment_id(self, conn: Connection, env: EnvironmentSnapshot) -> int:
+        cached = self._environment_ids.get(env.fingerprint)
+        if cached is not None:
+            return cached
+        E = Environment.__table__
+        found = conn.execute(select(E.c.id).where(E.c.fingerprint == env.fingerprint)).scalar()
+        if found is None:
+            found = self._insert_environment(conn, env)
+        self._environment_ids[env.fingerprint] = found
+        return found
+
+    def _insert_environment(self, conn: Connection, env: EnvironmentSnapshot) -> int:
+        E = Environment.__table__
+        D = Distribution.__table__
+        VAR = EnvVariable.__table__
+        row = {
+            "fingerprint": env.fingerprint,
+            "python_version": env.python_version[:64],
+            "implementation": env.implementation[:64],
+            "platform": env.platform[:255],
+            "hostname": env.hostname[:255],
+            "user": env.user[:255],
+            "facets": env.facets,
+            "created_at": utcnow(),
+        }
+        insert_ignore(conn, E, [row], ["fingerprint"])
+        env_id: int = conn.execute(
+            select(E.c.id).where(E.c.fingerprint == env.fingerprint)
+        ).scalar_one()
+
+        dists = sorted(set(env.distributions))
+        insert_ignore(conn, D, [{"name": n, "version": v} for n, v in dists], ["name", "version"])
+        wanted = set(dists)
+        dist_ids = [
+            r.id
+            for r in select_in(
+                conn, [D.c.id, D.c.name, D.c.version], D.c.name, [n for n, _ in dists]
+            )
+            if (r.name, r.version) in wanted
+        ]
+        insert_ignore(
+            conn,
+            EnvironmentDistribution.__table__,
+            [{"environment_id": env_id, "distribution_id": d} for d in dist_ids],
+            ["environment_id", "distribution_id"],
+        )
+
+        var_rows = [
+            {"digest": variable_digest(k, v, r), "key": k, "value": v, "redacted_digest": r}
+            for k, v, r in env.variables
+        ]
+        insert_ignore(conn, VAR, var_rows, ["digest"])
+        var_ids = [
+            r.id for r in select_in(conn, [VAR.c.id], VAR.c.digest, [r["digest"] for r in var_rows])
+        ]
+        insert_ignore(
+            conn,
+            EnvironmentVariable.__table__,
+            [{"environment_id": env_id, "variable_id": v} for v in var_ids],
+            ["environment_id", "variable_id"],
+        )
+        return env_id
+
+    # -- invocations -------------------------------------------------------------------
+
+    def invocation_id(self, conn: Connection, uuid: str) -> int | None:
+        return conn.execute(select(I.c.id).where(I.c.uuid == uuid)).scalar()
+
+    def _start(self, conn: Connection, event: InvocationStarted) -> None:
+        env_id = self.environment_id(conn, event.environment) if event.environment else None
+        parent_id = self.invocation_id(conn, event.parent_uuid) if event.parent_uuid else None
+        row = {
+            "uuid": event.uuid,
+            "orchestrator": event.orchestrator[:64],
+            "job": event.job[:512],
+            "task": event.task[:512] if event.task else None,
+            "external_id": event.external_id[:512] if event.external_id else None,
+            "parent_id": parent_id,
+            "status": event.status,
+            "started_at": event.started_at,
+            "user": event.user,
+            "host": event.host,
+            "command": event.command,
+            "parameters": event.parameters,
+            "variables": event.variables or None,
+            "code_version": event.code_version,
+            "environment_id": env_id,
+        }
+        insert_ignore(conn, I, [row], ["uuid"])
+
+    def _finish(self, conn: Connection, event: InvocationFinished) -> None:
+        conn.execute(
+            update(I)
+            .where(I.c.uuid == event.uuid)
+            .values(status=event.status, ended_at=event.ended_at, error=event.error)
+        )
+
+    def _require_invocation(self, conn: Connection, uuid: str) -> int:
+        inv_id = self.invocation_id(conn, uuid)
+        if inv_id is None:
+            # Products recorded for an invocation we never saw start (a lost start event,
+            # or an adapter attaching late): keep them, under a placeholder invocation.
+            insert_ignore(
+                conn,
+                I,
+                [
+                    {
+                        "uuid": uuid,
+                        "orchestrator": "unknown",
+                        "job": "unknown",
+                        "status": "running",
+                        "started_at": utcnow(),
+                    }
+                ],
+                ["uuid"],
+            )
+            inv_id = self.invocation_id(conn, uuid)
+            assert inv_id is not None
+        return inv_id
+
+    # -- products ----------------------------------------------------------------------
+
+    def product_ids(self, conn: Connection, uris: Sequence[str]) -> dict[str, int]:
+        digests = {uri: uri_digest(uri) for uri in dict.fromkeys(uris)}
+        now = utcnow()
+        insert_ignore(
+            conn,
+            P,
+            [{"uri_digest": d, "uri": u, "created_at": now} for u, d in digests.items()],
+            ["uri_digest"],
+        )
+        by_digest = {
+            r.uri_digest: r.id
+            for r in select_in(conn, [P.c.id, P.c.uri_digest], P.c.uri_digest, digests.values())
+        }
+        return {uri: by_digest[d] for uri, d in digests.items()}
+
+    def _version_rows(self, conn: Connection, uuids: Sequence[str]) -> dict[str, Any]:
+        return {
+            r.uuid: r
+            for r in select_in(conn, [V.c.id, V.c.uuid, V.c.produced_by_id], V.c.uuid, uuids)
+        }
+
+    def _read(self, conn: Connection, event: ProductsRead) -> None:
+        inv_id = self._require_invocation(conn, event.invocation_uuid)
+        observations = list(event.inputs)
+        products = self.product_ids(conn, [o.uri for o in observations])
+        known = self._version_rows(conn, [o.version_uuid for o in observations])
+
+        # The version each read saw: the exact one named, else the newest with the same
+        # content hash, else (no hash) the newest at all, else a newly observed version.
+        product_list = list(set(products.values()))
+        latest_by_hash: dict[tuple[int, str | None], int] = {}
+        latest: dict[int, int] = {}
+        for r in self._latest_versions(conn, product_list):
+            latest_by_hash[(r.product_id, r.content_hash)] = r.vid
+            latest[r.product_id] = max(latest.get(r.product_id, 0), r.vid)
+
+        chosen: dict[str, int] = {}
+        new_rows = []
+        now = utcnow()
+        for o in observations:
+            pid = products[o.uri]
+            if o.version_uuid in known:
+                chosen[o.version_uuid] = known[o.version_uuid].id
+                continue
+            vid = latest_by_hash.get((pid, o.content_hash)) if o.content_hash else latest.get(pid)
+            if vid is not None:
+                chosen[o.version_uuid] = vid
+            else:
+                new_rows.append(self._version_row(o, pid, None, now))
+        if new_rows:
+            insert_ignore(conn, V, new_rows, ["uuid"])
+            for uuid, r in self._version_rows(conn, [r["uuid"] for r in new_rows]).items():
+                chosen[uuid] = r.id
+        input_ids = sorted(set(chosen.values()))
+        insert_ignore(
+            conn,
+            INPUTS,
+            [{"invocation_id": inv_id, "version_id": v} for v in input_ids],
+            ["invocation_id", "version_id"],
+        )
+        implicit_outputs = (
+            conn.execute(
+                select(V.c.id).where(V.c.produced_by_id == inv_id, V.c.explicit_parents.is_(False))
+            )
+            .scalars()
+            .all()
+        )
+        self._insert_edges(
+            conn, [(p, c) for c in implicit_outputs for p in input_ids if p != c], inv_id
+        )
+
+    def _latest_versions(self, conn: Connection, product_ids: Sequence[int]) -> list[Any]:
+        rows: list[Any] = []
+        for part in chunks(list(product_ids)):
+            rows.extend(
+                conn.execute(
+                    select(V.c.product_id, V.c.content_hash, func.max(V.c.id).label("vid"))
+                    .where(V.c.product_id.in_(part))
+                    .group_by(V.c.product_id, V.c.content_hash)
+                ).all()
+            )
+        return rows
+
+    @staticmethod
+    def _version_row(
+        o: ProductObservation, product_id: int, producer: int | None, now: Any
+    ) -> dict[str, Any]:
+        return {
+            "uuid": o.version_uuid,
+            "product_id": product_id,
+            "content_hash": o.content_hash,
+            "size": o.size,
+            "mtime": o.mtime,
+            "produced_by_id": producer,
+            "explicit_parents": o.parents is not None,
+            "metadata": o.metadata or None,
+            "recorded_at": now,
+        }
+
+    def _write(self, conn: Connection, event: ProductsWritten) -> None:
+        inv_id = self._require_invocation(conn, event.invocation_uuid)
+        outputs = list(event.outputs)
+        products = self.product_ids(conn, [o.uri for o in outputs])
+        now = utcnow()
+        insert_ignore(
+            conn, V, [self._version_row(o, products[o.uri], inv_id, now) for o in outputs], ["uuid"]
+        )
+        rows = self._version_rows(conn, [o.version_uuid for o in outputs])
+        adopted = [r.id for r in rows.values() if r.produced_by_id is None]
+        if adopted:
+            # A reader saw this exact version before its producer was recorded: claim it.
+            for part in chunks(adopted):
+                conn.execute(update(V).where(V.c.id.in_(part)).values(produced_by_id=inv_id))
+
+        inputs = conn.execute(
+            select(INPUTS.c.version_id, V.c.product_id)
+            .join(V, V.c.id == INPUTS.c.version_id)
+            .where(INPUTS.c.invocation_id == inv_id)
+        ).all()
+        all_inputs = [r.version_id for r in inputs]
+        input_by_product: dict[int, int] = {}
+        for r in inputs:
+            input_by_product[r.product_id] = max(
+                input_by_product.get(r.product_id, 0), r.version_id
+            )
+        parent_products = (
+            self.product_ids(conn, [p for o in outputs for p in (o.parents or ())])
+            if any(o.parents for o in outputs)
+            else {}
+        )
+        missing = [pid for pid in set(parent_products.values()) if pid not in input_by_product]
+        latest: dict[int, int] = {}
+        for r in self._latest_versions(conn, missing):
+            latest[r.product_id] = max(latest.get(r.product_id, 0), r.vid)
+
+        edges: list[tuple[int, int]] = []
+        for o in outputs:
+            child = rows[o.version_uuid].id
+            if o.parents is None:
+                edges.extend((p, child) for p in all_inputs if p != child)
+                continue
+            for parent_uri in o.parents:
+                pid = parent_products[parent_uri]
+                parent = input_by_product.get(pid) or latest.get(pid)
+                if parent is not None and parent != child:
+                    edges.append((parent, child))
+        self._insert_edges(conn, edges, inv_id)
+
+    def _insert_edges(
+        self, conn: Connection, edges: Sequence[tuple[int, int]], inv_id: int
+    ) -> None:
+        unique = list(dict.fromkeys(edges))
+        insert_ignore(
+            conn,
+            EDGES,
+            [
+                {"parent_version_id": p, "child_version_id": c, "invocation_id": inv_id}
+                for p, c in unique
+            ],
+            ["parent_version_id", "child_version_id"],
+        )

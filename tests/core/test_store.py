@@ -1,0 +1,211 @@
+"""The store test suite: the same tests on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from dpt_core.events import (
+    EnvironmentSnapshot,
+    InvocationFinished,
+    InvocationStarted,
+    ProductObservation,
+    ProductsRead,
+    ProductsWritten,
+)
+from dpt_core.store import migrations
+from dpt_core.store.engine import make_engine
+from dpt_core.store.models import Distribution
+from dpt_core.store.recorder import Recorder
+from dpt_core.store.upsert import insert_ignore
+
+
+def env_snapshot(fingerprint: str = "f" * 64, **changes) -> EnvironmentSnapshot:
+    data = dict(
+        fingerprint=fingerprint,
+        python_version="3.11.7",
+        implementation="CPython",
+        platform="Linux",
+        hostname="host1",
+        user="astro",
+        distributions=(("numpy", "2.1.0"), ("astropy", "7.0")),
+        variables=(("HOME", "/home/astro", None), ("API_TOKEN", None, "hmac-sha256:abc")),
+        facets={"git": {"commit": "abc"}},
+    )
+    data.update(changes)
+    return EnvironmentSnapshot(**data)
+
+
+def obs(uri: str, h: str | None = "xxh3_128:01", parents=None, vid=None) -> ProductObservation:
+    return ProductObservation(uri=uri, version_uuid=vid or str(uuid.uuid4()), content_hash=h, size=1, mtime=1.0, parents=parents)
+
+
+@pytest.fixture
+def recorder(dpt_backend):
+    engine = make_engine(dpt_backend)
+    yield Recorder(engine)
+    engine.dispose()
+
+
+def count(engine, table: str) -> int:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
+
+
+def test_schema_is_at_head_and_models_agree(recorder):
+    assert migrations.current(recorder.engine) == migrations.HEAD
+    assert migrations.diff(recorder.engine) == []
+
+
+def test_single_head_matches_code_constant():
+    assert migrations.heads() == [migrations.HEAD]
+    assert migrations.HEAD in migrations.KNOWN_REVISIONS
+
+
+def test_invocation_lifecycle_is_recorded(recorder):
+    inv = str(uuid.uuid4())
+    recorder.record([InvocationStarted(uuid=inv, orchestrator="python", job="calibrate", parameters={"gain": 1.5}, environment=env_snapshot())])
+    recorder.record([ProductsRead(inv, (obs("file:///data/raw.fits", "xxh3_128:aa"),))])
+    recorder.record([ProductsWritten(inv, (obs("file:///data/cal.fits", "xxh3_128:bb"),))])
+    recorder.record([InvocationFinished(inv, "success")])
+    e = recorder.engine
+    with e.connect() as conn:
+        from sqlalchemy import text
+
+        row = conn.execute(text("SELECT status, job, parameters, environment_id, ended_at FROM invocations")).one()
+        assert row.status == "success" and row.job == "calibrate" and row.ended_at is not None
+        assert row.environment_id is not None
+        edge = conn.execute(
+            text(
+                "SELECT pp.uri AS parent, cp.uri AS child FROM lineage_edges e "
+                "JOIN data_product_versions pv ON pv.id = e.parent_version_id JOIN data_products pp ON pp.id = pv.product_id "
+                "JOIN data_product_versions cv ON cv.id = e.child_version_id JOIN data_products cp ON cp.id = cv.product_id"
+            )
+        ).one()
+    assert (edge.parent, edge.child) == ("file:///data/raw.fits", "file:///data/cal.fits")
+    assert count(e, "environment_distributions") == 2
+    assert count(e, "environment_variables") == 2
+
+
+def test_recording_twice_equals_once(recorder):
+    inv = str(uuid.uuid4())
+    batch = [
+        InvocationStarted(uuid=inv, orchestrator="python", job="j", environment=env_snapshot()),
+        ProductsRead(inv, (obs("file:///a", "xxh3_128:aa", vid="11111111-1111-1111-1111-111111111111"),)),
+        ProductsWritten(inv, (obs("file:///b", "xxh3_128:bb", vid="22222222-2222-2222-2222-222222222222"),)),
+        InvocationFinished(inv, "failed", error="boom"),
+    ]
+    recorder.record(batch)
+    before = {t: count(recorder.engine, t) for t in ("invocations", "data_products", "data_product_versions", "lineage_edges", "invocation_inputs", "environments", "distributions", "env_variables")}
+    recorder.record(batch)
+    Recorder(recorder.engine).record(batch)  # a fresh process: no cached environment id
+    after = {t: count(recorder.engine, t) for t in before}
+    assert before == after
+    assert before["lineage_edges"] == 1 and before["data_product_versions"] == 2
+
+
+def test_read_links_to_version_with_same_hash_and_new_hash_makes_new_version(recorder):
+    writer, reader = str(uuid.uuid4()), str(uuid.uuid4())
+    recorder.record([InvocationStarted(uuid=writer, orchestrator="python", job="w")])
+    recorder.record([ProductsWritten(writer, (obs("file:///x", "xxh3_128:01"),))])
+    recorder.record([InvocationStarted(uuid=reader, orchestrator="python", job="r")])
+    recorder.record([ProductsRead(reader, (obs("file:///x", "xxh3_128:01"), obs("file:///y", "xxh3_128:02")))])
+    assert count(recorder.engine, "data_product_versions") == 2  # x reused, y observed
+    recorder.record([ProductsRead(reader, (obs("file:///x", "xxh3_128:99"),))])
+    assert count(recorder.engine, "data_product_versions") == 3
+    assert count(recorder.engine, "invocation_inputs") == 3
+
+
+def test_implicit_parents_include_inputs_read_after_the_write(recorder):
+    inv = str(uuid.uuid4())
+    recorder.record([InvocationStarted(uuid=inv, orchestrator="python", job="j")])
+    recorder.record([ProductsWritten(inv, (obs("file:///out", "xxh3_128:0f"), obs("file:///explicit", "xxh3_128:0e", parents=())))])
+    recorder.record([ProductsRead(inv, (obs("file:///late-input", "xxh3_128:0a"),))])
+    # the implicit output gets the late input; the output with explicit (empty) parents does not
+    assert count(recorder.engine, "lineage_edges") == 1
+
+
+def test_environment_variable_subset_is_a_different_environment(recorder):
+    a = env_snapshot("a" * 64, variables=(("A", "1", None),))
+    b = env_snapshot("b" * 64, variables=(("A", "1", None), ("B", "2", None)))
+    for snap in (a, b):
+        recorder.record([InvocationStarted(uuid=str(uuid.uuid4()), orchestrator="python", job="j", environment=snap)])
+    assert count(recorder.engine, "environments") == 2
+    assert count(recorder.engine, "env_variables") == 2  # A=1 shared
+
+
+def test_huge_variables_and_long_uris_fit(recorder):
+    huge = "x" * 70_000
+    long_uri = "file:///" + "/".join(["d" * 200] * 20)
+    inv = str(uuid.uuid4())
+    recorder.record([InvocationStarted(uuid=inv, orchestrator="python", job="j", environment=env_snapshot("c" * 64, variables=(("BIG", huge, None),)))])
+    recorder.record([ProductsWritten(inv, (obs(long_uri),))])
+    from sqlalchemy import text
+
+    with recorder.engine.connect() as conn:
+        assert conn.execute(text("SELECT value FROM env_variables")).scalar_one() == huge
+        assert conn.execute(text("SELECT uri FROM data_products")).scalar_one() == long_uri
+
+
+def test_writer_adopts_version_a_reader_saw_first(recorder):
+    vid = str(uuid.uuid4())
+    producer, consumer = str(uuid.uuid4()), str(uuid.uuid4())
+    recorder.record([ProductsRead(consumer, (obs("dagster://asset/a", None, vid=vid),))])
+    recorder.record([InvocationStarted(uuid=producer, orchestrator="dagster", job="j")])
+    recorder.record([ProductsWritten(producer, (obs("dagster://asset/a", None, vid=vid),))])
+    from sqlalchemy import text
+
+    with recorder.engine.connect() as conn:
+        producer_id = conn.execute(text("SELECT id FROM invocations WHERE uuid = :u"), {"u": producer}).scalar_one()
+        assert conn.execute(text("SELECT produced_by_id FROM data_product_versions")).scalar_one() == producer_id
+
+
+rows_strategy = st.lists(st.tuples(st.sampled_from(["numpy", "astropy", "scipy", "Numba"]), st.sampled_from(["1.0", "2.0", "2.1.0"])), max_size=30)
+
+
+@given(rows=rows_strategy, split=st.integers(0, 30))
+def test_upsert_any_multiset_from_two_connections_yields_distinct_rows(recorder, rows, split):
+    table = Distribution.__table__
+    with recorder.engine.begin() as conn:
+        conn.execute(table.delete())
+    halves = [rows[:split], rows[split:]]
+    errors: list[BaseException] = []
+
+    def worker(part):
+        try:
+            with recorder.engine.begin() as conn:
+                insert_ignore(conn, table, [{"name": n, "version": v} for n, v in part], ["name", "version"])
+                insert_ignore(conn, table, [{"name": n, "version": v} for n, v in reversed(part)], ["name", "version"])
+        except BaseException as exc:  # pragma: no cover - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(h,)) for h in halves]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    with recorder.engine.connect() as conn:
+        stored = sorted(tuple(r) for r in conn.execute(select(table.c.name, table.c.version)))
+    assert stored == sorted(set(rows))
+
+
+def test_migration_round_trip_with_rows_present(recorder):
+    inv = str(uuid.uuid4())
+    recorder.record([InvocationStarted(uuid=inv, orchestrator="python", job="j", environment=env_snapshot())])
+    recorder.record([ProductsWritten(inv, (obs("file:///k"),))])
+    migrations.downgrade(recorder.engine, "base")
+    assert migrations.current(recorder.engine) is None
+    migrations.upgrade(recorder.engine)
+    assert migrations.current(recorder.engine) == migrations.HEAD
+    assert migrations.diff(recorder.engine) == []
+    recorder._environment_ids.clear()
+    recorder.record([InvocationStarted(uuid=inv, orchestrator="python", job="j", environment=env_snapshot())])
+    assert count(recorder.engine, "invocations") == 1
