@@ -1,0 +1,122 @@
+"""The ``dpt`` command line.
+
+Exit codes: 0 success, 1 a command that failed (or the exit code of the command
+``dpt run`` ran), 2 bad usage or bad input. Errors are one line on stderr, never
+a traceback. Every listing takes ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from dpt_core.errors import DptError
+
+
+class CliError(click.ClickException):
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class DptGroup(click.Group):
+    """Turns dpt errors and database errors into one line and the right exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from dpt_core.store.engine import describe_db_error
+
+        try:
+            return super().invoke(ctx)
+        except DptError as exc:
+            raise CliError(str(exc), exc.exit_code) from None
+        except SQLAlchemyError as exc:
+            raise CliError(f"database error: {describe_db_error(exc)}", 1) from None
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def json_option(func: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(
+        func
+    )
+
+
+def settings() -> Any:
+    from dpt_core.config import get_settings
+
+    return get_settings()
+
+
+def engine() -> Any:
+    """The database engine for read commands (schema checked; SQLite created on first use)."""
+    from dpt_core.store.plugin import current_store
+
+    return current_store().engine
+
+
+def resolve_target(target: str) -> str:
+    from dpt_core.uri import normalize_uri
+
+    return normalize_uri(target)
+
+
+@click.group(cls=DptGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="data-product-tracker", prog_name="dpt")
+@click.option("-v", "--verbose", is_flag=True, help="Log what dpt does to stderr.")
+def cli(verbose: bool) -> None:
+    """dpt records where every data product came from: runs, environments,
+    content-hashed versions and lineage, in one SQL database.
+
+    \b
+    Database: $DPT_DATABASE_URL, else the config file, else a SQLite file
+    in your data directory.  Examples:
+      dpt run -i raw.fits -o cal.fits -- python calibrate.py raw.fits cal.fits
+      dpt lineage cal.fits --upstream
+      dpt runs --status failed --json
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr
+    )
+
+
+def _register() -> None:
+    from dpt_core.cli import admin, db, query, run
+
+    for module in (db, run, query, admin):
+        module.register(cli)
+    try:
+        from dpt_core.cli import analysis
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        analysis.register(cli)
+
+
+_registered = False
+
+
+def build_cli() -> click.Group:
+    """The complete CLI: built-in commands, then commands from plugins (``dpt_register_commands``)."""
+    global _registered
+    if not _registered:
+        _registered = True
+        _register()
+        try:
+            from dpt_core.plugins import load_plugins
+
+            load_plugins(settings().load_plugins).hook.dpt_register_commands(cli=cli)
+        except DptError:
+            pass  # a bad config is reported by the command itself
+    return cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    build_cli().main(args=argv, prog_name="dpt")

@@ -1,0 +1,101 @@
+"""``dpt plugins``, ``dpt spool``, ``dpt doctor``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from dpt_core.cli import CliError, echo_json, json_option, settings
+
+
+@click.command()
+@json_option
+def plugins(as_json: bool) -> None:
+    """List loaded plugins and the hooks each implements."""
+    from dpt_core.plugins import load_plugins, plugin_listing
+
+    load_plugins(settings().load_plugins)
+    rows = plugin_listing()
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        origin = "built-in" if row["builtin"] else (row["distribution"] or row["module"])
+        click.echo(f"{row['name']} ({origin}): {', '.join(row['hooks'])}")
+
+
+@click.group()
+def spool() -> None:
+    """Inspect and replay events kept while the database was unreachable."""
+
+
+@spool.command()
+@json_option
+def status(as_json: bool) -> None:
+    """How many events wait in the spool."""
+    from dpt_core.spool import Spool
+
+    data = dataclasses.asdict(Spool(settings().spool_dir).status())
+    if as_json:
+        echo_json(data)
+    else:
+        click.echo(f"{data['events']} event(s) in {data['batches']} batch(es), {data['files']} file(s), {data['bytes']} bytes in {data['directory']}")
+        if data["bad_files"]:
+            click.echo(f"{data['bad_files']} file(s) of unreadable lines (*.bad) kept for inspection")
+
+
+@spool.command()
+@json_option
+def replay(as_json: bool) -> None:
+    """Record every spooled event in the database (safe to run twice)."""
+    from dpt_core.store.plugin import current_store
+
+    store = current_store()
+    try:
+        count = store.spool.replay(store.record)
+    except Exception as exc:
+        from dpt_core.store.engine import describe_db_error
+
+        raise CliError(f"replay stopped, the rest stays spooled: {describe_db_error(exc)}", 1) from None
+    if as_json:
+        echo_json({"replayed": count})
+    else:
+        click.echo(f"replayed {count} event(s)")
+
+
+@click.command()
+@json_option
+def doctor(as_json: bool) -> None:
+    """Check the configuration, the database, the schema and the spool."""
+    from dpt_core.errors import DptError
+    from dpt_core.spool import Spool
+    from dpt_core.store.engine import safe_url
+
+    checks: list[dict[str, object]] = []
+    ok = True
+    try:
+        s = settings()
+        checks.append({"check": "config", "ok": True, "detail": str(s.config_file or "defaults and DPT_* variables")})
+        from dpt_core.store.plugin import current_store
+
+        eng = current_store().engine
+        checks.append({"check": "database", "ok": True, "detail": safe_url(eng.url)})
+        spooled = Spool(s.spool_dir).status().events
+        checks.append({"check": "spool", "ok": spooled == 0, "detail": f"{spooled} event(s) waiting"})
+        ok = spooled == 0
+    except DptError as exc:
+        checks.append({"check": "setup", "ok": False, "detail": str(exc)})
+        ok = False
+    if as_json:
+        echo_json(checks)
+    else:
+        for c in checks:
+            click.echo(f"[{'ok' if c['ok'] else 'FAIL'}] {c['check']}: {c['detail']}")
+    if not ok:
+        raise SystemExit(1)
+
+
+def register(cli: click.Group) -> None:
+    for command in (plugins, spool, doctor):
+        cli.add_command(command)

@@ -1,0 +1,113 @@
+"""``dpt run`` and ``dpt track``: record shell commands and files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import click
+
+from dpt_core.cli import CliError
+
+
+def _existing(paths: tuple[str, ...], what: str) -> None:
+    for path in paths:
+        if "://" in path:
+            continue
+        if not os.path.lexists(path):
+            raise CliError(f"{what} {path} does not exist: check the path (relative to {os.getcwd()})")
+        if os.path.islink(path) and not os.path.exists(path):
+            raise CliError(f"{what} {path} is a broken or looping symlink: fix the link")
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--name", help="Job name (default: the command's program name).")
+@click.option("-i", "--input", "inputs", multiple=True, metavar="PATH", help="A file the command reads (repeatable).")
+@click.option("-o", "--output", "outputs", multiple=True, metavar="PATH", help="A file the command writes (repeatable).")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter to record (repeatable).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(name: str | None, inputs: tuple[str, ...], outputs: tuple[str, ...], params: tuple[str, ...], command: tuple[str, ...]) -> None:
+    """Run COMMAND and record it: environment, inputs and outputs with hashes.
+
+    Exits with COMMAND's exit code. A failed command is recorded as failed
+    and its outputs that exist are still recorded. Inside COMMAND,
+    dpt_core.track() and 'dpt track' attach to this run.
+
+    \b
+    Example:
+      dpt run --name calibrate -i raw.fits -o cal.fits -- python cal.py raw.fits cal.fits
+    """
+    import dpt_core
+    from dpt_core.collectors import RUN_ENV_VAR
+
+    _existing(inputs, "input")
+    parameters: dict[str, str] = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--param {item!r} is not KEY=VALUE")
+        parameters[key] = value
+    tracker = dpt_core.get_tracker()
+    job = name or os.path.basename(command[0])
+    handle = tracker.start(job, orchestrator="cli", command=list(command), parameters=parameters)
+    handle.read(*inputs)
+    env = dict(os.environ, **{RUN_ENV_VAR: handle.uuid})
+    try:
+        proc = subprocess.Popen(list(command), env=env)
+    except OSError as exc:
+        handle.finish("failed", error=f"cannot start {command[0]}: {exc.strerror}")
+        raise CliError(f"cannot run {command[0]!r}: {exc.strerror}", 127 if isinstance(exc, FileNotFoundError) else 126) from None
+    try:
+        returncode = proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        returncode = proc.wait()
+    present = [o for o in outputs if "://" in o or os.path.exists(o)]
+    missing = [o for o in outputs if o not in present]
+    if present:
+        handle.write(*present)
+    if returncode == 0 and not missing:
+        handle.finish("success")
+    elif returncode == 0:
+        handle.finish("failed", error=f"declared output(s) not written: {', '.join(missing)}")
+        click.echo(f"dpt: output(s) not written: {', '.join(missing)}", err=True)
+        returncode = 1
+    elif returncode < 0:
+        sig = signal.Signals(-returncode)
+        status = "cancelled" if sig in (signal.SIGINT, signal.SIGTERM) else "crashed"
+        handle.finish(status, error=f"killed by {sig.name}")
+        returncode = 128 - returncode
+    else:
+        handle.finish("failed", error=f"exit code {returncode}")
+    sys.exit(returncode)
+
+
+@click.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--parent", "parents", multiple=True, metavar="P", help="A product TARGETS derive from (repeatable).")
+@click.option("--meta", "metas", multiple=True, metavar="KEY=VALUE", help="Metadata for the new versions (repeatable).")
+def track(targets: tuple[str, ...], parents: tuple[str, ...], metas: tuple[str, ...]) -> None:
+    """Record new versions of TARGETS (files or URIs), derived from --parent products.
+
+    Inside 'dpt run' the versions belong to that run; otherwise to a
+    one-off invocation of its own.
+    """
+    import dpt_core
+
+    _existing(targets, "target")
+    _existing(parents, "parent")
+    metadata = {}
+    for item in metas:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--meta {item!r} is not KEY=VALUE")
+        metadata[key] = value
+    for uri in dpt_core.track(*targets, parents=list(parents) or None, metadata=metadata or None):
+        click.echo(uri)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(run)
+    cli.add_command(track)

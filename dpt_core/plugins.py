@@ -1,0 +1,82 @@
+"""The plugin manager: built-in plugins by name, third-party ones from entry points.
+
+Built-in plugins are registered exactly like third-party ones, under names a user
+can block (``pm.set_blocked("dpt.store")``) or narrow with ``DPT_LOAD_PLUGINS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from dpt_core import hookspecs
+
+log = logging.getLogger("dpt")
+
+ENTRY_POINT_GROUP = "dpt"
+BUILTIN_PLUGINS = {
+    "dpt.environment": "dpt_core.collectors",
+    "dpt.store": "dpt_core.store.plugin",
+}
+
+pm = pluggy.PluginManager("dpt")
+pm.add_hookspecs(hookspecs)
+
+_loaded = False
+_lock = threading.Lock()
+
+
+def load_plugins(
+    load: tuple[str, ...] | None = None, *, force: bool = False
+) -> pluggy.PluginManager:
+    """Register the built-in plugins and those of the ``dpt`` entry-point group. Idempotent.
+
+    :param load: names to load from entry points (``DPT_LOAD_PLUGINS``); None loads all.
+    """
+    global _loaded
+    with _lock:
+        if _loaded and not force:
+            return pm
+        for name, module in BUILTIN_PLUGINS.items():
+            if pm.get_plugin(name) is None and not pm.is_blocked(name):
+                pm.register(importlib.import_module(module), name=name)
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if load is not None and ep.name not in load:
+                continue
+            if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken third-party plugin must not stop tracking
+                log.warning("dpt: plugin %r (%s) failed to load: %s", ep.name, ep.value, exc)
+                continue
+            pm.register(plugin, name=ep.name)
+        pm.check_pending()
+        _loaded = True
+        return pm
+
+
+def plugin_listing() -> list[dict[str, Any]]:
+    """What ``dpt plugins`` shows: each plugin's name, origin and the hooks it implements."""
+    dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+    listing = []
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
+        if plugin is None:
+            continue
+        dist = dists.get(id(plugin))
+        hooks = sorted(h.name for h in (pm.get_hookcallers(plugin) or []))
+        listing.append(
+            {
+                "name": name,
+                "module": getattr(plugin, "__name__", type(plugin).__name__),
+                "builtin": name in BUILTIN_PLUGINS,
+                "distribution": f"{dist.project_name} {dist.version}" if dist else None,
+                "hooks": hooks,
+            }
+        )
+    return listing

@@ -1,0 +1,540 @@
+"""The Tracker facade: what users and adapters call.
+
+A :class:`Tracker` turns calls (start an invocation, read, write, finish)
+into events, hands them to every plugin through the hooks (the built-in store
+writes them to the database), and never lets a tracking failure escape into
+the user's code unless strict mode is on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime as dt
+import logging
+import math
+import os
+import shlex
+import sys
+import uuid as uuidlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from dpt_core.config import Settings, get_settings
+from dpt_core.errors import DptError, InvalidTarget, TrackingError
+from dpt_core.events import (
+    FINAL_STATUSES,
+    STATUSES,
+    EnvironmentSnapshot,
+    InvocationFinished,
+    InvocationStarted,
+    ProductObservation,
+    ProductRef,
+    ProductsRead,
+    ProductsWritten,
+    utcnow,
+)
+
+log = logging.getLogger("dpt")
+
+#: Namespace for deterministic invocation UUIDs derived from orchestrator run ids.
+DPT_NAMESPACE = uuidlib.UUID("6f1d1c8e-3b0e-5f5a-9c57-2d1b7e0c4a11")
+
+
+def invocation_uuid(*parts: object) -> str:
+    """A UUID that is the same every time for the same parts (uuid5).
+
+    Adapters derive invocation ids from orchestrator ids with it, so a task
+    recorded twice (a retry of the listener, a re-read event log) is one row.
+    """
+    return str(uuidlib.uuid5(DPT_NAMESPACE, "\x1f".join(str(p) for p in parts)))
+
+
+@dataclass(frozen=True)
+class CurrentContext:
+    """What an orchestrator says is running now (see the ``dpt_current_context`` hook).
+
+    :param invocation_uuid: the UUID of the running invocation (already started by the adapter).
+    :param job: its job, for display.
+    :param task: its task, for display.
+    """
+
+    invocation_uuid: str
+    job: str | None = None
+    task: str | None = None
+
+
+def jsonable(value: Any, _depth: int = 0) -> Any:
+    """``value`` as JSON-able data: non-JSON values become their ``repr``; NaN/inf become text."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if _depth > 20:
+        return repr(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
+        return [jsonable(v, _depth + 1) for v in items]
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<unrepresentable {type(value).__name__}>"
+    return text
+
+
+_current: contextvars.ContextVar[tuple[InvocationHandle, ...]] = contextvars.ContextVar(
+    "dpt_current_invocations", default=()
+)
+
+
+class InvocationHandle:
+    """One open invocation. Obtained from :meth:`Tracker.start` or :meth:`Tracker.attach`."""
+
+    def __init__(
+        self, tracker: Tracker, uuid: str, job: str | None = None, task: str | None = None
+    ) -> None:
+        self.tracker = tracker
+        self.uuid = uuid
+        self.job = job
+        self.task = task
+        self.status = "running"
+        self._read_uris: set[str] = set()
+        self._finished = False
+
+    def __repr__(self) -> str:
+        return f"<Invocation {self.uuid} {self.job or ''}{'/' + self.task if self.task else ''} {self.status}>"
+
+    def read(self, *targets: Any, metadata: dict[str, Any] | None = None) -> list[str]:
+        """Record that this invocation read ``targets``; returns their URIs. One batch."""
+        return self.tracker._guard("read", lambda: self._read(targets, metadata), default=[])
+
+    def write(
+        self,
+        *targets: Any,
+        parents: Sequence[Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """Record that this invocation wrote ``targets`` (one batch, however many).
+
+        :param parents: what every target derives from; default: every input of the invocation.
+            Parents not yet read are recorded as inputs first.
+        :param metadata: JSON-able facts kept on each new version.
+        """
+        return self.tracker._guard(
+            "write", lambda: self._write(targets, parents, metadata), default=[]
+        )
+
+    def finish(
+        self,
+        status: str = "success",
+        error: str | BaseException | None = None,
+        ended_at: dt.datetime | None = None,
+    ) -> None:
+        """Close the invocation with a final ``status`` (success, failed, crashed, cancelled, skipped)."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(
+                f"status {status!r} is not final: use one of {', '.join(FINAL_STATUSES)}"
+            )
+        if isinstance(error, BaseException):
+            error = f"{type(error).__name__}: {error}"
+        self.status = status
+        self._finished = True
+        event = InvocationFinished(self.uuid, status, ended_at or utcnow(), error)
+        self.tracker._emit("dpt_invocation_finished", event)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _read(self, targets: Sequence[Any], metadata: dict[str, Any] | None) -> list[str]:
+        if not self.tracker.enabled or not targets:
+            return []
+        observations = self.tracker.observe(targets, metadata=metadata)
+        self._read_uris.update(o.uri for o in observations)
+        self.tracker._emit("dpt_products_read", ProductsRead(self.uuid, tuple(observations)))
+        return [o.uri for o in observations]
+
+    def _write(
+        self, targets: Sequence[Any], parents: Sequence[Any] | None, metadata: dict[str, Any] | None
+    ) -> list[str]:
+        if not self.tracker.enabled or not targets:
+            return []
+        explicit = list(parents) if parents is not None else None
+        own = [
+            list(t.parents) if isinstance(t, ProductRef) and t.parents is not None else None
+            for t in targets
+        ]
+        uris = self._ensure_read((explicit or []) + [p for ps in own if ps for p in ps])
+        default = tuple(uris[: len(explicit)]) if explicit is not None else None
+        per_target: list[tuple[str, ...] | None] = []
+        position = len(explicit or [])
+        for ps in own:
+            if ps is None:
+                per_target.append(default)
+            else:
+                per_target.append(tuple(uris[position : position + len(ps)]))
+                position += len(ps)
+        observations = self.tracker.observe(targets, metadata=metadata, parents=per_target)
+        self.tracker._emit("dpt_products_written", ProductsWritten(self.uuid, tuple(observations)))
+        return [o.uri for o in observations]
+
+    def _ensure_read(self, parents: Sequence[Any]) -> list[str]:
+        """Resolve ``parents``; record the ones this invocation has not read yet as inputs."""
+        uris = [self.tracker.resolve(p) for p in parents]
+        unread: list[Any] = []
+        seen: set[str] = set()
+        for parent, uri in zip(parents, uris, strict=True):
+            if uri not in self._read_uris and uri not in seen:
+                seen.add(uri)
+                unread.append(parent)
+        if unread:
+            self._read(unread, None)
+        return uris
+
+
+class Tracker:
+    """Records invocations and products through the plugin hooks.
+
+    :param settings: defaults to the process settings (``DPT_*`` variables, config file).
+    :param plugin_manager: defaults to the process plugin manager with all plugins loaded.
+    """
+
+    def __init__(
+        self, settings: Settings | None = None, plugin_manager: pluggy.PluginManager | None = None
+    ) -> None:
+        self._settings = settings
+        self._pm = plugin_manager
+        self._environment: EnvironmentSnapshot | None = None
+        self._stat_cache: Any = None
+        self._logged: set[str] = set()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings or get_settings()
+
+    @property
+    def enabled(self) -> bool:
+        return not self.settings.disabled
+
+    @property
+    def pm(self) -> pluggy.PluginManager:
+        if self._pm is None:
+            from dpt_core.plugins import load_plugins
+
+            self._pm = load_plugins(self.settings.load_plugins)
+        return self._pm
+
+    # -- guard ----------------------------------------------------------------------------
+
+    def _guard(self, what: str, call: Callable[[], Any], default: Any = None) -> Any:
+        """Run ``call``; a failure is logged once and swallowed unless strict mode is on."""
+        try:
+            return call()
+        except Exception as exc:
+            if self.settings.strict:
+                if isinstance(exc, DptError):
+                    raise
+                raise TrackingError(f"dpt {what} failed: {type(exc).__name__}: {exc}") from exc
+            key = f"{what}:{type(exc).__name__}"
+            if key not in self._logged:
+                self._logged.add(key)
+                log.warning(
+                    "dpt: %s failed, tracking continues without it: %s: %s",
+                    what,
+                    type(exc).__name__,
+                    exc,
+                )
+            return default
+
+    def _emit(self, hook: str, event: Any) -> None:
+        if not self.enabled:
+            return
+        self._guard(hook, lambda: getattr(self.pm.hook, hook)(event=event))
+
+    # -- environment -----------------------------------------------------------------------
+
+    def environment(self) -> EnvironmentSnapshot:
+        """This process's environment, captured once (facets from every plugin)."""
+        if self._environment is None:
+            from dpt_core.environment import capture_environment
+
+            facets: dict[str, Any] = {}
+            for contribution in reversed(self.pm.hook.dpt_collect_environment()):
+                if contribution:
+                    facets.update(contribution)
+            self._environment = capture_environment(
+                self.settings, jsonable(facets), plugin_redact=self._plugin_redact
+            )
+        return self._environment
+
+    def _plugin_redact(self, key: str, value: str) -> str | None:
+        result: str | None = self.pm.hook.dpt_redact(key=key, value=value)
+        return result
+
+    # -- products -------------------------------------------------------------------------
+
+    def resolve(self, target: Any) -> str:
+        """The normalised URI of ``target`` (plugins first, then paths and URI strings)."""
+        from dpt_core.uri import normalize_uri
+
+        if isinstance(target, ProductRef):
+            target = target.target
+        if not isinstance(target, str | bytes | os.PathLike):
+            resolved = self.pm.hook.dpt_resolve_uri(target=target)
+            if resolved is None:
+                raise InvalidTarget(
+                    f"{target!r} ({type(target).__name__}) is not a path or URI and no plugin resolves it: "
+                    "pass a path or a URI string"
+                )
+            target = resolved
+        return normalize_uri(target)
+
+    def observe(
+        self,
+        targets: Sequence[Any],
+        *,
+        metadata: dict[str, Any] | None = None,
+        parents: Sequence[tuple[str, ...] | None] | None = None,
+    ) -> list[ProductObservation]:
+        """Resolve, stat and hash ``targets`` (stat cache first, one cache transaction)."""
+        from dpt_core.uri import uri_to_path
+
+        refs = [t if isinstance(t, ProductRef) else None for t in targets]
+        uris = [self.resolve(t) for t in targets]
+        paths = [uri_to_path(u) for u in uris]
+        hashes: list[str | None] = []
+        for ref, uri, path in zip(refs, uris, paths, strict=True):
+            known = ref.content_hash if ref else None
+            hashes.append(known or self.pm.hook.dpt_hash(uri=uri, path=path))
+        to_hash = [i for i, p in enumerate(paths) if p is not None and hashes[i] is None]
+        facts = dict(zip(to_hash, self._observe_files([paths[i] for i in to_hash]), strict=True))  # type: ignore[misc]
+        observations = []
+        for index, uri in enumerate(uris):
+            ref = refs[index]
+            size = mtime = None
+            if index in facts:
+                hashes[index] = facts[index].content_hash
+                size, mtime = facts[index].size, facts[index].mtime
+            elif paths[index] is not None:
+                stat = _stat_only(paths[index])  # type: ignore[arg-type]
+                size, mtime = stat.size, stat.mtime
+            meta = {**(metadata or {}), **((ref.metadata or {}) if ref else {})}
+            observations.append(
+                ProductObservation(
+                    uri=uri,
+                    version_uuid=(ref.version_uuid if ref and ref.version_uuid else str(uuidlib.uuid4())),
+                    content_hash=hashes[index],
+                    size=size,
+                    mtime=mtime,
+                    metadata=jsonable(meta),
+                    parents=parents[index] if parents is not None else None,
+                )
+            )
+        return observations
+
+    def _observe_files(self, paths: list[str]) -> list[Any]:
+        """Hash local files through the stat cache; a file that cannot be hashed is kept without a hash."""
+        from dpt_core.errors import HashError
+        from dpt_core.hashing import StatCache, observe, observe_many
+
+        if not paths:
+            return []
+        algorithm = self.settings.hash_algorithm
+        if algorithm == "none":
+            return [_stat_only(p) for p in paths]
+        if self._stat_cache is None:
+            self._stat_cache = StatCache(self.settings.cache_dir / "statcache.sqlite3")
+        try:
+            return observe_many(paths, algorithm, cache=self._stat_cache)
+        except HashError:
+            pass
+        results = []
+        for path in paths:
+            try:
+                results.append(observe(path, algorithm, cache=self._stat_cache))
+            except HashError as exc:
+                if self.settings.strict:
+                    raise
+                self._warn_once(f"hash:{path}", f"dpt: {exc}; recorded without a content hash")
+                results.append(_stat_only(path))
+        return results
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning("%s", message)
+
+    # -- invocations ----------------------------------------------------------------------
+
+    def current(self) -> InvocationHandle | None:
+        """The innermost open invocation here, or what an orchestrator says is running."""
+        stack = _current.get()
+        if stack:
+            return stack[-1]
+        if not self.enabled:
+            return None
+        context = self._guard("dpt_current_context", lambda: self.pm.hook.dpt_current_context())
+        if context is None:
+            return None
+        return InvocationHandle(self, context.invocation_uuid, context.job, context.task)
+
+    def start(
+        self,
+        job: str,
+        *,
+        task: str | None = None,
+        orchestrator: str = "python",
+        uuid: str | None = None,
+        parent: InvocationHandle | str | None = None,
+        external_id: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        command: str | Sequence[str] | None = None,
+        code_version: str | None = None,
+        started_at: dt.datetime | None = None,
+        status: str = "running",
+        environment: bool = True,
+    ) -> InvocationHandle:
+        """Open an invocation (recorded at once, so a crash leaves it visible as running).
+
+        :param uuid: a stable id (see :func:`invocation_uuid`) makes the call idempotent.
+        :param parent: the enclosing invocation; default: the current one, if any.
+        :param environment: False for invocations recorded on behalf of another process
+            (the environment captured here would be the wrong one).
+        """
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is unknown: use one of {', '.join(STATUSES)}")
+        if not job:
+            raise ValueError("job must be a non-empty name")
+        handle = InvocationHandle(self, uuid or str(uuidlib.uuid4()), job, task)
+        if not self.enabled:
+            return handle
+        if parent is None:
+            enclosing = self.current()
+            parent_uuid = enclosing.uuid if enclosing else None
+        else:
+            parent_uuid = parent.uuid if isinstance(parent, InvocationHandle) else parent
+        if isinstance(command, list | tuple):
+            command = shlex.join(command)
+
+        def build() -> InvocationStarted:
+            env = self.environment() if environment else None
+            from dpt_core.environment import volatile_variables
+
+            return InvocationStarted(
+                uuid=handle.uuid,
+                orchestrator=orchestrator,
+                job=job,
+                task=task,
+                external_id=external_id,
+                parent_uuid=parent_uuid,
+                status=status,
+                started_at=started_at or utcnow(),
+                user=env.user if env else None,
+                host=env.hostname if env else None,
+                command=command,  # type: ignore[arg-type]
+                parameters=jsonable(parameters or {}),
+                code_version=code_version,
+                environment=env,
+                variables=volatile_variables(self.settings) if environment else {},
+            )
+
+        event = self._guard("start", build)
+        if event is not None:
+            self._emit("dpt_invocation_started", event)
+        return handle
+
+    def attach(
+        self, uuid: str, job: str | None = None, task: str | None = None
+    ) -> InvocationHandle:
+        """A handle on an invocation started elsewhere (another hook call, another process)."""
+        return InvocationHandle(self, uuid, job, task)
+
+    @contextlib.contextmanager
+    def activate(self, handle: InvocationHandle) -> Iterator[InvocationHandle]:
+        """Make ``handle`` the current invocation inside the block (no start or finish)."""
+        token = _current.set((*_current.get(), handle))
+        try:
+            yield handle
+        finally:
+            _current.reset(token)
+
+    @contextlib.contextmanager
+    def invocation(self, job: str | None = None, **kwargs: Any) -> Iterator[InvocationHandle]:
+        """Open an invocation for the block: success when it ends, failed (with the error) when it raises.
+
+        Inside an orchestrator task with no ``job`` given, the block joins the
+        task's invocation instead of opening a new one.
+        """
+        if job is None:
+            joined = self.current()
+            if joined is not None:
+                with self.activate(joined):
+                    yield joined
+                return
+            job = _script_name()
+        handle = self.start(job, **kwargs)
+        with self.activate(handle):
+            try:
+                yield handle
+            except BaseException as exc:
+                status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+                handle.finish(status, error=exc)
+                raise
+        if not handle._finished:
+            handle.finish("success")
+
+    def track(
+        self,
+        *targets: Any,
+        parents: Sequence[Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """Record ``targets`` as written by the current invocation, or by a new one-off invocation."""
+        current = self.current()
+        if current is not None:
+            return current.write(*targets, parents=parents, metadata=metadata)
+        with self.invocation(_script_name(), task="track") as handle:
+            return handle.write(*targets, parents=parents, metadata=metadata)
+
+
+def _stat_only(path: str) -> Any:
+    from dpt_core.hashing import FileFacts
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return FileFacts(None, None, None, False)
+    return FileFacts(None, st.st_size, st.st_mtime, True)
+
+
+def _script_name() -> str:
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "python"
+    name = os.path.basename(argv0)
+    return name if name not in ("-c", "") else "python"
+
+
+_default: Tracker | None = None
+
+
+def get_tracker() -> Tracker:
+    """The process-wide tracker."""
+    global _default
+    if _default is None:
+        _default = Tracker()
+    return _default
+
+
+def reset() -> None:
+    """Forget cached settings, store, environment and tracker (after changing ``DPT_*``)."""
+    global _default
+    from dpt_core import config
+    from dpt_core.store.plugin import reset_store
+
+    config.reset_settings()
+    reset_store()
+    _default = None
