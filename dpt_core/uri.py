@@ -1,0 +1,185 @@
+"""Path and URI normalisation: one spelling per data product.
+
+Every product is identified by a normalised URI string:
+
+- a local path (``str``, ``bytes`` or :class:`os.PathLike`, relative or absolute)
+  becomes ``file:///abs/path`` with symlinks resolved (the file need not exist)
+  and every byte outside the RFC 3986 path characters percent-encoded, so names
+  that are not valid UTF-8 survive the trip to the database and back;
+- a ``str`` that starts with ``scheme://`` is a URI: the scheme is lower-cased,
+  a password in it is dropped (``postgres://u:pw@h/db`` -> ``postgres://u@h/db``:
+  secrets never become product names), the rest is kept as written;
+- ``file://`` URIs are re-normalised as paths, so ``file:///a/../b`` and
+  ``file:///b`` name the same product.
+
+``bytes`` and path objects are always paths; only a ``str`` can be a URI. A
+string such as ``C:`` or ``a:b`` (no ``//``) is a relative path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Final
+from urllib.parse import quote, unquote_to_bytes
+
+import deal
+
+from dpt_core.errors import InvalidTarget
+
+__all__ = ["is_local", "normalize_uri", "uri_to_path"]
+
+#: RFC 3986 ``scheme "://"``; a scheme needs at least one letter, so ``C:`` is a path.
+_SCHEME_RE: Final = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
+_NORMALISED_RE: Final = re.compile(r"^[a-z][a-z0-9+.\-]*://")
+#: Path characters kept as they are besides the unreserved ones (RFC 3986 ``pchar`` and "/").
+_PATH_SAFE: Final = "/!$&'()*+,;=:@"
+_LOCAL_HOSTS: Final = ("", "localhost")
+
+
+def _describe(target: object) -> str:
+    text = repr(target)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _has_nul(value: str | bytes) -> bool:
+    return b"\0" in value if isinstance(value, bytes) else "\0" in value
+
+
+def _as_text_or_bytes(target: object) -> str | bytes:
+    """The str or bytes behind ``target``; raises :class:`InvalidTarget` for anything else."""
+    if isinstance(target, os.PathLike):
+        target = os.fspath(target)
+    if not isinstance(target, str | bytes):
+        raise InvalidTarget(
+            f"cannot track {_describe(target)} of type {type(target).__name__}: "
+            "pass a path (str, bytes or os.PathLike) or a URI string such as 's3://bucket/key'"
+        )
+    if not target:
+        raise InvalidTarget(
+            "cannot track an empty path or URI: pass a file path or a URI such as 's3://bucket/key'"
+        )
+    if _has_nul(target):
+        raise InvalidTarget(
+            f"cannot track {_describe(target)}: it contains a NUL character; remove it"
+        )
+    return target
+
+
+def _encode_path(raw: bytes) -> str:
+    return "file://" + quote(raw, safe=_PATH_SAFE)
+
+
+def _path_uri(path: str | bytes) -> str:
+    resolved = os.path.realpath(os.fsencode(path))
+    return _encode_path(resolved)
+
+
+def _split_file_uri(uri: str) -> tuple[str, str]:
+    """(authority, path) of a ``file://`` URI; raises :class:`InvalidTarget` for query or fragment."""
+    rest = uri[len("file://") :]
+    if "?" in rest or "#" in rest:
+        raise InvalidTarget(
+            f"file URI {_describe(uri)} has a query or fragment: percent-encode '?' as %3F and "
+            "'#' as %23, or pass the path itself"
+        )
+    authority, slash, path = rest.partition("/")
+    return authority, slash + path
+
+
+def _file_uri_bytes(uri: str) -> bytes:
+    """The raw path bytes of a local ``file://`` URI."""
+    authority, path = _split_file_uri(uri)
+    if authority.lower() not in _LOCAL_HOSTS:
+        raise InvalidTarget(
+            f"file URI {_describe(uri)} names host {authority!r}: only local file URIs "
+            "(file:///path or file://localhost/path) are supported; pass the path where it is mounted"
+        )
+    if not path:
+        raise InvalidTarget(
+            f"file URI {_describe(uri)} has no path: write it as file:///absolute/path"
+        )
+    raw = unquote_to_bytes(path)
+    if b"\0" in raw:
+        raise InvalidTarget(f"file URI {_describe(uri)} encodes a NUL byte (%00); remove it")
+    return raw
+
+
+def _without_password(rest: str) -> str:
+    """``rest`` (the text after ``scheme://``) with any password in its authority dropped."""
+    authority, delimiter, tail = _split_authority(rest)
+    userinfo, at, host = authority.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if not at or not colon:
+        return rest
+    return f"{user}@{host}{delimiter}{tail}"
+
+
+def _split_authority(rest: str) -> tuple[str, str, str]:
+    """(authority, delimiter, remainder) of the text after ``scheme://``."""
+    match = re.search(r"[/?#]", rest)
+    if match is None:
+        return rest, "", ""
+    return rest[: match.start()], match.group(), rest[match.end() :]
+
+
+def _normalise_uri_text(scheme: str, uri: str) -> str:
+    rest = uri[len(scheme) + 3 :]
+    if scheme == "file":
+        return _path_uri(_file_uri_bytes(uri))
+    if not rest:
+        raise InvalidTarget(
+            f"URI {_describe(uri)} has nothing after '{scheme}://': name the object, e.g. '{scheme}://bucket/key'"
+        )
+    return f"{scheme}://{_without_password(rest)}"
+
+
+def _is_file_uri_roundtrip(uri: str) -> bool:
+    """A normalised file URI re-encodes to itself (the encoding is canonical)."""
+    return (
+        not uri.startswith("file://")
+        or _encode_path(unquote_to_bytes(uri[len("file://") :])) == uri
+    )
+
+
+@deal.post(
+    lambda result: _NORMALISED_RE.match(result) is not None,
+    message="result must start with scheme://",
+)
+@deal.post(_is_file_uri_roundtrip, message="file URIs must use the canonical percent-encoding")
+def normalize_uri(target: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
+    """The normalised URI of a path or URI (see the module docstring).
+
+    :raises InvalidTarget: ``target`` is empty, contains NUL, is not a str, bytes or
+        path object, or is a ``file://`` URI that does not name a local path.
+    """
+    value = _as_text_or_bytes(target)
+    if isinstance(value, str):
+        match = _SCHEME_RE.match(value)
+        if match is not None:
+            return _normalise_uri_text(match.group("scheme").lower(), value)
+    return _path_uri(value)
+
+
+@deal.pre(lambda uri: isinstance(uri, str), message="uri must be a str")
+@deal.post(
+    lambda result: result is None or os.path.isabs(result), message="a local path is absolute"
+)
+def uri_to_path(uri: str) -> str | None:
+    """The local path a ``file://`` URI names (decoded with :func:`os.fsdecode`), else None.
+
+    Non-UTF-8 names come back as the same ``str`` :func:`os.fsdecode` gives for the
+    original bytes, so ``os.fsencode(uri_to_path(normalize_uri(b)))`` is ``b`` resolved.
+
+    :raises InvalidTarget: a ``file://`` URI names another host or has no path.
+    """
+    match = _SCHEME_RE.match(uri)
+    if match is None or match.group("scheme").lower() != "file":
+        return None
+    return os.fsdecode(_file_uri_bytes("file://" + uri[match.end() :]))
+
+
+def is_local(uri: str) -> bool:
+    """True when ``uri`` names a local file: a ``file://`` URI or a plain path (no scheme)."""
+    match = _SCHEME_RE.match(uri)
+    return match is None or match.group("scheme").lower() == "file"

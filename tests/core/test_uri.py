@@ -1,0 +1,177 @@
+"""Path and URI normalisation (dpt_core.uri), on real files in tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dpt_core.errors import InvalidTarget
+from dpt_core.uri import is_local, normalize_uri, uri_to_path
+
+# A path segment: any bytes but NUL and "/" (those are the only two a POSIX name cannot hold).
+segment = st.binary(min_size=1, max_size=12).filter(lambda b: b"\0" not in b and b"/" not in b)
+segments = st.lists(segment, min_size=1, max_size=4)
+tmp_settings = settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    real = Path(os.path.realpath(tmp_path))
+    monkeypatch.chdir(real)
+    return real
+
+
+def test_relative_path_becomes_absolute_file_uri(in_tmp: Path) -> None:
+    assert normalize_uri("raw.fits") == f"file://{in_tmp}/raw.fits"
+
+
+def test_str_bytes_and_pathlike_agree(in_tmp: Path) -> None:
+    expected = f"file://{in_tmp}/a/b.fits"
+    assert normalize_uri("a/b.fits") == expected
+    assert normalize_uri(b"a/b.fits") == expected
+    assert normalize_uri(Path("a/b.fits")) == expected
+    assert normalize_uri(in_tmp / "a" / "b.fits") == expected
+
+
+def test_symlinks_are_resolved(in_tmp: Path) -> None:
+    (in_tmp / "data").mkdir()
+    (in_tmp / "data" / "x.fits").write_bytes(b"x")
+    (in_tmp / "link").symlink_to(in_tmp / "data")
+    assert normalize_uri("link/x.fits") == f"file://{in_tmp}/data/x.fits"
+
+
+def test_missing_file_still_normalises(in_tmp: Path) -> None:
+    assert normalize_uri("nowhere/../later.fits") == f"file://{in_tmp}/later.fits"
+    assert not (in_tmp / "later.fits").exists()
+
+
+def test_reserved_characters_are_percent_encoded(in_tmp: Path) -> None:
+    uri = normalize_uri("a b%c?d#e.fits")
+    assert uri == f"file://{in_tmp}/a%20b%25c%3Fd%23e.fits"
+    assert uri_to_path(uri) == f"{in_tmp}/a b%c?d#e.fits"
+
+
+def test_non_utf8_name_round_trips(in_tmp: Path) -> None:
+    name = b"caf\xe9-\xff.fits"
+    (in_tmp / os.fsdecode(name)).write_bytes(b"1")
+    uri = normalize_uri(name)
+    assert uri == f"file://{in_tmp}/caf%E9-%FF.fits"
+    path = uri_to_path(uri)
+    assert path is not None
+    assert os.fsencode(path) == os.fsencode(in_tmp) + b"/" + name
+    assert Path(path).read_bytes() == b"1"
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("s3://bucket/key.fits", "s3://bucket/key.fits"),
+        ("S3://bucket/Key.fits", "s3://bucket/Key.fits"),
+        ("gs://b/k", "gs://b/k"),
+        ("postgres://host/db/schema.table", "postgres://host/db/schema.table"),
+        ("dagster://asset/key/path", "dagster://asset/key/path"),
+        ("HTTPS://example.org/a?b=1#c", "https://example.org/a?b=1#c"),
+        ("postgres://alice:s3cret@db:5432/x/s.t", "postgres://alice@db:5432/x/s.t"),
+        ("postgres://alice:p@ss@db/x", "postgres://alice@db/x"),
+        ("file:///a/../b", "file:///b"),
+        ("file://localhost/tmp/%41", "file:///tmp/A"),
+        ("FILE:////srv//x/./y", "file:///srv/x/y"),
+        ("file:///", "file:///"),
+    ],
+)
+def test_uris_are_kept_with_scheme_lowercased(target: str, expected: str) -> None:
+    assert normalize_uri(target) == expected
+
+
+@pytest.mark.parametrize("target", ["C:", "a:b", "x:/y", "s3:bucket"])
+def test_colon_without_double_slash_is_a_relative_path(in_tmp: Path, target: str) -> None:
+    assert normalize_uri(target) == f"file://{in_tmp}/{target}"
+    assert is_local(target)
+
+
+@pytest.mark.parametrize(
+    ("target", "fragment"),
+    [
+        ("", "empty"),
+        (b"", "empty"),
+        ("a\0b", "NUL"),
+        (b"a\0b", "NUL"),
+        ("file:///a%00b", "NUL"),
+        (3, "int"),
+        (None, "NoneType"),
+        (["a"], "list"),
+        ("file://server/share/x", "host 'server'"),
+        ("file://", "no path"),
+        ("file:///a?b", "query or fragment"),
+        ("s3://", "nothing after"),
+    ],
+)
+def test_bad_targets_raise_invalid_target_naming_input_and_fix(target: object, fragment: str) -> None:
+    with pytest.raises(InvalidTarget) as info:
+        normalize_uri(target)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert fragment in message
+    assert ":" in message  # "<what is wrong>: <what to do>"
+
+
+def test_uri_to_path_is_none_for_remote_uris() -> None:
+    assert uri_to_path("s3://bucket/key") is None
+    assert uri_to_path("dagster://asset/a") is None
+    assert uri_to_path("file:///x/y%20z") == "/x/y z"
+
+
+def test_is_local() -> None:
+    assert is_local("file:///x")
+    assert is_local("relative/path")
+    assert not is_local("s3://b/k")
+    assert not is_local("https://h/p")
+
+
+@tmp_settings
+@given(parts=segments)
+def test_normalisation_is_idempotent_for_any_bytes(in_tmp: Path, parts: list[bytes]) -> None:
+    path = os.fsencode(in_tmp) + b"/" + b"/".join(parts)
+    once = normalize_uri(path)
+    assert once.startswith("file:///")
+    assert normalize_uri(once) == once
+    assert normalize_uri(os.fsdecode(path)) == once
+
+
+@tmp_settings
+@given(parts=segments)
+def test_any_name_round_trips_through_uri_to_path(in_tmp: Path, parts: list[bytes]) -> None:
+    path = os.fsencode(in_tmp) + b"/" + b"/".join(parts)
+    uri = normalize_uri(path)
+    back = uri_to_path(uri)
+    assert back is not None
+    assert os.fsencode(back) == os.path.realpath(path)
+    assert is_local(uri)
+
+
+@tmp_settings
+@given(name=segment.filter(lambda b: b not in (b".", b"..")))
+def test_real_file_with_any_name_is_found_again(in_tmp: Path, name: bytes) -> None:
+    target = os.fsencode(in_tmp) + b"/" + name
+    with open(target, "wb") as handle:
+        handle.write(name)
+    back = uri_to_path(normalize_uri(target))
+    assert back is not None
+    assert Path(back).read_bytes() == name
+    os.unlink(target)
+
+
+@settings(max_examples=200)
+@given(
+    scheme=st.from_regex(r"[a-z][a-z0-9+.\-]{0,8}", fullmatch=True).filter(lambda s: s != "file"),
+    rest=st.text(min_size=1, max_size=30).filter(lambda t: "\0" not in t),
+)
+def test_remote_uri_normalisation_is_idempotent(scheme: str, rest: str) -> None:
+    uri = normalize_uri(f"{scheme.upper()}://{rest}")
+    assert uri.startswith(f"{scheme}://")
+    assert normalize_uri(uri) == uri
+    assert not is_local(uri)
+    assert uri_to_path(uri) is None
