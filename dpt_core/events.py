@@ -100,6 +100,8 @@ Event = InvocationStarted | InvocationFinished | ProductsRead | ProductsWritten
 
 
 def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dt.datetime):
         return {"__dt__": value.isoformat()}
     if isinstance(value, tuple | list):

@@ -29,6 +29,8 @@ pm.add_hookspecs(hookspecs)
 
 _loaded = False
 _lock = threading.Lock()
+#: plugin name -> "distribution version" for plugins loaded from entry points.
+_origins: dict[str, str] = {}
 
 
 def load_plugins(
@@ -56,6 +58,8 @@ def load_plugins(
                 log.warning("dpt: plugin %r (%s) failed to load: %s", ep.name, ep.value, exc)
                 continue
             pm.register(plugin, name=ep.name)
+            if ep.dist is not None:
+                _origins[ep.name] = f"{ep.dist.metadata['Name']} {ep.dist.version}"
         pm.check_pending()
         _loaded = True
         return pm
@@ -63,19 +67,17 @@ def load_plugins(
 
 def plugin_listing() -> list[dict[str, Any]]:
     """What ``dpt plugins`` shows: each plugin's name, origin and the hooks it implements."""
-    dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
     listing = []
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
         if plugin is None:
             continue
-        dist = dists.get(id(plugin))
         hooks = sorted(h.name for h in (pm.get_hookcallers(plugin) or []))
         listing.append(
             {
                 "name": name,
                 "module": getattr(plugin, "__name__", type(plugin).__name__),
                 "builtin": name in BUILTIN_PLUGINS,
-                "distribution": f"{dist.project_name} {dist.version}" if dist else None,
+                "distribution": _origins.get(name),
                 "hooks": hooks,
             }
         )

@@ -1,0 +1,3 @@
+from dpt_core.cli import main
+
+main()

@@ -1,0 +1,186 @@
+"""The Tracker API, end to end on a real database."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import dpt_core
+from dpt_core.errors import TrackingError
+
+
+def runs(env):
+    return env.rows("SELECT id, uuid, job, task, status, parent_id, error, parameters FROM invocations ORDER BY id")
+
+
+def edges(env):
+    return sorted(
+        (r.parent, r.child)
+        for r in env.rows(
+            "SELECT pp.uri AS parent, cp.uri AS child FROM lineage_edges e "
+            "JOIN data_product_versions pv ON pv.id = e.parent_version_id JOIN data_products pp ON pp.id = pv.product_id "
+            "JOIN data_product_versions cv ON cv.id = e.child_version_id JOIN data_products cp ON cp.id = cv.product_id"
+        )
+    )
+
+
+def params(row):
+    value = row.parameters
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def test_invocation_records_inputs_outputs_and_lineage(dpt_backend, dpt_env, tmp_path):
+    raw, flat, cal = tmp_path / "raw.fits", tmp_path / "flat.fits", tmp_path / "cal.fits"
+    raw.write_bytes(b"raw")
+    flat.write_bytes(b"flat")
+    with dpt_core.invocation("calibrate", parameters={"gain": 1.5, "when": object()}) as inv:
+        inv.read(raw, flat)
+        cal.write_bytes(b"cal")
+        inv.write(cal)
+    (row,) = runs(dpt_env)
+    assert (row.job, row.status, row.error) == ("calibrate", "success", None)
+    assert params(row)["gain"] == 1.5 and params(row)["when"].startswith("<object object")
+    assert edges(dpt_env) == sorted([(raw.as_uri(), cal.as_uri()), (flat.as_uri(), cal.as_uri())])
+    h = dpt_env.scalar("SELECT content_hash FROM data_product_versions v JOIN data_products p ON p.id = v.product_id WHERE p.uri = :u", u=cal.as_uri())
+    assert h == dpt_core.hash_file(cal)
+
+
+def test_failed_block_records_failed_with_error_and_reraises(dpt_env):
+    with pytest.raises(ZeroDivisionError), dpt_core.invocation("divide"):
+        1 / 0  # noqa: B018
+    (row,) = runs(dpt_env)
+    assert row.status == "failed" and "ZeroDivisionError" in row.error
+
+
+def test_nested_invocations_get_a_parent_and_track_joins_the_current_one(dpt_env, tmp_path):
+    out = tmp_path / "lc.fits"
+    out.write_bytes(b"lc")
+    with dpt_core.invocation("flow") as outer, dpt_core.invocation("step") as inner:
+        dpt_core.track(out)
+    flow, step = runs(dpt_env)
+    assert step.parent_id == flow.id and flow.parent_id is None
+    producer = dpt_env.scalar("SELECT i.uuid FROM data_product_versions v JOIN invocations i ON i.id = v.produced_by_id")
+    assert producer == inner.uuid != outer.uuid
+
+
+def test_track_outside_any_invocation_opens_a_one_off_invocation(dpt_env, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("a")
+    b.write_text("b")
+    dpt_core.track(b, parents=[a])
+    (row,) = runs(dpt_env)
+    assert row.task == "track" and row.status == "success"
+    assert edges(dpt_env) == [(a.as_uri(), b.as_uri())]
+
+
+def test_explicit_parents_win_and_unread_parents_become_inputs(dpt_env, tmp_path):
+    a, b, x, y = (tmp_path / n for n in "abxy")
+    for p in (a, b, x, y):
+        p.write_text(p.name)
+    with dpt_core.invocation("j") as inv:
+        inv.read(a, b)
+        inv.write(x, parents=[a])
+        inv.write(y)  # no parents: derives from every input
+    assert edges(dpt_env) == sorted([(a.as_uri(), x.as_uri()), (a.as_uri(), y.as_uri()), (b.as_uri(), y.as_uri())])
+
+
+def test_rewrites_make_new_versions_and_reads_link_to_the_current_one(dpt_env, tmp_path):
+    f = tmp_path / "f"
+    f.write_text("v1")
+    dpt_core.track(f)
+    f.write_text("v2 longer")
+    dpt_core.track(f)
+    with dpt_core.invocation("reader") as inv:
+        inv.read(f)
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 2
+    used = dpt_env.scalar(
+        "SELECT v.content_hash FROM invocation_inputs ii JOIN data_product_versions v ON v.id = ii.version_id"
+    )
+    assert used == dpt_core.hash_file(f)
+
+
+def test_many_outputs_are_one_batch(dpt_env, tmp_path):
+    files = []
+    for i in range(300):
+        p = tmp_path / f"o{i}"
+        p.write_text(str(i))
+        files.append(p)
+    calls = []
+    tracker = dpt_core.get_tracker()
+    original = tracker._emit
+
+    def spy(hook, event):
+        calls.append(hook)
+        original(hook, event)
+
+    tracker._emit = spy  # type: ignore[method-assign]
+    with tracker.invocation("batch") as inv:
+        inv.write(*files)
+    assert calls.count("dpt_products_written") == 1
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 300
+
+
+def test_disabled_records_nothing(dpt_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("DPT_DISABLED", "1")
+    dpt_core.reset()
+    f = tmp_path / "f"
+    f.write_text("x")
+    with dpt_core.invocation("j") as inv:
+        inv.write(f)
+    dpt_core.track(f)
+    monkeypatch.delenv("DPT_DISABLED")
+    dpt_core.reset()
+    assert dpt_env.scalar("SELECT COUNT(*) FROM invocations") == 0
+
+
+def test_unresolvable_target_is_swallowed_normally_and_raised_in_strict_mode(dpt_env, monkeypatch, caplog):
+    with dpt_core.invocation("j") as inv:
+        assert inv.write(object()) == []
+    assert "not a path or URI" in caplog.text
+    assert runs(dpt_env)[0].status == "success"
+    monkeypatch.setenv("DPT_STRICT", "1")
+    dpt_core.reset()
+    with pytest.raises(dpt_core.InvalidTarget, match="not a path or URI"), dpt_core.invocation("k") as inv:
+        inv.write(object())
+
+
+def test_idempotent_start_with_stable_uuid(dpt_env):
+    tracker = dpt_core.get_tracker()
+    uid = dpt_core.invocation_uuid("airflow", "dag", "run-1")
+    assert uid == dpt_core.invocation_uuid("airflow", "dag", "run-1")
+    tracker.start("dag", uuid=uid, orchestrator="airflow")
+    tracker.start("dag", uuid=uid, orchestrator="airflow")
+    tracker.attach(uid).finish("failed", error="task x failed")
+    (row,) = runs(dpt_env)
+    assert (row.uuid, row.status, row.error) == (uid, "failed", "task x failed")
+
+
+def test_current_context_hook_lets_plugins_name_the_running_invocation(dpt_env, tmp_path):
+    tracker = dpt_core.get_tracker()
+    task = tracker.start("dag", task="t1", orchestrator="airflow")
+
+    class FakeOrchestrator:
+        @dpt_core.hookimpl
+        def dpt_current_context(self):
+            return dpt_core.CurrentContext(invocation_uuid=task.uuid)
+
+    plugin = FakeOrchestrator()
+    tracker.pm.register(plugin, name="fake-orchestrator")
+    try:
+        f = tmp_path / "out"
+        f.write_text("o")
+        dpt_core.track(f)
+    finally:
+        tracker.pm.unregister(plugin)
+    assert dpt_env.scalar("SELECT COUNT(*) FROM invocations") == 1
+    assert dpt_env.scalar("SELECT produced_by_id FROM data_product_versions") == runs(dpt_env)[0].id
+
+
+def test_environment_is_one_row_for_many_invocations(dpt_env):
+    for i in range(5):
+        with dpt_core.invocation(f"j{i}"):
+            pass
+    assert dpt_env.scalar("SELECT COUNT(DISTINCT environment_id) FROM invocations") == 1
+    assert dpt_env.scalar("SELECT COUNT(*) FROM environments") == 1
+    assert dpt_env.scalar("SELECT COUNT(*) FROM environment_distributions") > 5
