@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 CHUNK_SIZE: Final = 1 << 20
+_SMALL_CHUNK_SIZE: Final = 1 << 16
 HASH_PATTERN: Final = re.compile(r"^(xxh3_128|blake3|sha256):[0-9a-f]+$")
 #: A cached hash is trusted only for files whose mtime is this much older than the hash.
 RACY_WINDOW_NS: Final = 2_000_000_000
@@ -128,8 +129,13 @@ def _special_file(path: bytes, mode: int) -> HashError:
     )
 
 
-def _stream(fd: int, hasher: _Hasher) -> None:
-    buffer = bytearray(CHUNK_SIZE)
+def _stream(fd: int, hasher: _Hasher, size_hint: int = CHUNK_SIZE) -> None:
+    """Feed ``fd`` to ``hasher`` in chunks of at most :data:`CHUNK_SIZE` bytes.
+
+    :param size_hint: the expected size; small files get a small buffer, because
+        allocating 1 MiB costs more than hashing a 4 KiB file.
+    """
+    buffer = bytearray(min(CHUNK_SIZE, max(_SMALL_CHUNK_SIZE, size_hint + 1)))
     view = memoryview(buffer)
     while count := os.readv(fd, [buffer]):
         hasher.update(view[:count])
@@ -146,7 +152,7 @@ def _hash_regular(path: bytes, algorithm: str) -> tuple[str, os.stat_result, os.
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
             raise _special_file(path, before.st_mode)
-        _stream(fd, hasher)
+        _stream(fd, hasher, before.st_size)
         after = os.fstat(fd)
     except OSError as exc:
         raise _error(path, exc) from None

@@ -55,8 +55,13 @@ def cache(tmp_path: Path) -> StatCache:
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_hash_matches_the_reference_implementation(tmp_path: Path, algorithm: str) -> None:
-    data = os.urandom(3 * CHUNK_SIZE + 12345)  # several chunks and a partial one
+@pytest.mark.parametrize(
+    "size", [1, 65535, 65537, CHUNK_SIZE - 1, CHUNK_SIZE, 3 * CHUNK_SIZE + 12345]
+)
+def test_hash_matches_the_reference_implementation(
+    tmp_path: Path, algorithm: str, size: int
+) -> None:
+    data = os.urandom(size)  # around the small and the full buffer sizes, and several chunks
     path = tmp_path / "big.bin"
     path.write_bytes(data)
     assert hash_file(path, algorithm) == reference(algorithm, data)
