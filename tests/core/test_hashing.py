@@ -6,6 +6,8 @@ import hashlib
 import os
 import socket
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import blake3
@@ -362,3 +364,35 @@ def test_cache_is_shared_between_connections(tmp_path: Path) -> None:
     os.utime(path, ns=(OLD_NS, OLD_NS))
     with StatCache(database) as reader:
         assert observe(path, "xxh3_128", reader).content_hash == reference("xxh3_128", b"abc")
+
+
+WORKER = """
+import sys
+from dpt_core.hashing import StatCache, observe_many
+cache = StatCache(sys.argv[1], timeout=30)
+for _ in range(5):
+    observe_many(sys.argv[2:], "xxh3_128", cache)
+print(cache.usable)
+"""
+
+
+def test_many_processes_share_one_cache(tmp_path: Path) -> None:
+    database = tmp_path / "statcache.sqlite3"
+    groups = [
+        [write_old(tmp_path / f"p{w}-{i}", b"%d-%d" % (w, i)) for i in range(50)] for w in range(6)
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(database), *map(str, paths)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for paths in groups
+    ]
+    outputs = [worker.communicate(timeout=120)[0].strip() for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * len(groups)
+    assert outputs == ["True"] * len(groups)  # no worker had to give up on the cache
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT count(*) FROM statcache").fetchone()[0] == 300
