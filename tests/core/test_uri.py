@@ -15,7 +15,9 @@ from dpt_core.uri import is_local, normalize_uri, uri_to_path
 # A path segment: any bytes but NUL and "/" (those are the only two a POSIX name cannot hold).
 segment = st.binary(min_size=1, max_size=12).filter(lambda b: b"\0" not in b and b"/" not in b)
 segments = st.lists(segment, min_size=1, max_size=4)
-tmp_settings = settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+tmp_settings = settings(
+    max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @pytest.fixture
@@ -110,7 +112,9 @@ def test_colon_without_double_slash_is_a_relative_path(in_tmp: Path, target: str
         ("s3://", "nothing after"),
     ],
 )
-def test_bad_targets_raise_invalid_target_naming_input_and_fix(target: object, fragment: str) -> None:
+def test_bad_targets_raise_invalid_target_naming_input_and_fix(
+    target: object, fragment: str
+) -> None:
     with pytest.raises(InvalidTarget) as info:
         normalize_uri(target)  # type: ignore[arg-type]
     message = str(info.value)
