@@ -1,0 +1,333 @@
+"""Lineage closures on SQLite, PostgreSQL and MariaDB, built through the public API."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections import deque
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import dpt_core
+from dpt_core.events import ProductRef
+from dpt_core.store.lineage import LineageGraph, closure, downstream_products, lineage
+from dpt_core.uri import normalize_uri
+
+
+@pytest.fixture
+def strict(dpt_env, monkeypatch):
+    """Tracking errors raise instead of being logged, so a broken record fails the test."""
+    monkeypatch.setenv("DPT_STRICT", "1")
+    dpt_core.reset()
+    return dpt_env
+
+
+def step(job: str, reads=(), writes: dict | None = None, parents=None) -> str:
+    """One invocation: read ``reads``, write each file of ``writes`` (path -> text); its UUID."""
+    with dpt_core.invocation(job) as inv:
+        if reads:
+            inv.read(*reads)
+        for path, text in (writes or {}).items():
+            Path(path).write_text(text)
+        if writes:
+            inv.write(*writes, parents=parents)
+    return inv.uuid
+
+
+def uri(path) -> str:
+    return normalize_uri(path)
+
+
+def by_uri(graph: LineageGraph) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for node in graph.nodes:
+        out.setdefault(node.uri, []).append(node.depth)
+    return out
+
+
+def edge_set(graph: LineageGraph) -> set[tuple[str, str, str | None]]:
+    return {(e.parent, e.child, e.invocation) for e in graph.edges}
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def test_diamond_upstream_and_downstream(dpt_backend, strict, tmp_path):
+    raw, left, right, top = (tmp_path / n for n in ("raw", "left", "right", "top"))
+    make_raw = step("ingest", writes={raw: "raw"})
+    make_left = step("left", [raw], {left: "L"})
+    make_right = step("right", [raw], {right: "R"})
+    make_top = step("combine", [left, right], {top: "T"})
+
+    up = lineage(top, "upstream")
+    assert up.root == uri(top) and up.direction == "upstream"
+    assert by_uri(up) == {uri(top): [0], uri(left): [1], uri(right): [1], uri(raw): [2]}
+    assert edge_set(up) == {
+        (uri(left), uri(top), make_top),
+        (uri(right), uri(top), make_top),
+        (uri(raw), uri(left), make_left),
+        (uri(raw), uri(right), make_right),
+    }
+    nodes = {n.uri: n for n in up.nodes}
+    assert nodes[uri(raw)].produced_by == make_raw and nodes[uri(raw)].job == "ingest"
+    assert nodes[uri(top)].content_hash == dpt_core.hash_file(top)
+    assert nodes[uri(top)].status == "success"
+
+    down = lineage(raw, "downstream")
+    assert by_uri(down) == {uri(raw): [0], uri(left): [1], uri(right): [1], uri(top): [2]}
+    assert len(down.edges) == 4
+    assert dpt_core.lineage(raw, direction="downstream", depth=1).uris == [
+        uri(raw),
+        *sorted([uri(left), uri(right)]),
+    ]
+
+
+def test_to_dict_has_the_design_shape(dpt_backend, strict, tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    step("make-a", writes={a: "a"})
+    run = step("make-b", [a], {b: "b"})
+    data = lineage(b).to_dict()
+    assert set(data) >= {"root", "direction", "nodes", "edges"}
+    assert data["root"] == uri(b) and data["direction"] == "upstream"
+    assert [(n["uri"], n["depth"]) for n in data["nodes"]] == [(uri(b), 0), (uri(a), 1)]
+    (edge,) = data["edges"]
+    assert (edge["parent"], edge["child"], edge["invocation"], edge["job"]) == (uri(a), uri(b), run, "make-b")
+
+
+def test_long_chain_with_depth_limits(dpt_backend, strict, tmp_path):
+    files = [tmp_path / f"f{i:02d}" for i in range(41)]
+    step("source", writes={files[0]: "0"})
+    runs = [step(f"s{i}", [files[i - 1]], {files[i]: str(i)}) for i in range(1, 41)]
+
+    whole = lineage(files[40])
+    assert len(whole.nodes) == 41 and len(whole.edges) == 40
+    assert {n.uri: n.depth for n in whole.nodes} == {uri(f): 40 - i for i, f in enumerate(files)}
+
+    five = lineage(files[40], depth=5)
+    assert [n.uri for n in five.nodes] == [uri(files[40 - d]) for d in range(6)]
+    assert [n.depth for n in five.nodes] == list(range(6))
+    assert {(e.parent, e.child, e.invocation) for e in five.edges} == {
+        (uri(files[i - 1]), uri(files[i]), runs[i - 1]) for i in range(36, 41)
+    }
+
+    assert [n.uri for n in lineage(files[40], depth=0).nodes] == [uri(files[40])]
+    assert lineage(files[40], depth=0).edges == []
+
+    down = lineage(files[0], "downstream", depth=10)
+    assert [n.depth for n in down.nodes] == list(range(11))
+    assert down.nodes[-1].uri == uri(files[10])
+    assert len(lineage(files[0], "downstream").nodes) == 41
+
+
+def test_products_shared_across_runs(dpt_backend, strict, tmp_path):
+    flat, raw1, raw2, cal1, cal2 = (tmp_path / n for n in ("flat", "raw1", "raw2", "cal1", "cal2"))
+    step("flat", writes={flat: "flat"})
+    step("raws", writes={raw1: "r1", raw2: "r2"})
+    run1 = step("calibrate", [raw1, flat], {cal1: "c1"})
+    run2 = step("calibrate", [raw2, flat], {cal2: "c2"})
+    down = lineage(flat, "downstream")
+    assert by_uri(down) == {uri(flat): [0], uri(cal1): [1], uri(cal2): [1]}
+    assert edge_set(down) == {(uri(flat), uri(cal1), run1), (uri(flat), uri(cal2), run2)}
+    # The shared input is one node in each upstream graph.
+    assert by_uri(lineage(cal2)) == {uri(cal2): [0], uri(raw2): [1], uri(flat): [1]}
+
+
+def test_rewritten_product_has_several_versions(dpt_backend, strict, tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    step("inputs", writes={a: "a", b: "b"})
+    first = step("v1", [a], {out: "one"})
+    hash_one = dpt_core.hash_file(out)
+    second = step("v2", [b], {out: "two"})
+    third = step("v3", [a, b], {out: "three"})
+
+    every = lineage(out)
+    roots = [n for n in every.nodes if n.depth == 0]
+    assert sorted(n.produced_by for n in roots) == sorted([first, second, third])
+    assert by_uri(every)[uri(a)] == [1] and by_uri(every)[uri(b)] == [1]
+    assert len(every.edges) == 4
+
+    only_first = lineage(out, version=roots[[n.produced_by for n in roots].index(first)].version)
+    assert [(n.uri, n.produced_by) for n in only_first.nodes if n.depth == 0] == [(uri(out), first)]
+    assert edge_set(only_first) == {(uri(a), uri(out), first)}
+    assert edge_set(lineage(out, version=hash_one)) == {(uri(a), uri(out), first)}
+    prefix = next(n.version for n in roots if n.produced_by == second)[:8]
+    assert edge_set(lineage(out, version=prefix)) == {(uri(b), uri(out), second)}
+
+    with pytest.raises(dpt_core.NotFound, match="has no version 'xxh3_128:00'"):
+        lineage(out, version="xxh3_128:00")
+
+
+def test_rewriting_an_input_makes_a_product_cycle_that_terminates(dpt_backend, strict, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    step("seed", writes={a: "a0"})
+    ab1 = step("a-to-b", [a], {b: "b1"})
+    ba = step("b-to-a", [b], {a: "a1"})  # a re-written from b: a -> b -> a at product level
+    ab2 = step("a-to-b", [a], {b: "b2"})
+    up = lineage(b)
+    assert edge_set(up) == {(uri(a), uri(b), ab1), (uri(b), uri(a), ba), (uri(a), uri(b), ab2)}
+    assert by_uri(up) == {uri(b): [0, 0], uri(a): [1, 1]}  # b1 is a root and also upstream of b2
+    for limit in (1, 3, 50):
+        assert by_uri(lineage(b, depth=limit)) == by_uri(up)
+    down = lineage(a, "downstream")
+    assert edge_set(down) == edge_set(up)
+
+
+def test_version_level_cycle_terminates(dpt_backend, strict, tmp_path):
+    """A run that reads, after writing, something derived from its own output closes a loop."""
+    p, q = tmp_path / "p", tmp_path / "q"
+    tracker = dpt_core.get_tracker()
+    outer = tracker.start("outer")
+    p.write_text("p")
+    outer.write(p)
+    inner = tracker.start("inner", parent=outer)
+    inner.read(p)
+    q.write_text("q")
+    inner.write(q)
+    inner.finish()
+    outer.read(q)  # implicit parents: p now derives from q, which derives from p
+    outer.finish()
+    loop = strict.scalar(
+        "SELECT COUNT(*) FROM lineage_edges e JOIN lineage_edges f "
+        "ON e.child_version_id = f.parent_version_id AND f.child_version_id = e.parent_version_id"
+    )
+    assert loop == 2  # the data really is cyclic
+    for direction, limit in itertools.product(("upstream", "downstream"), (None, 0, 1, 2, 7)):
+        graph = lineage(p, direction, limit)
+        expected = {uri(p): [0]} if limit == 0 else {uri(p): [0], uri(q): [1]}
+        assert by_uri(graph) == expected
+        expected_edges = set() if limit == 0 else {(uri(p), uri(q), inner.uuid), (uri(q), uri(p), outer.uuid)}
+        if limit == 1:
+            # one step from p: only the edge that reaches q
+            expected_edges = {(uri(q), uri(p), outer.uuid)} if direction == "upstream" else {(uri(p), uri(q), inner.uuid)}
+        assert edge_set(graph) == expected_edges
+
+
+def test_unknown_targets_raise_not_found(dpt_backend, strict, tmp_path):
+    step("one", writes={tmp_path / "known": "k"})
+    with pytest.raises(dpt_core.NotFound, match=r"no product file://.*/missing is recorded"):
+        lineage(tmp_path / "missing")
+    with pytest.raises(ValueError, match="direction"):
+        lineage(tmp_path / "known", "sideways")
+    with pytest.raises(ValueError, match="depth"):
+        lineage(tmp_path / "known", depth=-1)
+
+
+def test_downstream_products_helper(dpt_backend, strict, tmp_path):
+    a, b, c, d = (tmp_path / n for n in "abcd")
+    ra = step("a", writes={a: "a"})
+    rb = step("b", [a], {b: "b"})
+    rc = step("c", [b], {c: "c"})
+    step("d", writes={d: "d"})
+    seeds = [r.id for r in strict.rows(
+        "SELECT v.id FROM data_product_versions v JOIN data_products p ON p.id = v.product_id WHERE p.uri = :u",
+        u=uri(a),
+    )]
+    from dpt_core.store.plugin import current_store
+
+    with current_store().engine.connect() as conn:
+        items = downstream_products(conn, seeds)
+        reach = closure(conn, seeds, "downstream", depth=1)
+    assert [(i["uri"], i["depth"], i["runs"]) for i in items] == [
+        (uri(a), 0, [ra]),
+        (uri(b), 1, [rb]),
+        (uri(c), 2, [rc]),
+    ]
+    assert sorted(reach.details[v]["uri"] for v in reach.depths) == sorted([uri(a), uri(b)])
+
+
+# --------------------------------------------------------------------------- properties
+
+
+def reference_closure(parents: dict[int, set[int]], start: int, limit: int | None, upstream: bool) -> dict[int, int]:
+    following: dict[int, set[int]] = {n: set() for n in parents}
+    for child, ps in parents.items():
+        for p in ps:
+            if upstream:
+                following[child].add(p)
+            else:
+                following[p].add(child)
+    depths = {start: 0}
+    queue = deque([start])
+    while queue:
+        here = queue.popleft()
+        if limit is not None and depths[here] >= limit:
+            continue
+        for there in following[here]:
+            if there not in depths:
+                depths[there] = depths[here] + 1
+                queue.append(there)
+    return depths
+
+
+def random_digraphs(acyclic: bool):
+    def build(n: int):
+        pairs = [(i, j) for i in range(n) for j in range(n) if i != j and (not acyclic or i < j)]
+        return st.sets(st.sampled_from(pairs), max_size=len(pairs)).map(
+            lambda edges: {j: {i for i, k in edges if k == j} for j in range(n)}
+        ) if pairs else st.just({0: set()})
+
+    return st.integers(min_value=1, max_value=6).flatmap(build)
+
+
+PROPERTY_SETTINGS = settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@PROPERTY_SETTINGS
+@given(dag=random_digraphs(acyclic=True), limit=st.one_of(st.none(), st.integers(0, 4)))
+def test_random_dags_match_a_python_closure_and_rerecording_is_idempotent(dpt_backend, strict, tmp_path, dag, limit):
+    base = tmp_path / uuid.uuid4().hex[:8]
+    base.mkdir()
+    files = {i: base / f"n{i}" for i in dag}
+    ids = {i: (str(uuid.uuid4()), str(uuid.uuid4())) for i in dag}  # (invocation, version)
+
+    def record() -> None:
+        for i in sorted(dag):  # i < j for every edge: topological order
+            files[i].write_text(f"node {i}")
+            with dpt_core.invocation(f"make{i}", uuid=ids[i][0]) as inv:
+                if dag[i]:
+                    inv.read(*(ProductRef(files[p], version_uuid=ids[p][1]) for p in sorted(dag[i])))
+                inv.write(ProductRef(files[i], version_uuid=ids[i][1]))
+
+    record()
+    counts = [strict.scalar(f"SELECT COUNT(*) FROM {t}") for t in ("invocations", "data_product_versions", "lineage_edges", "invocation_inputs")]
+    for node in dag:
+        for upstream in (True, False):
+            graph = lineage(files[node], "upstream" if upstream else "downstream", limit)
+            expected = reference_closure(dag, node, limit, upstream)
+            assert {n.uri: n.depth for n in graph.nodes} == {uri(files[k]): d for k, d in expected.items()}
+            for e in graph.edges:
+                child = int(Path(e.child).name[1:])
+                assert e.invocation == ids[child][0]
+    before = {node: lineage(files[node]).to_dict() for node in dag}
+    record()  # the same events again: nothing new
+    again = [strict.scalar(f"SELECT COUNT(*) FROM {t}") for t in ("invocations", "data_product_versions", "lineage_edges", "invocation_inputs")]
+    assert again == counts
+    assert {node: lineage(files[node]).to_dict() for node in dag} == before
+
+
+@PROPERTY_SETTINGS
+@given(graph=random_digraphs(acyclic=False), limit=st.one_of(st.none(), st.integers(0, 3)))
+def test_random_cyclic_graphs_terminate_and_match_a_python_closure(dpt_backend, strict, tmp_path, graph, limit):
+    base = tmp_path / uuid.uuid4().hex[:8]
+    base.mkdir()
+    files = {i: base / f"n{i}" for i in graph}
+    tracker = dpt_core.get_tracker()
+    handles = {}
+    for i in graph:  # write every node first (implicit parents) ...
+        files[i].write_text(f"node {i}")
+        handles[i] = tracker.start(f"make{i}")
+        handles[i].write(files[i])
+    for i in graph:  # ... then read its parents: parent -> i edges, cycles included
+        if graph[i]:
+            handles[i].read(*(files[p] for p in sorted(graph[i])))
+        handles[i].finish()
+    for node in graph:
+        for upstream in (True, False):
+            result = lineage(files[node], "upstream" if upstream else "downstream", limit)
+            expected = reference_closure(graph, node, limit, upstream)
+            assert {n.uri: n.depth for n in result.nodes} == {uri(files[k]): d for k, d in expected.items()}
