@@ -1,0 +1,116 @@
+"""Airflow version differences, in one place.
+
+dpt_airflow supports Airflow 3.3+ (the task SDK). Everything that depends on
+where Airflow keeps a class or an attribute is looked up here, so the listener
+and the translator read the same on every supported version. Importing this
+module imports Airflow: only the Airflow-side modules (plugin, listener,
+translator) import it, never :mod:`dpt_airflow.dpt_plugin`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+try:
+    from airflow.listeners import hookimpl
+except ImportError:  # pragma: no cover - a task-SDK-only install
+    from pluggy import HookimplMarker
+
+    hookimpl = HookimplMarker("airflow")
+
+try:
+    from airflow.plugins_manager import AirflowPlugin
+except ImportError:  # pragma: no cover - a task-SDK-only install
+    from airflow.sdk.plugins_manager import AirflowPlugin  # type: ignore[assignment]
+
+__all__ = [
+    "AirflowPlugin",
+    "asset_types",
+    "bundle_version",
+    "conf_get",
+    "conf_getboolean",
+    "current_task_instance",
+    "hookimpl",
+    "is_runtime_task_instance",
+    "task_key",
+    "template_context",
+]
+
+
+@functools.cache
+def _conf() -> Any:
+    """Airflow's configuration: the core parser where airflow-core is installed, else the SDK's."""
+    try:
+        from airflow.configuration import conf
+    except ImportError:  # pragma: no cover - a task-SDK-only install
+        from airflow.sdk.configuration import conf  # type: ignore[no-redef]
+    return conf
+
+
+def conf_get(section: str, key: str, fallback: str | None = None) -> str | None:
+    """An Airflow config value (``AIRFLOW__SECTION__KEY`` wins over ``airflow.cfg``), read each call."""
+    value = _conf().get(section, key, fallback=fallback)
+    return None if value is None else str(value)
+
+
+def conf_getboolean(section: str, key: str, fallback: bool) -> bool:
+    return bool(_conf().getboolean(section, key, fallback=fallback))
+
+
+@functools.cache
+def asset_types() -> tuple[type[Any], type[Any]]:
+    """``(BaseAsset, AssetAlias)``: the classes of task inlets/outlets."""
+    from airflow.sdk.definitions.asset import AssetAlias, BaseAsset
+
+    return BaseAsset, AssetAlias
+
+
+def is_runtime_task_instance(task_instance: Any) -> bool:
+    """True for the task runner's ``RuntimeTaskInstance`` (in the worker, with the task and its context).
+
+    The API server and the scheduler hand listeners an ORM ``TaskInstance`` instead: it
+    has the ids but neither the operator nor a template context.
+    """
+    return hasattr(task_instance, "get_template_context") and hasattr(task_instance, "task")
+
+
+def template_context(task_instance: Any) -> Mapping[str, Any]:
+    """The task's template context (cached by Airflow), or an empty mapping outside the worker."""
+    if is_runtime_task_instance(task_instance):
+        context: Mapping[str, Any] = task_instance.get_template_context()
+        return context
+    return {}
+
+
+def task_key(task_instance: Any) -> tuple[str, str, str, int, int]:
+    """``(dag_id, run_id, task_id, map_index, try_number)``: one task try, on any TaskInstance type."""
+    map_index = task_instance.map_index
+    return (
+        task_instance.dag_id,
+        task_instance.run_id,
+        task_instance.task_id,
+        -1 if map_index is None else int(map_index),
+        int(task_instance.try_number or 0),
+    )
+
+
+def current_task_instance() -> Any | None:
+    """The task instance running on this thread (``get_current_context()["ti"]``), else None."""
+    from airflow.sdk import get_current_context
+
+    try:
+        return get_current_context()["ti"]
+    except (RuntimeError, KeyError):
+        return None
+
+
+def bundle_version(task_instance: Any) -> str | None:
+    """The version of the DAG bundle the task ran from (a git commit for git bundles), if known.
+
+    ``dag.test()`` runs tasks without a bundle instance, and local bundles have no version.
+    """
+    bundle = getattr(task_instance, "bundle_instance", None)
+    version = getattr(bundle, "version", None)
+    return str(version) if version else None

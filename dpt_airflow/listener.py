@@ -1,0 +1,250 @@
+"""The Airflow listener: task-instance and dag-run events -> the translator -> the dpt Tracker.
+
+Airflow registers :data:`dpt_listener` through :class:`dpt_airflow.plugin.DptAirflowPlugin`.
+Task-instance hooks run in the task-runner process on the worker (the same
+process, and thread, as the task's code), so the invocation they open records
+the worker's environment and in-task ``dpt_core.track()`` calls can join it.
+Dag-run hooks run in the scheduler (or in the process calling ``dag.test()``).
+
+Every hook goes through :meth:`DptListener._guard`: a failure in dpt or in a
+translator is logged once per process and swallowed, unless ``DPT_STRICT=1``,
+where it is raised to Airflow (which logs it as "error calling listener" with
+the traceback; Airflow never lets a listener fail a task).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import dpt_core
+from dpt_airflow import compat
+from dpt_airflow.translator import ORCHESTRATOR, AirflowTranslator
+
+log = logging.getLogger("dpt.airflow")
+
+#: ``[dpt]`` options in ``airflow.cfg`` (or ``AIRFLOW__DPT__<KEY>`` variables).
+CONFIG_SECTION = "dpt"
+
+
+class DptListener:
+    """Open and close one dpt invocation per task try, under one per dag run.
+
+    :param translator: overrides the ``[dpt] translator`` option (tests, programmatic use).
+    """
+
+    def __init__(self, translator: AirflowTranslator | None = None) -> None:
+        self.translator_override = translator
+        self._translators: dict[str, AirflowTranslator] = {}
+        #: Task tries open in this process, by :func:`compat.task_key`.
+        self._running: dict[tuple[str, str, str, int, int], dpt_core.InvocationHandle] = {}
+        self._logged: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- Airflow hooks: task instances (task runner) ----------------------------------------
+
+    @compat.hookimpl
+    def on_task_instance_running(self, previous_state: Any, task_instance: Any) -> None:
+        self._guard("task start", self._task_started, task_instance)
+
+    @compat.hookimpl
+    def on_task_instance_success(self, previous_state: Any, task_instance: Any) -> None:
+        self._guard("task success", self._task_finished, task_instance, "success", None)
+
+    @compat.hookimpl
+    def on_task_instance_failed(
+        self, previous_state: Any, task_instance: Any, error: BaseException | str | None
+    ) -> None:
+        self._guard("task failure", self._task_finished, task_instance, "failed", error)
+
+    @compat.hookimpl
+    def on_task_instance_skipped(self, previous_state: Any, task_instance: Any) -> None:
+        self._guard("task skip", self._task_finished, task_instance, "skipped", None)
+
+    # -- Airflow hooks: dag runs (scheduler, dag.test) --------------------------------------
+
+    @compat.hookimpl
+    def on_dag_run_running(self, dag_run: Any, msg: str) -> None:
+        self._guard("dag run start", self._dag_run_started, dag_run)
+
+    @compat.hookimpl
+    def on_dag_run_success(self, dag_run: Any, msg: str) -> None:
+        self._guard("dag run success", self._dag_run_finished, dag_run, "success", None)
+
+    @compat.hookimpl
+    def on_dag_run_failed(self, dag_run: Any, msg: str) -> None:
+        self._guard("dag run failure", self._dag_run_finished, dag_run, "failed", msg)
+
+    # -- settings ---------------------------------------------------------------------------
+
+    def enabled(self) -> bool:
+        """False under ``DPT_DISABLED=1`` or ``[dpt] enabled = False``; read on every event."""
+        return dpt_core.get_tracker().enabled and compat.conf_getboolean(
+            CONFIG_SECTION, "enabled", fallback=True
+        )
+
+    @property
+    def translator(self) -> AirflowTranslator:
+        """The override, else the class named by ``[dpt] translator``, else :class:`AirflowTranslator`."""
+        if self.translator_override is not None:
+            return self.translator_override
+        name = compat.conf_get(CONFIG_SECTION, "translator", fallback="") or ""
+        translator = self._translators.get(name)
+        if translator is None:
+            translator = _load_translator(name)() if name else AirflowTranslator()
+            self._translators[name] = translator
+        return translator
+
+    # -- task tries -------------------------------------------------------------------------
+
+    def _task_started(self, ti: Any) -> dpt_core.InvocationHandle | None:
+        if not self.enabled() or not compat.is_runtime_task_instance(ti):
+            return None
+        translator = self.translator
+        context = compat.template_context(ti)
+        dag_run = context.get("dag_run")
+        parent = self._start_dag_run(translator, dag_run) if dag_run is not None else None
+        handle = dpt_core.get_tracker().start(
+            translator.get_job(ti),
+            task=translator.get_task(ti),
+            orchestrator=ORCHESTRATOR,
+            uuid=translator.get_invocation_uuid(ti),
+            parent=parent or "",
+            external_id=translator.get_external_id(ti),
+            parameters=translator.get_parameters(ti, context),
+            code_version=translator.get_code_version(ti, context),
+            started_at=getattr(ti, "start_date", None),
+        )
+        with self._lock:
+            self._running[compat.task_key(ti)] = handle
+        inputs = translator.get_inputs(ti, context)
+        if inputs:
+            handle.read(*inputs)
+        return handle
+
+    def _task_finished(self, ti: Any, status: str, error: BaseException | str | None) -> None:
+        if not self.enabled():
+            return
+        translator = self.translator
+        with self._lock:
+            handle = self._running.pop(compat.task_key(ti), None)
+        if handle is None and compat.is_runtime_task_instance(ti):
+            # The start event was missed (the try failed before the task ran): record it now.
+            handle = self._task_started(ti)
+            with self._lock:
+                self._running.pop(compat.task_key(ti), None)
+        if handle is None:
+            # An ORM TaskInstance from the scheduler or API server (a heartbeat timeout,
+            # a state set by hand): close the try the worker opened, if it did.
+            handle = dpt_core.get_tracker().attach(
+                translator.get_invocation_uuid(ti), translator.get_job(ti), translator.get_task(ti)
+            )
+        try:
+            if status == "success" and compat.is_runtime_task_instance(ti):
+                outputs = translator.get_outputs(ti, compat.template_context(ti))
+                if outputs:
+                    handle.write(*outputs)
+        finally:
+            handle.finish(status, error=translator.get_error(error))
+
+    def current_context(self) -> dpt_core.CurrentContext | None:
+        """The task try running on this thread, for the ``dpt_current_context`` hook."""
+        if not self._running:
+            return None
+        ti = compat.current_task_instance()
+        with self._lock:
+            if ti is not None:
+                handle = self._running.get(compat.task_key(ti))
+            elif len(self._running) == 1:
+                # A thread the task started: Airflow's context does not follow it there,
+                # but a task process runs one task try.
+                handle = next(iter(self._running.values()))
+            else:
+                handle = None
+        if handle is None:
+            return None
+        return dpt_core.CurrentContext(handle.uuid, job=handle.job, task=handle.task)
+
+    # -- dag runs ---------------------------------------------------------------------------
+
+    def _start_dag_run(self, translator: AirflowTranslator, dag_run: Any) -> str:
+        """Record the dag run's invocation (idempotent: every task of the run asks)."""
+        uuid = translator.get_dag_run_uuid(dag_run.dag_id, dag_run.run_id)
+        dpt_core.get_tracker().start(
+            str(dag_run.dag_id),
+            orchestrator=ORCHESTRATOR,
+            uuid=uuid,
+            parent="",  # a dag run is a root, whatever dpt invocation is open around it
+            external_id=str(dag_run.run_id),
+            parameters=translator.get_dag_run_parameters(dag_run),
+            started_at=getattr(dag_run, "start_date", None),
+            environment=False,
+        )
+        return uuid
+
+    def _dag_run_started(self, dag_run: Any) -> None:
+        if self.enabled():
+            self._start_dag_run(self.translator, dag_run)
+
+    def _dag_run_finished(self, dag_run: Any, status: str, msg: str | None) -> None:
+        if not self.enabled():
+            return
+        translator = self.translator
+        uuid = self._start_dag_run(translator, dag_run)
+        handle = dpt_core.get_tracker().attach(uuid, str(dag_run.dag_id))
+        handle.finish(
+            status,
+            error=translator.get_error(msg) if status == "failed" else None,
+            ended_at=getattr(dag_run, "end_date", None),
+        )
+
+    # -- the guard --------------------------------------------------------------------------
+
+    def _guard(self, what: str, call: Callable[..., Any], *args: Any) -> Any:
+        """Run ``call``; log a failure once per kind and swallow it, unless strict mode is on."""
+        try:
+            return call(*args)
+        except Exception as exc:
+            if _strict():
+                raise
+            key = f"{what}:{type(exc).__name__}"
+            if key not in self._logged:
+                self._logged.add(key)
+                log.warning(
+                    "dpt: recording the Airflow %s failed; the task goes on untracked: %s: %s",
+                    what,
+                    type(exc).__name__,
+                    exc,
+                )
+            return None
+
+
+def _strict() -> bool:
+    try:
+        return dpt_core.get_tracker().settings.strict
+    except Exception:  # the settings themselves are broken: fall back to the variable
+        return os.environ.get("DPT_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _load_translator(name: str) -> type[AirflowTranslator]:
+    """Import the class ``package.module.Class`` (or ``package.module:Class``)."""
+    import importlib
+
+    module_name, _, attribute = name.replace(":", ".").rpartition(".")
+    if not module_name:
+        raise ValueError(
+            f"[dpt] translator = {name!r} is not a dotted path: use 'package.module.ClassName'"
+        )
+    cls = getattr(importlib.import_module(module_name), attribute, None)
+    if not (isinstance(cls, type) and issubclass(cls, AirflowTranslator)):
+        raise ValueError(
+            f"[dpt] translator = {name!r} does not name a subclass of dpt_airflow.AirflowTranslator"
+        )
+    return cls
+
+
+#: The listener the plugin registers with Airflow.
+dpt_listener = DptListener()
