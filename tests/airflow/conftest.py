@@ -1,0 +1,138 @@
+"""A real Airflow for the adapter tests: one temporary AIRFLOW_HOME, migrated once per session.
+
+Airflow reads its configuration when it is first imported, so the variables are
+set here, at import time, before any test module imports Airflow. The DAG files
+(tests/airflow/dags and examples/airflow_dags) are copied into the session's dags
+folder, which ``dag.test()`` parses to serialise the DAGs it runs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="dpt-airflow-tests-"))
+DAGS_FOLDER = AIRFLOW_HOME / "dags"
+DATA = AIRFLOW_HOME / "data"
+EXAMPLE_DATA = AIRFLOW_HOME / "example-data"
+
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(AIRFLOW_HOME / "plugins"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
+        "DPT_TEST_AIRFLOW_DATA": str(DATA),
+        "AIRFLOW_DPT_EXAMPLE_DIR": str(EXAMPLE_DATA),
+    }
+)
+for name in list(os.environ):
+    if name.startswith("AIRFLOW__DPT__"):
+        del os.environ[name]
+DAGS_FOLDER.mkdir()
+DATA.mkdir()
+for source in [*(HERE / "dags").glob("*.py"), *(REPO / "examples" / "airflow_dags").glob("*.py")]:
+    shutil.copy(source, DAGS_FOLDER / source.name)
+sys.path.insert(0, str(DAGS_FOLDER))
+atexit.register(shutil.rmtree, AIRFLOW_HOME, ignore_errors=True)
+
+
+def airflow_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``airflow`` CLI of this environment with the session's configuration."""
+    airflow = Path(sys.executable).with_name("airflow")
+    return subprocess.run(
+        [str(airflow), *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+@pytest.fixture(scope="session")
+def airflow_cli() -> Any:
+    """``airflow_cli(*args)``: run the ``airflow`` command; returns the CompletedProcess."""
+    return airflow_command
+
+
+@pytest.fixture(scope="session", autouse=True)
+def airflow_db() -> Path:
+    """``airflow db migrate`` into the session's AIRFLOW_HOME, once."""
+    result = airflow_command("db", "migrate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return AIRFLOW_HOME
+
+
+def _load_module(path: Path) -> Any:
+    name = path.stem
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def test_dags(airflow_db: Path) -> dict[str, Any]:
+    """The DAGs of tests/airflow/dags/dpt_test_dags.py, by dag_id."""
+    dags: dict[str, Any] = _load_module(DAGS_FOLDER / "dpt_test_dags.py").DAGS
+    return dags
+
+
+@pytest.fixture(scope="session")
+def example_data_dir() -> Path:
+    """Where the example DAG writes: a directory no other test touches."""
+    return EXAMPLE_DATA
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """The directory the test DAGs read and write, emptied around each test."""
+    for child in DATA.iterdir():
+        child.unlink()
+    (DATA / "raw.csv").write_text(" 1,a\n 2,b\n 3,c\n")
+    yield DATA
+
+
+class RunResult:
+    """A finished ``dag.test()`` run: the DagRun and its task-instance states."""
+
+    def __init__(self, dag_run: Any) -> None:
+        self.dag_run = dag_run
+        self.run_id: str = dag_run.run_id
+        self.state = str(getattr(dag_run.state, "value", dag_run.state))
+        self.task_states = {
+            (ti.task_id, ti.map_index): str(getattr(ti.state, "value", ti.state))
+            for ti in dag_run.get_task_instances()
+        }
+
+
+@pytest.fixture
+def run_dag(test_dags: dict[str, Any], data_dir: Path) -> Any:
+    """``run_dag(dag_id)``: run one test DAG with ``dag.test()``; returns a :class:`RunResult`."""
+
+    def run(dag_id: str) -> RunResult:
+        return RunResult(test_dags[dag_id].test())
+
+    return run
+
+
+@pytest.fixture
+def airflow_config(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``airflow_config(key, value)``: set ``[dpt] key = value`` for this test."""
+
+    def set_option(key: str, value: str) -> None:
+        monkeypatch.setenv(f"AIRFLOW__DPT__{key.upper()}", value)
+
+    return set_option

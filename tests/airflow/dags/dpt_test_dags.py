@@ -1,0 +1,138 @@
+"""DAGs the Airflow adapter tests run with ``dag.test()``.
+
+Data files live under ``$DPT_TEST_AIRFLOW_DATA`` (set by tests/airflow/conftest.py
+before Airflow parses this file).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from airflow.sdk import Asset, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+import dpt_core
+
+DATA = Path(os.environ.get("DPT_TEST_AIRFLOW_DATA", "/tmp/dpt-airflow-test-data"))
+
+
+def asset(name: str) -> Asset:
+    return Asset((DATA / name).as_uri())
+
+
+RAW = asset("raw.csv")
+CLEAN = asset("clean.csv")
+SUMMARY = asset("summary.csv")
+SHARED = asset("shared.csv")
+DERIVED = asset("derived.csv")
+NEVER = asset("never.csv")
+NOTES = asset("notes.txt")
+
+
+@dag(dag_id="dpt_success", schedule=None, params={"gain": 1.5})
+def success_dag() -> None:
+    @task(inlets=[RAW], outlets=[CLEAN])
+    def extract() -> None:
+        rows = (DATA / "raw.csv").read_text().splitlines()
+        (DATA / "clean.csv").write_text("\n".join(r.strip() for r in rows) + "\n")
+        get_current_context()["outlet_events"][CLEAN].extra = {"rows": len(rows)}
+
+    @task(inlets=[CLEAN], outlets=[SUMMARY])
+    def summarise() -> None:
+        count = len((DATA / "clean.csv").read_text().splitlines())
+        (DATA / "summary.csv").write_text(f"rows,{count}\n")
+
+    extract() >> summarise()
+
+
+@dag(dag_id="dpt_failure", schedule=None)
+def failure_dag() -> None:
+    @task(outlets=[NEVER])
+    def explode() -> None:
+        raise ValueError("boom")
+
+    explode()
+
+
+@dag(dag_id="dpt_mapped", schedule=None)
+def mapped_dag() -> None:
+    @task
+    def square(x: int) -> int:
+        (DATA / f"square_{x}.txt").write_text(str(x * x))
+        dpt_core.track(DATA / f"square_{x}.txt")
+        return x * x
+
+    square.expand(x=[1, 2, 3])
+
+
+@dag(dag_id="dpt_retry", schedule=None)
+def retry_dag() -> None:
+    @task(retries=1, retry_delay=dt.timedelta(0), outlets=[NOTES])
+    def flaky() -> None:
+        if get_current_context()["ti"].try_number == 1:
+            raise RuntimeError("first try fails")
+        (DATA / "notes.txt").write_text("second try\n")
+
+    flaky()
+
+
+@dag(dag_id="dpt_producer", schedule=None)
+def producer_dag() -> None:
+    @task(outlets=[SHARED])
+    def produce() -> None:
+        (DATA / "shared.csv").write_text("a,b\n1,2\n")
+
+    produce()
+
+
+@dag(dag_id="dpt_consumer", schedule=None)
+def consumer_dag() -> None:
+    @task(inlets=[SHARED], outlets=[DERIVED])
+    def consume() -> None:
+        text = (DATA / "shared.csv").read_text()
+        (DATA / "derived.csv").write_text(text.upper())
+
+    consume()
+
+
+@dag(dag_id="dpt_in_task", schedule=None)
+def in_task_dag() -> None:
+    @task(inlets=[RAW])
+    def work() -> None:
+        (DATA / "side.txt").write_text("side output\n")
+        dpt_core.track(DATA / "side.txt")
+        (DATA / "calib.txt").write_text("calibration\n")
+        (DATA / "calibrated.txt").write_text("calibrated\n")
+        with dpt_core.invocation() as joined:
+            joined.write(DATA / "calibrated.txt", parents=[DATA / "calib.txt"])
+        (DATA / "sub.txt").write_text("sub\n")
+        with dpt_core.invocation("sub-step") as sub:
+            sub.write(DATA / "sub.txt")
+
+    work()
+
+
+@dag(dag_id="dpt_skip", schedule=None)
+def skip_dag() -> None:
+    @task
+    def nothing_to_do() -> None:
+        raise AirflowSkipException("no new data")
+
+    nothing_to_do()
+
+
+DAGS = {
+    d.dag_id: d
+    for d in (
+        success_dag(),
+        failure_dag(),
+        mapped_dag(),
+        retry_dag(),
+        producer_dag(),
+        consumer_dag(),
+        in_task_dag(),
+        skip_dag(),
+    )
+}
