@@ -141,7 +141,7 @@ else:
         port=_pg.port or 5432,
         user=_pg.username or "postgres",
         password=_pg.password or "",
-        dbname="dpt_test",
+        dbname=f"dpt_test_{os.getpid()}",  # unique per session: test runs may share a server
     )
     #: A fresh PostgreSQL database per test, dropped afterwards by pytest-postgresql's janitor.
     dpt_postgresql = _pg_factories.postgresql("dpt_postgresql_noproc")

@@ -1,5 +1,7 @@
 import os
 
+os.environ.setdefault("DPT_CONTRACTS", "1")  # check deal contracts in every test (off in production)
+
 from hypothesis import HealthCheck, settings
 
 pytest_plugins = ["dpt_core.testing"]

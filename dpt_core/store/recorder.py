@@ -222,19 +222,32 @@ class Recorder:
     # -- products ----------------------------------------------------------------------
 
     def product_ids(self, conn: Connection, uris: Sequence[str]) -> dict[str, int]:
+        """Ids of the products named by ``uris``, creating the missing ones.
+
+        Looks up first and inserts only what is missing: products are read far more
+        often than they are new, and an insert that conflicts still costs an index probe
+        and a row lock.
+        """
         digests = {uri: uri_digest(uri) for uri in dict.fromkeys(uris)}
-        now = utcnow()
-        insert_ignore(
-            conn,
-            P,
-            [{"uri_digest": d, "uri": u, "created_at": now} for u, d in digests.items()],
-            ["uri_digest"],
-        )
-        by_digest = {
-            r.uri_digest: r.id
-            for r in select_in(conn, [P.c.id, P.c.uri_digest], P.c.uri_digest, digests.values())
-        }
+        if not digests:
+            return {}
+        by_digest = self._products_by_digest(conn, list(digests.values()))
+        missing = [(u, d) for u, d in digests.items() if d not in by_digest]
+        if missing:
+            now = utcnow()
+            insert_ignore(
+                conn,
+                P,
+                [{"uri_digest": d, "uri": u, "created_at": now} for u, d in missing],
+                ["uri_digest"],
+            )
+            by_digest.update(self._products_by_digest(conn, [d for _, d in missing]))
         return {uri: by_digest[d] for uri, d in digests.items()}
+
+    @staticmethod
+    def _products_by_digest(conn: Connection, digests: Sequence[str]) -> dict[str, int]:
+        rows = select_in(conn, [P.c.id, P.c.uri_digest], P.c.uri_digest, digests)
+        return {r.uri_digest: r.id for r in rows}
 
     def _version_rows(self, conn: Connection, uuids: Sequence[str]) -> dict[str, Any]:
         return {
