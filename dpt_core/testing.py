@@ -132,7 +132,7 @@ def _fresh_server_database(kind: str) -> Iterator[str]:
 try:
     from pytest_postgresql import factories as _pg_factories
 except ImportError:  # pragma: no cover - pytest-postgresql is in the dev extra
-    _pg_factories = None
+    _pg_factories = None  # type: ignore[assignment]
 else:
     _pg = make_url(POSTGRES_URL)
     #: pytest-postgresql against the running server (its ``proc`` fixture cannot run as root).

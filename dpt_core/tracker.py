@@ -113,7 +113,8 @@ class InvocationHandle:
 
     def read(self, *targets: Any, metadata: dict[str, Any] | None = None) -> list[str]:
         """Record that this invocation read ``targets``; returns their URIs. One batch."""
-        return self.tracker._guard("read", lambda: self._read(targets, metadata), default=[])
+        uris: list[str] = self.tracker._guard("read", lambda: self._read(targets, metadata), default=[])
+        return uris
 
     def write(
         self,
@@ -127,9 +128,10 @@ class InvocationHandle:
             Parents not yet read are recorded as inputs first.
         :param metadata: JSON-able facts kept on each new version.
         """
-        return self.tracker._guard(
+        uris: list[str] = self.tracker._guard(
             "write", lambda: self._write(targets, parents, metadata), default=[]
         )
+        return uris
 
     def finish(
         self,

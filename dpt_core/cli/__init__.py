@@ -69,7 +69,7 @@ def resolve_target(target: str) -> str:
 
 
 @click.group(cls=DptGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="data-product-tracker", prog_name="dpt")
+@click.version_option(package_name="data-product-tracker", prog_name="dpt")  # type: ignore[call-arg]
 @click.option("-v", "--verbose", is_flag=True, help="Log what dpt does to stderr.")
 def cli(verbose: bool) -> None:
     """dpt records where every data product came from: runs, environments,

@@ -138,7 +138,7 @@ def _current_revision(engine: Engine) -> str | None:
         else:
             from sqlalchemy import inspect
 
-            exists = inspect(conn).has_table("alembic_version")
+            exists = inspect(conn).has_table("alembic_version")  # type: ignore[assignment]
         if not exists:
             return None
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()

@@ -26,6 +26,7 @@ from dpt_core.events import (
 from dpt_core.hookspecs import hookimpl
 from dpt_core.spool import Spool
 from dpt_core.store.engine import describe_db_error, ensure_schema, make_engine, safe_url
+from dpt_core.store.recorder import Recorder
 
 log = logging.getLogger("dpt")
 
@@ -37,7 +38,7 @@ class Store:
         self.settings = settings
         self.spool = Spool(settings.spool_dir)
         self._engine: Engine | None = None
-        self._recorder = None
+        self._recorder: Recorder | None = None
         self._warned = False
         self._lock = threading.RLock()
 
@@ -55,9 +56,7 @@ class Store:
         return self._engine
 
     @property
-    def recorder(self):  # type: ignore[no-untyped-def]
-        from dpt_core.store.recorder import Recorder
-
+    def recorder(self) -> Recorder:
         if self._recorder is None:
             self._recorder = Recorder(self.engine)
         return self._recorder

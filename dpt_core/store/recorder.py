@@ -13,9 +13,9 @@ import json
 import random
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, Table, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from dpt_core.events import (
@@ -42,11 +42,15 @@ from dpt_core.store.models import (
 )
 from dpt_core.store.upsert import chunks, insert_ignore, select_in
 
-P = DataProduct.__table__
-V = DataProductVersion.__table__
-I = Invocation.__table__  # noqa: E741
-INPUTS = InvocationInput.__table__
-EDGES = LineageEdge.__table__
+def _table(model: Any) -> Table:
+    return cast(Table, model.__table__)
+
+
+P = _table(DataProduct)
+V = _table(DataProductVersion)
+I = _table(Invocation)  # noqa: E741
+INPUTS = _table(InvocationInput)
+EDGES = _table(LineageEdge)
 
 #: Transient conflicts worth retrying the whole transaction for (deadlocks, serialisation, busy).
 _RETRYABLE = ("deadlock", "serializ", "database is locked", "lock wait timeout", "try restarting")
@@ -103,7 +107,7 @@ class Recorder:
         cached = self._environment_ids.get(env.fingerprint)
         if cached is not None:
             return cached
-        E = Environment.__table__
+        E = _table(Environment)
         found = conn.execute(select(E.c.id).where(E.c.fingerprint == env.fingerprint)).scalar()
         if found is None:
             found = self._insert_environment(conn, env)
@@ -111,9 +115,9 @@ class Recorder:
         return found
 
     def _insert_environment(self, conn: Connection, env: EnvironmentSnapshot) -> int:
-        E = Environment.__table__
-        D = Distribution.__table__
-        VAR = EnvVariable.__table__
+        E = _table(Environment)
+        D = _table(Distribution)
+        VAR = _table(EnvVariable)
         row = {
             "fingerprint": env.fingerprint,
             "python_version": env.python_version[:64],
@@ -141,7 +145,7 @@ class Recorder:
         ]
         insert_ignore(
             conn,
-            EnvironmentDistribution.__table__,
+            _table(EnvironmentDistribution),
             [{"environment_id": env_id, "distribution_id": d} for d in dist_ids],
             ["environment_id", "distribution_id"],
         )
@@ -156,7 +160,7 @@ class Recorder:
         ]
         insert_ignore(
             conn,
-            EnvironmentVariable.__table__,
+            _table(EnvironmentVariable),
             [{"environment_id": env_id, "variable_id": v} for v in var_ids],
             ["environment_id", "variable_id"],
         )
