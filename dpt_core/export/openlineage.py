@@ -1,0 +1,537 @@
+"""OpenLineage RunEvents built from the record (and, by the live plugin, from dpt events).
+
+Every invocation becomes a START event and, once it has ended, one COMPLETE,
+FAIL or ABORT event (success and skipped -> COMPLETE; failed and crashed ->
+FAIL; cancelled -> ABORT). Events are plain dicts in the OpenLineage 2-0-2
+JSON shape, so exporting needs no extra package;
+:func:`as_client_event` turns one into the OpenLineage Python client's model
+(extra ``openlineage``), which the live plugin emits and the tests validate.
+
+* ``run.runId`` is the invocation UUID.
+* ``job.namespace`` is ``$OPENLINEAGE_NAMESPACE`` (else ``"dpt"``), ``job.name``
+  is ``job`` or ``job.task`` — the names Airflow's OpenLineage provider uses for
+  ``dag_id.task_id``, so both views of a task meet in Marquez. The orchestrator
+  is in the ``jobType`` job facet (``integration``).
+* Run facets: ``parent`` (the parent invocation, with the root one),
+  ``errorMessage`` (FAIL/ABORT with an error), and ``dpt_environment`` on START:
+  a custom facet with the environment (python, platform, host, user,
+  fingerprint, packages, variables in clear, the names of redacted ones, facets).
+* The terminal event carries the inputs (versions read) and outputs (versions
+  written) as datasets; a dataset's namespace/name follow the OpenLineage
+  naming spec (``file`` + absolute path, ``s3://bucket`` + key,
+  ``postgres://host:port`` + ``db.schema.table``); its ``version`` facet is
+  the content hash (else the version UUID).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from sqlalchemy import Connection, Engine, select
+
+from dpt_core import __version__
+
+__all__ = [
+    "ENVIRONMENT_FACET",
+    "ENVIRONMENT_FACET_SCHEMA_URL",
+    "PRODUCER",
+    "Dataset",
+    "as_client_event",
+    "dataset_name",
+    "environment_facet",
+    "iter_events",
+    "job_name",
+    "run_event",
+    "write_events",
+]
+
+PRODUCER = f"https://pypi.org/project/data-product-tracker/{__version__}/"
+SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
+PARENT_SCHEMA_URL = "https://openlineage.io/spec/facets/1-2-0/ParentRunFacet.json#/$defs/ParentRunFacet"
+ERROR_SCHEMA_URL = (
+    "https://openlineage.io/spec/facets/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet"
+)
+JOB_TYPE_SCHEMA_URL = "https://openlineage.io/spec/facets/2-0-4/JobTypeJobFacet.json#/$defs/JobTypeJobFacet"
+VERSION_SCHEMA_URL = (
+    "https://openlineage.io/spec/facets/1-0-1/DatasetVersionDatasetFacet.json"
+    "#/$defs/DatasetVersionDatasetFacet"
+)
+#: Name of dpt's custom run facet (OpenLineage asks custom facets for a prefix).
+ENVIRONMENT_FACET = "dpt_environment"
+#: Where the custom facet's JSON schema is documented (docs/lineage.md, "Environment run facet").
+ENVIRONMENT_FACET_SCHEMA_URL = (
+    f"https://pypi.org/project/data-product-tracker/{__version__}/"
+    "#/$defs/DptEnvironmentRunFacet"
+)
+
+EVENT_TYPES = {
+    "success": "COMPLETE",
+    "skipped": "COMPLETE",
+    "failed": "FAIL",
+    "crashed": "FAIL",
+    "cancelled": "ABORT",
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One product version as an input or output of a run."""
+
+    uri: str
+    version: str | None = None
+    content_hash: str | None = None
+
+
+def job_namespace() -> str:
+    return os.environ.get("OPENLINEAGE_NAMESPACE") or "dpt"
+
+
+def job_name(job: str, task: str | None) -> str:
+    return f"{job}.{task}" if task else job
+
+
+def _iso(value: dt.datetime | str | None) -> str:
+    if value is None:
+        return dt.datetime.now(dt.UTC).isoformat()
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.isoformat()
+
+
+def dataset_name(uri: str) -> tuple[str, str]:
+    """OpenLineage ``(namespace, name)`` of a dpt URI (see the naming spec)."""
+    from dpt_core.uri import uri_to_path
+
+    path = uri_to_path(uri) if uri.startswith("file://") else None
+    if path is not None:
+        return "file", path
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return "file", uri
+    authority, slash, tail = rest.partition("/")
+    namespace = f"{scheme}://{authority}"
+    name = tail if slash else ""
+    if scheme in ("postgres", "postgresql", "mysql", "mariadb", "redshift", "trino"):
+        name = name.replace("/", ".")
+    return namespace, name or "/"
+
+
+def _facet(schema_url: str, **fields: Any) -> dict[str, Any]:
+    return {"_producer": PRODUCER, "_schemaURL": schema_url, **fields}
+
+
+def _without_nulls(value: Any) -> Any:
+    """``value`` without null members (OpenLineage serialisers drop them anyway)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value if v is not None]
+    return value
+
+
+def environment_facet(env: dict[str, Any]) -> dict[str, Any]:
+    """The ``dpt_environment`` run facet from an environment dict (see ``dpt env show --json``)."""
+    redacted = sorted(set(env.get("redacted") or ()))
+    variables = {
+        k: v for k, v in sorted((env.get("variables") or {}).items()) if k not in redacted
+    }
+    return _facet(
+        ENVIRONMENT_FACET_SCHEMA_URL,
+        fingerprint=env["fingerprint"],
+        python=env["python"],
+        implementation=env["implementation"],
+        platform=env["platform"],
+        host=env["host"],
+        user=env["user"],
+        packages=dict(sorted((env.get("packages") or {}).items())),
+        variables=variables,
+        redacted=redacted,
+        facets=_without_nulls(env.get("facets") or {}),
+    )
+
+
+def _datasets(items: Sequence[Dataset], kind: str) -> list[dict[str, Any]]:
+    out = []
+    for item in sorted(items, key=lambda d: (d.uri, d.version or "")):
+        namespace, name = dataset_name(item.uri)
+        data: dict[str, Any] = {"namespace": namespace, "name": name, "facets": {}, kind: {}}
+        label = item.content_hash or item.version
+        if label:
+            data["facets"]["version"] = _facet(VERSION_SCHEMA_URL, datasetVersion=label)
+        out.append(data)
+    return out
+
+
+@dataclass(frozen=True)
+class RunRef:
+    uuid: str
+    job: str
+    task: str | None = None
+
+
+def run_event(
+    event_type: str,
+    *,
+    time: dt.datetime | str | None,
+    run: RunRef,
+    orchestrator: str,
+    parent: RunRef | None = None,
+    root: RunRef | None = None,
+    environment: dict[str, Any] | None = None,
+    error: str | None = None,
+    inputs: Sequence[Dataset] = (),
+    outputs: Sequence[Dataset] = (),
+) -> dict[str, Any]:
+    """One OpenLineage RunEvent as a JSON-able dict (no None values)."""
+    namespace = job_namespace()
+    run_facets: dict[str, Any] = {}
+    if parent is not None:
+        parent_facet = _facet(
+            PARENT_SCHEMA_URL,
+            run={"runId": parent.uuid},
+            job={"namespace": namespace, "name": job_name(parent.job, parent.task)},
+        )
+        if root is not None:
+            parent_facet["root"] = {
+                "run": {"runId": root.uuid},
+                "job": {"namespace": namespace, "name": job_name(root.job, root.task)},
+            }
+        run_facets["parent"] = parent_facet
+    if environment is not None:
+        run_facets[ENVIRONMENT_FACET] = environment_facet(environment)
+    if error:
+        run_facets["errorMessage"] = _facet(
+            ERROR_SCHEMA_URL, message=error, programmingLanguage="python"
+        )
+    return {
+        "eventType": event_type,
+        "eventTime": _iso(time),
+        "producer": PRODUCER,
+        "schemaURL": SCHEMA_URL,
+        "run": {"runId": run.uuid, "facets": run_facets},
+        "job": {
+            "namespace": namespace,
+            "name": job_name(run.job, run.task),
+            "facets": {
+                "jobType": _facet(
+                    JOB_TYPE_SCHEMA_URL,
+                    processingType="BATCH",
+                    integration=orchestrator.upper(),
+                    jobType="TASK" if run.task else "JOB",
+                )
+            },
+        },
+        "inputs": _datasets(inputs, "inputFacets"),
+        "outputs": _datasets(outputs, "outputFacets"),
+    }
+
+
+# --------------------------------------------------------------------------- from the database
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class _Lookup:
+    """Caches of related rows, filled batch by batch (a few queries per batch, never per run)."""
+
+    def __init__(self) -> None:
+        self.conn: Connection | None = None
+        self.runs: dict[int, Any] = {}
+        self.environments: dict[int, dict[str, Any]] = {}
+
+    def ancestors(self, parent_ids: set[int]) -> None:
+        from dpt_core.store.models import Invocation
+
+        inv = Invocation.__table__
+        missing = parent_ids - self.runs.keys()
+        if not missing or self.conn is None:
+            return
+        chain = (
+            select(inv.c.id, inv.c.parent_id)
+            .where(inv.c.id.in_(sorted(missing)))
+            .cte("chain", recursive=True)
+        )
+        chain = chain.union(
+            select(inv.c.id, inv.c.parent_id).join(chain, inv.c.id == chain.c.parent_id)
+        )
+        ids = select(chain.c.id)
+        for row in self.conn.execute(
+            select(inv.c.id, inv.c.uuid, inv.c.job, inv.c.task, inv.c.parent_id).where(
+                inv.c.id.in_(ids)
+            )
+        ):
+            self.runs[row.id] = row
+
+    def root(self, run_id: int) -> Any:
+        seen = set()
+        row = self.runs.get(run_id)
+        while row is not None and row.parent_id is not None and row.parent_id not in seen:
+            seen.add(row.id)
+            parent = self.runs.get(row.parent_id)
+            if parent is None:
+                break
+            row = parent
+        return row
+
+    def environment(self, environment_id: int | None) -> dict[str, Any] | None:
+        if environment_id is None:
+            return None
+        if environment_id not in self.environments:
+            from dpt_core.store.analysis import _environment
+
+            assert self.conn is not None, "environments are loaded while a batch is read"
+
+            env = _environment(self.conn, environment_id)
+            env.pop("_digests", None)
+            self.environments[environment_id] = env
+        return self.environments[environment_id]
+
+
+def _datasets_by_run(conn: Connection, ids: Sequence[int]) -> tuple[dict[int, list[Dataset]], dict[int, list[Dataset]]]:
+    from dpt_core.store.models import DataProduct, DataProductVersion, InvocationInput
+
+    P, V, IN = DataProduct.__table__, DataProductVersion.__table__, InvocationInput.__table__
+    inputs: dict[int, list[Dataset]] = {}
+    outputs: dict[int, list[Dataset]] = {}
+    for r in conn.execute(
+        select(IN.c.invocation_id, P.c.uri, V.c.uuid, V.c.content_hash)
+        .join(V, V.c.id == IN.c.version_id)
+        .join(P, P.c.id == V.c.product_id)
+        .where(IN.c.invocation_id.in_(ids))
+    ):
+        inputs.setdefault(r.invocation_id, []).append(Dataset(r.uri, r.uuid, r.content_hash))
+    for r in conn.execute(
+        select(V.c.produced_by_id, P.c.uri, V.c.uuid, V.c.content_hash)
+        .join(P, P.c.id == V.c.product_id)
+        .where(V.c.produced_by_id.in_(ids))
+    ):
+        outputs.setdefault(r.produced_by_id, []).append(Dataset(r.uri, r.uuid, r.content_hash))
+    return inputs, outputs
+
+
+def _ref(row: Any) -> RunRef:
+    return RunRef(row.uuid, row.job, row.task)
+
+
+def count_runs(engine: Engine, since: dt.datetime | None = None) -> int:
+    from sqlalchemy import func
+
+    from dpt_core.store.models import Invocation
+
+    inv = Invocation.__table__
+    query = select(func.count()).select_from(inv)
+    if since is not None:
+        query = query.where(inv.c.started_at >= since)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def iter_events(
+    engine: Engine,
+    since: dt.datetime | None = None,
+    *,
+    batch: int = 500,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """RunEvents of every invocation started at or after ``since``, oldest first.
+
+    :param progress: called with the number of invocations done after each batch.
+    """
+    from dpt_core.store.models import Invocation
+
+    inv = Invocation.__table__
+    query = select(inv.c.id).order_by(inv.c.started_at, inv.c.id)
+    if since is not None:
+        query = query.where(inv.c.started_at >= since)
+    with engine.connect() as conn:
+        ids = list(conn.execute(query).scalars())
+    lookup = _Lookup()
+    done = 0
+    # A short connection per batch: writing events out never holds the database.
+    for part in _chunks(ids, batch):
+        with engine.connect() as conn:
+            lookup.conn = conn
+            rows = {r.id: r for r in conn.execute(select(inv).where(inv.c.id.in_(part)))}
+            lookup.ancestors({r.parent_id for r in rows.values() if r.parent_id is not None})
+            inputs, outputs = _datasets_by_run(conn, part)
+            for row in rows.values():
+                lookup.environment(row.environment_id)
+        events: list[dict[str, Any]] = []
+        for run_id in part:
+            row = rows[run_id]
+            parent = lookup.runs.get(row.parent_id) if row.parent_id is not None else None
+            root = lookup.root(parent.id) if parent is not None else None
+            common: dict[str, Any] = {
+                "run": _ref(row),
+                "orchestrator": row.orchestrator,
+                "parent": _ref(parent) if parent is not None else None,
+                "root": _ref(root) if root is not None else None,
+            }
+            events.append(
+                run_event(
+                    "START",
+                    time=row.started_at,
+                    environment=lookup.environment(row.environment_id),
+                    **common,
+                )
+            )
+            if row.status in EVENT_TYPES:
+                events.append(
+                    run_event(
+                        EVENT_TYPES[row.status],
+                        time=row.ended_at or row.started_at,
+                        error=row.error,
+                        inputs=inputs.get(run_id, []),
+                        outputs=outputs.get(run_id, []),
+                        **common,
+                    )
+                )
+        yield from events
+        done += len(part)
+        if progress is not None:
+            progress(done)
+
+
+def write_events(
+    engine: Engine,
+    out: IO[str],
+    since: dt.datetime | None = None,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write :func:`iter_events` to ``out`` as JSON lines; returns the number of events."""
+    count = 0
+    for event in iter_events(engine, since, progress=progress):
+        out.write(json.dumps(event, ensure_ascii=False, sort_keys=True, default=str))
+        out.write("\n")
+        count += 1
+    return count
+
+
+# --------------------------------------------------------------------------- client models
+
+
+_environment_facet_class: Any = None
+
+
+def _environment_facet_type() -> Any:
+    """The custom facet as an attrs class of the OpenLineage client (built once, lazily)."""
+    global _environment_facet_class
+    if _environment_facet_class is None:
+        import attr
+        from openlineage.client.generated.base import RunFacet
+
+        @attr.define
+        class DptEnvironmentRunFacet(RunFacet):  # type: ignore[misc]
+            """dpt's record of where a run ran."""
+
+            fingerprint: str
+            python: str
+            implementation: str
+            platform: str
+            host: str
+            user: str
+            packages: dict[str, str] = attr.field(factory=dict)
+            variables: dict[str, str] = attr.field(factory=dict)
+            redacted: list[str] = attr.field(factory=list)
+            facets: dict[str, Any] = attr.field(factory=dict)
+
+            @staticmethod
+            def _get_schema() -> str:
+                return ENVIRONMENT_FACET_SCHEMA_URL
+
+        _environment_facet_class = DptEnvironmentRunFacet
+    return _environment_facet_class
+
+
+def as_client_event(data: dict[str, Any]) -> Any:
+    """``data`` (from :func:`run_event`) as an ``openlineage.client.event_v2.RunEvent``.
+
+    Builds it through the client's attrs models, so their validators (UUID run ids,
+    ISO times, known event types) check it.
+
+    :raises ImportError: openlineage-python is not installed.
+    """
+    from openlineage.client.event_v2 import (
+        InputDataset,
+        Job,
+        OutputDataset,
+        Run,
+        RunEvent,
+        RunState,
+    )
+    from openlineage.client.facet_v2 import (
+        dataset_version_dataset,
+        error_message_run,
+        job_type_job,
+        parent_run,
+    )
+
+    def producer(facet: dict[str, Any]) -> str:
+        return str(facet.get("_producer") or PRODUCER)
+
+    run_facets: dict[str, Any] = {}
+    for name, facet in data["run"].get("facets", {}).items():
+        if name == "parent":
+            root = None
+            if "root" in facet:
+                root = parent_run.Root(
+                    run=parent_run.RootRun(runId=facet["root"]["run"]["runId"]),
+                    job=parent_run.RootJob(**facet["root"]["job"]),
+                )
+            run_facets[name] = parent_run.ParentRunFacet(
+                run=parent_run.Run(runId=facet["run"]["runId"]),
+                job=parent_run.Job(**facet["job"]),
+                root=root,
+                producer=producer(facet),
+            )
+        elif name == "errorMessage":
+            run_facets[name] = error_message_run.ErrorMessageRunFacet(
+                message=facet["message"],
+                programmingLanguage=facet["programmingLanguage"],
+                stackTrace=facet.get("stackTrace"),
+                producer=producer(facet),
+            )
+        elif name == ENVIRONMENT_FACET:
+            fields = {k: v for k, v in facet.items() if not k.startswith("_")}
+            run_facets[name] = _environment_facet_type()(**fields, producer=producer(facet))
+        else:  # pragma: no cover - run_event makes no other facets
+            raise ValueError(f"unknown run facet {name!r}")
+    job_facets: dict[str, Any] = {}
+    for name, facet in data["job"].get("facets", {}).items():
+        fields = {k: v for k, v in facet.items() if not k.startswith("_")}
+        job_facets[name] = job_type_job.JobTypeJobFacet(**fields, producer=producer(facet))
+
+    def dataset_facets(item: dict[str, Any]) -> dict[str, Any]:
+        facets = {}
+        for name, facet in item.get("facets", {}).items():
+            facets[name] = dataset_version_dataset.DatasetVersionDatasetFacet(
+                datasetVersion=facet["datasetVersion"], producer=producer(facet)
+            )
+        return facets
+
+    return RunEvent(
+        eventType=RunState(data["eventType"]),
+        eventTime=data["eventTime"],
+        producer=data.get("producer", PRODUCER),
+        run=Run(runId=data["run"]["runId"], facets=run_facets),
+        job=Job(namespace=data["job"]["namespace"], name=data["job"]["name"], facets=job_facets),
+        inputs=[
+            InputDataset(namespace=i["namespace"], name=i["name"], facets=dataset_facets(i))
+            for i in data.get("inputs", [])
+        ],
+        outputs=[
+            OutputDataset(namespace=o["namespace"], name=o["name"], facets=dataset_facets(o))
+            for o in data.get("outputs", [])
+        ],
+    )
