@@ -282,7 +282,11 @@ CREATE TABLE IF NOT EXISTS statcache (
     PRIMARY KEY (path, algorithm)
 ) WITHOUT ROWID
 """
-_LOOKUP: Final = "SELECT size, mtime_ns, inode, dev, digest, hashed_ns FROM statcache WHERE path = ? AND algorithm = ?"
+_LOOKUP_MANY: Final = (
+    "SELECT path, size, mtime_ns, inode, dev, digest, hashed_ns FROM statcache "
+    "WHERE algorithm = ? AND path IN ({marks})"
+)
+_LOOKUP_CHUNK: Final = 500
 _UPSERT: Final = "INSERT OR REPLACE INTO statcache VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 CacheRow = tuple[bytes, str, int, int, int, int, str, int]
@@ -391,11 +395,18 @@ class StatCache:
     ) -> list[str | None]:
         """:meth:`lookup` for many paths in one read transaction."""
         found: list[str | None] = [None] * len(items)
+        keys = [_key_path(path) for path, _ in items]
+        rows: dict[bytes, tuple[int, int, int, int, str, int]] = {}
         with self._transaction(write=False) as connection:
             if connection is not None:
-                for index, (path, info) in enumerate(items):
-                    row = connection.execute(_LOOKUP, (_key_path(path), algorithm)).fetchone()
-                    found[index] = None if row is None else _trusted(row, info)
+                for start in range(0, len(keys), _LOOKUP_CHUNK):
+                    part = keys[start : start + _LOOKUP_CHUNK]
+                    query = _LOOKUP_MANY.format(marks=", ".join("?" * len(part)))
+                    for path, *row in connection.execute(query, (algorithm, *part)):
+                        rows[path] = tuple(row)  # type: ignore[assignment]
+        for index, (key, (_, info)) in enumerate(zip(keys, items, strict=True)):
+            row = rows.get(key)
+            found[index] = None if row is None else _trusted(row, info)
         return found
 
     def store(
