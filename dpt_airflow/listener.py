@@ -10,6 +10,11 @@ Every hook goes through :meth:`DptListener._guard`: a failure in dpt or in a
 translator is logged once per process and swallowed, unless ``DPT_STRICT=1``,
 where it is raised to Airflow (which logs it as "error calling listener" with
 the traceback; Airflow never lets a listener fail a task).
+
+Airflow loads the plugin in every component (API server, dag processor,
+triggerer, ...), most of which never record anything, so this module imports
+dpt_core and the translator on the first event, not at import; with
+``[dpt] enabled = False`` they are never imported.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dpt_core
 from dpt_airflow import compat
-from dpt_airflow.translator import ORCHESTRATOR, AirflowTranslator
+
+if TYPE_CHECKING:
+    import dpt_core
+    from dpt_airflow.translator import AirflowTranslator
 
 log = logging.getLogger("dpt.airflow")
 
@@ -81,10 +88,12 @@ class DptListener:
     # -- settings ---------------------------------------------------------------------------
 
     def enabled(self) -> bool:
-        """False under ``DPT_DISABLED=1`` or ``[dpt] enabled = False``; read on every event."""
-        return dpt_core.get_tracker().enabled and compat.conf_getboolean(
-            CONFIG_SECTION, "enabled", fallback=True
-        )
+        """False under ``[dpt] enabled = False`` or ``DPT_DISABLED=1``; read on every event."""
+        if not compat.conf_getboolean(CONFIG_SECTION, "enabled", fallback=True):
+            return False
+        import dpt_core
+
+        return dpt_core.get_tracker().enabled
 
     @property
     def translator(self) -> AirflowTranslator:
@@ -94,6 +103,8 @@ class DptListener:
         name = compat.conf_get(CONFIG_SECTION, "translator", fallback="") or ""
         translator = self._translators.get(name)
         if translator is None:
+            from dpt_airflow.translator import AirflowTranslator
+
             translator = _load_translator(name)() if name else AirflowTranslator()
             self._translators[name] = translator
         return translator
@@ -103,6 +114,8 @@ class DptListener:
     def _task_started(self, ti: Any) -> dpt_core.InvocationHandle | None:
         if not self.enabled() or not compat.is_runtime_task_instance(ti):
             return None
+        import dpt_core
+
         translator = self.translator
         context = compat.template_context(ti)
         dag_run = context.get("dag_run")
@@ -110,7 +123,7 @@ class DptListener:
         handle = dpt_core.get_tracker().start(
             translator.get_job(ti),
             task=translator.get_task(ti),
-            orchestrator=ORCHESTRATOR,
+            orchestrator=translator.orchestrator,
             uuid=translator.get_invocation_uuid(ti),
             parent=parent or "",
             external_id=translator.get_external_id(ti),
@@ -128,6 +141,8 @@ class DptListener:
     def _task_finished(self, ti: Any, status: str, error: BaseException | str | None) -> None:
         if not self.enabled():
             return
+        import dpt_core
+
         translator = self.translator
         with self._lock:
             handle = self._running.pop(compat.task_key(ti), None)
@@ -166,16 +181,20 @@ class DptListener:
                 handle = None
         if handle is None:
             return None
+        import dpt_core
+
         return dpt_core.CurrentContext(handle.uuid, job=handle.job, task=handle.task)
 
     # -- dag runs ---------------------------------------------------------------------------
 
     def _start_dag_run(self, translator: AirflowTranslator, dag_run: Any) -> str:
         """Record the dag run's invocation (idempotent: every task of the run asks)."""
+        import dpt_core
+
         uuid = translator.get_dag_run_uuid(dag_run.dag_id, dag_run.run_id)
         dpt_core.get_tracker().start(
             str(dag_run.dag_id),
-            orchestrator=ORCHESTRATOR,
+            orchestrator=translator.orchestrator,
             uuid=uuid,
             parent="",  # a dag run is a root, whatever dpt invocation is open around it
             external_id=str(dag_run.run_id),
@@ -192,6 +211,8 @@ class DptListener:
     def _dag_run_finished(self, dag_run: Any, status: str, msg: str | None) -> None:
         if not self.enabled():
             return
+        import dpt_core
+
         translator = self.translator
         uuid = self._start_dag_run(translator, dag_run)
         handle = dpt_core.get_tracker().attach(uuid, str(dag_run.dag_id))
@@ -224,6 +245,8 @@ class DptListener:
 
 def _strict() -> bool:
     try:
+        import dpt_core
+
         return dpt_core.get_tracker().settings.strict
     except Exception:  # the settings themselves are broken: fall back to the variable
         return os.environ.get("DPT_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
@@ -232,6 +255,8 @@ def _strict() -> bool:
 def _load_translator(name: str) -> type[AirflowTranslator]:
     """Import the class ``package.module.Class`` (or ``package.module:Class``)."""
     import importlib
+
+    from dpt_airflow.translator import AirflowTranslator
 
     module_name, _, attribute = name.replace(":", ".").rpartition(".")
     if not module_name:

@@ -35,6 +35,9 @@ class AirflowTranslator:
     ``logical_date``, ``run_type``, ``conf`` and ``start_date``.
     """
 
+    #: The ``orchestrator`` column of the invocations this translator describes.
+    orchestrator = ORCHESTRATOR
+
     # -- identity ---------------------------------------------------------------------------
 
     def get_invocation_uuid(self, task_instance: Any) -> str:
