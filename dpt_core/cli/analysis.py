@@ -113,7 +113,9 @@ def _tree(graph: Any) -> Tree:
     for root in roots:
         label = f"version [cyan]{_short(root.content_hash)}[/] {root.version[:8]}"
         if root.produced_by:
-            label += f" [dim]<- {escape(root.job or '')} (run {root.produced_by[:8]}, {root.status})[/]"
+            label += (
+                f" [dim]<- {escape(root.job or '')} (run {root.produced_by[:8]}, {root.status})[/]"
+            )
         grow(top.add(label) if len(roots) > 1 else top, root.version)
     if len(roots) == 1:
         top.label = f"{top.label} [cyan]{_short(roots[0].content_hash)}[/]"
@@ -377,7 +379,9 @@ def env_diff(run_a: str, run_b: str, as_json: bool) -> None:
         return
     console = _console()
     if diff["same"]:
-        console.print(f"runs {run_a} and {run_b} ran in the same environment ({diff['a']['fingerprint'][:12]})")
+        console.print(
+            f"runs {run_a} and {run_b} ran in the same environment ({diff['a']['fingerprint'][:12]})"
+        )
         return
     table = Table("what", "name", run_a, run_b, title=f"environment of run {run_a} -> run {run_b}")
     for name, change in diff["fields"].items():
@@ -390,7 +394,9 @@ def env_diff(run_a: str, run_b: str, as_json: bool) -> None:
             table.add_row(section, escape(key), _shown(value), "[dim](absent)[/]")
         for key, change in part["changed"].items():
             if change.get("redacted"):
-                table.add_row(section, escape(key), "[dim]<redacted>[/]", "[dim]<redacted, changed>[/]")
+                table.add_row(
+                    section, escape(key), "[dim]<redacted>[/]", "[dim]<redacted, changed>[/]"
+                )
             else:
                 table.add_row(section, escape(key), _shown(change["a"]), _shown(change["b"]))
     console.print(table)

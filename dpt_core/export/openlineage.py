@@ -52,11 +52,15 @@ __all__ = [
 
 PRODUCER = f"https://pypi.org/project/data-product-tracker/{__version__}/"
 SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
-PARENT_SCHEMA_URL = "https://openlineage.io/spec/facets/1-2-0/ParentRunFacet.json#/$defs/ParentRunFacet"
+PARENT_SCHEMA_URL = (
+    "https://openlineage.io/spec/facets/1-2-0/ParentRunFacet.json#/$defs/ParentRunFacet"
+)
 ERROR_SCHEMA_URL = (
     "https://openlineage.io/spec/facets/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet"
 )
-JOB_TYPE_SCHEMA_URL = "https://openlineage.io/spec/facets/2-0-4/JobTypeJobFacet.json#/$defs/JobTypeJobFacet"
+JOB_TYPE_SCHEMA_URL = (
+    "https://openlineage.io/spec/facets/2-0-4/JobTypeJobFacet.json#/$defs/JobTypeJobFacet"
+)
 VERSION_SCHEMA_URL = (
     "https://openlineage.io/spec/facets/1-0-1/DatasetVersionDatasetFacet.json"
     "#/$defs/DatasetVersionDatasetFacet"
@@ -65,8 +69,7 @@ VERSION_SCHEMA_URL = (
 ENVIRONMENT_FACET = "dpt_environment"
 #: Where the custom facet's JSON schema is documented (docs/lineage.md, "Environment run facet").
 ENVIRONMENT_FACET_SCHEMA_URL = (
-    f"https://pypi.org/project/data-product-tracker/{__version__}/"
-    "#/$defs/DptEnvironmentRunFacet"
+    f"https://pypi.org/project/data-product-tracker/{__version__}/#/$defs/DptEnvironmentRunFacet"
 )
 
 EVENT_TYPES = {
@@ -139,9 +142,7 @@ def _without_nulls(value: Any) -> Any:
 def environment_facet(env: dict[str, Any]) -> dict[str, Any]:
     """The ``dpt_environment`` run facet from an environment dict (see ``dpt env show --json``)."""
     redacted = sorted(set(env.get("redacted") or ()))
-    variables = {
-        k: v for k, v in sorted((env.get("variables") or {}).items()) if k not in redacted
-    }
+    variables = {k: v for k, v in sorted((env.get("variables") or {}).items()) if k not in redacted}
     return _facet(
         ENVIRONMENT_FACET_SCHEMA_URL,
         fingerprint=env["fingerprint"],
@@ -297,7 +298,9 @@ class _Lookup:
         return self.environments[environment_id]
 
 
-def _datasets_by_run(conn: Connection, ids: Sequence[int]) -> tuple[dict[int, list[Dataset]], dict[int, list[Dataset]]]:
+def _datasets_by_run(
+    conn: Connection, ids: Sequence[int]
+) -> tuple[dict[int, list[Dataset]], dict[int, list[Dataset]]]:
     from dpt_core.store.models import DataProduct, DataProductVersion, InvocationInput
 
     P, V, IN = DataProduct.__table__, DataProductVersion.__table__, InvocationInput.__table__
@@ -432,7 +435,7 @@ def _environment_facet_type() -> Any:
         from openlineage.client.generated.base import RunFacet
 
         @attr.define
-        class DptEnvironmentRunFacet(RunFacet):  # type: ignore[misc]
+        class DptEnvironmentRunFacet(RunFacet):
             """dpt's record of where a run ran."""
 
             fingerprint: str

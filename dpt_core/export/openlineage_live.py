@@ -23,6 +23,7 @@ reach OpenLineage through the process that owns the invocation, or through
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -66,10 +67,8 @@ def reset() -> None:
         for client in _clients.values():
             close = getattr(client, "close", None)
             if close is not None:
-                try:
+                with contextlib.suppress(Exception):  # closing must never fail tracking
                     close(1.0)
-                except Exception:  # noqa: BLE001 - closing a transport must never fail tracking
-                    pass
         _clients.clear()
         _runs.clear()
         _logged.clear()
@@ -80,10 +79,11 @@ def _openlineage() -> Any:
     global _module
     if _module is _UNSET:
         try:
-            from openlineage.client import client as module
+            from openlineage.client import client as found
         except ImportError:
-            module = None
-        _module = module
+            _module = None
+        else:
+            _module = found
     return _module
 
 
@@ -219,7 +219,9 @@ def dpt_products_written(event: ProductsWritten) -> None:
         run = _runs.get(event.invocation_uuid)
         if run is not None:
             for o in event.outputs:
-                run.outputs[(o.uri, o.version_uuid)] = Dataset(o.uri, o.version_uuid, o.content_hash)
+                run.outputs[(o.uri, o.version_uuid)] = Dataset(
+                    o.uri, o.version_uuid, o.content_hash
+                )
 
     _guarded("emit", keep)
 
@@ -229,7 +231,9 @@ def dpt_invocation_finished(event: InvocationFinished) -> None:
     def emit(ol: Any) -> None:
         run = _runs.pop(event.uuid, None)
         if run is None:
-            log.debug("dpt: OpenLineage: run %s did not start in this process; not sent", event.uuid)
+            log.debug(
+                "dpt: OpenLineage: run %s did not start in this process; not sent", event.uuid
+            )
             return
         data = run_event(
             EVENT_TYPES.get(event.status, "OTHER"),

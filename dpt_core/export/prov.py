@@ -35,7 +35,7 @@ def _time(value: Any) -> str | None:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
-        return value.isoformat()
+        return str(value.isoformat())
     return str(value)
 
 
@@ -184,7 +184,10 @@ def prov_document(engine: Engine, since: dt.datetime | None = None) -> dict[str,
                 "prov:agent": person,
             }
     used_relations = {
-        f"_:u{n}": {"prov:activity": run_id(run_uuid[r.invocation_id]), "prov:entity": version_id(r.version_id)}
+        f"_:u{n}": {
+            "prov:activity": run_id(run_uuid[r.invocation_id]),
+            "prov:entity": version_id(r.version_id),
+        }
         for n, r in enumerate(sorted(used), start=1)
     }
     generated_relations = {

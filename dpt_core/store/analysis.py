@@ -35,7 +35,6 @@ from dpt_core.store.lineage import (
     closure,
     downstream_products,
     resolve_versions,
-    version_ids_select,
 )
 from dpt_core.store.models import (
     Distribution,
@@ -463,7 +462,9 @@ def stale(
     return sorted(results.values(), key=lambda r: r["uri"])
 
 
-def _latest_among(conn: Connection, details: dict[int, dict[str, Any]]) -> dict[int, tuple[str, str]]:
+def _latest_among(
+    conn: Connection, details: dict[int, dict[str, Any]]
+) -> dict[int, tuple[str, str]]:
     """Of the versions in ``details``, those that are their product's latest: ``vid -> (uri, uuid)``."""
     products = sorted({d["product_id"] for d in details.values()})
     if not products:
@@ -474,9 +475,7 @@ def _latest_among(conn: Connection, details: dict[int, dict[str, Any]]) -> dict[
         .group_by(V.c.product_id)
     ).all()
     newest = {r.vid for r in rows}
-    return {
-        vid: (d["uri"], d["uuid"]) for vid, d in details.items() if vid in newest
-    }
+    return {vid: (d["uri"], d["uuid"]) for vid, d in details.items() if vid in newest}
 
 
 # =========================================================================== impact
@@ -502,8 +501,14 @@ def parse_package(spec: str) -> tuple[str, str | None]:
     """``"NumPy==2.1.0"`` -> ``("numpy", "2.1.0")`` (PEP 503 name); ``"numpy"`` -> ``("numpy", None)``."""
     name, sep, version = spec.partition("==")
     name = name.strip()
-    if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or (sep and not version.strip()):
-        raise ValueError(f"{spec!r} is not a package: write NAME or NAME==VERSION, e.g. numpy==2.1.0")
+    if (
+        not name
+        or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name)
+        or (sep and not version.strip())
+    ):
+        raise ValueError(
+            f"{spec!r} is not a package: write NAME or NAME==VERSION, e.g. numpy==2.1.0"
+        )
     return re.sub(r"[-_.]+", "-", name).lower(), (version.strip() or None)
 
 
@@ -530,7 +535,9 @@ def impact_of_package(
     return items
 
 
-def known_distribution(name: str, version: str | None = None, *, engine: Engine | None = None) -> bool:
+def known_distribution(
+    name: str, version: str | None = None, *, engine: Engine | None = None
+) -> bool:
     """True when some recorded environment has distribution ``name`` (at ``version``)."""
     name, parsed_version = parse_package(name if version is None else f"{name}=={version}")
     query = select(D.c.id).where(D.c.name == name)
@@ -604,7 +611,10 @@ def environment_of_run(run: str | int, *, engine: Engine | None = None) -> dict[
         env = _environment(conn, info["environment_id"])
     env.pop("_digests")
     return {
-        "run": {k: info[k] for k in ("id", "uuid", "orchestrator", "job", "task", "status", "started_at")},
+        "run": {
+            k: info[k]
+            for k in ("id", "uuid", "orchestrator", "job", "task", "status", "started_at")
+        },
         "run_variables": info.get("variables") or {},
         "environment": env,
     }
@@ -627,7 +637,9 @@ def _diff_maps(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def diff_environments(run_a: str | int, run_b: str | int, *, engine: Engine | None = None) -> dict[str, Any]:
+def diff_environments(
+    run_a: str | int, run_b: str | int, *, engine: Engine | None = None
+) -> dict[str, Any]:
     """``dpt env diff``: what differs between the environments of two runs.
 
     Redacted variables never show a value: added or removed ones have value None,
@@ -650,8 +662,18 @@ def diff_environments(run_a: str | int, run_b: str | int, *, engine: Engine | No
     }
     variables = _diff_variables(env_a, env_b)
     result = {
-        "a": {"run": info_a["id"], "uuid": info_a["uuid"], "environment": env_a["id"], "fingerprint": env_a["fingerprint"]},
-        "b": {"run": info_b["id"], "uuid": info_b["uuid"], "environment": env_b["id"], "fingerprint": env_b["fingerprint"]},
+        "a": {
+            "run": info_a["id"],
+            "uuid": info_a["uuid"],
+            "environment": env_a["id"],
+            "fingerprint": env_a["fingerprint"],
+        },
+        "b": {
+            "run": info_b["id"],
+            "uuid": info_b["uuid"],
+            "environment": env_b["id"],
+            "fingerprint": env_b["fingerprint"],
+        },
         "same": env_a["fingerprint"] == env_b["fingerprint"],
         "fields": fields,
         "packages": _diff_maps(env_a["packages"], env_b["packages"]),

@@ -41,7 +41,7 @@ import datetime as dt
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from sqlalchemy import (
     Connection,
@@ -310,7 +310,9 @@ def closure(
                 "status": r.status,
             }
         if r.other_vid is not None:
-            parent, child = (r.other_vid, r.vid) if direction == "upstream" else (r.vid, r.other_vid)
+            parent, child = (
+                (r.other_vid, r.vid) if direction == "upstream" else (r.vid, r.other_vid)
+            )
             edges[(parent, child)] = (parent, child, r.edge_invocation, r.edge_job, r.edge_task)
     seed_ids = [vid for vid, d in sql_depths.items() if d == 0]
     adjacency: dict[int, list[int]] = {}
@@ -470,7 +472,7 @@ def lineage(
             )
         else:
             seeds = resolve_versions(conn, uri, version)
-        result = closure(conn, seeds, cast(Direction, direction), depth)
+        result = closure(conn, seeds, direction, depth)
         if not result.depths:
             resolve_versions(conn, uri)  # raises NotFound naming the product
     return _graph(uri, result, depth)

@@ -95,7 +95,10 @@ def test_content_change_makes_the_product_stale_and_propagates(dpt_backend, chai
     assert uri(raw) in reason["message"]
     (upstream,) = next(i for i in found if i["uri"] == uri(lc))["reasons"]
     assert (upstream["kind"], upstream["input"], upstream["cause"], upstream["via"]) == (
-        "upstream", uri(raw), "changed", uri(cal)
+        "upstream",
+        uri(raw),
+        "changed",
+        uri(cal),
     )
     assert stats["files_hashed"] == 1 and stats["stale"] == 2
 
@@ -115,9 +118,10 @@ def test_newer_recorded_version_makes_consumers_stale(dpt_backend, chain):
     assert kinds(found, cal) == [("newer_version", uri(raw))]
     reason = next(i for i in found if i["uri"] == uri(cal))["reasons"][0]
     assert reason["latest_hash"] == dpt_core.hash_file(raw)
-    assert [(r["kind"], r["cause"], r["via"]) for r in next(i for i in found if i["uri"] == uri(lc))["reasons"]] == [
-        ("upstream", "newer_version", uri(cal))
-    ]
+    assert [
+        (r["kind"], r["cause"], r["via"])
+        for r in next(i for i in found if i["uri"] == uri(lc))["reasons"]
+    ] == [("upstream", "newer_version", uri(cal))]
     # Re-running the step that consumed it makes cal current again, and lc still stale.
     step("calibrate", [raw], {cal: "recalibrated"})
     found = stale()
@@ -130,9 +134,9 @@ def test_deleted_input_is_a_reason(dpt_backend, chain):
     raw.unlink()
     found = stale()
     assert kinds(found, cal) == [("missing", uri(raw))]
-    assert [(r["kind"], r["cause"]) for r in next(i for i in found if i["uri"] == uri(lc))["reasons"]] == [
-        ("upstream", "missing")
-    ]
+    assert [
+        (r["kind"], r["cause"]) for r in next(i for i in found if i["uri"] == uri(lc))["reasons"]
+    ] == [("upstream", "missing")]
 
 
 def test_targets_limit_the_answer(dpt_backend, chain):
@@ -140,7 +144,9 @@ def test_targets_limit_the_answer(dpt_backend, chain):
     raw.write_text("changed again")
     found = stale([lc])
     assert [i["uri"] for i in found] == [uri(lc)]
-    assert [(r["kind"], r["input"], r["via"]) for r in found[0]["reasons"]] == [("upstream", uri(raw), uri(cal))]
+    assert [(r["kind"], r["input"], r["via"]) for r in found[0]["reasons"]] == [
+        ("upstream", uri(raw), uri(cal))
+    ]
     assert stale([other]) == []
     assert stale([raw]) == []  # raw has no recorded inputs
     with pytest.raises(dpt_core.NotFound, match="never-made"):
@@ -217,7 +223,9 @@ def two_environments(strict, tmp_path, monkeypatch):
 
     try:
         first = fake_distribution(site, "fakepkg", "1.0")
-        environment(PIPELINE_COLOR="red", MY_API_TOKEN="secret-one", ONLY_IN_A="1", SAME_SECRET_KEY="s")
+        environment(
+            PIPELINE_COLOR="red", MY_API_TOKEN="secret-one", ONLY_IN_A="1", SAME_SECRET_KEY="s"
+        )
         run_a = step("make-x", writes={x: "x"})
         first.rename(site / "fakepkg-2.0.dist-info")
         fake_distribution(site, "otherpkg", "0.1")
@@ -239,7 +247,10 @@ def test_impact_of_a_package_version(dpt_backend, two_environments):
     ]
     new = impact_of_package("FakePkg==2.0")
     assert [(i["uri"], i["direct"]) for i in new] == [(uri(y), True)]
-    assert [(i["uri"], i["direct"]) for i in impact_of_package("fakepkg")] == [(uri(x), True), (uri(y), True)]
+    assert [(i["uri"], i["direct"]) for i in impact_of_package("fakepkg")] == [
+        (uri(x), True),
+        (uri(y), True),
+    ]
     assert impact_of_package("fakepkg", "3.0") == []
     assert impact_of_package("surely-not-installed-anywhere") == []
 
@@ -286,7 +297,11 @@ def test_env_diff_reports_packages_variables_and_facets(dpt_backend, two_environ
     text = json.dumps(diff)
     assert "secret-one" not in text and "secret-two" not in text
     same = diff_environments(run_a, run_a)
-    assert same["same"] is True and same["variables"]["changed"] == {} and same["packages"]["changed"] == {}
+    assert (
+        same["same"] is True
+        and same["variables"]["changed"] == {}
+        and same["packages"]["changed"] == {}
+    )
 
 
 def test_env_show(dpt_backend, two_environments):

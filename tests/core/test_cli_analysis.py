@@ -74,7 +74,11 @@ def test_lineage_json_formats(dpt_backend, chain):
     raw, cal, lc, runs = chain
     data = json.loads(dpt("lineage", str(lc), "--upstream", "--json").stdout)
     assert (data["root"], data["direction"]) == (uri(lc), "upstream")
-    assert [(n["uri"], n["depth"]) for n in data["nodes"]] == [(uri(lc), 0), (uri(cal), 1), (uri(raw), 2)]
+    assert [(n["uri"], n["depth"]) for n in data["nodes"]] == [
+        (uri(lc), 0),
+        (uri(cal), 1),
+        (uri(raw), 2),
+    ]
     assert [(e["parent"], e["child"], e["invocation"]) for e in data["edges"]] == [
         (uri(cal), uri(lc), runs["lightcurve"]),
         (uri(raw), uri(cal), runs["calibrate"]),
@@ -105,9 +109,13 @@ def test_lineage_errors_are_one_line_and_exit_2(strict, tmp_path):
     step("one", writes={tmp_path / "known": "k"})
     missing = one_line_error(dpt("lineage", str(tmp_path / "missing"), code=2))
     assert "no product" in missing and "missing" in missing
-    bad_version = one_line_error(dpt("lineage", str(tmp_path / "known"), "--version", "abcdef12", code=2))
+    bad_version = one_line_error(
+        dpt("lineage", str(tmp_path / "known"), "--version", "abcdef12", code=2)
+    )
     assert "has no version 'abcdef12'" in bad_version
-    assert "Invalid value" in dpt("lineage", str(tmp_path / "known"), "--depth", "-1", code=2).stderr
+    assert (
+        "Invalid value" in dpt("lineage", str(tmp_path / "known"), "--depth", "-1", code=2).stderr
+    )
 
 
 # --------------------------------------------------------------------------- stale
@@ -187,7 +195,9 @@ def two_runs(strict, monkeypatch, tmp_path):
 def test_env_show_and_diff(dpt_backend, two_runs):
     a, b = two_runs
     shown = json.loads(dpt("env", "show", a, "--json").stdout)
-    assert shown["run"]["uuid"] == a and shown["environment"]["variables"]["PIPELINE_COLOR"] == "red"
+    assert (
+        shown["run"]["uuid"] == a and shown["environment"]["variables"]["PIPELINE_COLOR"] == "red"
+    )
     assert "MY_API_TOKEN" in shown["environment"]["redacted"]
     diff = json.loads(dpt("env", "diff", a[:8], b[:8], "--json").stdout)
     assert diff["variables"]["changed"] == {
@@ -205,7 +215,9 @@ def test_env_show_and_diff(dpt_backend, two_runs):
 
 def test_env_unknown_run_exits_2(strict):
     assert "no run 'feedbeef' is recorded" in one_line_error(dpt("env", "show", "feedbeef", code=2))
-    assert "no run '424242' is recorded" in one_line_error(dpt("env", "diff", "424242", "424243", code=2))
+    assert "no run '424242' is recorded" in one_line_error(
+        dpt("env", "diff", "424242", "424243", code=2)
+    )
 
 
 # --------------------------------------------------------------------------- export
@@ -218,7 +230,9 @@ def test_export_openlineage_and_prov(dpt_backend, chain, tmp_path):
     assert "wrote 6 OpenLineage event(s) for 3 run(s)" in result.stderr
     events = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(e["eventType"], e["run"]["runId"]) for e in events] == [
-        (kind, runs[job]) for job in ("ingest", "calibrate", "lightcurve") for kind in ("START", "COMPLETE")
+        (kind, runs[job])
+        for job in ("ingest", "calibrate", "lightcurve")
+        for kind in ("START", "COMPLETE")
     ]
     assert dpt("export", "--format", "openlineage", "--since", "1d").stdout.count("\n") == 6
     assert dpt("export", "--format", "openlineage", "--since", "2999-01-01").stdout == ""
@@ -248,14 +262,20 @@ def test_real_process_exit_codes(strict, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     result = subprocess.run(
         [sys.executable, "-m", "dpt_core.cli", "lineage", str(tmp_path / "ghost.fits"), "--json"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert result.returncode == 2 and result.stdout == ""
     assert "no product" in one_line_error(result)
     step("one", writes={tmp_path / "one": "1"})
     result = subprocess.run(
         [sys.executable, "-m", "dpt_core.cli", "lineage", str(tmp_path / "one"), "--json"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["nodes"][0]["uri"] == uri(tmp_path / "one")

@@ -52,16 +52,24 @@ def flow(strict, tmp_path, monkeypatch):
     dpt_core.reset()
     raw, cal = tmp_path / "raw.fits", tmp_path / "cal.fits"
     raw.write_text("raw")
-    with dpt_core.invocation("nightly") as parent:
-        with dpt_core.invocation("nightly", task="calibrate") as child:
-            child.read(raw, "s3://survey-bucket/flats/flat.fits")
-            cal.write_text("cal")
-            child.write(cal)
+    with (
+        dpt_core.invocation("nightly") as parent,
+        dpt_core.invocation("nightly", task="calibrate") as child,
+    ):
+        child.read(raw, "s3://survey-bucket/flats/flat.fits")
+        cal.write_text("cal")
+        child.write(cal)
     with pytest.raises(ZeroDivisionError), dpt_core.invocation("broken"):
         1 / 0  # noqa: B018
     stopped = dpt_core.get_tracker().start("stopped")
     stopped.finish("cancelled", error="operator stopped it")
-    return {"parent": parent.uuid, "child": child.uuid, "stopped": stopped.uuid, "raw": raw, "cal": cal}
+    return {
+        "parent": parent.uuid,
+        "child": child.uuid,
+        "stopped": stopped.uuid,
+        "raw": raw,
+        "cal": cal,
+    }
 
 
 def uri(path) -> str:
@@ -90,7 +98,7 @@ def assert_same(ours, theirs, path="event"):
             assert_same(ours[key], theirs[key], f"{path}.{key}")
     elif isinstance(ours, list) and isinstance(theirs, list):
         assert len(ours) == len(theirs), path
-        for index, (a, b) in enumerate(zip(ours, theirs)):
+        for index, (a, b) in enumerate(zip(ours, theirs, strict=True)):
             assert_same(a, b, f"{path}[{index}]")
     else:
         assert ours == theirs, path
@@ -115,7 +123,9 @@ def test_openlineage_event_content(dpt_backend, flow):
         ("file", str(Path(flow["raw"]).resolve())),
         ("s3://survey-bucket", "flats/flat.fits"),
     ]
-    assert complete["inputs"][0]["facets"]["version"]["datasetVersion"] == dpt_core.hash_file(flow["raw"])
+    assert complete["inputs"][0]["facets"]["version"]["datasetVersion"] == dpt_core.hash_file(
+        flow["raw"]
+    )
     (output,) = complete["outputs"]
     assert (output["namespace"], output["name"]) == ("file", str(Path(flow["cal"]).resolve()))
     assert output["facets"]["version"]["datasetVersion"] == dpt_core.hash_file(flow["cal"])
@@ -123,7 +133,9 @@ def test_openlineage_event_content(dpt_backend, flow):
 
     environment = start["run"]["facets"][ENVIRONMENT_FACET]
     assert environment["python"] == ".".join(map(str, sys.version_info[:3]))
-    assert environment["_producer"].startswith("https://") and environment["_schemaURL"].startswith("https://")
+    assert environment["_producer"].startswith("https://") and environment["_schemaURL"].startswith(
+        "https://"
+    )
     assert environment["packages"]["pytest"]
     assert "PIPELINE_API_TOKEN" in environment["redacted"]
     assert "PIPELINE_API_TOKEN" not in environment["variables"]
@@ -132,7 +144,10 @@ def test_openlineage_event_content(dpt_backend, flow):
     broken = [e for e in events if e["job"]["name"] == "broken"]
     assert [e["eventType"] for e in broken] == ["START", "FAIL"]
     error = broken[1]["run"]["facets"]["errorMessage"]
-    assert error["message"].startswith("ZeroDivisionError") and error["programmingLanguage"] == "python"
+    assert (
+        error["message"].startswith("ZeroDivisionError")
+        and error["programmingLanguage"] == "python"
+    )
     stopped_end = by_run[flow["stopped"]][1]
     assert stopped_end["eventType"] == "ABORT"
     assert stopped_end["run"]["facets"]["errorMessage"]["message"] == "operator stopped it"
@@ -189,21 +204,41 @@ def test_parse_since():
 def test_prov_json_structure(dpt_backend, flow):
     doc = prov_document(engine())
     assert doc["prefix"] == {"dpt": "urn:dpt:"}
-    for section in ("entity", "activity", "agent", "used", "wasGeneratedBy", "wasDerivedFrom", "wasAssociatedWith"):
+    for section in (
+        "entity",
+        "activity",
+        "agent",
+        "used",
+        "wasGeneratedBy",
+        "wasDerivedFrom",
+        "wasAssociatedWith",
+    ):
         assert doc[section], section
     child = f"dpt:run_{flow['child']}"
     activity = doc["activity"][child]
     assert activity["prov:label"] == "nightly.calibrate" and activity["dpt:status"] == "success"
-    assert dt.datetime.fromisoformat(activity["prov:startTime"]) <= dt.datetime.fromisoformat(activity["prov:endTime"])
+    assert dt.datetime.fromisoformat(activity["prov:startTime"]) <= dt.datetime.fromisoformat(
+        activity["prov:endTime"]
+    )
     assert activity["dpt:parent"] == f"dpt:run_{flow['parent']}"
     entities = {e["dpt:uri"]: key for key, e in doc["entity"].items()}
     raw, cal = entities[uri(flow["raw"])], entities[uri(flow["cal"])]
     assert doc["entity"][cal]["dpt:content_hash"] == dpt_core.hash_file(flow["cal"])
-    assert doc["entity"][raw]["prov:type"] == {"$": "dpt:DataProductVersion", "type": "prov:QUALIFIED_NAME"}
+    assert doc["entity"][raw]["prov:type"] == {
+        "$": "dpt:DataProductVersion",
+        "type": "prov:QUALIFIED_NAME",
+    }
     assert {"prov:activity": child, "prov:entity": raw} in doc["used"].values()
-    assert any(g["prov:entity"] == cal and g["prov:activity"] == child for g in doc["wasGeneratedBy"].values())
-    assert {"prov:generatedEntity": cal, "prov:usedEntity": raw, "prov:activity": child} in doc["wasDerivedFrom"].values()
-    agents = {a["prov:agent"] for a in doc["wasAssociatedWith"].values() if a["prov:activity"] == child}
+    assert any(
+        g["prov:entity"] == cal and g["prov:activity"] == child
+        for g in doc["wasGeneratedBy"].values()
+    )
+    assert {"prov:generatedEntity": cal, "prov:usedEntity": raw, "prov:activity": child} in doc[
+        "wasDerivedFrom"
+    ].values()
+    agents = {
+        a["prov:agent"] for a in doc["wasAssociatedWith"].values() if a["prov:activity"] == child
+    }
     kinds = sorted(doc["agent"][a]["prov:type"]["$"] for a in agents)
     assert kinds == ["prov:Person", "prov:SoftwareAgent"]
     # every relation points at something the document declares
@@ -244,7 +279,10 @@ def test_dot_and_mermaid_render_every_node_and_edge(dpt_backend, strict, tmp_pat
     lines = mermaid.splitlines()
     assert lines[0] == "flowchart LR"
     assert sum("-->" in line for line in lines) == 2
-    assert "we#quot;ird #lt;name#gt;.txt" in mermaid and '"' not in mermaid.split("we", 1)[1].split("<br/>")[0]
+    assert (
+        "we#quot;ird #lt;name#gt;.txt" in mermaid
+        and '"' not in mermaid.split("we", 1)[1].split("<br/>")[0]
+    )
     assert lines[-1] == "  class n0 root;"
 
 
@@ -272,13 +310,18 @@ def file_transport(monkeypatch, path: Path) -> None:
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__APPEND", "true")
 
 
-def test_live_plugin_emits_the_exported_events_through_a_file_transport(dpt_backend, dpt_env, live_plugin, monkeypatch, tmp_path):
+def test_live_plugin_emits_the_exported_events_through_a_file_transport(
+    dpt_backend, dpt_env, live_plugin, monkeypatch, tmp_path
+):
     events_file = tmp_path / "ol-events.jsonl"
     file_transport(monkeypatch, events_file)
     monkeypatch.chdir(tmp_path)
     raw, cal = tmp_path / "raw", tmp_path / "cal"
     raw.write_text("raw")
-    with dpt_core.invocation("nightly") as parent, dpt_core.invocation("nightly", task="calibrate") as child:
+    with (
+        dpt_core.invocation("nightly") as parent,
+        dpt_core.invocation("nightly", task="calibrate") as child,
+    ):
         child.read(raw)
         cal.write_text("cal")
         child.write(cal)
@@ -307,7 +350,9 @@ def test_live_plugin_emits_the_exported_events_through_a_file_transport(dpt_back
     assert dpt_env.scalar("SELECT COUNT(*) FROM invocations") == 3
 
 
-def test_live_plugin_is_silent_without_a_transport(dpt_backend, dpt_env, live_plugin, monkeypatch, tmp_path, caplog):
+def test_live_plugin_is_silent_without_a_transport(
+    dpt_backend, dpt_env, live_plugin, monkeypatch, tmp_path, caplog
+):
     for key in [k for k in os.environ if k.startswith("OPENLINEAGE")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -315,11 +360,17 @@ def test_live_plugin_is_silent_without_a_transport(dpt_backend, dpt_env, live_pl
     with caplog.at_level(logging.DEBUG), dpt_core.invocation("quiet"):
         pass
     assert live.client() is None
-    assert not [r for r in caplog.records if "openlineage" in r.name.lower() or "OpenLineage" in r.getMessage()]
+    assert not [
+        r
+        for r in caplog.records
+        if "openlineage" in r.name.lower() or "OpenLineage" in r.getMessage()
+    ]
     assert dpt_env.scalar("SELECT COUNT(*) FROM invocations") == 1
 
 
-def test_live_plugin_is_a_no_op_without_openlineage_installed(dpt_backend, dpt_env, live_plugin, monkeypatch, tmp_path):
+def test_live_plugin_is_a_no_op_without_openlineage_installed(
+    dpt_backend, dpt_env, live_plugin, monkeypatch, tmp_path
+):
     file_transport(monkeypatch, tmp_path / "never.jsonl")
     monkeypatch.setitem(sys.modules, "openlineage.client", None)  # import now fails
     monkeypatch.setattr(live, "_module", live._UNSET)
@@ -329,7 +380,9 @@ def test_live_plugin_is_a_no_op_without_openlineage_installed(dpt_backend, dpt_e
     assert dpt_env.scalar("SELECT COUNT(*) FROM invocations WHERE status = 'success'") == 1
 
 
-def test_live_emit_errors_are_logged_once_and_do_not_stop_tracking(dpt_env, live_plugin, monkeypatch, tmp_path, caplog):
+def test_live_emit_errors_are_logged_once_and_do_not_stop_tracking(
+    dpt_env, live_plugin, monkeypatch, tmp_path, caplog
+):
     monkeypatch.delenv("DPT_STRICT")
     dpt_core.reset()
     file_transport(monkeypatch, tmp_path / "no-such-dir" / "events.jsonl")
@@ -339,20 +392,35 @@ def test_live_emit_errors_are_logged_once_and_do_not_stop_tracking(dpt_env, live
                 pass
     warnings = [r for r in caplog.records if "OpenLineage emit failed" in r.getMessage()]
     assert len(warnings) == 1
-    assert [r.status for r in dpt_env.rows("SELECT status FROM invocations ORDER BY id")] == ["success", "success"]
+    assert [r.status for r in dpt_env.rows("SELECT status FROM invocations ORDER BY id")] == [
+        "success",
+        "success",
+    ]
 
 
 def test_live_emit_errors_raise_in_strict_mode(dpt_env, live_plugin, monkeypatch, tmp_path):
     file_transport(monkeypatch, tmp_path / "no-such-dir" / "events.jsonl")
-    with pytest.raises(dpt_core.TrackingError, match="OpenLineage emit failed"), dpt_core.invocation("strict"):
+    with (
+        pytest.raises(dpt_core.TrackingError, match="OpenLineage emit failed"),
+        dpt_core.invocation("strict"),
+    ):
         pass
 
 
 def test_live_plugin_console_transport(dpt_env, live_plugin, monkeypatch, caplog):
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "console")
     run = str(uuid.uuid4())
-    with caplog.at_level(logging.INFO, logger="openlineage.client.transport.console"):
-        with dpt_core.invocation("printed", uuid=run):
-            pass
-    printed = [json.loads(r.getMessage()) for r in caplog.records if r.name == "openlineage.client.transport.console"]
-    assert [(e["eventType"], e["run"]["runId"]) for e in printed] == [("START", run), ("COMPLETE", run)]
+    with (
+        caplog.at_level(logging.INFO, logger="openlineage.client.transport.console"),
+        dpt_core.invocation("printed", uuid=run),
+    ):
+        pass
+    printed = [
+        json.loads(r.getMessage())
+        for r in caplog.records
+        if r.name == "openlineage.client.transport.console"
+    ]
+    assert [(e["eventType"], e["run"]["runId"]) for e in printed] == [
+        ("START", run),
+        ("COMPLETE", run),
+    ]

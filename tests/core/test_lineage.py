@@ -94,7 +94,12 @@ def test_to_dict_has_the_design_shape(dpt_backend, strict, tmp_path):
     assert data["root"] == uri(b) and data["direction"] == "upstream"
     assert [(n["uri"], n["depth"]) for n in data["nodes"]] == [(uri(b), 0), (uri(a), 1)]
     (edge,) = data["edges"]
-    assert (edge["parent"], edge["child"], edge["invocation"], edge["job"]) == (uri(a), uri(b), run, "make-b")
+    assert (edge["parent"], edge["child"], edge["invocation"], edge["job"]) == (
+        uri(a),
+        uri(b),
+        run,
+        "make-b",
+    )
 
 
 def test_long_chain_with_depth_limits(dpt_backend, strict, tmp_path):
@@ -198,10 +203,16 @@ def test_version_level_cycle_terminates(dpt_backend, strict, tmp_path):
         graph = lineage(p, direction, limit)
         expected = {uri(p): [0]} if limit == 0 else {uri(p): [0], uri(q): [1]}
         assert by_uri(graph) == expected
-        expected_edges = set() if limit == 0 else {(uri(p), uri(q), inner.uuid), (uri(q), uri(p), outer.uuid)}
+        expected_edges = (
+            set() if limit == 0 else {(uri(p), uri(q), inner.uuid), (uri(q), uri(p), outer.uuid)}
+        )
         if limit == 1:
             # one step from p: only the edge that reaches q
-            expected_edges = {(uri(q), uri(p), outer.uuid)} if direction == "upstream" else {(uri(p), uri(q), inner.uuid)}
+            expected_edges = (
+                {(uri(q), uri(p), outer.uuid)}
+                if direction == "upstream"
+                else {(uri(p), uri(q), inner.uuid)}
+            )
         assert edge_set(graph) == expected_edges
 
 
@@ -221,10 +232,13 @@ def test_downstream_products_helper(dpt_backend, strict, tmp_path):
     rb = step("b", [a], {b: "b"})
     rc = step("c", [b], {c: "c"})
     step("d", writes={d: "d"})
-    seeds = [r.id for r in strict.rows(
-        "SELECT v.id FROM data_product_versions v JOIN data_products p ON p.id = v.product_id WHERE p.uri = :u",
-        u=uri(a),
-    )]
+    seeds = [
+        r.id
+        for r in strict.rows(
+            "SELECT v.id FROM data_product_versions v JOIN data_products p ON p.id = v.product_id WHERE p.uri = :u",
+            u=uri(a),
+        )
+    ]
     from dpt_core.store.plugin import current_store
 
     with current_store().engine.connect() as conn:
@@ -241,7 +255,9 @@ def test_downstream_products_helper(dpt_backend, strict, tmp_path):
 # --------------------------------------------------------------------------- properties
 
 
-def reference_closure(parents: dict[int, set[int]], start: int, limit: int | None, upstream: bool) -> dict[int, int]:
+def reference_closure(
+    parents: dict[int, set[int]], start: int, limit: int | None, upstream: bool
+) -> dict[int, int]:
     following: dict[int, set[int]] = {n: set() for n in parents}
     for child, ps in parents.items():
         for p in ps:
@@ -265,9 +281,13 @@ def reference_closure(parents: dict[int, set[int]], start: int, limit: int | Non
 def random_digraphs(acyclic: bool):
     def build(n: int):
         pairs = [(i, j) for i in range(n) for j in range(n) if i != j and (not acyclic or i < j)]
-        return st.sets(st.sampled_from(pairs), max_size=len(pairs)).map(
-            lambda edges: {j: {i for i, k in edges if k == j} for j in range(n)}
-        ) if pairs else st.just({0: set()})
+        return (
+            st.sets(st.sampled_from(pairs), max_size=len(pairs)).map(
+                lambda edges: {j: {i for i, k in edges if k == j} for j in range(n)}
+            )
+            if pairs
+            else st.just({0: set()})
+        )
 
     return st.integers(min_value=1, max_value=6).flatmap(build)
 
@@ -279,7 +299,9 @@ PROPERTY_SETTINGS = settings(
 
 @PROPERTY_SETTINGS
 @given(dag=random_digraphs(acyclic=True), limit=st.one_of(st.none(), st.integers(0, 4)))
-def test_random_dags_match_a_python_closure_and_rerecording_is_idempotent(dpt_backend, strict, tmp_path, dag, limit):
+def test_random_dags_match_a_python_closure_and_rerecording_is_idempotent(
+    dpt_backend, strict, tmp_path, dag, limit
+):
     base = tmp_path / uuid.uuid4().hex[:8]
     base.mkdir()
     files = {i: base / f"n{i}" for i in dag}
@@ -290,29 +312,41 @@ def test_random_dags_match_a_python_closure_and_rerecording_is_idempotent(dpt_ba
             files[i].write_text(f"node {i}")
             with dpt_core.invocation(f"make{i}", uuid=ids[i][0]) as inv:
                 if dag[i]:
-                    inv.read(*(ProductRef(files[p], version_uuid=ids[p][1]) for p in sorted(dag[i])))
+                    inv.read(
+                        *(ProductRef(files[p], version_uuid=ids[p][1]) for p in sorted(dag[i]))
+                    )
                 inv.write(ProductRef(files[i], version_uuid=ids[i][1]))
 
     record()
-    counts = [strict.scalar(f"SELECT COUNT(*) FROM {t}") for t in ("invocations", "data_product_versions", "lineage_edges", "invocation_inputs")]
+    counts = [
+        strict.scalar(f"SELECT COUNT(*) FROM {t}")
+        for t in ("invocations", "data_product_versions", "lineage_edges", "invocation_inputs")
+    ]
     for node in dag:
         for upstream in (True, False):
             graph = lineage(files[node], "upstream" if upstream else "downstream", limit)
             expected = reference_closure(dag, node, limit, upstream)
-            assert {n.uri: n.depth for n in graph.nodes} == {uri(files[k]): d for k, d in expected.items()}
+            assert {n.uri: n.depth for n in graph.nodes} == {
+                uri(files[k]): d for k, d in expected.items()
+            }
             for e in graph.edges:
                 child = int(Path(e.child).name[1:])
                 assert e.invocation == ids[child][0]
     before = {node: lineage(files[node]).to_dict() for node in dag}
     record()  # the same events again: nothing new
-    again = [strict.scalar(f"SELECT COUNT(*) FROM {t}") for t in ("invocations", "data_product_versions", "lineage_edges", "invocation_inputs")]
+    again = [
+        strict.scalar(f"SELECT COUNT(*) FROM {t}")
+        for t in ("invocations", "data_product_versions", "lineage_edges", "invocation_inputs")
+    ]
     assert again == counts
     assert {node: lineage(files[node]).to_dict() for node in dag} == before
 
 
 @PROPERTY_SETTINGS
 @given(graph=random_digraphs(acyclic=False), limit=st.one_of(st.none(), st.integers(0, 3)))
-def test_random_cyclic_graphs_terminate_and_match_a_python_closure(dpt_backend, strict, tmp_path, graph, limit):
+def test_random_cyclic_graphs_terminate_and_match_a_python_closure(
+    dpt_backend, strict, tmp_path, graph, limit
+):
     base = tmp_path / uuid.uuid4().hex[:8]
     base.mkdir()
     files = {i: base / f"n{i}" for i in graph}
@@ -330,4 +364,6 @@ def test_random_cyclic_graphs_terminate_and_match_a_python_closure(dpt_backend, 
         for upstream in (True, False):
             result = lineage(files[node], "upstream" if upstream else "downstream", limit)
             expected = reference_closure(graph, node, limit, upstream)
-            assert {n.uri: n.depth for n in result.nodes} == {uri(files[k]): d for k, d in expected.items()}
+            assert {n.uri: n.depth for n in result.nodes} == {
+                uri(files[k]): d for k, d in expected.items()
+            }
