@@ -1,0 +1,96 @@
+"""dpt hooks for Dagster (entry point ``dpt``: ``dagster = "dpt_dagster.dpt_plugin"``).
+
+- ``dpt_resolve_uri``: an ``AssetKey`` (or a one-asset ``AssetSpec`` /
+  ``AssetsDefinition``) handed to ``read``/``write``/``track`` becomes
+  ``dagster://asset/<key path>``.
+- ``dpt_current_context``: inside a running asset that materialises one asset
+  (and at most one partition), ``dpt_core.track()`` and ``dpt_core.invocation()``
+  attach to that materialisation's invocation, the one the sensor completes.
+
+This module is loaded by every dpt process. It never imports Dagster: when
+``dagster`` is not already imported, no Dagster object or run can be here, so
+both hooks answer None at the cost of a dict lookup.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+from dpt_core import CurrentContext, hookimpl
+
+_contexts: dict[str, CurrentContext] = {}
+_contexts_lock = threading.Lock()
+_MAX_CONTEXTS = 4096
+
+
+def _dagster() -> Any | None:
+    return sys.modules.get("dagster")
+
+
+@hookimpl
+def dpt_resolve_uri(target: Any) -> str | None:
+    dg = _dagster()
+    if dg is None:
+        return None
+    key = None
+    if isinstance(target, dg.AssetKey):
+        key = target
+    elif isinstance(target, dg.AssetSpec):
+        key = target.key
+    elif isinstance(target, dg.AssetsDefinition) and len(target.keys) == 1:
+        key = next(iter(target.keys))
+    if key is None:
+        return None
+    from dpt_dagster.translator import DagsterTranslator
+
+    return DagsterTranslator().get_asset_uri(key, None)
+
+
+@hookimpl
+def dpt_current_context() -> CurrentContext | None:
+    if _dagster() is None:
+        return None
+    from dpt_dagster import compat
+
+    ctx = compat.current_op_context()
+    if ctx is None:
+        return None
+    target = compat.context_asset_partition(ctx)
+    if target is None:
+        return None
+    asset_key, partition = target
+    run_id = ctx.run_id
+    from dpt_dagster.translator import materialization_invocation_uuid
+
+    uuid = materialization_invocation_uuid(run_id, asset_key, partition)
+    with _contexts_lock:
+        cached = _contexts.get(uuid)
+    if cached is not None:
+        return cached
+    context = _start(ctx, run_id, asset_key, partition)
+    with _contexts_lock:
+        if len(_contexts) >= _MAX_CONTEXTS:
+            _contexts.clear()
+        _contexts[uuid] = context
+    return context
+
+
+def _start(ctx: Any, run_id: str, asset_key: Any, partition: str | None) -> CurrentContext:
+    import dpt_core
+    from dpt_dagster.translator import DagsterTranslator
+
+    run_record = None
+    try:
+        run_record = ctx.instance.get_run_record_by_id(run_id)
+    except Exception:
+        run_record = None
+    code_version = None
+    try:
+        code_version = ctx.assets_def.code_versions_by_key.get(asset_key)
+    except Exception:
+        code_version = None
+    return DagsterTranslator().start_in_process(
+        dpt_core.get_tracker(), run_record, run_id, asset_key, partition, code_version
+    )

@@ -1,0 +1,595 @@
+"""The host glue: a Dagster sensor that records the instance's event log into dpt.
+
+Each tick reads, from a durable cursor, a bounded batch of new asset
+materialisations and of finished runs, resolves what each materialisation
+consumed, and hands everything to the translator. Every call into dpt goes
+through :func:`_guard`: a tracking error is logged once and the sensor moves on
+(the core has already spooled what the database refused), unless
+``DPT_STRICT=1``, where the tick fails and the cursor stays put.
+
+The cursor is JSON::
+
+    {"v": 1, "materializations": 1234,
+     "runs": {"RUN_SUCCESS": 1201, "RUN_FAILURE": 1190, "RUN_CANCELED": 0},
+     "behind": false, "lag_seconds": 0.0}
+
+Materialisations and run-status events are read through different record APIs
+whose storage ids are separate sequences, so each keeps its own position.
+Recording is idempotent (deterministic UUIDs), so a reset or lost cursor, two
+sensors on one instance or a restarted daemon re-read events without
+duplicating anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from dagster import (
+    AssetKey,
+    DefaultSensorStatus,
+    EventLogRecord,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
+
+import dpt_core
+from dpt_dagster import compat
+from dpt_dagster.translator import DagsterTranslator, Materialization, Upstream
+
+log = logging.getLogger("dpt.dagster")
+
+CURSOR_VERSION = 1
+DEFAULT_BATCH_SIZE = 1000
+#: Most partitions of one parent looked up for one materialisation (fan-in mappings).
+MAX_PARENT_PARTITIONS = 100
+#: How many per-asset reads one per-run read costs on the run-sharded SQLite event log.
+SHARDED_RUN_READ_COST = 50
+#: Largest clock difference between an event's index row and its payload (same event).
+MATCH_TOLERANCE_SECONDS = 0.001
+
+
+# ---------------------------------------------------------------------------------------------
+# Cursor and tick report
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SensorCursor:
+    """Where the sensor is in the event log (one position per storage-id sequence)."""
+
+    materializations: int = 0
+    runs: dict[str, int] = field(default_factory=dict)
+    behind: bool = False
+    lag_seconds: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str | None) -> SensorCursor:
+        """The cursor in ``text``; a missing or unreadable cursor starts from the beginning."""
+        if not text:
+            return cls()
+        try:
+            data = json.loads(text)
+            runs = {str(k): int(v) for k, v in (data.get("runs") or {}).items()}
+            return cls(
+                materializations=int(data.get("materializations") or 0),
+                runs=runs,
+                behind=bool(data.get("behind", False)),
+                lag_seconds=float(data.get("lag_seconds") or 0.0),
+            )
+        except (ValueError, TypeError, AttributeError):
+            log.warning(
+                "dpt: sensor cursor %r is not a dpt cursor; starting from the beginning "
+                "(recording is idempotent, nothing is duplicated)",
+                text[:80],
+            )
+            return cls()
+
+    def dumps(self) -> str:
+        return json.dumps(
+            {
+                "v": CURSOR_VERSION,
+                "materializations": self.materializations,
+                "runs": {k: self.runs[k] for k in sorted(self.runs)},
+                "behind": self.behind,
+                "lag_seconds": round(self.lag_seconds, 3),
+            },
+            sort_keys=True,
+        )
+
+
+@dataclass
+class TickResult:
+    """What one tick did: the new cursor and counts for the tick message."""
+
+    cursor: str
+    materializations: int = 0
+    runs: int = 0
+    unmaterialized: int = 0
+    errors: int = 0
+    assets_behind: bool = False
+    runs_behind: bool = False
+    lag_seconds: float = 0.0
+    disabled: bool = False
+
+    @property
+    def behind(self) -> bool:
+        return self.assets_behind or self.runs_behind
+
+    def message(self) -> str:
+        if self.disabled:
+            return "dpt is disabled (DPT_DISABLED): nothing recorded, cursor kept"
+        parts = [
+            f"dpt recorded {self.materializations} materialisation(s), {self.runs} finished run(s)"
+        ]
+        if self.unmaterialized:
+            parts.append(f"{self.unmaterialized} unmaterialised planned asset(s)")
+        if self.errors:
+            parts.append(f"{self.errors} tracking error(s) logged and skipped")
+        if self.behind:
+            what = []
+            if self.assets_behind:
+                what.append("more materialisations")
+            if self.runs_behind:
+                what.append("more finished runs")
+            parts.append(
+                f"behind: {' and '.join(what)}, lag {self.lag_seconds:.0f}s; "
+                "the next ticks catch up"
+            )
+        else:
+            parts.append("up to date")
+        return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# The guard
+# ---------------------------------------------------------------------------------------------
+
+_logged: set[str] = set()
+_logged_lock = threading.Lock()
+
+
+def _guard(
+    what: str, call: Callable[[], Any], tracker: dpt_core.Tracker, logger: Any, result: TickResult
+) -> Any:
+    """Run one recording step; log a failure once and go on, unless ``DPT_STRICT=1``."""
+    try:
+        return call()
+    except Exception as exc:
+        if tracker.settings.strict:
+            if isinstance(exc, dpt_core.DptError):
+                raise
+            raise dpt_core.TrackingError(
+                f"dpt: recording {what} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        result.errors += 1
+        key = f"{what.split(' ', 1)[0]}:{type(exc).__name__}"
+        with _logged_lock:
+            first = key not in _logged
+            _logged.add(key)
+        if first:
+            logger.warning(
+                "dpt: recording %s failed, the sensor goes on without it: %s: %s",
+                what,
+                type(exc).__name__,
+                exc,
+            )
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the event log
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_materializations(instance: Any, rows: Sequence[Any]) -> dict[int, Materialization]:
+    """The payloads of materialisation summaries, by storage id, in as few queries as possible.
+
+    1. Each asset's newest materialisation comes with the asset index (one query for
+       all keys): a sensor that keeps up finds every payload there.
+    2. The rest per run (one query each, matched to the summaries on asset, partition
+       and time) when that takes fewer reads than per asset; on the run-sharded SQLite
+       event log a run read counts as :data:`SHARDED_RUN_READ_COST` asset reads.
+    3. Otherwise per asset key (one query each, by storage id).
+
+    Rows whose event is gone (a wiped asset) are left out.
+    """
+    loaded: dict[int, Materialization] = {}
+    latest = compat.latest_materialization_records(
+        instance, sorted({r.asset_key for r in rows}, key=lambda k: k.to_string())
+    )
+    for row in rows:
+        record = latest.get(row.asset_key)
+        if record is not None and record.storage_id == row.storage_id:
+            loaded[row.storage_id] = Materialization.from_record(record)
+    by_run: dict[str, list[Any]] = defaultdict(list)
+    by_key: dict[AssetKey, list[Any]] = defaultdict(list)
+    for row in rows:
+        if row.storage_id in loaded:
+            continue
+        if row.run_id:
+            by_run[row.run_id].append(row)
+        by_key[row.asset_key].append(row)
+    run_cost = SHARDED_RUN_READ_COST if compat.run_sharded_event_log(instance) else 1
+    if by_run and len(by_run) * run_cost < len(by_key):
+        for run_id, run_rows in by_run.items():
+            records = compat.materialization_records_for_run(instance, run_id)
+            loaded.update(_match_run_records(run_rows, records))
+    for key, key_rows in by_key.items():
+        ids = [r.storage_id for r in key_rows if r.storage_id not in loaded]
+        for start in range(0, len(ids), 1000):
+            for record in compat.fetch_materializations_by_id(
+                instance, key, ids[start : start + 1000]
+            ):
+                loaded[record.storage_id] = Materialization.from_record(record)
+    return loaded
+
+
+def _match_run_records(rows: Sequence[Any], records: Sequence[Any]) -> dict[int, Materialization]:
+    """Pair a run's materialisation records with their index summaries (asset, partition, time)."""
+    slots: dict[tuple[str, str | None], list[Any]] = defaultdict(list)
+    for row in rows:
+        slots[(row.asset_key.to_string(), row.partition)].append(row)
+    matched: dict[int, Materialization] = {}
+    for record in records:
+        entry = record.event_log_entry
+        materialization = entry.asset_materialization
+        if materialization is None:
+            continue
+        candidates = slots.get((materialization.asset_key.to_string(), materialization.partition))
+        if not candidates:
+            continue
+        best = min(candidates, key=lambda r: abs(r.timestamp - entry.timestamp))
+        if abs(best.timestamp - entry.timestamp) <= MATCH_TOLERANCE_SECONDS:
+            candidates.remove(best)
+            matched[best.storage_id] = Materialization.from_entry(best.storage_id, entry)
+    return matched
+
+
+def _resolve_upstream(
+    instance: Any, materializations: Sequence[Materialization], graph: Any
+) -> dict[int, list[Upstream]]:
+    """What each materialisation consumed, by its storage id.
+
+    First the exact upstream materialisations Dagster recorded in
+    ``dagster/input_event_pointer/<key>`` tags (outside the batch: one summary query,
+    then their payloads); then the declared parents of the asset graph that no
+    pointer covers, each partition mapped through the graph's partition mapping to
+    the newest upstream materialisation older than the child.
+    """
+    known: dict[int, Materialization] = {m.storage_id: m for m in materializations}
+    missing = {
+        storage_id
+        for m in materializations
+        for storage_id in m.input_event_pointers.values()
+        if storage_id not in known
+    }
+    if missing:
+        rows = compat.materialization_summaries_by_id(instance, missing)
+        known.update(_load_materializations(instance, rows))
+
+    result: dict[int, list[Upstream]] = {}
+    fallbacks: list[tuple[Materialization, AssetKey, list[str | None]]] = []
+    for m in materializations:
+        upstream: list[Upstream] = []
+        covered: set[tuple[AssetKey, str | None]] = set()
+        pointed: set[AssetKey] = set()
+        for key, storage_id in sorted(
+            m.input_event_pointers.items(), key=lambda i: i[0].to_string()
+        ):
+            found = known.get(storage_id)
+            if found is None or found.asset_key != key:
+                continue
+            upstream.append(Upstream(key, found.partition, found))
+            covered.add((key, found.partition))
+            pointed.add(key)
+        result[m.storage_id] = upstream
+        for parent in compat.graph_parent_keys(graph, m.asset_key):
+            partitions = compat.parent_partitions(graph, instance, m.asset_key, m.partition, parent)
+            if partitions is None:
+                if parent not in pointed:
+                    fallbacks.append((m, parent, [None]))
+                continue
+            wanted: list[str | None] = [p for p in partitions if (parent, p) not in covered]
+            if wanted:
+                fallbacks.append((m, parent, wanted[:MAX_PARENT_PARTITIONS]))
+    if fallbacks:
+        last_ids = compat.materialized_asset_ids(
+            instance, sorted({parent for _m, parent, _p in fallbacks}, key=lambda k: k.to_string())
+        )
+        for child, parent, wanted_partitions in fallbacks:
+            result[child.storage_id].extend(
+                _latest_before(instance, parent, wanted_partitions, child.storage_id, last_ids)
+            )
+    return result
+
+
+def _latest_before(
+    instance: Any,
+    parent: AssetKey,
+    partitions: Sequence[str | None],
+    before: int,
+    last_ids: dict[AssetKey, int | None],
+) -> list[Upstream]:
+    """For each partition of ``parent``: its newest materialisation before ``before``.
+
+    A parent never materialised in this instance (a source or external asset) is an
+    input all the same, named by its ``dagster://`` URI. A partition that a
+    materialised parent never made did not exist when the child ran: it is left out.
+    """
+    if last_ids.get(parent) is None:
+        return [Upstream(parent, p, None) for p in partitions]
+    named = [p for p in partitions if p is not None]
+    records = compat.fetch_latest_materializations_before(
+        instance,
+        parent,
+        named if named else None,
+        before,
+        limit=min(compat.max_fetch(), 4 * len(partitions) + 8),
+    )
+    found: dict[str | None, Materialization] = {}
+    for record in records:
+        m = Materialization.from_record(record)
+        found.setdefault(m.partition, m)
+    return [Upstream(parent, p, found[p]) for p in partitions if p in found]
+
+
+# ---------------------------------------------------------------------------------------------
+# One tick
+# ---------------------------------------------------------------------------------------------
+
+
+def run_tick(
+    instance: Any,
+    cursor: str | None,
+    *,
+    translator: DagsterTranslator | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    repository_def: Any = None,
+    logger: Any = None,
+    tracker: dpt_core.Tracker | None = None,
+) -> TickResult:
+    """Record what happened in ``instance`` since ``cursor``; returns the new cursor and counts.
+
+    This is the whole sensor body, usable without a sensor context (scripts, benchmarks).
+    """
+    translator = translator or DagsterTranslator()
+    tracker = tracker or dpt_core.get_tracker()
+    logger = logger or log
+    state = SensorCursor.parse(cursor)
+    if not tracker.enabled:
+        return TickResult(cursor=cursor or state.dumps(), disabled=True)
+    result = TickResult(cursor="")
+    now = time.time()
+
+    rows = compat.materialization_summaries_after(instance, state.materializations, batch_size + 1)
+    next_row = rows[batch_size] if len(rows) > batch_size else None
+    rows = rows[:batch_size]
+    run_events: dict[str, tuple[list[EventLogRecord], bool]] = {
+        event_type: compat.fetch_run_status_changes_after(
+            instance, event_type, state.runs.get(event_type, 0), batch_size
+        )
+        for event_type in compat.RUN_STATUS_EVENTS
+    }
+
+    loaded = _load_materializations(instance, rows)
+    materializations = [loaded[r.storage_id] for r in rows if r.storage_id in loaded]
+    if len(materializations) < len(rows):
+        logger.info(
+            "dpt: %d materialisation(s) vanished before they could be read (wiped assets)",
+            len(rows) - len(materializations),
+        )
+    run_ids = {m.run_id for m in materializations} | {
+        r.event_log_entry.run_id for rs, _more in run_events.values() for r in rs
+    }
+    runs = compat.run_records(instance, run_ids)
+    upstream = _resolve_upstream(instance, materializations, compat.asset_graph(repository_def))
+
+    started_runs: set[str] = set()
+    for m in materializations:
+        run_record = runs.get(m.run_id)
+        if run_record is not None and m.run_id not in started_runs:
+            started_runs.add(m.run_id)
+            _guard(
+                f"run {m.run_id}",
+                partial(translator.start_run, tracker, m.run_id, run_record),
+                tracker,
+                logger,
+                result,
+            )
+        done = _guard(
+            f"materialisation {m.asset_key.to_user_string()} (storage id {m.storage_id})",
+            partial(
+                _record_materialization,
+                translator,
+                tracker,
+                m,
+                run_record,
+                upstream.get(m.storage_id, []),
+            ),
+            tracker,
+            logger,
+            result,
+        )
+        if done:
+            result.materializations += 1
+
+    for event_type, (events, _more) in run_events.items():
+        for record in events:
+            run_id = record.event_log_entry.run_id
+            outcome = _guard(
+                f"run {run_id} ({event_type})",
+                partial(
+                    _record_run_outcome, instance, translator, tracker, record, runs.get(run_id)
+                ),
+                tracker,
+                logger,
+                result,
+            )
+            if outcome is not None:
+                result.runs += 1
+                result.unmaterialized += outcome
+
+    # -- the new cursor and the lag ------------------------------------------------------
+    if rows:
+        state.materializations = rows[-1].storage_id
+    lag_from: list[float] = []
+    if next_row is not None:
+        result.assets_behind = True
+        lag_from.append(next_row.timestamp)
+    for event_type, (events, more) in run_events.items():
+        if events:
+            state.runs[event_type] = events[-1].storage_id
+        if more:
+            result.runs_behind = True
+            lag_from.append(events[-1].event_log_entry.timestamp)
+    result.lag_seconds = max((max(now - ts, 0.0) for ts in lag_from), default=0.0)
+    state.behind = result.behind
+    state.lag_seconds = result.lag_seconds
+    result.cursor = state.dumps()
+    return result
+
+
+def _record_materialization(
+    translator: DagsterTranslator,
+    tracker: dpt_core.Tracker,
+    materialization: Materialization,
+    run_record: Any,
+    upstream: Sequence[Upstream],
+) -> bool:
+    translator.record_materialization(tracker, materialization, run_record, upstream)
+    return True
+
+
+def _record_run_outcome(
+    instance: Any,
+    translator: DagsterTranslator,
+    tracker: dpt_core.Tracker,
+    record: EventLogRecord,
+    run_record: Any,
+) -> int:
+    """Close the run; for a failed or cancelled run, also record the assets it did not make.
+
+    :returns: how many planned-but-unmaterialised assets were recorded.
+    """
+    translator.finish_run(tracker, record, run_record)
+    status = translator.get_status(compat.event_type(record.event_log_entry) or "")
+    if status == "success" or run_record is None:
+        return 0
+    run_id = record.event_log_entry.run_id
+    planned: dict[tuple[AssetKey, str | None], str | None] = {}
+    made: set[tuple[AssetKey, str | None]] = set()
+    failed_steps: dict[str, str | None] = {}
+    for entry in compat.run_outcome_logs(instance, run_id):
+        kind = compat.event_type(entry)
+        if kind == "ASSET_MATERIALIZATION_PLANNED":
+            key = compat.planned_asset_key(entry)
+            if key is not None:
+                for partition in compat.planned_partitions(entry, MAX_PARENT_PARTITIONS * 10):
+                    planned[(key, partition)] = entry.step_key
+        elif kind == "ASSET_MATERIALIZATION" and entry.asset_materialization is not None:
+            made.add((entry.asset_materialization.asset_key, entry.asset_materialization.partition))
+        elif kind == "STEP_FAILURE" and entry.step_key:
+            failed_steps[entry.step_key] = compat.step_failure_error(entry)
+    ended = compat.timestamp_to_datetime(run_record.end_time or record.event_log_entry.timestamp)
+    count = 0
+    for (key, partition), step_key in sorted(
+        planned.items(), key=lambda i: (i[0][0].to_string(), i[0][1] or "")
+    ):
+        if (key, partition) in made:
+            continue
+        if step_key is not None and step_key in failed_steps:
+            asset_status = "failed"
+            error = f'step "{step_key}" failed: {failed_steps[step_key] or "unknown error"}'
+        elif status == "cancelled":
+            asset_status, error = "cancelled", "the run was cancelled before this asset was made"
+        else:
+            asset_status = "skipped"
+            error = "not materialised: the run failed before this asset's step succeeded"
+        translator.record_unmaterialized(
+            tracker, run_record, key, partition, asset_status, error, ended
+        )
+        count += 1
+    return count
+
+
+# ---------------------------------------------------------------------------------------------
+# The sensor
+# ---------------------------------------------------------------------------------------------
+
+
+class _TickLogger:
+    """Logs to the tick's log (shown in the Dagster UI) and to the ``dpt.dagster`` logger."""
+
+    def __init__(self, tick_log: Any) -> None:
+        self.tick_log = tick_log
+
+    def info(self, message: str, *args: Any) -> None:
+        log.info(message, *args)
+        self.tick_log.info(message % args if args else message)
+
+    def warning(self, message: str, *args: Any) -> None:
+        log.warning(message, *args)
+        self.tick_log.warning(message % args if args else message)
+
+
+def dpt_asset_sensor(
+    name: str = "dpt_tracker",
+    *,
+    minimum_interval_seconds: int = 30,
+    default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    translator: DagsterTranslator | None = None,
+    description: str | None = None,
+) -> SensorDefinition:
+    """A sensor that records asset materialisations and finished runs into dpt.
+
+    Attach it in one line::
+
+        defs = Definitions(assets=[...], sensors=[dpt_dagster.dpt_asset_sensor()])
+
+    :param name: the sensor's name (one per code location).
+    :param minimum_interval_seconds: seconds between ticks.
+    :param default_status: RUNNING (default) starts it with the daemon; STOPPED waits
+        for someone to switch it on in the UI.
+    :param batch_size: most materialisations (and most run events of each kind) one
+        tick records; a longer backlog is caught up over the next ticks.
+    :param translator: a :class:`~dpt_dagster.DagsterTranslator` (subclass) deciding
+        what is recorded.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    batch = min(int(batch_size), compat.max_fetch())
+    the_translator = translator or DagsterTranslator()
+
+    @sensor(
+        name=name,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description=description
+        or "Records asset materialisations, lineage and run outcomes into dpt "
+        "(data-product-tracker).",
+    )
+    def _dpt_sensor(context: SensorEvaluationContext) -> SkipReason:
+        result = run_tick(
+            context.instance,
+            context.cursor,
+            translator=the_translator,
+            batch_size=batch,
+            repository_def=context.repository_def,
+            logger=_TickLogger(context.log),
+        )
+        if not result.disabled:
+            context.update_cursor(result.cursor)
+        return SkipReason(result.message())
+
+    return _dpt_sensor
