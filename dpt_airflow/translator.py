@@ -65,10 +65,12 @@ class AirflowTranslator:
         return dpt_core.invocation_uuid(ORCHESTRATOR, "dag_run", dag_id, run_id)
 
     def get_job(self, task_instance: Any) -> str:
-        """The invocation's ``job``: the DAG id. Example override::
+        """The invocation's ``job``: the DAG id.
 
-        def get_job(self, task_instance):
-            return f"survey/{task_instance.dag_id}"
+        Example override::
+
+            def get_job(self, task_instance):
+                return f"survey/{task_instance.dag_id}"
         """
         return str(task_instance.dag_id)
 
@@ -131,11 +133,13 @@ class AirflowTranslator:
         return compat.bundle_version(task_instance)
 
     def get_error(self, error: BaseException | str | None) -> str | None:
-        """The invocation's ``error`` text for a failed try. Example override (first line only)::
+        """The invocation's ``error`` text for a failed try.
 
-        def get_error(self, error):
-            text = super().get_error(error)
-            return text.splitlines()[0] if text else None
+        Example override (first line only)::
+
+            def get_error(self, error):
+                text = super().get_error(error)
+                return text.splitlines()[0] if text else None
         """
         if error is None:
             return None
