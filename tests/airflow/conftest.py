@@ -85,8 +85,8 @@ def _load_module(path: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def test_dags(airflow_db: Path) -> dict[str, Any]:
-    """The DAGs of tests/airflow/dags/dpt_test_dags.py, by dag_id."""
-    dags: dict[str, Any] = _load_module(DAGS_FOLDER / "dpt_test_dags.py").DAGS
+    """The DAGs of tests/airflow/dags/adapter_dags.py, by dag_id."""
+    dags: dict[str, Any] = _load_module(DAGS_FOLDER / "adapter_dags.py").DAGS
     return dags
 
 

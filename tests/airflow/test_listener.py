@@ -276,7 +276,7 @@ def test_airflow_config_switch_records_nothing(
 def test_listener_error_does_not_fail_the_task(
     dpt_env: Any, run_dag: Any, airflow_config: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    airflow_config("translator", "dpt_test_translators.BrokenOutputsTranslator")
+    airflow_config("translator", "adapter_translators.BrokenOutputsTranslator")
     with caplog.at_level(logging.WARNING, logger="dpt.airflow"):
         result = run_dag("dpt_success")
 
@@ -304,7 +304,7 @@ def test_strict_mode_raises_listener_errors_to_airflow(
 ) -> None:
     monkeypatch.setenv("DPT_STRICT", "1")
     dpt_core.reset()
-    airflow_config("translator", "dpt_test_translators.BrokenOutputsTranslator")
+    airflow_config("translator", "adapter_translators.BrokenOutputsTranslator")
     result = run_dag("dpt_producer")
 
     # Airflow catches what a listener raises: the task still succeeds, the error is in its log.
@@ -335,7 +335,7 @@ def test_unresolvable_inlet_is_logged_not_raised(
 def test_translator_subclass_from_airflow_config(
     dpt_env: Any, run_dag: Any, airflow_config: Any
 ) -> None:
-    airflow_config("translator", "dpt_test_translators.IndexedTaskTranslator")
+    airflow_config("translator", "adapter_translators.IndexedTaskTranslator")
     assert run_dag("dpt_mapped").state == "success"
     squares = [r for r in tasks(invocations(dpt_env)) if r.task.startswith("square")]
     assert sorted(r.task for r in squares) == ["square[0]", "square[1]", "square[2]"]
