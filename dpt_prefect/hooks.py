@@ -1,0 +1,830 @@
+"""Prefect state hooks that record flow runs, task runs and assets with dpt.
+
+Prefect has no global hook registry: the user adds the hooks, in one line::
+
+    @flow(**dpt_prefect.flow_hooks())
+    def nightly(night: str): ...
+
+    @task(**dpt_prefect.task_hooks())  # optional: per-task environment and arguments
+    def calibrate(path: str): ...
+
+Flow hooks record the flow run when it starts and, when it ends, read every
+task run of it back from the Prefect API (a short bounded wait lets the API
+catch up with the task-run events) and record each as a child invocation,
+with its attempts and the assets it materialised. Task hooks record a task run
+from inside the task's own process as it runs (its real environment and the
+argument values it was called with), its attempts, and its assets with the
+metadata the task added. Both derive the same invocation ids from the Prefect
+run ids, so a task run is one row however many of them saw it.
+
+Every call into dpt goes through :func:`guard`: a tracking failure is logged
+once and never fails the flow (with ``DPT_STRICT=1`` it is raised; Prefect
+then logs it as a hook error).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import dpt_core
+from dpt_prefect import compat
+from dpt_prefect.translator import PrefectTranslator, state_type
+
+log = logging.getLogger("dpt.prefect")
+
+T = TypeVar("T")
+
+#: Longest wait (seconds) for the API to show a finished flow run's task runs as final.
+#: Task runs reach the API as events, which a busy server takes a while to ingest.
+READBACK_TIMEOUT = 15.0
+#: First and longest pause between two reads of the task runs.
+READBACK_POLL = 0.05
+READBACK_POLL_MAX = 0.5
+#: Task runs remembered per process (oldest forgotten first).
+MAX_REMEMBERED = 20_000
+
+# ---------------------------------------------------------------------------------------------
+# The guard
+# ---------------------------------------------------------------------------------------------
+
+_logged: set[str] = set()
+
+
+def _strict() -> bool:
+    try:
+        return bool(dpt_core.get_tracker().settings.strict)
+    except Exception:
+        return False
+
+
+def guard(what: str, call: Callable[[], T], default: T | None = None) -> T | None:
+    """Run ``call``; a failure is logged once per kind and swallowed unless ``DPT_STRICT=1``."""
+    try:
+        return call()
+    except Exception as exc:
+        if _strict():
+            if isinstance(exc, dpt_core.DptError):
+                raise
+            raise dpt_core.TrackingError(
+                f"dpt-prefect {what} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        key = f"{what}:{type(exc).__name__}"
+        if key not in _logged:
+            _logged.add(key)
+            log.warning(
+                "dpt: recording %s failed, the flow goes on without it: %s: %s",
+                what,
+                type(exc).__name__,
+                exc,
+            )
+        return default
+
+
+def _enabled() -> bool:
+    try:
+        return dpt_core.get_tracker().enabled
+    except Exception:
+        return True  # let the guarded call report the configuration error
+
+
+# ---------------------------------------------------------------------------------------------
+# What this process knows about the runs it saw
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FlowRunRecord:
+    uuid: str
+    job: str
+    translator: PrefectTranslator
+
+
+@dataclass
+class TaskRunRecord:
+    uuid: str
+    flow_run_id: str | None
+    job: str
+    task: str
+    translator: PrefectTranslator
+    #: (attempt number, when it started) of the attempt running now.
+    attempt: tuple[int, Any] | None = None
+    finished: bool = False
+    assets_recorded: bool = False
+
+
+@dataclass
+class Registry:
+    """Runs this process recorded, so hooks, in-task ``track()`` and the read-back agree."""
+
+    flows: OrderedDict[str, FlowRunRecord] = field(default_factory=OrderedDict)
+    tasks: OrderedDict[str, TaskRunRecord] = field(default_factory=OrderedDict)
+    #: Task runs that stand for a subflow run this process recorded as a flow run.
+    subflow_task_runs: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_flow(self, flow_run_id: str, record: FlowRunRecord) -> None:
+        with self.lock:
+            self.flows[flow_run_id] = record
+            while len(self.flows) > MAX_REMEMBERED:
+                self.flows.popitem(last=False)
+
+    def add_task(self, task_run_id: str, record: TaskRunRecord) -> TaskRunRecord:
+        with self.lock:
+            existing = self.tasks.get(task_run_id)
+            if existing is not None:
+                return existing
+            self.tasks[task_run_id] = record
+            while len(self.tasks) > MAX_REMEMBERED:
+                self.tasks.popitem(last=False)
+            return record
+
+    def forget_flow(self, flow_run_id: str, task_run_ids: Iterable[str]) -> None:
+        with self.lock:
+            self.flows.pop(flow_run_id, None)
+            for task_run_id in task_run_ids:
+                self.tasks.pop(task_run_id, None)
+                self.subflow_task_runs.discard(task_run_id)
+
+
+registry = Registry()
+
+_default_translator: PrefectTranslator | None = None
+
+
+def default_translator() -> PrefectTranslator:
+    global _default_translator
+    if _default_translator is None:
+        _default_translator = PrefectTranslator()
+    return _default_translator
+
+
+def _merge(ours: dict[str, list[Any]], extra: dict[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = {key: list(hooks) for key, hooks in ours.items()}
+    for key, value in extra.items():
+        if key in merged:
+            merged[key].extend(value or [])
+        else:
+            merged[key] = value
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# Background read-backs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReadbackSnapshot:
+    """What a flow run's read-back needs from the moment the flow run ended."""
+
+    flow_run_id: str
+    job: str
+    local_assets: dict[str, set[Any]]
+    tasks_by_key: dict[str, Any]
+
+
+class Readbacks:
+    """Read-backs running in background threads, so a flow run returns without waiting for the
+    Prefect API to catch up with its task runs.
+
+    The threads are not daemons: the interpreter waits for them at exit (each is bounded
+    by the read-back timeout), while the Prefect API is still reachable.
+    """
+
+    def __init__(self) -> None:
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+        self._lock = threading.Lock()
+
+    def submit(self, work: Callable[[], None]) -> None:
+        # Prefect keeps its settings (API URL, ...) in context variables: run in a copy.
+        context = contextvars.copy_context()
+
+        def run() -> None:
+            try:
+                context.run(work)
+            except BaseException as exc:  # strict mode: kept for flush() to raise
+                with self._lock:
+                    self._errors.append(exc)
+
+        thread = threading.Thread(target=run, name="dpt-prefect-readback", daemon=False)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait for every pending read-back; True when none is left running.
+
+        In strict mode the first error a read-back raised is raised here.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                pending = [t for t in self._threads if t.is_alive()]
+                self._threads = pending
+            if not pending:
+                break
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            pending[0].join(remaining)
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        with self._lock:
+            errors, self._errors = self._errors, []
+            alive = any(t.is_alive() for t in self._threads)
+        if errors:
+            raise errors[0]
+        return not alive
+
+
+readbacks = Readbacks()
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until every finished flow run's task runs are read back and recorded.
+
+    The flow hooks record task runs in the background after a flow run ends; call this
+    before reading what was recorded (tests, a script that queries dpt right after a
+    flow). :returns: True when nothing is left pending.
+    """
+    return readbacks.flush(timeout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Flow hooks
+# ---------------------------------------------------------------------------------------------
+
+
+class FlowHooks:
+    """The flow-run state hooks (see :func:`flow_hooks`)."""
+
+    def __init__(
+        self, translator: PrefectTranslator | None, readback_timeout: float, background: bool
+    ) -> None:
+        self.translator = translator or default_translator()
+        self.readback_timeout = readback_timeout
+        self.background = background
+
+    def hooks(self) -> dict[str, list[Any]]:
+        return {
+            "on_running": [self.dpt_flow_running],
+            "on_completion": [self.dpt_flow_finished],
+            "on_failure": [self.dpt_flow_finished],
+            "on_crashed": [self.dpt_flow_finished],
+            "on_cancellation": [self.dpt_flow_finished],
+        }
+
+    # Prefect calls hooks as hook(flow, flow_run, state) and logs their names.
+
+    def dpt_flow_running(self, flow: Any, flow_run: Any, state: Any) -> None:
+        if _enabled():
+            guard("the flow run start", lambda: self._start(flow, flow_run, state))
+
+    def dpt_flow_finished(self, flow: Any, flow_run: Any, state: Any) -> None:
+        if _enabled():
+            guard("the flow run end", lambda: self._finish(flow, flow_run, state))
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _start(self, flow: Any, flow_run: Any, state: Any) -> FlowRunRecord:
+        flow_run_id = str(flow_run.id)
+        known = registry.flows.get(flow_run_id)
+        if known is not None:  # a flow-run retry: the same invocation goes on
+            return known
+        translator = self.translator
+        parent_uuid = None
+        parent_task_run_id = getattr(flow_run, "parent_task_run_id", None)
+        if parent_task_run_id:
+            parent_flow_run_id = self._parent_flow_run_id(flow_run)
+            if parent_flow_run_id:
+                parent_uuid = translator.get_flow_run_uuid(parent_flow_run_id)
+            registry.subflow_task_runs.add(str(parent_task_run_id))
+        handle = translator.start_flow_run(flow, flow_run, state, parent_uuid)
+        record = FlowRunRecord(handle.uuid, translator.get_flow_job(flow, flow_run), translator)
+        registry.add_flow(flow_run_id, record)
+        return record
+
+    @staticmethod
+    def _parent_flow_run_id(flow_run: Any) -> str | None:
+        """The flow run that called this subflow: the enclosing flow-run context, else the API."""
+        context = compat.current_flow_run_context()
+        enclosing = getattr(context, "flow_run", None) if context is not None else None
+        if enclosing is not None and enclosing.id != flow_run.id:
+            return str(enclosing.id)
+        with compat.api_client() as client:
+            parent = compat.read_task_run(client, flow_run.parent_task_run_id)
+        return str(parent.flow_run_id) if parent.flow_run_id else None
+
+    def _finish(self, flow: Any, flow_run: Any, state: Any) -> None:
+        flow_run_id = str(flow_run.id)
+        if flow_run_id not in registry.flows:  # ended before running (bad parameters, ...)
+            guard("the flow run start", lambda: self._start(flow, flow_run, state))
+        # What only this moment knows: the flow-run context goes away when the hook returns.
+        context = compat.current_flow_run_context()
+        if context is not None and getattr(context.flow_run, "id", None) != flow_run.id:
+            context = None
+        snapshot = ReadbackSnapshot(
+            flow_run_id=flow_run_id,
+            job=self._job(flow, flow_run),
+            # The task runs this process ran, with the assets Prefect tracked for each.
+            local_assets=(
+                {str(k): set(v) for k, v in context.task_run_assets.items()}
+                if context is not None and hasattr(context, "task_run_assets")
+                else {}
+            ),
+            tasks_by_key=find_tasks(flow),
+        )
+        try:
+            guard(
+                "the flow run end", lambda: self.translator.finish_flow_run(flow, flow_run, state)
+            )
+        finally:
+            if self.background:
+                readbacks.submit(lambda: self._readback(snapshot))
+            else:
+                self._readback(snapshot)
+
+    def _readback(self, snapshot: ReadbackSnapshot) -> None:
+        seen: list[str] = []
+        try:
+            seen = guard("the task runs", lambda: self._record_task_runs(snapshot)) or []
+        finally:
+            registry.forget_flow(snapshot.flow_run_id, seen)
+
+    def _record_task_runs(self, snapshot: ReadbackSnapshot) -> list[str]:
+        """Read the flow run's task runs back from the API; record those not recorded yet."""
+        local_assets = snapshot.local_assets
+        with compat.api_client(fresh=self.background) as client:
+            task_runs = self._await_task_runs(client, snapshot.flow_run_id, set(local_assets))
+            ordered = sorted(
+                task_runs,
+                key=lambda r: (
+                    compat.as_datetime(r.start_time or r.expected_start_time) is None,
+                    str(r.start_time or r.expected_start_time or ""),
+                    str(r.id),
+                ),
+            )
+            for task_run in ordered:
+                task_run_id = str(task_run.id)
+                if task_run_id in registry.subflow_task_runs:
+                    continue  # the subflow's own hooks recorded it as a flow run
+                known = registry.tasks.get(task_run_id)
+                if known is not None and known.finished:
+                    continue  # the task hooks recorded it, in the task's own environment
+                guard(
+                    "a task run",
+                    lambda task_run=task_run, known=known: self._record_task_run(
+                        client,
+                        snapshot.job,
+                        task_run,
+                        snapshot.tasks_by_key.get(task_run.task_key),
+                        ran_here=str(task_run.id) in local_assets,
+                        local_assets=local_assets,
+                        assets_recorded=known is not None and known.assets_recorded,
+                    ),
+                )
+        return [str(r.id) for r in task_runs]
+
+    def _job(self, flow: Any, flow_run: Any) -> str:
+        record = registry.flows.get(str(flow_run.id))
+        return record.job if record is not None else self.translator.get_flow_job(flow, flow_run)
+
+    def _await_task_runs(self, client: Any, flow_run_id: Any, expected: set[str]) -> list[Any]:
+        """The flow run's task runs once the API shows them settled, or after the timeout.
+
+        Task runs reach the API as events, a moment after they happen: wait until every
+        task run this process ran is there and none (not recorded by task hooks yet) is
+        still pending or running.
+        """
+        deadline = time.monotonic() + self.readback_timeout
+        pause = READBACK_POLL
+        while True:
+            task_runs = compat.read_task_runs(client, flow_run_id)
+            visible = {str(r.id) for r in task_runs}
+            waiting = [r for r in task_runs if not _settled(r)]
+            missing = {
+                i
+                for i in expected - visible
+                if not (i in registry.tasks and registry.tasks[i].finished)
+            }
+            if (not waiting and not missing) or time.monotonic() >= deadline:
+                if waiting or missing:
+                    log.debug(
+                        "dpt: %d task runs of flow run %s not settled after %.1f s",
+                        len(waiting) + len(missing),
+                        flow_run_id,
+                        self.readback_timeout,
+                    )
+                return task_runs
+            time.sleep(pause)
+            pause = min(pause * 1.5, READBACK_POLL_MAX)
+
+    def _record_task_run(
+        self,
+        client: Any,
+        job: str,
+        task_run: Any,
+        task: Any,
+        *,
+        ran_here: bool,
+        local_assets: dict[str, set[Any]],
+        assets_recorded: bool,
+    ) -> None:
+        translator = self.translator
+        state = task_run.state
+        translator.start_task_run(
+            task,
+            task_run,
+            job=job,
+            parameters=None,
+            started_at=compat.as_datetime(task_run.start_time)
+            or compat.as_datetime(task_run.expected_start_time),
+            environment=ran_here,
+        )
+        if (task_run.run_count or 0) > 1:
+            states = compat.read_task_run_states(client, task_run.id)
+            for attempt, started, ended, status, error in translator.attempts_from_states(
+                task_run, states
+            ):
+                translator.record_attempt(
+                    task,
+                    task_run,
+                    attempt,
+                    job=job,
+                    status=status,
+                    error=error,
+                    started_at=started,
+                    ended_at=ended,
+                    environment=ran_here,
+                )
+        if (
+            not assets_recorded
+            and state is not None
+            and state_type(state) == "COMPLETED"
+            and getattr(state, "name", "") != "Cached"
+            and compat.is_materializing_task(task)
+        ):
+            outputs, dependencies = _materialized(task_run, task, local_assets)
+            translator.record_materialization(
+                task_run, outputs, dependencies, None, task.materialized_by
+            )
+        if state is not None:
+            translator.finish_task_run(task_run, state, unfinished_ok=True)
+
+
+def _materialized(
+    task_run: Any, task: Any, local_assets: dict[str, set[Any]]
+) -> tuple[list[Any], set[Any]]:
+    """What a ``@materialize`` task run made and from what, seen from its flow's process.
+
+    Prefect tracked the run's assets in the flow-run context; the ``Task`` object found
+    by task key adds its ``asset_deps`` — unless it is not the task that ran (a
+    ``with_options()`` copy with other assets shares its task key), then only upstream
+    task results count as dependencies.
+    """
+    tracked = local_assets.get(str(task_run.id))
+    declared = list(task.assets or ())
+    dependencies: set[Any] = set()
+    if tracked is None or {a.key for a in tracked} == {a.key for a in declared}:
+        outputs = declared
+        dependencies.update(task.asset_deps or ())
+    else:
+        outputs = sorted(tracked, key=lambda a: str(a.key))
+    for upstream in compat.upstream_task_run_ids(task_run.task_inputs):
+        dependencies.update(local_assets.get(upstream, ()))
+    return outputs, dependencies
+
+
+def _settled(task_run: Any) -> bool:
+    """True when the API shows a task run as it will stay (or dpt needs nothing more of it)."""
+    task_run_id = str(task_run.id)
+    known = registry.tasks.get(task_run_id)
+    if (known is not None and known.finished) or task_run_id in registry.subflow_task_runs:
+        return True
+    state = task_run.state
+    if state is None:
+        return False
+    kind = state_type(state)
+    if kind != state_type(task_run.state_type or ""):
+        return False  # the API is between two states of this run
+    if kind in ("RUNNING", "SCHEDULED", "CANCELLING"):
+        return False
+    return not (kind == "PENDING" and state.name != "NotReady")
+
+
+def find_tasks(flow: Any) -> dict[str, Any]:
+    """The ``Task`` objects a flow's function can see (its globals and closure), by task key.
+
+    The API knows a task run's task key but not its task; the ``Task`` object gives the
+    task's name and, for ``@materialize``, its assets and asset dependencies.
+    """
+    fn = getattr(flow, "fn", None)
+    candidates: list[Any] = list(getattr(fn, "__globals__", {}).values())
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            candidates.append(cell.cell_contents)
+        except ValueError:
+            continue
+    found: dict[str, Any] = {}
+    for obj in candidates:
+        if isinstance(obj, compat.Task):
+            found.setdefault(obj.task_key, obj)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Task hooks
+# ---------------------------------------------------------------------------------------------
+
+
+class TaskHooks:
+    """The task-run state hooks and the asset commit hook (see :func:`task_hooks`)."""
+
+    def __init__(self, translator: PrefectTranslator | None) -> None:
+        self.translator = translator or default_translator()
+
+    def hooks(self) -> dict[str, list[Any]]:
+        return {
+            "on_running": [self.dpt_task_running],
+            "on_completion": [self.dpt_task_finished],
+            "on_failure": [self.dpt_task_finished],
+        }
+
+    def dpt_task_running(self, task: Any, task_run: Any, state: Any) -> None:
+        if _enabled():
+            guard("the task run start", lambda: self._running(task, task_run, state))
+
+    def dpt_task_finished(self, task: Any, task_run: Any, state: Any) -> None:
+        if _enabled():
+            guard("the task run end", lambda: self._finished(task, task_run, state))
+
+    def dpt_task_commit(self, transaction: Any) -> None:
+        """Record a materialisation while Prefect's asset context (with its metadata) is active."""
+        if _enabled():
+            guard("the assets", self._commit)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _running(self, task: Any, task_run: Any, state: Any) -> None:
+        if compat.is_materializing_task(task):
+            self._add_commit_hook(task)
+        record = start_task_run(self.translator, task, task_run, state)
+        attempt = int(task_run.run_count or 1)
+        now = compat.as_datetime(state.timestamp)
+        previous = record.attempt
+        if attempt > 1:
+            if previous is not None and previous[0] == attempt - 1:
+                started = previous[1]
+            elif attempt == 2:
+                started = compat.as_datetime(task_run.start_time)
+            else:
+                started = None
+            self.translator.record_attempt(
+                task,
+                task_run,
+                attempt - 1,
+                job=record.job,
+                status="failed",
+                error=_retried_error(state, attempt - 1),
+                started_at=started,
+                ended_at=now,
+                environment=True,
+            )
+        record.attempt = (attempt, now)
+
+    def _add_commit_hook(self, task: Any) -> None:
+        """Give a ``@materialize`` task dpt's commit hook, once.
+
+        ``@task`` takes no ``on_commit`` argument, so :func:`task_hooks` cannot pass it; the
+        commit hooks of this run are read after the running hooks, so adding it now
+        records this run's materialisation while its asset context (with the metadata
+        the task added) is still active.
+        """
+        commit_hooks = task.on_commit_hooks
+        if not any(getattr(h, "__func__", None) is TaskHooks.dpt_task_commit for h in commit_hooks):
+            commit_hooks.append(self.dpt_task_commit)
+
+    def _finished(self, task: Any, task_run: Any, state: Any) -> None:
+        record = start_task_run(self.translator, task, task_run, state)
+        translator = self.translator
+        attempt = int(task_run.run_count or 1)
+        status = translator.get_status(state)
+        if attempt > 1 and status is not None:
+            started = record.attempt[1] if record.attempt and record.attempt[0] == attempt else None
+            translator.record_attempt(
+                task,
+                task_run,
+                attempt,
+                job=record.job,
+                status=status,
+                error=translator.get_error(state),
+                started_at=started,
+                ended_at=compat.as_datetime(state.timestamp),
+                environment=True,
+            )
+        if (
+            not record.assets_recorded
+            and status == "success"
+            and getattr(state, "name", "") != "Cached"
+            and compat.is_materializing_task(task)
+        ):
+            # The commit hook did not run (a transaction owned by an enclosing one):
+            # record from the task's declaration instead.
+            translator.record_materialization(
+                task_run,
+                task.assets,
+                _declared_dependencies(task, task_run),
+                None,
+                task.materialized_by,
+            )
+            record.assets_recorded = True
+        if status is not None:
+            translator.finish_task_run(task_run, state)
+            record.finished = True
+
+    def _commit(self) -> None:
+        context = compat.current_task_run_context()
+        assets = compat.current_asset_context()
+        if context is None or assets is None or not assets.downstream_assets:
+            return
+        if assets.task_run_id is not None and assets.task_run_id != context.task_run.id:
+            return
+        record = start_task_run(self.translator, context.task, context.task_run, None)
+        if record.assets_recorded:
+            return
+        self.translator.record_materialization(
+            context.task_run,
+            assets.downstream_assets,
+            set(assets.upstream_assets) | set(assets.direct_asset_dependencies),
+            assets.materialization_metadata,
+            assets.materialized_by,
+        )
+        record.assets_recorded = True
+
+
+def _retried_error(state: Any, attempt: int) -> str:
+    """Why an attempt failed. For an immediate retry Prefect calls the running hooks while it
+    still handles the attempt's exception, so the exception is at hand; else say it failed."""
+    if getattr(state, "name", "") == "Retrying":
+        exc = sys.exc_info()[1]
+        if isinstance(exc, Exception):
+            return f"{type(exc).__name__}: {exc}"
+    return f"attempt {attempt} failed; Prefect retried the task run"
+
+
+def _declared_dependencies(task: Any, task_run: Any) -> set[Any]:
+    dependencies = set(getattr(task, "asset_deps", None) or ())
+    context = compat.current_flow_run_context()
+    tracked = getattr(context, "task_run_assets", None) if context is not None else None
+    if tracked:
+        for upstream in compat.upstream_task_run_ids(task_run.task_inputs):
+            for key, assets in tracked.items():
+                if str(key) == upstream:
+                    dependencies.update(assets)
+    return dependencies
+
+
+def _flow_job(translator: PrefectTranslator, task_run: Any) -> str:
+    """The job of a task run: its flow's, from this process if it ran the flow, else the API."""
+    flow_run_id = str(task_run.flow_run_id) if task_run.flow_run_id else None
+    if flow_run_id is None:
+        return "task"
+    record = registry.flows.get(flow_run_id)
+    if record is not None:
+        return record.job
+    context = compat.current_flow_run_context()
+    if context is not None and str(getattr(context.flow_run, "id", "")) == flow_run_id:
+        return translator.get_flow_job(context.flow, context.flow_run)
+    with compat.api_client() as client:
+        name = compat.read_flow_name(client, flow_run_id)
+    return name or "flow"
+
+
+def start_task_run(
+    translator: PrefectTranslator, task: Any, task_run: Any, state: Any
+) -> TaskRunRecord:
+    """Record the task run as started from inside its own process, once; its registry record."""
+    task_run_id = str(task_run.id)
+    known = registry.tasks.get(task_run_id)
+    if known is not None:
+        return known
+    job = _flow_job(translator, task_run)
+    context = compat.current_task_run_context()
+    parameters = (
+        context.parameters
+        if context is not None and getattr(context.task_run, "id", None) == task_run.id
+        else None
+    )
+    started_at = compat.as_datetime(task_run.start_time) or compat.as_datetime(
+        getattr(state, "timestamp", None)
+    )
+    handle = translator.start_task_run(
+        task, task_run, job=job, parameters=parameters, started_at=started_at, environment=True
+    )
+    record = TaskRunRecord(
+        uuid=handle.uuid,
+        flow_run_id=str(task_run.flow_run_id) if task_run.flow_run_id else None,
+        job=job,
+        task=translator.get_task_name(task, task_run),
+        translator=translator,
+    )
+    return registry.add_task(task_run_id, record)
+
+
+# ---------------------------------------------------------------------------------------------
+# What is running now (the dpt_current_context hook)
+# ---------------------------------------------------------------------------------------------
+
+
+def current_context() -> dpt_core.CurrentContext | None:
+    """The task run (or flow run) running here, if dpt records it; starts it when needed.
+
+    A task run is recorded when its task has the task hooks or its flow run has the flow
+    hooks in this process; then ``dpt_core.track()`` in the task writes to its invocation.
+    """
+    context = compat.current_task_run_context()
+    if context is not None and getattr(context, "task_run", None) is not None:
+        task_run = context.task_run
+        known = registry.tasks.get(str(task_run.id))
+        flow_record = registry.flows.get(str(task_run.flow_run_id))
+        if known is None and flow_record is not None:
+            known = start_task_run(flow_record.translator, context.task, task_run, None)
+        if known is not None:
+            return dpt_core.CurrentContext(known.uuid, known.job, known.task)
+    flow_context = compat.current_flow_run_context()
+    flow_run = getattr(flow_context, "flow_run", None) if flow_context is not None else None
+    if flow_run is not None:
+        record = registry.flows.get(str(flow_run.id))
+        if record is not None:
+            return dpt_core.CurrentContext(record.uuid, record.job, None)
+    return None
+
+
+def resolve_asset(target: Any) -> str | None:
+    """The URI of a Prefect ``Asset`` handed to ``read``/``write``/``track``, else None."""
+    if not compat.is_asset(target):
+        return None
+    return default_translator().get_asset_uri(target)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points
+# ---------------------------------------------------------------------------------------------
+
+
+def flow_hooks(
+    translator: PrefectTranslator | None = None,
+    *,
+    readback_timeout: float = READBACK_TIMEOUT,
+    background: bool = True,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Keyword arguments for ``@flow(...)`` that record the flow run and its task runs.
+
+    ::
+
+        @flow(**dpt_prefect.flow_hooks())
+        def nightly(night: str): ...
+
+    :param translator: a :class:`~dpt_prefect.PrefectTranslator` (subclass) deciding what
+        is recorded; default: the stock one.
+    :param readback_timeout: longest wait, in seconds, when the flow run ends, for the
+        Prefect API to show its task runs as finished.
+    :param background: read the task runs back in a background thread (the default), so
+        the flow returns at once; :func:`flush` waits for it. False reads them back in
+        the completion hook, before the flow returns.
+    :param extra: your own hooks or other ``@flow`` options; hook lists are merged after
+        dpt's (``flow_hooks(on_failure=[notify])``).
+    :returns: ``on_running``, ``on_completion``, ``on_failure``, ``on_crashed`` and
+        ``on_cancellation`` hook lists (plus ``extra``).
+    """
+    return _merge(FlowHooks(translator, readback_timeout, background).hooks(), extra)
+
+
+def task_hooks(translator: PrefectTranslator | None = None, **extra: Any) -> dict[str, Any]:
+    """Keyword arguments for ``@task(...)`` / ``@materialize(...)`` that record the task run
+    from inside the task's own process.
+
+    ::
+
+        @task(**dpt_prefect.task_hooks())
+        def calibrate(path: str): ...
+
+    Adds what only the task's process knows: its environment (host, packages) when
+    tasks run on other workers, the argument values, the error of each failed attempt,
+    and the metadata a ``@materialize`` task adds to its assets.
+
+    :param translator: as for :func:`flow_hooks`.
+    :param extra: your own hooks or other ``@task`` options, merged after dpt's.
+    :returns: ``on_running``, ``on_completion`` and ``on_failure`` hook lists (a
+        ``@materialize`` task also gets a commit hook when it first runs).
+    """
+    return _merge(TaskHooks(translator).hooks(), extra)
