@@ -1,0 +1,243 @@
+"""Disabled and strict modes, tracking failures, a custom translator, the dpt plugin, other processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("prefect")
+
+from prefect import flow, task  # noqa: E402
+from prefect.assets import Asset  # noqa: E402
+from prefect.states import Cancelled, Cancelling, Completed, Crashed, Failed, Pending  # noqa: E402
+from prefect.task_runners import ProcessPoolTaskRunner  # noqa: E402
+
+import dpt_core  # noqa: E402
+import dpt_prefect  # noqa: E402
+from dpt_prefect import dpt_plugin  # noqa: E402
+from dpt_prefect.translator import PrefectTranslator  # noqa: E402
+
+
+@task
+def double(x: int) -> int:
+    return 2 * x
+
+
+@task(**dpt_prefect.task_hooks())
+def double_hooked(x: int) -> int:
+    return 2 * x
+
+
+@flow(**dpt_prefect.flow_hooks())
+def doubling(x: int) -> int:
+    return double(x)
+
+
+class BrokenTranslator(PrefectTranslator):
+    def get_flow_parameters(self, flow: Any, flow_run: Any) -> dict[str, Any]:
+        raise RuntimeError("translator bug")
+
+
+@flow(name="with-broken-translator", **dpt_prefect.flow_hooks(translator=BrokenTranslator()))
+def broken(x: int) -> int:
+    return double(x)
+
+
+class SurveyTranslator(PrefectTranslator):
+    def get_flow_job(self, flow: Any, flow_run: Any) -> str:
+        return f"survey/{flow.name}"
+
+    def get_task_name(self, task: Any, task_run: Any = None) -> str:
+        return f"step:{super().get_task_name(task, task_run)}"
+
+
+@task(**dpt_prefect.task_hooks(translator=SurveyTranslator()))
+def double_survey(x: int) -> int:
+    return 2 * x
+
+
+@flow(name="survey", **dpt_prefect.flow_hooks(translator=SurveyTranslator()))
+def survey(x: int) -> int:
+    return double(x) + double_survey(x)
+
+
+@flow
+def untracked(x: int) -> int:
+    return double_hooked(x)
+
+
+@flow(task_runner=ProcessPoolTaskRunner(max_workers=1), **dpt_prefect.flow_hooks())
+def in_another_process(x: int) -> int:
+    return double_hooked.submit(x).result()
+
+
+def test_disabled_records_nothing(
+    run_flow: Any, recorded: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DPT_DISABLED", "1")
+    dpt_core.reset()
+    state = run_flow(doubling, 3)
+    assert state.is_completed() and state.result() == 6
+    monkeypatch.delenv("DPT_DISABLED")
+    dpt_core.reset()
+    assert recorded.invocations() == []
+
+
+def test_a_tracking_failure_does_not_fail_the_flow(
+    run_flow: Any, recorded: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="dpt.prefect"):
+        state = run_flow(broken, 2)
+    assert state.is_completed() and state.result() == 4
+    assert "translator bug" in caplog.text
+    # The flow run could not be recorded; its task run still was, without a parent.
+    assert recorded.invocations(task=None) == []
+    row = recorded.one(task="double")
+    assert row["status"] == "success"
+    assert row["parent_id"] is None
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" | {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        self.messages.append(text)
+
+
+class BrokenReadBack(PrefectTranslator):
+    def get_task_name(self, task: Any, task_run: Any = None) -> str:
+        raise RuntimeError("read-back bug")
+
+
+@flow(name="with-broken-read-back", **dpt_prefect.flow_hooks(translator=BrokenReadBack()))
+def broken_read_back(x: int) -> int:
+    return double(x)
+
+
+def test_strict_mode_raises_tracking_errors(recorded: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DPT_STRICT", "1")
+    dpt_core.reset()
+    handler = _Records()
+    prefect_logger = logging.getLogger("prefect")
+    prefect_logger.addHandler(handler)
+    try:
+        state = broken(2, return_state=True)
+        dpt_prefect.flush(timeout=60)
+    finally:
+        prefect_logger.removeHandler(handler)
+    # Prefect runs hooks itself: it logs a hook's error and the flow run goes on.
+    assert state.is_completed()
+    assert any(
+        "dpt_flow_running" in m and "TrackingError" in m and "translator bug" in m
+        for m in handler.messages
+    ), handler.messages
+    # A background read-back's error is raised by flush().
+    state = broken_read_back(2, return_state=True)
+    assert state.is_completed()
+    with pytest.raises(dpt_core.TrackingError, match="read-back bug"):
+        dpt_prefect.flush(timeout=60)
+    assert recorded.one(job="with-broken-read-back", task=None)["status"] == "success"
+
+
+def test_a_custom_translator(run_flow: Any, recorded: Any) -> None:
+    state = run_flow(survey, 1)
+    assert state.is_completed()
+    flow_row = recorded.one(task=None)
+    assert flow_row["job"] == "survey/survey"
+    read_back = recorded.one(task="step:double")
+    hooked = recorded.one(task="step:double_survey")
+    for row in (read_back, hooked):
+        assert row["job"] == "survey/survey"
+        assert row["parent_id"] == flow_row["id"]
+
+
+def test_task_hooks_in_a_flow_without_flow_hooks(run_flow: Any, recorded: Any) -> None:
+    state = run_flow(untracked, 5)
+    assert state.is_completed()
+    row = recorded.one(task="double_hooked")
+    assert row["job"] == "untracked"
+    assert row["parent_id"] is None
+    assert row["status"] == "success"
+    assert row["parameters"] == {"x": 5}
+    assert row["environment_id"] is not None
+    assert len(recorded.invocations()) == 1
+
+
+@pytest.mark.slow
+def test_a_task_run_in_another_process(run_flow: Any, recorded: Any, dpt_env: Any) -> None:
+    state = run_flow(in_another_process, 21)
+    assert state.is_completed() and state.result() == 42
+    flow_row = recorded.one(task=None)
+    row = recorded.one(task="double_hooked")
+    assert row["parent_id"] == flow_row["id"]
+    assert row["job"] == "in-another-process"
+    assert row["status"] == "success"
+    # Recorded by the task hooks in the worker process: arguments and environment known.
+    assert row["parameters"] == {"x": 21}
+    assert row["environment_id"] is not None
+    assert len(recorded.invocations()) == 2
+
+
+def test_hooks_pickle_for_task_runner_processes() -> None:
+    hooks = dpt_prefect.task_hooks(translator=SurveyTranslator())
+    restored = pickle.loads(pickle.dumps(hooks))
+    assert set(restored) == {"on_running", "on_completion", "on_failure"}
+    assert isinstance(restored["on_running"][0].__self__.translator, SurveyTranslator)
+
+
+def test_user_hooks_are_merged() -> None:
+    def mine(*args: Any) -> None:
+        return None
+
+    hooks = dpt_prefect.flow_hooks(on_failure=[mine], retries=2)
+    assert hooks["on_failure"][-1] is mine
+    assert len(hooks["on_failure"]) == 2
+    assert hooks["retries"] == 2
+
+
+def test_states_to_statuses() -> None:
+    translator = PrefectTranslator()
+    assert translator.get_status(Completed()) == "success"
+    assert translator.get_status(Failed(message="boom")) == "failed"
+    assert translator.get_error(Failed(message="boom")) == "boom"
+    assert translator.get_status(Crashed(message="gone")) == "crashed"
+    assert translator.get_status(Cancelled()) == "cancelled"
+    assert translator.get_status(Cancelling()) == "cancelled"
+    assert translator.get_status(Pending(name="NotReady")) is None
+    assert translator.get_unfinished_status(Pending(name="NotReady")) == "skipped"
+    assert translator.get_error(Completed()) is None
+
+
+def test_task_arguments_as_json() -> None:
+    translator = PrefectTranslator()
+    arguments = translator.get_arguments(
+        {"n": 3, "names": ["a", "b"], "path": Path("/data/x.fits"), "big": list(range(5000))}
+    )
+    assert arguments["n"] == 3
+    assert arguments["names"] == ["a", "b"]
+    assert arguments["path"] == repr(Path("/data/x.fits"))
+    assert arguments["big"].startswith("<list: ")
+
+
+def test_the_dpt_plugin_outside_prefect_runs(tmp_path: Path) -> None:
+    path = tmp_path / "x.txt"
+    assert dpt_plugin.dpt_current_context() is None
+    assert dpt_plugin.dpt_resolve_uri(Asset(key=path.as_uri())) == path.as_uri()
+    assert dpt_plugin.dpt_resolve_uri(str(path)) is None
+    assert dpt_core.get_tracker().resolve(Asset(key="s3://bucket/key.parquet")) == (
+        "s3://bucket/key.parquet"
+    )
+
+
+def test_environment_variables_reach_task_runner_processes() -> None:
+    assert os.environ["PREFECT_API_URL"].startswith("http://127.0.0.1:")
