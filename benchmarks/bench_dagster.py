@@ -1,0 +1,230 @@
+"""Benchmark: one dpt sensor tick over 1 000 new Dagster materialisations.
+
+Workload: a job of two multi-assets (``raw_*`` and ``cal_*``, ``cal_j`` depending on
+``raw_j``; half the raws write a file named by ``dpt/path``, hashed by dpt) on a
+local SQLite Dagster instance; each ``cal`` materialisation carries an exact
+upstream pointer. Two scenarios of 1 000 materialisations each:
+
+- ``one-run``: one run of 1 000 assets (a sensor that keeps up);
+- ``backlog``: five runs of the same 200 assets waiting for one tick.
+
+Measured in one process, on the same events:
+
+- ``off``: the tick reading everything it needs (asset index, materialisations,
+  run-status changes, run records, upstream pointers) without recording
+  (a translator whose recording methods do nothing);
+- ``on``: the real tick recording into a fresh SQLite dpt database;
+- ``replay``: the same tick again from a reset cursor (idempotent: adds nothing).
+
+Target: ``on`` <= 2 s for 1 000 materialisations. Run::
+
+    .tox/dagster/bin/python benchmarks/bench_dagster.py [--scenario one-run|backlog|all] [--repeat 2]
+
+Prints one JSON line per measurement and per scenario, then a small table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+TARGET_SECONDS = 2.0
+
+
+def _isolate_dpt(root: Path, name: str) -> None:
+    import dpt_core
+
+    os.environ["DPT_DATABASE_URL"] = f"sqlite:///{root / name}.sqlite3"
+    os.environ["DPT_SPOOL_DIR"] = str(root / f"{name}-spool")
+    os.environ["DPT_CACHE_DIR"] = str(root / f"{name}-cache")
+    os.environ.pop("DPT_DISABLED", None)
+    os.environ.pop("DPT_STRICT", None)
+    dpt_core.reset()
+
+
+def _definitions(width: int, data_dir: Path) -> Any:
+    import dagster as dg
+
+    @dg.multi_asset(specs=[dg.AssetSpec(f"raw_{j:03d}") for j in range(width)], name="raws")
+    def raws() -> Any:
+        for j in range(width):
+            metadata: dict[str, Any] = {"rows": j}
+            if j % 2 == 0:
+                path = data_dir / f"raw_{j:03d}.txt"
+                path.write_text(f"raw {j} {time.time_ns()}\n")
+                metadata["dpt/path"] = str(path)
+            yield dg.MaterializeResult(asset_key=f"raw_{j:03d}", metadata=metadata)
+
+    @dg.multi_asset(
+        specs=[dg.AssetSpec(f"cal_{j:03d}", deps=[f"raw_{j:03d}"]) for j in range(width)],
+        name="cals",
+    )
+    def cals() -> Any:
+        for j in range(width):
+            yield dg.MaterializeResult(asset_key=f"cal_{j:03d}")
+
+    job = dg.define_asset_job("survey", selection=dg.AssetSelection.all())
+    return dg.Definitions(assets=[raws, cals], jobs=[job])
+
+
+def _measure(
+    name: str,
+    root: Path,
+    runs: int,
+    width: int,
+    repeat: int,
+) -> dict[str, Any]:
+    """Build one scenario's event log, then time the tick off / on / replay on it."""
+    import dagster as dg
+
+    import dpt_dagster
+    from dpt_dagster.sensor import run_tick
+    from dpt_dagster.translator import DagsterTranslator
+
+    class ReadOnlyTranslator(DagsterTranslator):
+        """Records nothing: the 'adapter off' baseline (same reads, same translation inputs)."""
+
+        def start_run(self, tracker: Any, run_id: str, run_record: Any) -> str:
+            return dpt_dagster.run_invocation_uuid(run_id)
+
+        def finish_run(self, tracker: Any, record: Any, run_record: Any) -> None:
+            return None
+
+        def record_materialization(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def record_unmaterialized(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    scenario_dir = root / name
+    (scenario_dir / "data").mkdir(parents=True)
+    (scenario_dir / "dagster_home").mkdir()
+    (scenario_dir / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    _isolate_dpt(scenario_dir, "warmup")
+    defs = _definitions(width, scenario_dir / "data")
+    instance = dg.DagsterInstance.local_temp(str(scenario_dir / "dagster_home"))
+    job = defs.resolve_job_def("survey")
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    started = time.perf_counter()
+    for _ in range(runs):
+        job.execute_in_process(instance=instance, run_config=quiet)
+    setup_seconds = time.perf_counter() - started
+    expected = runs * 2 * width
+    repository = defs.get_repository_def()
+
+    # Warm both paths (imports, the dpt schema, Dagster storage connections).
+    run_tick(instance, None, batch_size=10, repository_def=repository)
+    run_tick(
+        instance, None, batch_size=10, repository_def=repository, translator=ReadOnlyTranslator()
+    )
+
+    results: dict[str, list[float]] = {"off": [], "on": [], "replay": []}
+    recorded: dict[str, int] = {}
+    errors = 0
+    for index in range(repeat):
+        started = time.perf_counter()
+        off = run_tick(
+            instance,
+            None,
+            batch_size=expected,
+            repository_def=repository,
+            translator=ReadOnlyTranslator(),
+        )
+        results["off"].append(time.perf_counter() - started)
+
+        _isolate_dpt(scenario_dir, f"dpt-{index}")
+        started = time.perf_counter()
+        on = run_tick(instance, None, batch_size=expected, repository_def=repository)
+        results["on"].append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        replay = run_tick(instance, None, batch_size=expected, repository_def=repository)
+        results["replay"].append(time.perf_counter() - started)
+
+        recorded = {"off": off.materializations, "on": on.materializations}
+        recorded["replay"] = replay.materializations
+        errors += on.errors + replay.errors
+        for mode in ("off", "on", "replay"):
+            print(
+                json.dumps(
+                    {
+                        "bench": "dagster_sensor_tick",
+                        "scenario": name,
+                        "mode": mode,
+                        "repeat": index,
+                        "materializations": recorded[mode],
+                        "seconds": round(results[mode][-1], 4),
+                    }
+                )
+            )
+    instance.dispose()
+
+    off_s = statistics.median(results["off"])
+    on_s = statistics.median(results["on"])
+    replay_s = statistics.median(results["replay"])
+    summary = {
+        "bench": "dagster_sensor_tick",
+        "scenario": name,
+        "summary": True,
+        "dagster": dg.__version__,
+        "materializations": expected,
+        "runs": runs,
+        "assets": 2 * width,
+        "setup_seconds": round(setup_seconds, 2),
+        "off_seconds": round(off_s, 4),
+        "on_seconds": round(on_s, 4),
+        "replay_seconds": round(replay_s, 4),
+        "ratio_on_off": round(on_s / off_s, 2) if off_s else None,
+        "added_ms_per_materialization": round((on_s - off_s) * 1000 / max(expected, 1), 3),
+        "target_seconds_per_1000": TARGET_SECONDS,
+        "target_met": on_s <= TARGET_SECONDS * expected / 1000,
+        "tracking_errors": errors,
+        "complete": recorded.get("on") == expected,
+    }
+    print(json.dumps(summary))
+    return summary
+
+
+SCENARIOS = {
+    # A sensor that keeps up: one run made every materialisation of the tick.
+    "one-run": {"runs": 1, "width": 500},
+    # A backlog: five runs of the same 200 assets wait for one tick.
+    "backlog": {"runs": 5, "width": 100},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--scenario", choices=[*SCENARIOS, "all"], default="all", help="workload (default all)"
+    )
+    parser.add_argument("--repeat", type=int, default=2, help="measurements per mode (2)")
+    args = parser.parse_args(argv)
+
+    root = Path(tempfile.mkdtemp(prefix="dpt-bench-dagster-"))
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    summaries = [_measure(n, root, repeat=args.repeat, **SCENARIOS[n]) for n in names]
+
+    print()
+    header = f"{'scenario':<9} {'runs':>4} {'mats':>5} {'off s':>7} {'on s':>7} {'replay s':>8}"
+    print(header + f" {'on/off':>6} {'+ms/mat':>8} {'target':>6}")
+    for s in summaries:
+        print(
+            f"{s['scenario']:<9} {s['runs']:>4} {s['materializations']:>5} "
+            f"{s['off_seconds']:>7.3f} {s['on_seconds']:>7.3f} {s['replay_seconds']:>8.3f} "
+            f"{s['ratio_on_off']:>6} {s['added_ms_per_materialization']:>8.3f} "
+            f"{'met' if s['target_met'] else 'missed':>6}"
+        )
+    print(f"target: one tick over 1000 new materialisations <= {TARGET_SECONDS:.1f} s (SQLite)")
+    return 0 if all(s["complete"] and not s["tracking_errors"] for s in summaries) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
