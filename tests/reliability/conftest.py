@@ -36,8 +36,13 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def dpt(*args: str | bytes, env: dict[str, str] | None = None, cwd: Any = None,
-        check: int | None = None, timeout: float = HANG) -> subprocess.CompletedProcess[str]:
+def dpt(
+    *args: str | bytes,
+    env: dict[str, str] | None = None,
+    cwd: Any = None,
+    check: int | None = None,
+    timeout: float = HANG,
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m dpt_core.cli ARGS`` with the test's ``DPT_*`` settings."""
     result = subprocess.run(
         [sys.executable, "-m", "dpt_core.cli", *args],
@@ -65,8 +70,9 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def worker(mode: str, spec: dict[str, Any], env: dict[str, str] | None = None,
-           **popen: Any) -> subprocess.Popen[str]:
+def worker(
+    mode: str, spec: dict[str, Any], env: dict[str, str] | None = None, **popen: Any
+) -> subprocess.Popen[str]:
     """Start ``worker.py MODE SPEC`` (see that module) with the test's settings."""
     return subprocess.Popen(
         [sys.executable, str(WORKER), mode, json.dumps(spec)],
@@ -104,8 +110,9 @@ def pg_env(pg_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iter
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def any_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
-            tmp_path: Path) -> Iterator[DptTestEnv]:
+def any_env(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[DptTestEnv]:
     """dpt isolated in ``tmp_path`` on SQLite, then on PostgreSQL."""
     if request.param == "postgresql":
         require_server(POSTGRES_URL)
@@ -147,9 +154,16 @@ def direct_scalar(url: str, sql: str, **params: Any) -> Any:
 
 
 COUNTED_TABLES = (
-    "environments", "distributions", "env_variables", "environment_distributions",
-    "environment_variables", "invocations", "data_products", "data_product_versions",
-    "invocation_inputs", "lineage_edges",
+    "environments",
+    "distributions",
+    "env_variables",
+    "environment_distributions",
+    "environment_variables",
+    "invocations",
+    "data_products",
+    "data_product_versions",
+    "invocation_inputs",
+    "lineage_edges",
 )
 
 

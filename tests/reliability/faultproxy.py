@@ -21,6 +21,7 @@ connections really are gone.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import selectors
 import socket
@@ -131,18 +132,14 @@ class FaultProxy:
     @staticmethod
     def _reset(sock: socket.socket) -> None:
         """Close with an RST, as a dead server or a dropped flow looks to the other end."""
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
         sock.close()
 
     def _drop_all(self) -> None:
         for sock in list(self._peer):
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(sock)
-            except (KeyError, ValueError):
-                pass
             self._reset(sock)
         self.stats.connections_reset += len(self._peer) // 2 + len(self._held)
         self._peer.clear()
@@ -176,10 +173,8 @@ class FaultProxy:
             return
         if name == FREEZE:
             for sock in self._peer:
-                try:
+                with contextlib.suppress(KeyError, ValueError):
                     self._selector.unregister(sock)
-                except (KeyError, ValueError):
-                    pass
             self.mode = FREEZE
             return
         if name == "stop":
@@ -216,10 +211,8 @@ class FaultProxy:
             if s is None:
                 continue
             self._peer.pop(s, None)
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(s)
-            except (KeyError, ValueError):
-                pass
             s.close()
 
     def _pump(self, sock: socket.socket) -> None:

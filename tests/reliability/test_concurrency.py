@@ -61,7 +61,9 @@ def run_workers(env, tmp_path: Path, workers: int) -> list[dict]:
 def check_database(url: str, results: list[dict], workers: int) -> dict[str, int]:
     for r in results:
         assert r["code"] == 0, r["stderr"]
-        assert "Traceback" not in r["stderr"] and "database is locked" not in r["stderr"], r["stderr"]
+        assert "Traceback" not in r["stderr"] and "database is locked" not in r["stderr"], r[
+            "stderr"
+        ]
         assert "deadlock" not in r["stderr"].lower(), r["stderr"]
     uuids = [f["uuid"] for r in results for f in r["facts"]]
     assert len(uuids) == workers * INVOCATIONS
@@ -71,8 +73,12 @@ def check_database(url: str, results: list[dict], workers: int) -> dict[str, int
     assert counts["environments"] == 1
     assert direct_scalar(url, "SELECT COUNT(DISTINCT environment_id) FROM invocations") == 1
     # get-or-create rows exist once, whatever the race
-    assert not direct_rows(url, "SELECT name, version FROM distributions GROUP BY name, version HAVING COUNT(*) > 1")
-    assert not direct_rows(url, "SELECT digest FROM env_variables GROUP BY digest HAVING COUNT(*) > 1")
+    assert not direct_rows(
+        url, "SELECT name, version FROM distributions GROUP BY name, version HAVING COUNT(*) > 1"
+    )
+    assert not direct_rows(
+        url, "SELECT digest FROM env_variables GROUP BY digest HAVING COUNT(*) > 1"
+    )
     assert not direct_rows(url, "SELECT uri FROM data_products GROUP BY uri HAVING COUNT(*) > 1")
     assert counts["data_products"] == SHARED_INPUTS + SHARED_OUTPUTS + workers * INVOCATIONS
     # the environment links every package once
@@ -82,9 +88,14 @@ def check_database(url: str, results: list[dict], workers: int) -> dict[str, int
     assert sorted(u for u, _ in recorded) == sorted(uuids)
     assert {s for _, s in recorded} == {"success"}
     # every write made its versions, each with its producer and lineage from the inputs read
-    written = direct_scalar(url, "SELECT COUNT(*) FROM data_product_versions WHERE produced_by_id IS NOT NULL")
+    written = direct_scalar(
+        url, "SELECT COUNT(*) FROM data_product_versions WHERE produced_by_id IS NOT NULL"
+    )
     assert written == workers * INVOCATIONS * (WRITES + 1)
-    assert direct_scalar(url, "SELECT COUNT(*) FROM invocation_inputs") == workers * INVOCATIONS * READS
+    assert (
+        direct_scalar(url, "SELECT COUNT(*) FROM invocation_inputs")
+        == workers * INVOCATIONS * READS
+    )
     assert counts["lineage_edges"] == workers * INVOCATIONS * (WRITES + 1) * READS
     # runs reading the same unchanged input at once share one observed version of it
     assert counts["data_product_versions"] == written + SHARED_INPUTS
@@ -101,7 +112,9 @@ def test_eight_processes_on_postgresql(pg_env, tmp_path):
     deadlocks = direct_scalar(
         pg_env.url, "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
     )
-    print(f"postgresql: {WORKERS} processes, {counts}, deadlocks detected and retried: {deadlocks - deadlocks_before}")
+    print(
+        f"postgresql: {WORKERS} processes, {counts}, deadlocks detected and retried: {deadlocks - deadlocks_before}"
+    )
 
 
 def test_six_processes_on_sqlite(dpt_env, tmp_path):
