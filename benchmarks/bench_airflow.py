@@ -69,7 +69,7 @@ bench = dpt_bench()
 """
 
 
-def set_up(home: Path, tasks: int) -> None:
+def set_up(home: Path, tasks: int, database_url: str | None = None) -> None:
     """Point Airflow and dpt at ``home`` (before Airflow is imported) and migrate Airflow's DB."""
     (home / "dags").mkdir(parents=True)
     (home / "data").mkdir()
@@ -81,7 +81,7 @@ def set_up(home: Path, tasks: int) -> None:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
             "DPT_BENCH_DATA": str(home / "data"),
-            "DPT_DATABASE_URL": f"sqlite:///{home / 'dpt.sqlite3'}",
+            "DPT_DATABASE_URL": database_url or f"sqlite:///{home / 'dpt.sqlite3'}",
             "DPT_SPOOL_DIR": str(home / "spool"),
             "DPT_CACHE_DIR": str(home / "cache"),
             "DPT_CONFIG": str(home / "dpt.toml"),
@@ -192,11 +192,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--database-url", help="dpt database (default: a new SQLite file beside AIRFLOW_HOME)"
+    )
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="dpt-bench-airflow-"))
     try:
-        set_up(home, args.tasks)
+        set_up(home, args.tasks, args.database_url)
         sys.path.insert(0, str(home / "dags"))
         import dpt_bench_dag  # noqa: E402  (Airflow must see the variables above first)
 
@@ -223,7 +226,7 @@ def main() -> int:
         cold["round"] = "cold-store"
         print(json.dumps(cold), flush=True)
 
-        recorded = _count_rows(home / "dpt.sqlite3")
+        recorded = _count_rows(os.environ["DPT_DATABASE_URL"])
         summary = _summarise(results, cold, recorded)
         summary["fresh_process_dpt_ms"] = round(fresh_process_ms(home), 1)
         print(json.dumps({"summary": summary}), flush=True)
@@ -234,14 +237,18 @@ def main() -> int:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _count_rows(db: Path) -> dict[str, int]:
-    import sqlite3
+def _count_rows(database_url: str) -> dict[str, int]:
+    from sqlalchemy import create_engine, text
 
-    with sqlite3.connect(db) as conn:
-        return {
-            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("invocations", "data_product_versions", "lineage_edges")
-        }
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return {
+                table: conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+                for table in ("invocations", "data_product_versions", "lineage_edges")
+            }
+    finally:
+        engine.dispose()
 
 
 def _summarise(
