@@ -170,7 +170,7 @@ def test_server_that_stops_answering_mid_session_does_not_hang_the_task(pg_env, 
     proxy.freeze()  # the connection stays open, nothing comes back
     gate.touch()
     try:
-        out, err = proc.communicate(timeout=20)  # 20x the configured timeouts
+        out, err = proc.communicate(timeout=15)  # over 10x the configured timeouts
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
