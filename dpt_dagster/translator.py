@@ -37,8 +37,10 @@ ORCHESTRATOR = "dagster"
 PATH_METADATA_KEY = "dpt/path"
 #: Materialisation metadata key with the content hash the asset computed itself (optional).
 CONTENT_HASH_METADATA_KEY = "dpt/content_hash"
-#: A file modified this long after its materialisation event was rewritten by a later run.
-MTIME_TOLERANCE_SECONDS = 1.0
+#: A file modified more than this after its materialisation event was rewritten since.
+#: Assets write their file before Dagster logs the event, so any later mtime means a
+#: rewrite; raise it only when the file server's clock runs ahead of the workers'.
+MTIME_TOLERANCE_SECONDS = 0.0
 #: Longest metadata text kept on a version; longer values are cut (Markdown previews...).
 MAX_METADATA_TEXT = 2000
 
@@ -428,11 +430,6 @@ class DagsterTranslator:
     def start_run(self, tracker: dpt_core.Tracker, run_id: str, run_record: Any | None) -> str:
         """Record the run invocation (idempotent: its UUID comes from the run id)."""
         run = run_record.dagster_run if run_record is not None else None
-        started = None
-        if run_record is not None:
-            started = compat.timestamp_to_datetime(run_record.start_time) or _aware(
-                run_record.create_timestamp
-            )
         handle = tracker.start(
             self.get_job(run),
             orchestrator=ORCHESTRATOR,
@@ -440,7 +437,7 @@ class DagsterTranslator:
             parent=None,
             external_id=run_id,
             parameters=self.get_run_parameters(run) if run is not None else {},
-            started_at=started,
+            started_at=_run_started(run_record),
             environment=False,
         )
         return handle.uuid
@@ -482,9 +479,7 @@ class DagsterTranslator:
         """
         run = run_record.dagster_run if run_record is not None else None
         parent = run_invocation_uuid(materialization.run_id) if run_record is not None else None
-        started = None
-        if run_record is not None:
-            started = compat.timestamp_to_datetime(run_record.start_time)
+        started = _run_started(run_record)
         ended = compat.timestamp_to_datetime(materialization.timestamp)
         handle = tracker.start(
             self.get_job(run),
@@ -574,7 +569,7 @@ class DagsterTranslator:
                 "partition": partition,
                 "tags": self.get_run_tags(run),
             },
-            started_at=compat.timestamp_to_datetime(run_record.start_time),
+            started_at=_run_started(run_record),
             environment=False,
         )
         handle.finish(status, error=error, ended_at=ended_at)
@@ -588,6 +583,15 @@ def _local_path(target: str) -> str | None:
     if "://" in target:
         return None
     return target
+
+
+def _run_started(run_record: Any | None) -> dt.datetime | None:
+    """When a run started; when it was created, for a run that never started."""
+    if run_record is None:
+        return None
+    return compat.timestamp_to_datetime(run_record.start_time) or _aware(
+        run_record.create_timestamp
+    )
 
 
 def _aware(value: Any) -> dt.datetime | None:

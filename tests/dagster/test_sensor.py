@@ -165,6 +165,27 @@ def test_failing_asset(pipeline: Pipeline) -> None:
     assert pipeline.versions("dagster://asset/broken") == []
 
 
+def test_cancelled_run(pipeline: Pipeline) -> None:
+    job = pipeline.defs.resolve_job_def("nightly_job")
+    run = pipeline.instance.create_run_for_job(
+        job_def=job, tags={"dagster/partition": "2024-01-04"}
+    )
+    pipeline.instance.report_run_canceled(run, message="stopped by the operator")
+
+    result = pipeline.tick()
+
+    assert "recorded 0 materialisation(s), 1 finished run(s)" in result.skip_message
+    assert cursor_of(result)["runs"]["RUN_CANCELED"] > 0
+    run_row = pipeline.invocation(None, run.run_id)
+    assert (run_row.job, run_row.status) == ("nightly_job", "cancelled")
+    assert run_row.error == "stopped by the operator"
+    assert run_row.started_at is not None and run_row.ended_at is not None
+    for task in ("survey/nightly", "survey/calibrated"):
+        row = pipeline.invocation(task, run.run_id)
+        assert (row.status, row.parent_id) == ("cancelled", run_row.id)
+        assert "cancelled" in row.error
+
+
 def test_multi_asset(pipeline: Pipeline) -> None:
     first = pipeline.materialize([raw])
     second = pipeline.materialize([raw, pair], selection=[pair])
