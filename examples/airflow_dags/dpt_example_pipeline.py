@@ -55,9 +55,9 @@ def dpt_example_pipeline() -> None:
             totals[str(chip)] = sum(float(line.split(",")[1]) for line in lines)
         (DATA / "summary.json").write_text(json.dumps(totals, indent=2) + "\n")
         # Files a task writes without declaring them can be recorded from the task code:
-        # dpt_core.track() joins this task's invocation.
+        # dpt_core.track() joins this task's invocation (and derives from its inlets).
         (DATA / "summary.log").write_text(f"summarised {len(totals)} chips\n")
-        dpt_core.track(DATA / "summary.log", parents=[DATA / "summary.json"])
+        dpt_core.track(DATA / "summary.log")
 
     calibrated = [
         calibrate_task(chip, outlet) for chip, outlet in zip(CHIPS, CALIBRATED, strict=True)

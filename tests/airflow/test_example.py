@@ -63,4 +63,8 @@ def test_example_pipeline_records_runs_versions_and_lineage(
     assert {depths[f"calibrated_{chip}.csv"] for chip in (1, 2, 3)} == {1}
 
     log_upstream = dpt_core.lineage(data / "summary.log", direction="upstream", depth=1)
-    assert {Path(n.uri).name for n in log_upstream.nodes if n.depth == 1} == {"summary.json"}
+    assert {Path(n.uri).name for n in log_upstream.nodes if n.depth == 1} == {
+        f"calibrated_{chip}.csv" for chip in (1, 2, 3)
+    }
+    # one version per file: nothing was recorded twice
+    assert dpt_env.scalar("SELECT count(*) FROM data_product_versions") == 6

@@ -235,6 +235,20 @@ def test_in_task_calls_join_the_task_invocation(dpt_env: Any, run_dag: Any) -> N
     assert ("raw.csv", "calibrated.txt", "dpt_in_task", "work") not in edges(dpt_env)
 
 
+@pytest.mark.xfail(
+    reason="core gap: a parent read before the outlet is written becomes a second, producer-less "
+    "version of the same file (same hash); the recorder should adopt it when the same "
+    "invocation then writes that content",
+    strict=False,
+)
+def test_outlet_named_as_parent_in_task_code_is_one_version(dpt_env: Any, run_dag: Any) -> None:
+    assert run_dag("dpt_outlet_parent").state == "success"
+    [report] = tasks(invocations(dpt_env), "report")
+    [summary] = versions(dpt_env)["summary.csv"]
+    assert summary.producer == report.uuid
+    assert edges(dpt_env) == {("summary.csv", "report.log", "dpt_outlet_parent", "report")}
+
+
 def test_skipped_task(dpt_env: Any, run_dag: Any) -> None:
     result = run_dag("dpt_skip")
     assert result.task_states[("nothing_to_do", -1)] == "skipped"

@@ -114,6 +114,17 @@ def in_task_dag() -> None:
     work()
 
 
+@dag(dag_id="dpt_outlet_parent", schedule=None)
+def outlet_parent_dag() -> None:
+    @task(outlets=[SUMMARY])
+    def report() -> None:
+        (DATA / "summary.csv").write_text("rows,3\n")
+        (DATA / "report.log").write_text("reported\n")
+        dpt_core.track(DATA / "report.log", parents=[DATA / "summary.csv"])
+
+    report()
+
+
 @dag(dag_id="dpt_skip", schedule=None)
 def skip_dag() -> None:
     @task
@@ -133,6 +144,7 @@ DAGS = {
         producer_dag(),
         consumer_dag(),
         in_task_dag(),
+        outlet_parent_dag(),
         skip_dag(),
     )
 }
