@@ -343,6 +343,38 @@ def test_a_tracking_error_is_logged_and_the_sensor_moves_on(
     assert any(isinstance(e, dpt_core.TrackingError) for e in chain)
 
 
+def test_an_unreachable_database_spools_and_the_sensor_moves_on(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = pipeline.materialize([raw, clean])
+    url = pipeline.db.url
+    monkeypatch.setenv("DPT_DATABASE_URL", "postgresql://dpt@127.0.0.1:9/nowhere")
+    dpt_core.reset()
+
+    result = pipeline.tick()
+
+    assert "recorded 2 materialisation(s), 1 finished run(s)" in result.skip_message
+    assert cursor_of(result)["materializations"] == pipeline.storage_id("clean", first.run_id)
+    assert list((pipeline.db.path / "spool").glob("*"))
+
+    monkeypatch.setenv("DPT_DATABASE_URL", url)
+    dpt_core.reset()
+    second = pipeline.materialize([raw])
+    pipeline.tick(cursor=result.cursor)  # the first write replays the spool, in order
+
+    for run, tasks in ((first, ("raw", "clean")), (second, ("raw",))):
+        run_row = pipeline.invocation(None, run.run_id)
+        assert run_row.status == "success"
+        for task in tasks:
+            assert pipeline.invocation(task, run.run_id).parent_id == run_row.id
+    [clean_version] = pipeline.versions("%/clean.txt")
+    raw_v1 = pipeline.versions("%/raw.txt")[0]
+    assert [p[1] for p in pipeline.parents_of(clean_version.uuid) if p[0].endswith("raw.txt")] == [
+        raw_v1.uuid
+    ]
+    assert pipeline.counts()["invocations"] == 5
+
+
 def test_disabled_records_nothing_and_keeps_the_cursor(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
