@@ -12,15 +12,7 @@ The public API (everything else is internal)::
 
 from __future__ import annotations
 
-import os
 from typing import Any
-
-import deal
-
-# The deal contracts on the pure core functions document and check invariants in
-# tests (DPT_CONTRACTS=1, set by the test suite); on the hot path they cost ~30 us a call.
-if os.environ.get("DPT_CONTRACTS", "").lower() not in ("1", "true", "yes"):
-    deal.disable(warn=False)
 
 from dpt_core.errors import (
     ConfigError,

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import deal
+from dpt_core import contracts
 
 from dpt_core.config import Settings, get_settings
 from dpt_core.events import EnvironmentSnapshot
@@ -283,8 +283,8 @@ def _digest(key: str, value: str, settings: Settings) -> str:
     )
 
 
-@deal.post(lambda result: result[1] is None or result[1].startswith(_DIGEST_PREFIX))
-@deal.post(lambda result: result[0] is not None or result[1] is not None)
+@contracts.post(lambda result: result[1] is None or result[1].startswith(_DIGEST_PREFIX))
+@contracts.post(lambda result: result[0] is not None or result[1] is not None)
 def redact(
     key: str,
     value: str,
@@ -431,7 +431,7 @@ def _is_sha256_hex(result: str) -> bool:
     return re.fullmatch(r"[0-9a-f]{64}", result) is not None
 
 
-@deal.post(_is_sha256_hex, message="a fingerprint is 64 lower-case hex digits")
+@contracts.post(_is_sha256_hex, message="a fingerprint is 64 lower-case hex digits")
 def fingerprint(
     *,
     python_version: str,

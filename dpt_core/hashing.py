@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 import blake3
-import deal
+from dpt_core import contracts
 import xxhash
 
 from dpt_core.config import HASH_ALGORITHMS, Settings, get_settings
@@ -247,7 +247,7 @@ def _hash_stat(path: bytes, info: os.stat_result, algorithm: str) -> str:
     raise _special_file(path, info.st_mode)
 
 
-@deal.post(
+@contracts.post(
     lambda result: HASH_PATTERN.match(result) is not None,
     message="hash must be '<algorithm>:<hex>'",
 )
@@ -542,12 +542,12 @@ def _cached_hashes(
     return hits
 
 
-@deal.post(
+@contracts.post(
     lambda result: (
         result.content_hash is None or HASH_PATTERN.match(result.content_hash) is not None
     )
 )
-@deal.post(
+@contracts.post(
     lambda result: (
         result.exists or (result.content_hash, result.size, result.mtime) == (None, None, None)
     )

@@ -23,7 +23,7 @@ import re
 from typing import Final
 from urllib.parse import quote, unquote_to_bytes
 
-import deal
+from dpt_core import contracts
 
 from dpt_core.errors import InvalidTarget
 
@@ -142,11 +142,11 @@ def _is_file_uri_roundtrip(uri: str) -> bool:
     )
 
 
-@deal.post(
+@contracts.post(
     lambda result: _NORMALISED_RE.match(result) is not None,
     message="result must start with scheme://",
 )
-@deal.post(_is_file_uri_roundtrip, message="file URIs must use the canonical percent-encoding")
+@contracts.post(_is_file_uri_roundtrip, message="file URIs must use the canonical percent-encoding")
 def normalize_uri(target: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
     """The normalised URI of a path or URI (see the module docstring).
 
@@ -161,8 +161,8 @@ def normalize_uri(target: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -
     return _path_uri(value)
 
 
-@deal.pre(lambda uri: isinstance(uri, str), message="uri must be a str")
-@deal.post(
+@contracts.pre(lambda uri: isinstance(uri, str), message="uri must be a str")
+@contracts.post(
     lambda result: result is None or os.path.isabs(result), message="a local path is absolute"
 )
 def uri_to_path(uri: str) -> str | None:
