@@ -50,6 +50,9 @@ log = logging.getLogger("dpt.dagster")
 
 CURSOR_VERSION = 1
 DEFAULT_BATCH_SIZE = 1000
+#: Seconds a tick may spend recording before it stops at the last event recorded
+#: (Dagster gives up on a sensor evaluation after 60 s by default).
+DEFAULT_TIME_BUDGET_SECONDS = 40.0
 #: Most partitions of one parent looked up for one materialisation (fan-in mappings).
 MAX_PARENT_PARTITIONS = 100
 #: How many per-asset reads one per-run read costs on the run-sharded SQLite event log.
@@ -118,6 +121,7 @@ class TickResult:
     errors: int = 0
     assets_behind: bool = False
     runs_behind: bool = False
+    out_of_time: bool = False
     lag_seconds: float = 0.0
     disabled: bool = False
 
@@ -141,8 +145,9 @@ class TickResult:
                 what.append("more materialisations")
             if self.runs_behind:
                 what.append("more finished runs")
+            why = " (the tick ran out of time)" if self.out_of_time else ""
             parts.append(
-                f"behind: {' and '.join(what)}, lag {self.lag_seconds:.0f}s; "
+                f"behind{why}: {' and '.join(what)}, lag {self.lag_seconds:.0f}s; "
                 "the next ticks catch up"
             )
         else:
@@ -354,6 +359,7 @@ def run_tick(
     *,
     translator: DagsterTranslator | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    time_budget_seconds: float | None = DEFAULT_TIME_BUDGET_SECONDS,
     repository_def: Any = None,
     logger: Any = None,
     tracker: dpt_core.Tracker | None = None,
@@ -361,6 +367,10 @@ def run_tick(
     """Record what happened in ``instance`` since ``cursor``; returns the new cursor and counts.
 
     This is the whole sensor body, usable without a sensor context (scripts, benchmarks).
+
+    :param time_budget_seconds: stop recording once this much time has gone (None: no
+        limit); the cursor then stops at the last event recorded, so a slow database makes
+        ticks smaller instead of making them time out and never advance.
     """
     translator = translator or DagsterTranslator()
     tracker = tracker or dpt_core.get_tracker()
@@ -370,6 +380,15 @@ def run_tick(
         return TickResult(cursor=cursor or state.dumps(), disabled=True)
     result = TickResult(cursor="")
     now = time.time()
+    deadline = time.monotonic() + time_budget_seconds if time_budget_seconds else None
+
+    handled = 0
+
+    def out_of_time() -> bool:
+        """True once the budget is spent; every tick still records at least one event."""
+        if handled and deadline is not None and time.monotonic() > deadline:
+            result.out_of_time = True
+        return result.out_of_time
 
     rows = compat.materialization_summaries_after(instance, state.materializations, batch_size + 1)
     next_row = rows[batch_size] if len(rows) > batch_size else None
@@ -394,8 +413,14 @@ def run_tick(
     runs = compat.run_records(instance, run_ids)
     upstream = _resolve_upstream(instance, materializations, compat.asset_graph(repository_def))
 
+    # -- materialisations, oldest first ----------------------------------------------------
+    position = rows[-1].storage_id if rows else state.materializations
     started_runs: set[str] = set()
-    for m in materializations:
+    for index, m in enumerate(materializations):
+        if out_of_time():
+            position = materializations[index - 1].storage_id
+            break
+        handled += 1
         run_record = runs.get(m.run_id)
         if run_record is not None and m.run_id not in started_runs:
             started_runs.add(m.run_id)
@@ -422,9 +447,14 @@ def run_tick(
         )
         if done:
             result.materializations += 1
+    state.materializations = position
 
+    # -- finished runs ---------------------------------------------------------------------
     for event_type, (events, _more) in run_events.items():
         for record in events:
+            if out_of_time():
+                break
+            handled += 1
             run_id = record.event_log_entry.run_id
             outcome = _guard(
                 f"run {run_id} ({event_type})",
@@ -435,23 +465,24 @@ def run_tick(
                 logger,
                 result,
             )
+            state.runs[event_type] = record.storage_id
             if outcome is not None:
                 result.runs += 1
                 result.unmaterialized += outcome
 
-    # -- the new cursor and the lag ------------------------------------------------------
-    if rows:
-        state.materializations = rows[-1].storage_id
+    # -- the lag -----------------------------------------------------------------------------
     lag_from: list[float] = []
-    if next_row is not None:
-        result.assets_behind = True
+    pending = [m for m in materializations if m.storage_id > state.materializations]
+    if pending:
+        lag_from.append(pending[0].timestamp)
+    elif next_row is not None:
         lag_from.append(next_row.timestamp)
+    result.assets_behind = bool(pending) or next_row is not None
     for event_type, (events, more) in run_events.items():
-        if events:
-            state.runs[event_type] = events[-1].storage_id
-        if more:
+        waiting = [r for r in events if r.storage_id > state.runs.get(event_type, 0)]
+        if waiting or more:
             result.runs_behind = True
-            lag_from.append(events[-1].event_log_entry.timestamp)
+            lag_from.append((waiting[0] if waiting else events[-1]).event_log_entry.timestamp)
     result.lag_seconds = max((max(now - ts, 0.0) for ts in lag_from), default=0.0)
     state.behind = result.behind
     state.lag_seconds = result.lag_seconds
@@ -548,6 +579,7 @@ def dpt_asset_sensor(
     minimum_interval_seconds: int = 30,
     default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    time_budget_seconds: float | None = DEFAULT_TIME_BUDGET_SECONDS,
     translator: DagsterTranslator | None = None,
     description: str | None = None,
 ) -> SensorDefinition:
@@ -563,6 +595,9 @@ def dpt_asset_sensor(
         for someone to switch it on in the UI.
     :param batch_size: most materialisations (and most run events of each kind) one
         tick records; a longer backlog is caught up over the next ticks.
+    :param time_budget_seconds: seconds a tick may spend recording; it then stops at the
+        last event recorded and the next tick goes on (None: no limit). Keep it below
+        Dagster's sensor timeout (60 s by default).
     :param translator: a :class:`~dpt_dagster.DagsterTranslator` (subclass) deciding
         what is recorded.
     """
@@ -585,6 +620,7 @@ def dpt_asset_sensor(
             context.cursor,
             translator=the_translator,
             batch_size=batch,
+            time_budget_seconds=time_budget_seconds,
             repository_def=context.repository_def,
             logger=_TickLogger(context.log),
         )

@@ -312,6 +312,34 @@ def test_a_backlog_catches_up_over_ticks(pipeline: Pipeline) -> None:
     assert pipeline.counts()["data_product_versions"] == MANY + 1
 
 
+def test_a_tick_out_of_time_stops_at_the_last_event_recorded(pipeline: Pipeline) -> None:
+    run = pipeline.materialize([raw, clean, summary])
+    hasty = dpt_dagster.dpt_asset_sensor(time_budget_seconds=1e-9)
+
+    messages, positions = [], []
+    cursor = None
+    for _ in range(6):
+        result = pipeline.tick(cursor=cursor, sensor=hasty)
+        cursor = result.cursor
+        messages.append(result.skip_message)
+        positions.append(cursor_of(result)["materializations"])
+
+    # One event a tick: three materialisations, then the run, then nothing left.
+    assert [m.split(";")[0] for m in messages[:4]] == [
+        "dpt recorded 1 materialisation(s), 0 finished run(s)",
+        "dpt recorded 1 materialisation(s), 0 finished run(s)",
+        "dpt recorded 1 materialisation(s), 0 finished run(s)",
+        "dpt recorded 0 materialisation(s), 1 finished run(s)",
+    ]
+    assert "ran out of time" in messages[0] and "up to date" in messages[3]
+    assert positions[:3] == [
+        pipeline.storage_id(t, run.run_id) for t in ("raw", "clean", "summary")
+    ]
+    assert pipeline.invocation(None, run.run_id).status == "success"
+    assert pipeline.counts()["invocations"] == 4
+    assert len(pipeline.db.rows("SELECT * FROM lineage_edges")) == 3
+
+
 def test_a_tracking_error_is_logged_and_the_sensor_moves_on(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
