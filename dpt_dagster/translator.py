@@ -448,15 +448,14 @@ class DagsterTranslator:
         """Close the run invocation with the status and error of its final event."""
         entry = record.event_log_entry
         run_id = entry.run_id
-        self.start_run(tracker, run_id, run_record)
+        status = self.get_status(compat.event_type(entry) or "")
+        error = self.get_run_error(record)
         ended = None
         if run_record is not None:
             ended = compat.timestamp_to_datetime(run_record.end_time)
-        handle = tracker.attach(run_invocation_uuid(run_id))
-        handle.finish(
-            self.get_status(compat.event_type(entry) or ""),
-            error=self.get_run_error(record),
-            ended_at=ended or compat.timestamp_to_datetime(entry.timestamp),
+        self.start_run(tracker, run_id, run_record)
+        tracker.attach(run_invocation_uuid(run_id)).finish(
+            status, error=error, ended_at=ended or compat.timestamp_to_datetime(entry.timestamp)
         )
 
     def upstream_ref(self, upstream: Upstream) -> dpt_core.ProductRef:
@@ -481,29 +480,35 @@ class DagsterTranslator:
         parent = run_invocation_uuid(materialization.run_id) if run_record is not None else None
         started = _run_started(run_record)
         ended = compat.timestamp_to_datetime(materialization.timestamp)
+        # Translate everything first: a failing override must not leave half a record.
+        job = self.get_job(run)
+        task = self.get_task(materialization.asset_key)
+        parameters = self.get_parameters(materialization, run)
+        code_version = self.get_code_version(materialization)
+        inputs = [self.upstream_ref(u) for u in upstream]
+        target = self.get_target(materialization)
+        output = dpt_core.ProductRef(
+            target,
+            metadata=self.get_version_metadata(materialization),
+            content_hash=self.get_content_hash(materialization, target),
+            version_uuid=materialization.version_uuid,
+        )
+
         handle = tracker.start(
-            self.get_job(run),
-            task=self.get_task(materialization.asset_key),
+            job,
+            task=task,
             orchestrator=ORCHESTRATOR,
             uuid=materialization.invocation_uuid,
             parent=parent,
             external_id=materialization.run_id or None,
-            parameters=self.get_parameters(materialization, run),
-            code_version=self.get_code_version(materialization),
+            parameters=parameters,
+            code_version=code_version,
             started_at=min(started, ended) if started and ended else (started or ended),
             environment=False,
         )
-        if upstream:
-            handle.read(*[self.upstream_ref(u) for u in upstream])
-        target = self.get_target(materialization)
-        handle.write(
-            dpt_core.ProductRef(
-                target,
-                metadata=self.get_version_metadata(materialization),
-                content_hash=self.get_content_hash(materialization, target),
-                version_uuid=materialization.version_uuid,
-            )
-        )
+        if inputs:
+            handle.read(*inputs)
+        handle.write(output)
         handle.finish("success", ended_at=ended)
 
     def start_in_process(
