@@ -19,7 +19,8 @@ import sys
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import PurePath
+from typing import Any, Literal
 
 import pluggy
 
@@ -286,14 +287,16 @@ class Tracker:
 
         if isinstance(target, ProductRef):
             target = target.target
-        if not isinstance(target, str | bytes | os.PathLike):
+        if not isinstance(target, str | bytes | PurePath):
+            # Plugins first: an orchestrator's asset object may also be path-like.
             resolved = self.pm.hook.dpt_resolve_uri(target=target)
-            if resolved is None:
+            if resolved is not None:
+                target = resolved
+            elif not isinstance(target, os.PathLike):
                 raise InvalidTarget(
                     f"{target!r} ({type(target).__name__}) is not a path or URI and no plugin resolves it: "
                     "pass a path or a URI string"
                 )
-            target = resolved
         return normalize_uri(target)
 
     def observe(
@@ -392,7 +395,7 @@ class Tracker:
         task: str | None = None,
         orchestrator: str = "python",
         uuid: str | None = None,
-        parent: InvocationHandle | str | None = None,
+        parent: InvocationHandle | str | Literal[False] | None = None,
         external_id: str | None = None,
         parameters: dict[str, Any] | None = None,
         command: str | Sequence[str] | None = None,
@@ -404,7 +407,8 @@ class Tracker:
         """Open an invocation (recorded at once, so a crash leaves it visible as running).
 
         :param uuid: a stable id (see :func:`invocation_uuid`) makes the call idempotent.
-        :param parent: the enclosing invocation; default: the current one, if any.
+        :param parent: the enclosing invocation (a handle or a UUID); default (None): the
+            current one, if any; False: no parent, even inside another invocation.
         :param environment: False for invocations recorded on behalf of another process
             (the environment captured here would be the wrong one).
         """
@@ -415,11 +419,14 @@ class Tracker:
         handle = InvocationHandle(self, uuid or str(uuidlib.uuid4()), job, task)
         if not self.enabled:
             return handle
+        parent_uuid: str | None
         if parent is None:
             enclosing = self.current()
             parent_uuid = enclosing.uuid if enclosing else None
+        elif parent is False or parent == "":
+            parent_uuid = None
         else:
-            parent_uuid = parent.uuid if isinstance(parent, InvocationHandle) else parent
+            parent_uuid = parent.uuid if isinstance(parent, InvocationHandle) else str(parent)
         if isinstance(command, list | tuple):
             command = shlex.join(command)
 

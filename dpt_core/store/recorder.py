@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
-import time
 from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, func, select, update
-from sqlalchemy.exc import DBAPIError
 
 from dpt_core.events import (
     EnvironmentSnapshot,
@@ -40,7 +37,7 @@ from dpt_core.store.models import (
     InvocationInput,
     LineageEdge,
 )
-from dpt_core.store.upsert import chunks, insert_ignore, select_in
+from dpt_core.store.upsert import chunks, in_transaction, insert_ignore, select_in
 
 def _table(model: Any) -> Table:
     return cast(Table, model.__table__)
@@ -52,8 +49,6 @@ I = _table(Invocation)  # noqa: E741
 INPUTS = _table(InvocationInput)
 EDGES = _table(LineageEdge)
 
-#: Transient conflicts worth retrying the whole transaction for (deadlocks, serialisation, busy).
-_RETRYABLE = ("deadlock", "serializ", "database is locked", "lock wait timeout", "try restarting")
 
 
 def uri_digest(uri: str) -> str:
@@ -76,18 +71,15 @@ class Recorder:
 
     def record(self, events: Sequence[Event], *, attempts: int = 5) -> None:
         """Record ``events`` in one transaction, retrying transient lock conflicts."""
-        for attempt in range(attempts):
-            try:
-                with self.engine.begin() as conn:
-                    for event in events:
-                        self._apply(conn, event)
-                return
-            except DBAPIError as exc:
-                message = str(exc.orig).lower()
-                if attempt + 1 == attempts or not any(m in message for m in _RETRYABLE):
-                    raise
-                self._environment_ids.clear()
-                time.sleep(0.05 * (2**attempt) * (0.5 + random.random()))
+
+        def apply_all(conn: Connection) -> None:
+            for event in events:
+                self._apply(conn, event)
+
+        def on_retry() -> None:
+            self._environment_ids.clear()  # ids cached in a rolled-back transaction
+
+        in_transaction(self.engine, apply_all, attempts=attempts, on_retry=on_retry)
 
     def _apply(self, conn: Connection, event: Event) -> None:
         if isinstance(event, InvocationStarted):
@@ -298,15 +290,13 @@ class Recorder:
             [{"invocation_id": inv_id, "version_id": v} for v in input_ids],
             ["invocation_id", "version_id"],
         )
-        implicit_outputs = (
-            conn.execute(
-                select(V.c.id).where(V.c.produced_by_id == inv_id, V.c.explicit_parents.is_(False))
-            )
-            .scalars()
-            .all()
-        )
+        outputs = conn.execute(
+            select(V.c.id, V.c.explicit_parents).where(V.c.produced_by_id == inv_id)
+        ).all()
+        own = {r.id for r in outputs}  # an invocation's own outputs are never its parents
+        implicit_outputs = [r.id for r in outputs if not r.explicit_parents]
         self._insert_edges(
-            conn, [(p, c) for c in implicit_outputs for p in input_ids if p != c], inv_id
+            conn, [(p, c) for c in implicit_outputs for p in input_ids if p not in own], inv_id
         )
 
     def _latest_versions(self, conn: Connection, product_ids: Sequence[int]) -> list[Any]:
@@ -341,28 +331,60 @@ class Recorder:
         inv_id = self._require_invocation(conn, event.invocation_uuid)
         outputs = list(event.outputs)
         products = self.product_ids(conn, [o.uri for o in outputs])
+        inputs = conn.execute(
+            select(INPUTS.c.version_id, V.c.product_id, V.c.content_hash, V.c.produced_by_id)
+            .join(V, V.c.id == INPUTS.c.version_id)
+            .where(INPUTS.c.invocation_id == inv_id)
+        ).all()
+
+        # Task code may name an output as a parent before the output is written (so it
+        # was read, as a version nobody produced yet): writing that same content is that
+        # version, not a second one.
+        claimable = {
+            (r.product_id, r.content_hash): r.version_id
+            for r in inputs
+            if r.content_hash is not None and r.produced_by_id in (None, inv_id)
+        }
+        reused: dict[str, int] = {}
+        for o in outputs:
+            if o.content_hash is not None and (products[o.uri], o.content_hash) in claimable:
+                reused[o.version_uuid] = claimable[(products[o.uri], o.content_hash)]
+        fresh = [o for o in outputs if o.version_uuid not in reused]
         now = utcnow()
         insert_ignore(
-            conn, V, [self._version_row(o, products[o.uri], inv_id, now) for o in outputs], ["uuid"]
+            conn, V, [self._version_row(o, products[o.uri], inv_id, now) for o in fresh], ["uuid"]
         )
-        rows = self._version_rows(conn, [o.version_uuid for o in outputs])
+        rows = self._version_rows(conn, [o.version_uuid for o in fresh])
         adopted = [r.id for r in rows.values() if r.produced_by_id is None]
         if adopted:
             # A reader saw this exact version before its producer was recorded: claim it.
             for part in chunks(adopted):
                 conn.execute(update(V).where(V.c.id.in_(part)).values(produced_by_id=inv_id))
+        for o in outputs:
+            if o.version_uuid in reused:
+                conn.execute(
+                    update(V)
+                    .where(V.c.id == reused[o.version_uuid])
+                    .values(
+                        {
+                            "produced_by_id": inv_id,
+                            "explicit_parents": o.parents is not None,
+                            "metadata": o.metadata or None,
+                        }
+                    )
+                )
+        version_of = {uuid: r.id for uuid, r in rows.items()} | reused
 
-        inputs = conn.execute(
-            select(INPUTS.c.version_id, V.c.product_id)
-            .join(V, V.c.id == INPUTS.c.version_id)
-            .where(INPUTS.c.invocation_id == inv_id)
-        ).all()
-        all_inputs = [r.version_id for r in inputs]
+        # An invocation's own outputs are never its parents.
+        own = set(version_of.values())
+        own.update(r.version_id for r in inputs if r.produced_by_id == inv_id)
+        all_inputs = [r.version_id for r in inputs if r.version_id not in own]
         input_by_product: dict[int, int] = {}
         for r in inputs:
-            input_by_product[r.product_id] = max(
-                input_by_product.get(r.product_id, 0), r.version_id
-            )
+            if r.version_id not in own:
+                input_by_product[r.product_id] = max(
+                    input_by_product.get(r.product_id, 0), r.version_id
+                )
         parent_products = (
             self.product_ids(conn, [p for o in outputs for p in (o.parents or ())])
             if any(o.parents for o in outputs)
@@ -375,7 +397,7 @@ class Recorder:
 
         edges: list[tuple[int, int]] = []
         for o in outputs:
-            child = rows[o.version_uuid].id
+            child = version_of[o.version_uuid]
             if o.parents is None:
                 edges.extend((p, child) for p in all_inputs if p != child)
                 continue

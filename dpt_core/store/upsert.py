@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, Connection, String, Table, any_, bindparam, select
+from sqlalchemy import JSON, Connection, Engine, String, Table, any_, bindparam, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 T = TypeVar("T")
@@ -21,6 +24,32 @@ T = TypeVar("T")
 CHUNK = 1000
 #: From this many rows on, PostgreSQL inserts go through COPY into a staging table.
 COPY_THRESHOLD = 500
+
+
+#: Transient conflicts worth retrying the whole transaction for (deadlocks, serialisation, busy).
+RETRYABLE = ("deadlock", "serializ", "database is locked", "lock wait timeout", "try restarting")
+
+
+def in_transaction(
+    engine: Engine,
+    work: Callable[[Connection], T],
+    *,
+    attempts: int = 5,
+    on_retry: Callable[[], None] | None = None,
+) -> T:
+    """Run ``work`` in one transaction, retrying it on deadlocks and lock timeouts."""
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                return work(conn)
+        except DBAPIError as exc:
+            message = str(exc.orig).lower()
+            if attempt + 1 == attempts or not any(m in message for m in RETRYABLE):
+                raise
+            if on_retry is not None:
+                on_retry()
+            time.sleep(0.05 * (2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -34,6 +63,8 @@ def insert_ignore(
     """INSERT ``rows``, silently skipping any that collide on the unique ``keys``."""
     if not rows:
         return
+    # The same lock order in every writer turns most would-be deadlocks into waits.
+    rows = sorted(rows, key=lambda row: tuple(str(row[k]) for k in keys))
     name = conn.dialect.name
     if name == "postgresql" and len(rows) >= COPY_THRESHOLD:
         _copy_insert_ignore(conn, table, rows, keys)

@@ -22,7 +22,7 @@ from dpt_core.store import migrations
 from dpt_core.store.engine import make_engine
 from dpt_core.store.models import Distribution
 from dpt_core.store.recorder import Recorder
-from dpt_core.store.upsert import insert_ignore
+from dpt_core.store.upsert import in_transaction, insert_ignore
 
 
 def env_snapshot(fingerprint: str = "f" * 64, **changes) -> EnvironmentSnapshot:
@@ -179,10 +179,12 @@ def test_upsert_any_multiset_from_two_connections_yields_distinct_rows(recorder,
     errors: list[BaseException] = []
 
     def worker(part):
+        def work(conn):
+            insert_ignore(conn, table, [{"name": n, "version": v} for n, v in part], ["name", "version"])
+            insert_ignore(conn, table, [{"name": n, "version": v} for n, v in reversed(part)], ["name", "version"])
+
         try:
-            with recorder.engine.begin() as conn:
-                insert_ignore(conn, table, [{"name": n, "version": v} for n, v in part], ["name", "version"])
-                insert_ignore(conn, table, [{"name": n, "version": v} for n, v in reversed(part)], ["name", "version"])
+            in_transaction(recorder.engine, work)
         except BaseException as exc:  # pragma: no cover - surfaced below
             errors.append(exc)
 

@@ -184,3 +184,49 @@ def test_environment_is_one_row_for_many_invocations(dpt_env):
     assert dpt_env.scalar("SELECT COUNT(DISTINCT environment_id) FROM invocations") == 1
     assert dpt_env.scalar("SELECT COUNT(*) FROM environments") == 1
     assert dpt_env.scalar("SELECT COUNT(*) FROM environment_distributions") > 5
+
+
+def test_an_output_named_as_a_parent_before_it_is_written_is_one_version(dpt_backend, dpt_env, tmp_path):
+    summary, log = tmp_path / "summary.json", tmp_path / "b.log"
+    summary.write_text("{}")
+    log.write_text("log")
+    tracker = dpt_core.get_tracker()
+    task = tracker.start("dag", task="summarise", orchestrator="airflow")
+    with tracker.activate(task):
+        dpt_core.track(log, parents=[summary])  # task code: the log derives from the task's outlet
+    task.write(summary)  # the listener records the outlet when the task succeeds
+    task.finish("success")
+    rows = dpt_env.rows(
+        "SELECT p.uri, v.produced_by_id FROM data_product_versions v JOIN data_products p ON p.id = v.product_id ORDER BY p.uri"
+    )
+    assert [(r.uri, r.produced_by_id is not None) for r in rows] == [(log.as_uri(), True), (summary.as_uri(), True)]
+    assert edges(dpt_env) == [(summary.as_uri(), log.as_uri())]
+    # the same invocation writing the same content again is still that one version
+    tracker.attach(task.uuid).write(summary)
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 2
+
+
+def test_path_like_objects_are_offered_to_plugins_first(dpt_env):
+    class AssetLike:
+        def __fspath__(self):
+            return "relative/name"
+
+    class Resolver:
+        @dpt_core.hookimpl
+        def dpt_resolve_uri(self, target):
+            return "airflow://asset/x" if isinstance(target, AssetLike) else None
+
+    tracker = dpt_core.get_tracker()
+    plugin = Resolver()
+    tracker.pm.register(plugin, name="asset-resolver")
+    try:
+        assert dpt_core.track(AssetLike()) == ["airflow://asset/x"]
+    finally:
+        tracker.pm.unregister(plugin)
+
+
+def test_parent_false_means_no_parent_even_inside_an_invocation(dpt_env):
+    tracker = dpt_core.get_tracker()
+    with tracker.invocation("outer"):
+        tracker.start("dag-run", parent=False).finish("success")
+    assert {r.job: r.parent_id for r in runs(dpt_env)}["dag-run"] is None
