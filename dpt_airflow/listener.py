@@ -196,7 +196,7 @@ class DptListener:
             str(dag_run.dag_id),
             orchestrator=translator.orchestrator,
             uuid=uuid,
-            parent="",  # a dag run is a root, whatever dpt invocation is open around it
+            parent=False,  # a dag run is a root, whatever dpt invocation is open around it
             external_id=str(dag_run.run_id),
             parameters=translator.get_dag_run_parameters(dag_run),
             started_at=getattr(dag_run, "start_date", None),

@@ -235,12 +235,6 @@ def test_in_task_calls_join_the_task_invocation(dpt_env: Any, run_dag: Any) -> N
     assert ("raw.csv", "calibrated.txt", "dpt_in_task", "work") not in edges(dpt_env)
 
 
-@pytest.mark.xfail(
-    reason="core gap: a parent read before the outlet is written becomes a second, producer-less "
-    "version of the same file (same hash); the recorder should adopt it when the same "
-    "invocation then writes that content",
-    strict=False,
-)
 def test_outlet_named_as_parent_in_task_code_is_one_version(dpt_env: Any, run_dag: Any) -> None:
     assert run_dag("dpt_outlet_parent").state == "success"
     [report] = tasks(invocations(dpt_env), "report")
@@ -368,11 +362,6 @@ def test_airflow_assets_resolve_to_uris(dpt_env: Any, test_dags: dict[str, Any])
     assert tracker.resolve(Asset("file:///data/a/../b.csv")) == "file:///data/b.csv"
 
 
-@pytest.mark.xfail(
-    reason="core gap: Tracker.resolve() treats os.PathLike objects as paths before asking "
-    "dpt_resolve_uri, and Airflow's Asset implements __fspath__ (returning its URI)",
-    strict=False,
-)
 def test_name_only_asset_resolves_through_the_plugin(dpt_env: Any, test_dags: Any) -> None:
     from airflow.sdk import Asset
 
