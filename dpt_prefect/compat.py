@@ -52,6 +52,7 @@ __all__ = [
     "read_task_run",
     "read_task_run_states",
     "read_task_runs",
+    "resolve_argument",
     "upstream_task_run_ids",
 ]
 
@@ -149,6 +150,22 @@ def read_flow_name(client: Any, flow_run_id: UUID | str) -> str | None:
     """The name of the flow of a flow run (two API reads, the second cached)."""
     flow_run = client.read_flow_run(UUID(str(flow_run_id)))
     return _flow_name_by_id(str(flow_run.flow_id))
+
+
+def resolve_argument(value: Any) -> Any:
+    """A task argument as the task saw it: an upstream future becomes its (finished) result.
+
+    The running hooks see the arguments as the task was called, before Prefect
+    resolved upstream futures; by then those futures are done, so this does not wait.
+    """
+    from prefect.futures import PrefectFuture
+
+    if not isinstance(value, PrefectFuture):
+        return value
+    try:
+        return value.result(timeout=0, raise_on_failure=False)
+    except Exception:
+        return f"<result of task run {value.task_run_id}>"
 
 
 def upstream_task_run_ids(task_inputs: Any) -> list[str]:

@@ -127,7 +127,7 @@ class Registry:
     flows: OrderedDict[str, FlowRunRecord] = field(default_factory=OrderedDict)
     tasks: OrderedDict[str, TaskRunRecord] = field(default_factory=OrderedDict)
     #: Task runs that stand for a subflow run this process recorded as a flow run.
-    subflow_task_runs: set[str] = field(default_factory=set)
+    subflow_task_runs: OrderedDict[str, None] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_flow(self, flow_run_id: str, record: FlowRunRecord) -> None:
@@ -146,12 +146,18 @@ class Registry:
                 self.tasks.popitem(last=False)
             return record
 
+    def add_subflow_task_run(self, task_run_id: str) -> None:
+        with self.lock:
+            self.subflow_task_runs[task_run_id] = None
+            while len(self.subflow_task_runs) > MAX_REMEMBERED:
+                self.subflow_task_runs.popitem(last=False)
+
     def forget_flow(self, flow_run_id: str, task_run_ids: Iterable[str]) -> None:
         with self.lock:
             self.flows.pop(flow_run_id, None)
             for task_run_id in task_run_ids:
                 self.tasks.pop(task_run_id, None)
-                self.subflow_task_runs.discard(task_run_id)
+                self.subflow_task_runs.pop(task_run_id, None)
 
 
 registry = Registry()
@@ -306,7 +312,7 @@ class FlowHooks:
             parent_flow_run_id = self._parent_flow_run_id(flow_run)
             if parent_flow_run_id:
                 parent_uuid = translator.get_flow_run_uuid(parent_flow_run_id)
-            registry.subflow_task_runs.add(str(parent_task_run_id))
+            registry.add_subflow_task_run(str(parent_task_run_id))
         handle = translator.start_flow_run(flow, flow_run, state, parent_uuid)
         record = FlowRunRecord(handle.uuid, translator.get_flow_job(flow, flow_run), translator)
         registry.add_flow(flow_run_id, record)
@@ -439,7 +445,8 @@ class FlowHooks:
         assets_recorded: bool,
     ) -> None:
         translator = self.translator
-        state = task_run.state
+        # The API may return a run's state type before its state object: go by the type.
+        state = task_run.state if task_run.state is not None else task_run.state_type
         translator.start_task_run(
             task,
             task_run,
@@ -469,7 +476,7 @@ class FlowHooks:
             not assets_recorded
             and state is not None
             and state_type(state) == "COMPLETED"
-            and getattr(state, "name", "") != "Cached"
+            and task_run.state_name != "Cached"
             and compat.is_materializing_task(task)
         ):
             outputs, dependencies = _materialized(task_run, task, local_assets)

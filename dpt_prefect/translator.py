@@ -191,13 +191,16 @@ class PrefectTranslator:
 
         Only known inside the task's process (the task hooks, or ``dpt_core.track()``
         in the task): the Prefect API keeps references to upstream results, not
-        values, so a task run only read back from the API has no parameters.
+        values, so a task run only read back from the API has no parameters. An
+        argument that was an upstream task's future is that task's result.
         Example override (record only some arguments)::
 
             def get_task_parameters(self, task, parameters):
                 return {k: v for k, v in (parameters or {}).items() if k in ("band", "night")}
         """
-        return self.get_arguments(parameters or {})
+        return self.get_arguments(
+            {name: compat.resolve_argument(value) for name, value in (parameters or {}).items()}
+        )
 
     def get_arguments(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """Argument values as JSON: JSON-able values as they are (when not too long), others as a
@@ -208,6 +211,9 @@ class PrefectTranslator:
         """
         out: dict[str, Any] = {}
         for name, value in arguments.items():
+            if isinstance(value, list | tuple | set | frozenset | dict) and len(value) > 1000:
+                out[str(name)] = f"<{type(value).__name__} of {len(value)} items>"
+                continue
             try:
                 text = json.dumps(value, allow_nan=False)
             except (TypeError, ValueError, RecursionError):
