@@ -12,7 +12,7 @@ import pytest
 
 prefect = pytest.importorskip("prefect")
 
-from prefect import flow, task  # noqa: E402
+from prefect import flow, task, unmapped  # noqa: E402
 from prefect.assets import Asset, AssetProperties, materialize  # noqa: E402
 from prefect.context import AssetContext, TaskRunContext  # noqa: E402
 
@@ -118,6 +118,23 @@ def flaky_hooked(failures: int) -> str:
 @flow(**dpt_prefect.flow_hooks())
 def retrying(failures: int, hooked: bool) -> str:
     return (flaky_hooked if hooked else flaky)(failures)
+
+
+@task
+def settings() -> dict[str, Any]:
+    return {"gain": 1.5, "bands": ["g", "r"]}
+
+
+@task(**dpt_prefect.task_hooks())
+def configure(config: dict[str, Any], band: str) -> str:
+    return f"{band}:{config['gain']}"
+
+
+@flow(**dpt_prefect.flow_hooks())
+def upstream_arguments() -> list[str]:
+    config = settings.submit()
+    futures = configure.map(unmapped(config), ["g", "r"])
+    return [f.result() for f in futures]
 
 
 @flow(**dpt_prefect.flow_hooks())
@@ -343,6 +360,18 @@ def test_a_mapped_task(run_flow: Any, recorded: Any, hooked: bool) -> None:
     else:
         assert all(r["parameters"] == {} for r in runs)
     assert len(recorded.invocations()) == 4
+
+
+def test_arguments_from_upstream_task_results(run_flow: Any, recorded: Any) -> None:
+    state = run_flow(upstream_arguments)
+    assert state.is_completed()
+    runs = recorded.invocations(task="configure")
+    config = {"gain": 1.5, "bands": ["g", "r"]}
+    assert sorted((r["parameters"]["band"], r["parameters"]["config"] == config) for r in runs) == [
+        ("g", True),
+        ("r", True),
+    ]
+    assert recorded.one(task="settings")["parameters"] == {}
 
 
 @pytest.mark.parametrize("hooked", [False, True], ids=["read-back", "task-hooks"])

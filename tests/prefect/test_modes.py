@@ -221,12 +221,19 @@ def test_states_to_statuses() -> None:
 def test_task_arguments_as_json() -> None:
     translator = PrefectTranslator()
     arguments = translator.get_arguments(
-        {"n": 3, "names": ["a", "b"], "path": Path("/data/x.fits"), "big": list(range(5000))}
+        {
+            "n": 3,
+            "names": ["a", "b"],
+            "path": Path("/data/x.fits"),
+            "many": list(range(5000)),
+            "long": "x" * 10_000,
+        }
     )
     assert arguments["n"] == 3
     assert arguments["names"] == ["a", "b"]
     assert arguments["path"] == repr(Path("/data/x.fits"))
-    assert arguments["big"].startswith("<list: ")
+    assert arguments["many"] == "<list of 5000 items>"
+    assert arguments["long"] == "<str: 10002 characters of JSON>"
 
 
 def test_the_dpt_plugin_outside_prefect_runs(tmp_path: Path) -> None:
