@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, func, select
+from sqlalchemy import Connection, Engine, Select, bindparam, func, select
 
 from dpt_core.config import HASH_ALGORITHMS, Settings, get_settings
 from dpt_core.errors import NotFound
@@ -86,13 +86,10 @@ def _uri(target: Any) -> str:
 # =========================================================================== staleness
 
 
-@dataclass
-class _Used:
-    """A version some current product was made from (one row of the staleness query)."""
+@dataclass(slots=True)
+class _Input:
+    """A version some current product was made from, and the latest version of its product."""
 
-    child_vid: int
-    child_uri: str
-    child_version: str
     vid: int
     uuid: str
     content_hash: str | None
@@ -102,6 +99,18 @@ class _Used:
     latest_vid: int
     latest_uuid: str
     latest_hash: str | None
+    path: str | None = None
+
+
+@dataclass
+class _Made:
+    """What the current products were made from (the result of the staleness query)."""
+
+    inputs: dict[int, _Input] = field(default_factory=dict)
+    #: ``(child version id, input version id)`` pairs.
+    uses: list[tuple[int, int]] = field(default_factory=list)
+    #: child version id -> (uri, version uuid)
+    children: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -121,7 +130,7 @@ def _algorithm(content_hash: str | None) -> str | None:
     return name if name in HASH_ALGORITHMS and name != "none" else None
 
 
-def _same_stat(used: _Used, info: os.stat_result) -> bool:
+def _same_stat(used: _Input, info: os.stat_result) -> bool:
     if statmod.S_ISDIR(info.st_mode):
         return False  # a directory's mtime says nothing about its files: compare tree hashes
     return (
@@ -132,7 +141,7 @@ def _same_stat(used: _Used, info: os.stat_result) -> bool:
     )
 
 
-def _used_rows(conn: Connection, product_ids: Sequence[int] | None) -> list[_Used]:
+def _made_from(conn: Connection, product_ids: Sequence[int] | None) -> _Made:
     """The latest version of each product joined to the versions it derives from (one query)."""
     latest = (
         select(V.c.product_id, func.max(V.c.id).label("vid")).group_by(V.c.product_id).cte("latest")
@@ -142,18 +151,18 @@ def _used_rows(conn: Connection, product_ids: Sequence[int] | None) -> list[_Use
     plat = latest.alias("plat")
     query = (
         select(
-            latest.c.vid.label("child_vid"),
-            cp.c.uri.label("child_uri"),
-            child.c.uuid.label("child_version"),
-            parent.c.id.label("vid"),
+            latest.c.vid,
+            cp.c.uri,
+            child.c.uuid,
+            parent.c.id,
             parent.c.uuid,
             parent.c.content_hash,
             parent.c.size,
             parent.c.mtime,
             pp.c.uri,
-            newest.c.id.label("latest_vid"),
-            newest.c.uuid.label("latest_uuid"),
-            newest.c.content_hash.label("latest_hash"),
+            newest.c.id,
+            newest.c.uuid,
+            newest.c.content_hash,
         )
         .select_from(latest)
         .join(child, child.c.id == latest.c.vid)
@@ -167,8 +176,35 @@ def _used_rows(conn: Connection, product_ids: Sequence[int] | None) -> list[_Use
         .where(parent.c.product_id != latest.c.product_id)
     )
     if product_ids is not None:
-        query = query.where(latest.c.product_id.in_(sorted(set(product_ids))))
-    return [_Used(**row._mapping) for row in conn.execute(query)]
+        query = query.where(
+            latest.c.product_id.in_(
+                bindparam(
+                    "products", sorted(set(product_ids)), expanding=True, literal_execute=True
+                )
+            )
+        )
+    made = _Made()
+    for (
+        child_vid,
+        child_uri,
+        child_uuid,
+        vid,
+        uuid,
+        content_hash,
+        size,
+        mtime,
+        uri,
+        latest_vid,
+        latest_uuid,
+        latest_hash,
+    ) in conn.execute(query).all():
+        made.children[child_vid] = (child_uri, child_uuid)
+        made.uses.append((child_vid, vid))
+        if vid not in made.inputs:
+            made.inputs[vid] = _Input(
+                vid, uuid, content_hash, size, mtime, uri, latest_vid, latest_uuid, latest_hash
+            )
+    return made
 
 
 class _Disk:
@@ -180,12 +216,15 @@ class _Disk:
         self.files: dict[str, _FileCheck] = {}
         self.hashed = 0
 
-    def check(self, used: Iterable[_Used]) -> None:
+    def check(self, inputs: Iterable[_Input]) -> None:
         from dpt_core.uri import uri_to_path
 
-        wanted: dict[tuple[str, str], list[_Used]] = {}
-        for u in used:
-            path = uri_to_path(u.uri)
+        paths: dict[str, str | None] = {}
+        wanted: set[tuple[str, str]] = set()
+        for u in inputs:
+            if u.uri not in paths:
+                paths[u.uri] = uri_to_path(u.uri)
+            path = u.path = paths[u.uri]
             if path is None:
                 continue
             check = self.files.get(path)
@@ -194,20 +233,18 @@ class _Disk:
             algorithm = _algorithm(u.content_hash)
             if check.info is None or algorithm is None or _same_stat(u, check.info):
                 continue
-            wanted.setdefault((path, algorithm), []).append(u)
+            wanted.add((path, algorithm))
         by_algorithm: dict[str, list[str]] = {}
-        for path, algorithm in wanted:
+        for path, algorithm in sorted(wanted):
             by_algorithm.setdefault(algorithm, []).append(path)
-        for algorithm, paths in by_algorithm.items():
-            self._hash(paths, algorithm)
+        for algorithm, found in by_algorithm.items():
+            self._hash(found, algorithm)
 
     @staticmethod
     def _stat(path: str) -> _FileCheck:
         try:
             return _FileCheck(path, info=os.stat(path))
-        except FileNotFoundError:
-            return _FileCheck(path)
-        except NotADirectoryError:
+        except (FileNotFoundError, NotADirectoryError):
             return _FileCheck(path)
         except OSError as exc:
             return _FileCheck(path, error=exc.strerror or str(exc))
@@ -247,7 +284,7 @@ class _Disk:
         return self.files[path].hashes.get(algorithm)
 
 
-def _reason(kind: str, used: _Used, message: str, **extra: Any) -> dict[str, Any]:
+def _reason(kind: str, used: _Input, message: str, **extra: Any) -> dict[str, Any]:
     return {
         "kind": kind,
         "input": used.uri,
@@ -258,10 +295,8 @@ def _reason(kind: str, used: _Used, message: str, **extra: Any) -> dict[str, Any
     }
 
 
-def _direct_reasons(used: _Used, disk: _Disk) -> list[dict[str, Any]]:
+def _direct_reasons(used: _Input, disk: _Disk) -> list[dict[str, Any]]:
     """Why the version ``used`` no longer matches its input (empty: still current)."""
-    from dpt_core.uri import uri_to_path
-
     reasons = []
     newer = used.latest_vid != used.vid and not (
         used.latest_hash is not None and used.latest_hash == used.content_hash
@@ -278,10 +313,9 @@ def _direct_reasons(used: _Used, disk: _Disk) -> list[dict[str, Any]]:
                 latest_hash=used.latest_hash,
             )
         )
-    path = uri_to_path(used.uri)
-    if path is None:
+    if used.path is None:
         return reasons
-    check = disk.files[path]
+    check = disk.files[used.path]
     if check.error is not None:
         reasons.append(
             _reason("unreadable", used, f"input {used.uri} cannot be checked: {check.error}")
@@ -303,7 +337,7 @@ def _direct_reasons(used: _Used, disk: _Disk) -> list[dict[str, Any]]:
             )
         )
         return reasons
-    current = disk.current_hash(path, algorithm)
+    current = disk.current_hash(used.path, algorithm)
     if current == used.content_hash or (newer and current == used.latest_hash):
         return reasons  # touched but identical, or already reported as a newer version
     reasons.append(
@@ -403,21 +437,21 @@ def stale(
             found = _target_products(conn, [_uri(t) for t in targets])
             target_vids = {uri: vid for uri, (_, vid) in found.items()}
             scope = closure(conn, list(target_vids.values()), "upstream")
-        used = _used_rows(
+        made = _made_from(
             conn, sorted({d["product_id"] for d in scope.details.values()}) if scope else None
         )
     # Phase 2 (disk, no connection held: hashing must not block writers).
     disk = _Disk(settings, progress)
-    disk.check(used)
+    disk.check(made.inputs.values())
+    reasons_of = {vid: _direct_reasons(u, disk) for vid, u in made.inputs.items()}
     direct: dict[int, list[dict[str, Any]]] = {}
-    uri_of: dict[int, str] = {}
-    version_of: dict[int, str] = {}
-    for u in used:
-        uri_of[u.child_vid] = u.child_uri
-        version_of[u.child_vid] = u.child_version
-        reasons = _direct_reasons(u, disk)
-        if reasons:
-            direct.setdefault(u.child_vid, []).extend(reasons)
+    for child_vid, input_vid in made.uses:
+        if reasons_of[input_vid]:
+            direct.setdefault(child_vid, []).extend(reasons_of[input_vid])
+    for reasons in direct.values():
+        reasons.sort(key=lambda r: (r["input"], r["kind"]))
+    uri_of = {vid: uri for vid, (uri, _) in made.children.items()}
+    version_of = {vid: version for vid, (_, version) in made.children.items()}
     # Phase 3 (database): carry the causes downstream.
     latest: dict[int, tuple[str, str]] = {}
     if direct:
@@ -453,8 +487,8 @@ def stale(
         results = {vid: r for vid, r in results.items() if vid in wanted}
     if stats is not None:
         stats.update(
-            products=len({u.child_vid for u in used}),
-            inputs=len({u.vid for u in used}),
+            products=len(made.children),
+            inputs=len(made.inputs),
             files_checked=len(disk.files),
             files_hashed=disk.hashed,
             stale=len(results),
@@ -471,7 +505,11 @@ def _latest_among(
         return {}
     rows = conn.execute(
         select(V.c.product_id, func.max(V.c.id).label("vid"))
-        .where(V.c.product_id.in_(products))
+        .where(
+            V.c.product_id.in_(
+                bindparam("products", products, expanding=True, literal_execute=True)
+            )
+        )
         .group_by(V.c.product_id)
     ).all()
     newest = {r.vid for r in rows}

@@ -30,29 +30,38 @@ Cycle safety
 One statement
     The closure, the node details (product URI, content hash, producer run)
     and the traversed edges (with their invocation) come back from a single
-    statement: one row per (node, traversed edge), a node without edges
-    having one row with NULL edge columns. Finding the root is one more
-    small indexed lookup.
+    statement: ``WITH RECURSIVE reach ..., nodes ... SELECT <node rows>
+    UNION ALL SELECT <edge rows>``, so each fact crosses the wire once. The
+    statements for the common seeds (all versions of one product, a list of
+    version ids) are built once and reused, so SQLAlchemy and the driver reuse
+    their compiled and prepared forms. Seeding by product needs no separate
+    root lookup; a given ``version`` costs one small indexed lookup first.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import (
     Connection,
+    DateTime,
     Engine,
+    Integer,
     Select,
     and_,
     bindparam,
     func,
     literal_column,
+    null,
     or_,
     select,
+    type_coerce,
+    union_all,
 )
 
 from dpt_core.errors import NotFound
@@ -81,15 +90,18 @@ E = LineageEdge.__table__
 
 #: Recursion bound set on MariaDB/MySQL sessions (their defaults, 1000, would cut long chains).
 _MYSQL_RECURSION_LIMIT = 4_294_967_295
-#: Above this many seed ids, ids are inlined in the SQL instead of bound one parameter each.
-_INLINE_IDS_ABOVE = 500
 
 
 def _iso(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, dt.datetime) else value
+    """ISO 8601 text of a datetime read from the database (naive ones are UTC)."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC).isoformat()
+    return value
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Node:
     """One version of a product in a lineage graph.
 
@@ -111,10 +123,21 @@ class Node:
     status: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "uri": self.uri,
+            "depth": self.depth,
+            "version": self.version,
+            "content_hash": self.content_hash,
+            "size": self.size,
+            "recorded_at": self.recorded_at,
+            "produced_by": self.produced_by,
+            "job": self.job,
+            "task": self.task,
+            "status": self.status,
+        }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Edge:
     """``child`` was derived from ``parent`` by ``invocation`` (a run UUID)."""
 
@@ -127,7 +150,15 @@ class Edge:
     task: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "parent": self.parent,
+            "child": self.child,
+            "invocation": self.invocation,
+            "parent_version": self.parent_version,
+            "child_version": self.child_version,
+            "job": self.job,
+            "task": self.task,
+        }
 
 
 @dataclass(frozen=True)
@@ -177,16 +208,19 @@ class Closure:
 
 def version_ids_select(ids: Sequence[int]) -> Select[Any]:
     """``SELECT id FROM data_product_versions WHERE id IN (ids)``, usable as a closure seed."""
-    ids = sorted(set(ids))
-    if len(ids) > _INLINE_IDS_ABOVE:
-        # Bound parameters are capped (SQLite: 32766); integers are safe to inline.
-        return select(V.c.id).where(V.c.id.in_(bindparam("seed_ids", ids, literal_execute=True)))
-    return select(V.c.id).where(V.c.id.in_(ids))
+    # Inlined at execution time: bound parameters are capped (SQLite: 32766), integers are safe.
+    return select(V.c.id).where(
+        V.c.id.in_(bindparam("seed_ids", sorted(set(ids)), expanding=True, literal_execute=True))
+    )
 
 
-def _closure_statement(seeds: Select[Any], direction: Direction, depth: int | None) -> Select[Any]:
-    """The closure as one statement: ``(node, node details, traversed edge)`` rows."""
+def _closure_statement(seeds: Select[Any], direction: Direction, limited: bool) -> Any:
+    """The closure as one statement: a row per node (with its details), a row per traversed edge.
+
+    With ``limited``, the depth limit is the bound parameter ``depth_limit``.
+    """
     seed = seeds.subquery("seed")
+    depth = bindparam("depth_limit", type_=Integer())
 
     def ends(table: Any) -> tuple[Any, Any]:
         """(column matched against the current node, column of the next node)."""
@@ -198,7 +232,7 @@ def _closure_statement(seeds: Select[Any], direction: Direction, depth: int | No
     reach = select(seed.c[0].label("vid"), literal_column("0").label("depth")).cte(
         "reach", recursive=True
     )
-    if depth is None:
+    if not limited:
         # Depth 1 stands for "reached": with UNION each version enters the queue at most
         # twice (as a seed and as reached), so cycles cannot keep the recursion going.
         step = select(walk_to, literal_column("1")).join(reach, walk_from == reach.c.vid)
@@ -212,16 +246,17 @@ def _closure_statement(seeds: Select[Any], direction: Direction, depth: int | No
     nodes = (
         select(reach.c.vid, func.min(reach.c.depth).label("depth"))
         .group_by(reach.c.vid)
-        .subquery("nodes")
+        .cte("nodes")
     )
     producer = I.alias("producer")
     maker = I.alias("maker")
     edge = E.alias("edge")
     edge_from, edge_to = ends(edge)
     edge_on = edge_from == nodes.c.vid
-    if depth is not None:
+    if limited:
         edge_on = and_(edge_on, nodes.c.depth < depth)
-    return (
+    # Node rows carry the node's details, edge rows the traversed edge: each fact once.
+    node_rows = (
         select(
             nodes.c.vid,
             nodes.c.depth,
@@ -231,23 +266,53 @@ def _closure_statement(seeds: Select[Any], direction: Direction, depth: int | No
             V.c.content_hash,
             V.c.size,
             V.c.mtime,
-            V.c.recorded_at,
+            # The plain type: the UTC-normalising decorator would run per row in Python.
+            type_coerce(V.c.recorded_at, DateTime()).label("recorded_at"),
             producer.c.uuid.label("produced_by"),
             producer.c.job,
             producer.c.task,
             producer.c.status,
-            edge_to.label("other_vid"),
-            maker.c.uuid.label("edge_invocation"),
-            maker.c.job.label("edge_job"),
-            maker.c.task.label("edge_task"),
+            null().label("other_vid"),
+            null().label("edge_invocation"),
+            null().label("edge_job"),
+            null().label("edge_task"),
         )
         .select_from(nodes)
         .join(V, V.c.id == nodes.c.vid)
         .join(P, P.c.id == V.c.product_id)
         .outerjoin(producer, producer.c.id == V.c.produced_by_id)
-        .outerjoin(edge, edge_on)
+    )
+    edge_rows = (
+        select(
+            nodes.c.vid,
+            *(null() for _ in range(12)),
+            edge_to,
+            maker.c.uuid,
+            maker.c.job,
+            maker.c.task,
+        )
+        .select_from(nodes)
+        .join(edge, edge_on)
         .outerjoin(maker, maker.c.id == edge.c.invocation_id)
     )
+    return union_all(node_rows, edge_rows)
+
+
+_IDS_SEED = select(V.c.id).where(
+    V.c.id.in_(bindparam("seed_ids", expanding=True, literal_execute=True))
+)
+_PRODUCT_SEED = (
+    select(V.c.id)
+    .join(P, P.c.id == V.c.product_id)
+    .where(P.c.uri_digest == bindparam("seed_digest"))
+)
+
+
+@functools.cache
+def _cached_statement(seed_kind: str, direction: Direction, limited: bool) -> Any:
+    """Statements for the common seeds, built once (SQLAlchemy then reuses their compiled SQL)."""
+    seeds = _IDS_SEED if seed_kind == "ids" else _PRODUCT_SEED
+    return _closure_statement(seeds, direction, limited)
 
 
 def _allow_deep_recursion(conn: Connection) -> None:
@@ -283,41 +348,80 @@ def closure(
     :param direction: ``upstream`` follows parents, ``downstream`` children.
     :param depth: at most this many edges from a seed; None for no limit.
     """
+    if isinstance(seeds, Select):
+        return _closure(conn, direction, depth, seeds=seeds)
+    return _closure(conn, direction, depth, ids=seeds)
+
+
+def _closure(
+    conn: Connection,
+    direction: Direction,
+    depth: int | None,
+    *,
+    seeds: Select[Any] | None = None,
+    ids: Sequence[int] | None = None,
+    digest: str | None = None,
+) -> Closure:
     if direction not in DIRECTIONS:
         raise ValueError(f"direction {direction!r} is not 'upstream' or 'downstream'")
     if depth is not None and depth < 0:
         raise ValueError(f"depth {depth} is negative: use 0 or more, or None for no limit")
-    seed_select = seeds if isinstance(seeds, Select) else version_ids_select(seeds)
+    limited = depth is not None
+    params: dict[str, Any] = {"depth_limit": depth} if limited else {}
+    if seeds is not None:
+        statement = _closure_statement(seeds, direction, limited)
+    elif digest is not None:
+        statement = _cached_statement("product", direction, limited)
+        params["seed_digest"] = digest
+    else:
+        statement = _cached_statement("ids", direction, limited)
+        params["seed_ids"] = sorted(set(ids or ()))
     _allow_deep_recursion(conn)
-    rows = conn.execute(_closure_statement(seed_select, direction, depth)).all()
     details: dict[int, dict[str, Any]] = {}
-    sql_depths: dict[int, int] = {}
+    seed_ids: list[int] = []
     edges: dict[tuple[int, int], tuple[int, int, str | None, str | None, str | None]] = {}
-    for r in rows:
-        if r.vid not in details:
-            sql_depths[r.vid] = int(r.depth)
-            details[r.vid] = {
-                "uri": r.uri,
-                "product_id": r.product_id,
-                "uuid": r.uuid,
-                "content_hash": r.content_hash,
-                "size": r.size,
-                "mtime": r.mtime,
-                "recorded_at": _iso(r.recorded_at),
-                "produced_by": r.produced_by,
-                "job": r.job,
-                "task": r.task,
-                "status": r.status,
+    upstream = direction == "upstream"
+    for (
+        vid,
+        node_depth,
+        uri,
+        product_id,
+        uuid,
+        content_hash,
+        size,
+        mtime,
+        recorded_at,
+        produced_by,
+        job,
+        task,
+        status,
+        other,
+        edge_invocation,
+        edge_job,
+        edge_task,
+    ) in conn.execute(statement, params).all():
+        if other is not None:
+            key = (other, vid) if upstream else (vid, other)
+            edges[key] = (*key, edge_invocation, edge_job, edge_task)
+        else:
+            if node_depth == 0:
+                seed_ids.append(vid)
+            details[vid] = {
+                "uri": uri,
+                "product_id": product_id,
+                "uuid": uuid,
+                "content_hash": content_hash,
+                "size": size,
+                "mtime": mtime,
+                "recorded_at": _iso(recorded_at),
+                "produced_by": produced_by,
+                "job": job,
+                "task": task,
+                "status": status,
             }
-        if r.other_vid is not None:
-            parent, child = (
-                (r.other_vid, r.vid) if direction == "upstream" else (r.vid, r.other_vid)
-            )
-            edges[(parent, child)] = (parent, child, r.edge_invocation, r.edge_job, r.edge_task)
-    seed_ids = [vid for vid, d in sql_depths.items() if d == 0]
     adjacency: dict[int, list[int]] = {}
-    for parent, child, *_ in edges.values():
-        here, there = (child, parent) if direction == "upstream" else (parent, child)
+    for parent, child in edges:
+        here, there = (child, parent) if upstream else (parent, child)
         adjacency.setdefault(here, []).append(there)
     depths = _bfs(seed_ids, adjacency)
     return Closure(seed_ids, direction, depths, details, list(edges.values()))
@@ -390,54 +494,43 @@ def resolve_versions(conn: Connection, uri: str, version: str | None = None) -> 
 
 
 def _graph(root: str, result: Closure, depth: int | None) -> LineageGraph:
-    nodes = []
-    for vid, d in result.depths.items():
-        info = result.details[vid]
-        nodes.append(
-            (
-                (d, info["uri"], vid),
-                Node(
-                    uri=info["uri"],
-                    depth=d,
-                    version=info["uuid"],
-                    content_hash=info["content_hash"],
-                    size=info["size"],
-                    recorded_at=info["recorded_at"],
-                    produced_by=info["produced_by"],
-                    job=info["job"],
-                    task=info["task"],
-                    status=info["status"],
-                ),
-            )
+    """Nodes nearest first (then by URI); edges in the order of their far, then near, end."""
+    depths, details = result.depths, result.details
+    order = sorted(depths, key=lambda v: (depths[v], details[v]["uri"], v))
+    rank = {vid: position for position, vid in enumerate(order)}
+    nodes = [
+        Node(
+            d["uri"],
+            depths[v],
+            d["uuid"],
+            d["content_hash"],
+            d["size"],
+            d["recorded_at"],
+            d["produced_by"],
+            d["job"],
+            d["task"],
+            d["status"],
         )
-    nodes.sort(key=lambda item: item[0])
-    edges = []
-    for parent, child, invocation, job, task in result.edges:
-        if parent not in result.depths or child not in result.depths:
-            continue
-        far = parent if result.direction == "upstream" else child
-        p, c = result.details[parent], result.details[child]
-        edges.append(
-            (
-                (result.depths[far], p["uri"], c["uri"], parent, child),
-                Edge(
-                    parent=p["uri"],
-                    child=c["uri"],
-                    invocation=invocation,
-                    parent_version=p["uuid"],
-                    child_version=c["uuid"],
-                    job=job,
-                    task=task,
-                ),
-            )
+        for v in order
+        for d in (details[v],)
+    ]
+    upstream = result.direction == "upstream"
+    kept = [e for e in result.edges if e[0] in rank and e[1] in rank]
+    kept.sort(key=lambda e: (rank[e[0]], rank[e[1]]) if upstream else (rank[e[1]], rank[e[0]]))
+    edges = [
+        Edge(
+            nodes[rank[p]].uri,
+            nodes[rank[c]].uri,
+            invocation,
+            nodes[rank[p]].version,
+            nodes[rank[c]].version,
+            job,
+            task,
         )
-    edges.sort(key=lambda item: item[0])
+        for p, c, invocation, job, task in kept
+    ]
     return LineageGraph(
-        root=root,
-        direction=result.direction,
-        nodes=[n for _, n in nodes],
-        edges=[e for _, e in edges],
-        depth=depth,
+        root=root, direction=result.direction, nodes=nodes, edges=edges, depth=depth
     )
 
 
@@ -465,14 +558,10 @@ def lineage(
     uri = _resolve_target(target)
     with _engine(engine).connect() as conn:
         if version is None:
-            seeds: Select[Any] | list[int] = (
-                select(V.c.id)
-                .join(P, P.c.id == V.c.product_id)
-                .where(P.c.uri_digest == uri_digest(uri))
-            )
+            result = _closure(conn, direction, depth, digest=uri_digest(uri))
         else:
-            seeds = resolve_versions(conn, uri, version)
-        result = closure(conn, seeds, direction, depth)
+            ids = resolve_versions(conn, uri, version)
+            result = _closure(conn, direction, depth, ids=ids)
         if not result.depths:
             resolve_versions(conn, uri)  # raises NotFound naming the product
     return _graph(uri, result, depth)
