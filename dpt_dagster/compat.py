@@ -72,6 +72,11 @@ def materialization_summaries_after(
     asset key, partition, timestamp): the record APIs filter by asset key, which would
     cost one query per asset.
     """
+    if not hasattr(instance, "get_asset_event_summary_records"):
+        raise RuntimeError(
+            f"dpt_dagster needs DagsterInstance.get_asset_event_summary_records, which Dagster "
+            f"{dagster_version()} lacks: upgrade Dagster (tested with 1.13.29)"
+        )
     return list(
         instance.get_asset_event_summary_records(
             DagsterEventType.ASSET_MATERIALIZATION,
