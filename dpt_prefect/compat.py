@@ -99,12 +99,13 @@ def as_datetime(value: Any) -> dt.datetime | None:
 def api_client(fresh: bool = False) -> Iterator[Any]:
     """A synchronous Prefect client: the running flow's own when there is one (and not
     ``fresh``: another thread must not share it), else a new one."""
+    from prefect.client.orchestration import SyncPrefectClient, get_client
+
     context = None if fresh else FlowRunContext.get()
     client = getattr(context, "client", None) if context is not None else None
-    if client is not None and hasattr(client, "read_task_runs"):
+    if isinstance(client, SyncPrefectClient):  # an async flow's client is async
         yield client
         return
-    from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         yield client

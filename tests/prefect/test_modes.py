@@ -248,3 +248,39 @@ def test_the_dpt_plugin_outside_prefect_runs(tmp_path: Path) -> None:
 
 def test_environment_variables_reach_task_runner_processes() -> None:
     assert os.environ["PREFECT_API_URL"].startswith("http://127.0.0.1:")
+
+
+@task
+async def async_double(x: int) -> int:
+    return 2 * x
+
+
+@task(**dpt_prefect.task_hooks())
+async def async_double_hooked(x: int) -> int:
+    return 2 * x
+
+
+@flow(**dpt_prefect.flow_hooks(background=False))
+async def async_child(x: int) -> int:
+    return await async_double(x)
+
+
+@flow(**dpt_prefect.flow_hooks(background=False))
+async def async_parent(x: int) -> int:
+    return await async_double_hooked(x) + await async_child(x)
+
+
+def test_async_flows_and_tasks(recorded: Any) -> None:
+    import asyncio
+
+    assert asyncio.run(async_parent(3)) == 12
+    assert dpt_prefect.flush(timeout=60)
+    parent_row = recorded.one(job="async-parent", task=None)
+    child_row = recorded.one(job="async-child", task=None)
+    assert parent_row["status"] == child_row["status"] == "success"
+    assert child_row["parent_id"] == parent_row["id"]
+    hooked = recorded.one(task="async_double_hooked")
+    assert hooked["parent_id"] == parent_row["id"]
+    assert hooked["parameters"] == {"x": 3}
+    assert recorded.one(task="async_double")["parent_id"] == child_row["id"]
+    assert len(recorded.invocations()) == 4
