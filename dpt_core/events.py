@@ -56,6 +56,9 @@ class InvocationStarted:
     environment: EnvironmentSnapshot | None = None
     #: Volatile environment variables of this run (already redacted).
     variables: dict[str, str] = field(default_factory=dict)
+    #: Set when an already-finished invocation is recorded in one event.
+    ended_at: dt.datetime | None = None
+    error: str | None = None
     kind: str = "invocation_started"
 
 

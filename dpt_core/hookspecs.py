@@ -134,6 +134,25 @@ def dpt_invocation_finished(event: InvocationFinished) -> None:
     """
 
 
+@hookspec
+def dpt_batch_started() -> None:
+    """A batch of events begins (``with tracker.batch():``). Broadcast to every plugin.
+
+    Events that follow, until :func:`dpt_batch_finished`, may be buffered and
+    handled together: the built-in store records the whole batch in one
+    transaction. Batches do not nest: only the outermost one is announced.
+    """
+
+
+@hookspec
+def dpt_batch_finished() -> None:
+    """The batch announced by :func:`dpt_batch_started` ends; flush what was buffered.
+
+    Called also when the block raised, so that the events of work that did
+    happen are still recorded.
+    """
+
+
 # ---------------------------------------------------------------------------------------------
 # Products
 # ---------------------------------------------------------------------------------------------

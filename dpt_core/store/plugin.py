@@ -8,6 +8,7 @@ happened.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Sequence
@@ -116,21 +117,48 @@ def reset_store() -> None:
         _store = None
 
 
+#: Events buffered inside ``tracker.batch()``; None outside a batch.
+_pending: contextvars.ContextVar[list[Event] | None] = contextvars.ContextVar(
+    "dpt_store_pending", default=None
+)
+
+
+def _submit(event: Event) -> None:
+    pending = _pending.get()
+    if pending is not None:
+        pending.append(event)
+    else:
+        current_store().submit([event])
+
+
+@hookimpl
+def dpt_batch_started() -> None:
+    _pending.set([])
+
+
+@hookimpl
+def dpt_batch_finished() -> None:
+    events = _pending.get()
+    _pending.set(None)
+    if events:
+        current_store().submit(events)
+
+
 @hookimpl
 def dpt_invocation_started(event: InvocationStarted) -> None:
-    current_store().submit([event])
+    _submit(event)
 
 
 @hookimpl
 def dpt_invocation_finished(event: InvocationFinished) -> None:
-    current_store().submit([event])
+    _submit(event)
 
 
 @hookimpl
 def dpt_products_read(event: ProductsRead) -> None:
-    current_store().submit([event])
+    _submit(event)
 
 
 @hookimpl
 def dpt_products_written(event: ProductsWritten) -> None:
-    current_store().submit([event])
+    _submit(event)

@@ -175,6 +175,8 @@ class Recorder:
             "parent_id": parent_id,
             "status": event.status,
             "started_at": event.started_at,
+            "ended_at": event.ended_at,
+            "error": event.error,
             "user": event.user,
             "host": event.host,
             "command": event.command,

@@ -230,3 +230,36 @@ def test_parent_false_means_no_parent_even_inside_an_invocation(dpt_env):
     with tracker.invocation("outer"):
         tracker.start("dag-run", parent=False).finish("success")
     assert {r.job: r.parent_id for r in runs(dpt_env)}["dag-run"] is None
+
+
+def test_batch_records_many_invocations_in_one_transaction(dpt_backend, dpt_env, monkeypatch):
+    import datetime as dt
+
+    from dpt_core.store.recorder import Recorder
+
+    transactions = []
+    original = Recorder.record
+
+    def counting(self, events, **kwargs):
+        transactions.append(len(events))
+        return original(self, events, **kwargs)
+
+    monkeypatch.setattr(Recorder, "record", counting)
+    tracker = dpt_core.get_tracker()
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with tracker.batch():
+        parent = tracker.start("job", orchestrator="dagster", environment=False)
+        for i in range(20):
+            h = tracker.start("job", task=f"asset{i}", parent=parent, started_at=t0, status="success", ended_at=t0 + dt.timedelta(seconds=i), environment=False)
+            h.write(f"dagster://asset/a{i}")
+        with tracker.batch():  # nested batches join the outer one
+            tracker.start("job", task="failed", parent=parent, status="failed", error=RuntimeError("boom"), environment=False)
+        parent.finish("failed", error="1 step failed")
+    assert transactions == [1 + 20 * 2 + 1 + 1]
+    rows = runs(dpt_env)
+    assert len(rows) == 22
+    assert {r.status for r in rows if r.task and r.task.startswith("asset")} == {"success"}
+    failed = [r for r in rows if r.task == "failed"][0]
+    assert failed.error == "RuntimeError: boom" and failed.parent_id == rows[0].id
+    ended = dpt_env.scalar("SELECT ended_at FROM invocations WHERE task = 'asset3'")
+    assert ended is not None and str(ended).startswith("2026-01-01")
