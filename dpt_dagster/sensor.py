@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -49,6 +50,8 @@ from dpt_dagster.translator import DagsterTranslator, Materialization, Upstream
 log = logging.getLogger("dpt.dagster")
 
 CURSOR_VERSION = 1
+#: Materialisations recorded per store transaction.
+RECORD_BATCH = 100
 DEFAULT_BATCH_SIZE = 1000
 #: Seconds a tick may spend recording before it stops at the last event recorded
 #: (Dagster gives up on a sensor evaluation after 60 s by default).
@@ -414,12 +417,8 @@ def run_tick(
     upstream = _resolve_upstream(instance, materializations, compat.asset_graph(repository_def))
 
     # -- materialisations, oldest first ----------------------------------------------------
-    position = rows[-1].storage_id if rows else state.materializations
-    started_runs: set[str] = set()
-    for index, m in enumerate(materializations):
-        if out_of_time():
-            position = materializations[index - 1].storage_id
-            break
+    def _record_one(m: Materialization) -> None:
+        nonlocal handled
         handled += 1
         run_record = runs.get(m.run_id)
         if run_record is not None and m.run_id not in started_runs:
@@ -447,28 +446,43 @@ def run_tick(
         )
         if done:
             result.materializations += 1
+
+    position = rows[-1].storage_id if rows else state.materializations
+    started_runs: set[str] = set()
+    batch = contextlib.ExitStack()
+    with batch:
+        for index, m in enumerate(materializations):
+            if out_of_time():
+                position = materializations[index - 1].storage_id
+                break
+            if index % RECORD_BATCH == 0:
+                # Each group of events is one transaction in the store, not one per event.
+                batch.close()
+                batch.enter_context(tracker.batch())
+            _record_one(m)
     state.materializations = position
 
     # -- finished runs ---------------------------------------------------------------------
-    for event_type, (events, _more) in run_events.items():
-        for record in events:
-            if out_of_time():
-                break
-            handled += 1
-            run_id = record.event_log_entry.run_id
-            outcome = _guard(
-                f"run {run_id} ({event_type})",
-                partial(
-                    _record_run_outcome, instance, translator, tracker, record, runs.get(run_id)
-                ),
-                tracker,
-                logger,
-                result,
-            )
-            state.runs[event_type] = record.storage_id
-            if outcome is not None:
-                result.runs += 1
-                result.unmaterialized += outcome
+    with tracker.batch():
+        for event_type, (events, _more) in run_events.items():
+            for record in events:
+                if out_of_time():
+                    break
+                handled += 1
+                run_id = record.event_log_entry.run_id
+                outcome = _guard(
+                    f"run {run_id} ({event_type})",
+                    partial(
+                        _record_run_outcome, instance, translator, tracker, record, runs.get(run_id)
+                    ),
+                    tracker,
+                    logger,
+                    result,
+                )
+                state.runs[event_type] = record.storage_id
+                if outcome is not None:
+                    result.runs += 1
+                    result.unmaterialized += outcome
 
     # -- the lag -----------------------------------------------------------------------------
     lag_from: list[float] = []
