@@ -25,6 +25,7 @@ then logs it as a hook error).
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import sys
 import threading
@@ -385,18 +386,17 @@ class FlowHooks:
                 known = registry.tasks.get(task_run_id)
                 if known is not None and known.finished:
                     continue  # the task hooks recorded it, in the task's own environment
-                guard(
-                    "a task run",
-                    lambda task_run=task_run, known=known: self._record_task_run(
-                        client,
-                        snapshot.job,
-                        task_run,
-                        snapshot.tasks_by_key.get(task_run.task_key),
-                        ran_here=str(task_run.id) in local_assets,
-                        local_assets=local_assets,
-                        assets_recorded=known is not None and known.assets_recorded,
-                    ),
+                record = functools.partial(
+                    self._record_task_run,
+                    client,
+                    snapshot.job,
+                    task_run,
+                    snapshot.tasks_by_key.get(task_run.task_key),
+                    ran_here=task_run_id in local_assets,
+                    local_assets=local_assets,
+                    assets_recorded=known is not None and known.assets_recorded,
                 )
+                guard("a task run", record)
         return [str(r.id) for r in task_runs]
 
     def _job(self, flow: Any, flow_run: Any) -> str:
