@@ -62,8 +62,41 @@ def dpt_json(*args: str, env: dict[str, str] | None = None, cwd: Any = None) -> 
     return json.loads(dpt(*args, "--json", env=env, cwd=cwd, check=0).stdout)
 
 
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """The single non-empty stderr line of a failed command (and no traceback)."""
+def cli(*args: str, env: dict[str, str | None] | None = None, check: int | None = None) -> Any:
+    """Run the ``dpt`` command in this process (click's CliRunner): fast, same code path.
+
+    Settings are re-read for the call (``env`` applies only during it). An exception
+    escaping the command -- a traceback for a user -- fails the test with that traceback.
+    """
+    import traceback
+
+    from click.testing import CliRunner
+
+    from dpt_core.cli import build_cli
+    from dpt_core.store.engine import forget_schema_checks
+
+    dpt_core.reset()
+    forget_schema_checks()  # a real dpt command is a new process: it checks the schema again
+    try:
+        result = CliRunner().invoke(build_cli(), list(args), env=env, catch_exceptions=True)
+    finally:
+        dpt_core.reset()
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(
+            f"dpt {' '.join(args)[:200]} raised (a traceback for a user):\n"
+            + "".join(traceback.format_exception(*result.exc_info))
+        )
+    if check is not None:
+        assert result.exit_code == check, (result.exit_code, result.stderr, result.stdout)
+    return result
+
+
+def cli_json(*args: str, env: dict[str, str | None] | None = None) -> Any:
+    return json.loads(cli(*args, "--json", env=env, check=0).stdout)
+
+
+def one_line_error(result: Any) -> str:
+    """The single non-empty stderr line of a command (and no traceback)."""
     assert "Traceback" not in result.stderr, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
