@@ -379,25 +379,31 @@ class FlowHooks:
                     str(r.id),
                 ),
             )
-            for task_run in ordered:
-                task_run_id = str(task_run.id)
-                if task_run_id in registry.subflow_task_runs:
-                    continue  # the subflow's own hooks recorded it as a flow run
-                known = registry.tasks.get(task_run_id)
-                if known is not None and known.finished:
-                    continue  # the task hooks recorded it, in the task's own environment
-                record = functools.partial(
-                    self._record_task_run,
-                    client,
-                    snapshot.job,
-                    task_run,
-                    snapshot.tasks_by_key.get(task_run.task_key),
-                    ran_here=task_run_id in local_assets,
-                    local_assets=local_assets,
-                    assets_recorded=known is not None and known.assets_recorded,
-                )
-                guard("a task run", record)
+            # One transaction for the whole flow run's task runs.
+            with self.translator.tracker.batch():
+                self._record_each(client, snapshot, ordered)
         return [str(r.id) for r in task_runs]
+
+    def _record_each(self, client: Any, snapshot: ReadbackSnapshot, ordered: list[Any]) -> None:
+        local_assets = snapshot.local_assets
+        for task_run in ordered:
+            task_run_id = str(task_run.id)
+            if task_run_id in registry.subflow_task_runs:
+                continue  # the subflow's own hooks recorded it as a flow run
+            known = registry.tasks.get(task_run_id)
+            if known is not None and known.finished:
+                continue  # the task hooks recorded it, in the task's own environment
+            record = functools.partial(
+                self._record_task_run,
+                client,
+                snapshot.job,
+                task_run,
+                snapshot.tasks_by_key.get(task_run.task_key),
+                ran_here=task_run_id in local_assets,
+                local_assets=local_assets,
+                assets_recorded=known is not None and known.assets_recorded,
+            )
+            guard("a task run", record)
 
     def _job(self, flow: Any, flow_run: Any) -> str:
         record = registry.flows.get(str(flow_run.id))

@@ -402,7 +402,7 @@ class PrefectTranslator:
         Its ``task`` is ``"<task name> attempt <n>"`` and its ``external_id``
         ``"<task run id>#<n>"``; every attempt but the last failed (Prefect retried it).
         """
-        handle = self.tracker.start(
+        self.tracker.start(
             job,
             task=f"{self.get_task_name(task, task_run)} attempt {attempt}",
             orchestrator=ORCHESTRATOR,
@@ -413,8 +413,10 @@ class PrefectTranslator:
             code_version=self.get_task_code_version(task),
             started_at=started_at,
             environment=environment,
+            status=status,  # already over: recorded as one event
+            ended_at=ended_at,
+            error=error,
         )
-        handle.finish(status, error=error, ended_at=ended_at)
 
     def attempts_from_states(
         self, task_run: Any, states: Sequence[Any]
