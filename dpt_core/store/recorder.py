@@ -66,6 +66,8 @@ class Recorder:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._environment_ids: dict[str, int] = {}
+        #: uuid -> id of invocations seen by this process (ids never change once committed).
+        self._invocation_ids: dict[str, int] = {}
 
     # -- entry point -------------------------------------------------------------------
 
@@ -77,9 +79,15 @@ class Recorder:
                 self._apply(conn, event)
 
         def on_retry() -> None:
-            self._environment_ids.clear()  # ids cached in a rolled-back transaction
+            # ids cached in a rolled-back transaction may not exist
+            self._environment_ids.clear()
+            self._invocation_ids.clear()
 
-        in_transaction(self.engine, apply_all, attempts=attempts, on_retry=on_retry)
+        try:
+            in_transaction(self.engine, apply_all, attempts=attempts, on_retry=on_retry)
+        except BaseException:
+            on_retry()
+            raise
 
     def _apply(self, conn: Connection, event: Event) -> None:
         if isinstance(event, InvocationStarted):
@@ -161,7 +169,12 @@ class Recorder:
     # -- invocations -------------------------------------------------------------------
 
     def invocation_id(self, conn: Connection, uuid: str) -> int | None:
-        return conn.execute(select(I.c.id).where(I.c.uuid == uuid)).scalar()
+        found = self._invocation_ids.get(uuid)
+        if found is None:
+            found = conn.execute(select(I.c.id).where(I.c.uuid == uuid)).scalar()
+            if found is not None:
+                self._invocation_ids[uuid] = found
+        return found
 
     def _start(self, conn: Connection, event: InvocationStarted) -> None:
         env_id = self.environment_id(conn, event.environment) if event.environment else None
