@@ -438,7 +438,7 @@ def stale(
             target_vids = {uri: vid for uri, (_, vid) in found.items()}
             scope = closure(conn, list(target_vids.values()), "upstream")
         made = _made_from(
-            conn, sorted({d["product_id"] for d in scope.details.values()}) if scope else None
+            conn, sorted({d.product_id for d in scope.details.values()}) if scope else None
         )
     # Phase 2 (disk, no connection held: hashing must not block writers).
     disk = _Disk(settings, progress)
@@ -496,11 +496,9 @@ def stale(
     return sorted(results.values(), key=lambda r: r["uri"])
 
 
-def _latest_among(
-    conn: Connection, details: dict[int, dict[str, Any]]
-) -> dict[int, tuple[str, str]]:
+def _latest_among(conn: Connection, details: dict[int, Any]) -> dict[int, tuple[str, str]]:
     """Of the versions in ``details``, those that are their product's latest: ``vid -> (uri, uuid)``."""
-    products = sorted({d["product_id"] for d in details.values()})
+    products = sorted({d.product_id for d in details.values()})
     if not products:
         return {}
     rows = conn.execute(
@@ -513,7 +511,7 @@ def _latest_among(
         .group_by(V.c.product_id)
     ).all()
     newest = {r.vid for r in rows}
-    return {vid: (d["uri"], d["uuid"]) for vid, d in details.items() if vid in newest}
+    return {vid: (d.uri, d.uuid) for vid, d in details.items() if vid in newest}
 
 
 # =========================================================================== impact

@@ -249,7 +249,7 @@ def test_downstream_products_helper(dpt_backend, strict, tmp_path):
         (uri(b), 1, [rb]),
         (uri(c), 2, [rc]),
     ]
-    assert sorted(reach.details[v]["uri"] for v in reach.depths) == sorted([uri(a), uri(b)])
+    assert sorted(reach.details[v].uri for v in reach.depths) == sorted([uri(a), uri(b)])
 
 
 # --------------------------------------------------------------------------- properties
