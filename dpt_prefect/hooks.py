@@ -9,9 +9,10 @@ Prefect has no global hook registry: the user adds the hooks, in one line::
     def calibrate(path: str): ...
 
 Flow hooks record the flow run when it starts and, when it ends, read every
-task run of it back from the Prefect API (a short bounded wait lets the API
-catch up with the task-run events) and record each as a child invocation,
-with its attempts and the assets it materialised. Task hooks record a task run
+task run of it back from the Prefect API, in a background thread (a bounded
+wait lets the API catch up with the task-run events; :func:`flush` waits for
+it), and record each as a child invocation, with its attempts and the assets it
+materialised. Task hooks record a task run
 from inside the task's own process as it runs (its real environment and the
 argument values it was called with), its attempts, and its assets with the
 metadata the task added. Both derive the same invocation ids from the Prefect
@@ -48,7 +49,7 @@ T = TypeVar("T")
 READBACK_TIMEOUT = 15.0
 #: First and longest pause between two reads of the task runs.
 READBACK_POLL = 0.05
-READBACK_POLL_MAX = 0.5
+READBACK_POLL_MAX = 0.25
 #: Task runs remembered per process (oldest forgotten first).
 MAX_REMEMBERED = 20_000
 
