@@ -370,21 +370,29 @@ class Recorder:
             conn, V, [self._version_row(o, products[o.uri], inv_id, now) for o in fresh], ["uuid"]
         )
         rows = self._version_rows(conn, [o.version_uuid for o in fresh])
-        adopted = [r.id for r in rows.values() if r.produced_by_id is None]
-        if adopted:
-            # A reader saw this exact version before its producer was recorded: claim it.
-            for part in chunks(adopted):
-                conn.execute(update(V).where(V.c.id.in_(part)).values(produced_by_id=inv_id))
+        # A reader saw this exact version before its producer was recorded: claim it, with
+        # what the producer knows of it.
+        adopted = {uuid: r.id for uuid, r in rows.items() if r.produced_by_id is None}
+        claims = {**adopted, **reused}
         for o in outputs:
-            if o.version_uuid in reused:
+            if o.version_uuid in claims:
                 conn.execute(
                     update(V)
-                    .where(V.c.id == reused[o.version_uuid])
+                    .where(V.c.id == claims[o.version_uuid])
                     .values(
                         {
                             "produced_by_id": inv_id,
                             "explicit_parents": o.parents is not None,
                             "metadata": o.metadata or None,
+                            **{
+                                k: v
+                                for k, v in (
+                                    ("content_hash", o.content_hash),
+                                    ("size", o.size),
+                                    ("mtime", o.mtime),
+                                )
+                                if v is not None
+                            },
                         }
                     )
                 )

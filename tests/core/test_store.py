@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 
@@ -159,12 +160,15 @@ def test_writer_adopts_version_a_reader_saw_first(recorder):
     producer, consumer = str(uuid.uuid4()), str(uuid.uuid4())
     recorder.record([ProductsRead(consumer, (obs("dagster://asset/a", None, vid=vid),))])
     recorder.record([InvocationStarted(uuid=producer, orchestrator="dagster", job="j")])
-    recorder.record([ProductsWritten(producer, (obs("dagster://asset/a", None, vid=vid),))])
+    written = ProductObservation(uri="dagster://asset/a", version_uuid=vid, content_hash="dagster:v1", metadata={"rows": 3}, parents=())
+    recorder.record([ProductsWritten(producer, (written,))])
     from sqlalchemy import text
 
     with recorder.engine.connect() as conn:
         producer_id = conn.execute(text("SELECT id FROM invocations WHERE uuid = :u"), {"u": producer}).scalar_one()
-        assert conn.execute(text("SELECT produced_by_id FROM data_product_versions")).scalar_one() == producer_id
+        row = conn.execute(text("SELECT produced_by_id, content_hash, metadata, explicit_parents FROM data_product_versions")).one()
+    assert row.produced_by_id == producer_id and row.content_hash == "dagster:v1" and bool(row.explicit_parents)
+    assert (json.loads(row.metadata) if isinstance(row.metadata, str) else row.metadata) == {"rows": 3}
 
 
 rows_strategy = st.lists(st.tuples(st.sampled_from(["numpy", "astropy", "scipy", "Numba"]), st.sampled_from(["1.0", "2.0", "2.1.0"])), max_size=30)
