@@ -306,7 +306,7 @@ def test_env_diff_reports_packages_variables_and_facets(dpt_backend, two_environ
 
 def test_env_show(dpt_backend, two_environments):
     run_a, _, _, _ = two_environments
-    shown = environment_of_run(run_a[:8])
+    shown = environment_of_run(run_a[:13])  # a UUID prefix (with its dash: never all digits)
     assert shown["run"]["uuid"] == run_a and shown["run"]["job"] == "make-x"
     env = shown["environment"]
     assert env["packages"]["fakepkg"] == "1.0" and "otherpkg" not in env["packages"]

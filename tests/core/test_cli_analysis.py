@@ -199,7 +199,7 @@ def test_env_show_and_diff(dpt_backend, two_runs):
         shown["run"]["uuid"] == a and shown["environment"]["variables"]["PIPELINE_COLOR"] == "red"
     )
     assert "MY_API_TOKEN" in shown["environment"]["redacted"]
-    diff = json.loads(dpt("env", "diff", a[:8], b[:8], "--json").stdout)
+    diff = json.loads(dpt("env", "diff", a[:13], b[:13], "--json").stdout)  # UUID prefixes
     assert diff["variables"]["changed"] == {
         "MY_API_TOKEN": {"redacted": True},
         "PIPELINE_COLOR": {"a": "red", "b": "blue"},
