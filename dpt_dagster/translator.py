@@ -434,7 +434,7 @@ class DagsterTranslator:
             self.get_job(run),
             orchestrator=ORCHESTRATOR,
             uuid=run_invocation_uuid(run_id),
-            parent=None,
+            parent=False,  # a Dagster run is a root (None would ask the plugin again: recursion)
             external_id=run_id,
             parameters=self.get_run_parameters(run) if run is not None else {},
             started_at=_run_started(run_record),

@@ -426,7 +426,9 @@ def test_dpt_calls_inside_an_asset_join_its_materialisation(pipeline: Pipeline) 
     # Before any tick: the asset opened its invocation itself, with its environment.
     row = pipeline.invocation("reporter", run.run_id)
     assert row.status == "running" and row.environment_id is not None
-    assert row.parent_id == pipeline.invocation(None, run.run_id).id
+    run_row = pipeline.invocation(None, run.run_id)
+    assert row.parent_id == run_row.id
+    assert run_row.job == "__ephemeral_asset_job__" and run_row.parent_id is None
 
     pipeline.tick()
 

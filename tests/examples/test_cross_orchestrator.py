@@ -291,14 +291,6 @@ def test_the_example_prints_the_lineage_it_promises(example: ExampleRun) -> None
     assert "dpt recorded 1 materialisation(s), 1 finished run(s)" in example.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "dpt_dagster: the first dpt call inside asset code recurses (start_run asks "
-        "tracker.start for the current invocation, which asks the Dagster plugin again) "
-        "until RecursionError; the run is then recorded without its run record"
-    ),
-)
 def test_dagster_records_the_job_name_without_a_tracking_error(example: ExampleRun) -> None:
     found = invocations(example)
     for key in (("dagster", None), ("dagster", "catalog")):
