@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import click
 
 from dpt_core.cli import CliError, echo_json, json_option
@@ -17,6 +20,22 @@ def _engine() -> object:
     )
 
 
+@contextlib.contextmanager
+def _revision_errors(revision: str) -> Iterator[None]:
+    """Alembic's errors about a revision argument, as one line and exit 2."""
+    from alembic.util.exc import CommandError
+
+    try:
+        yield
+    except CommandError as exc:
+        from dpt_core.store.migrations import HEAD
+
+        raise CliError(
+            f"revision {revision!r} cannot be used ({exc}): give 'head', 'base' or a revision "
+            f"such as {HEAD} (see 'dpt db current')"
+        ) from None
+
+
 @click.group()
 def db() -> None:
     """Create and migrate the database schema."""
@@ -30,7 +49,8 @@ def upgrade(revision: str) -> None:
     from dpt_core.store.engine import safe_url
 
     engine = _engine()
-    migrations.upgrade(engine, revision)  # type: ignore[arg-type]
+    with _revision_errors(revision):
+        migrations.upgrade(engine, revision)  # type: ignore[arg-type]
     click.echo(f"{safe_url(engine.url)} is at revision {migrations.current(engine)}")  # type: ignore[attr-defined,arg-type]
 
 
@@ -42,7 +62,8 @@ def downgrade(revision: str) -> None:
     from dpt_core.store.engine import safe_url
 
     engine = _engine()
-    migrations.downgrade(engine, revision)  # type: ignore[arg-type]
+    with _revision_errors(revision):
+        migrations.downgrade(engine, revision)  # type: ignore[arg-type]
     click.echo(f"{safe_url(engine.url)} is at revision {migrations.current(engine) or 'base'}")  # type: ignore[attr-defined,arg-type]
 
 

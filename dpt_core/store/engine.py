@@ -35,7 +35,14 @@ def safe_url(url: str | URL) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
-        return "<unparseable database URL>"
+        return _without_password(str(url))
+
+
+def _without_password(url: str) -> str:
+    """``url`` with anything between ``scheme://user:`` and ``@`` masked (for unparseable URLs)."""
+    import re
+
+    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
 
 
 def validate_url(url: str, source: str = "DPT_DATABASE_URL") -> URL:
@@ -45,9 +52,10 @@ def validate_url(url: str, source: str = "DPT_DATABASE_URL") -> URL:
         raise ConfigError(f"{source} is empty: set it to a database URL such as {example}")
     try:
         parsed = make_url(url.strip())
-    except ArgumentError:
+    except (ArgumentError, ValueError) as exc:
+        detail = f" ({exc})" if isinstance(exc, ValueError) else ""
         raise ConfigError(
-            f"{source}={safe_url(url)!s} is not a database URL: use one such as {example}"
+            f"{source}={_without_password(url)} is not a database URL{detail}: use one such as {example}"
         ) from None
     backend = parsed.get_backend_name()
     if parsed.drivername in _DRIVERS:
@@ -59,10 +67,10 @@ def validate_url(url: str, source: str = "DPT_DATABASE_URL") -> URL:
         )
     if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
         raise ConfigError(
-            f"{source}={url!s} names no database file: use sqlite:////abs/path.sqlite3"
+            f"{source}={safe_url(parsed)} names no database file: use sqlite:////abs/path.sqlite3"
         )
     try:
-        parsed.get_dialect()
+        parsed.get_dialect().import_dbapi()
     except NoSuchModuleError:
         extra = "postgres" if backend == "postgresql" else "mysql"
         raise ConfigError(
