@@ -13,7 +13,15 @@ from dpt_core.cli import CliError
 
 
 def _existing(paths: tuple[str, ...], what: str) -> None:
+    """Refuse, before anything runs or is recorded, targets that cannot name a product."""
+    from dpt_core.errors import InvalidTarget
+    from dpt_core.uri import normalize_uri
+
     for path in paths:
+        try:
+            normalize_uri(path)
+        except InvalidTarget as exc:
+            raise CliError(f"{what} {exc}") from None
         if "://" in path:
             continue
         if not os.path.lexists(path):
@@ -43,6 +51,7 @@ def run(name: str | None, inputs: tuple[str, ...], outputs: tuple[str, ...], par
     from dpt_core.collectors import RUN_ENV_VAR
 
     _existing(inputs, "input")
+    _existing(tuple(o for o in outputs if "://" in o), "output")
     parameters: dict[str, str] = {}
     for item in params:
         key, sep, value = item.partition("=")
