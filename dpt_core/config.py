@@ -237,3 +237,23 @@ def get_settings() -> Settings:
 def reset_settings(settings: Settings | None = None) -> None:
     global _cached
     _cached = settings
+
+
+def unconfigured_settings() -> Settings:
+    """Settings for a process whose configuration is broken: every write goes to the spool.
+
+    Tracking code must not fail the user's pipeline over a bad ``DPT_*`` value or
+    config file (unless strict): it keeps the events in the spool (``DPT_SPOOL_DIR``
+    if that one is usable) until the configuration is fixed and they are replayed.
+    """
+    fallback = Settings(database_url="", redaction_key=b"dpt-unconfigured")
+    spool = os.environ.get("DPT_SPOOL_DIR")
+    return fallback.replace(spool_dir=Path(spool).expanduser()) if spool else fallback
+
+
+def settings_for_recording() -> Settings:
+    """:func:`get_settings`, or :func:`unconfigured_settings` when the configuration is broken."""
+    try:
+        return get_settings()
+    except ConfigError:
+        return unconfigured_settings()

@@ -59,7 +59,7 @@ def engine() -> Any:
     """The database engine for read commands (schema checked; SQLite created on first use)."""
     from dpt_core.store.plugin import current_store
 
-    return current_store().engine
+    return current_store(settings()).engine
 
 
 def resolve_target(target: str) -> str:

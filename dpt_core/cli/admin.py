@@ -51,7 +51,7 @@ def replay(as_json: bool) -> None:
     """Record every spooled event in the database (safe to run twice)."""
     from dpt_core.store.plugin import current_store
 
-    store = current_store()
+    store = current_store(settings())
     try:
         count = store.spool.replay(store.record)
     except Exception as exc:
@@ -79,7 +79,7 @@ def doctor(as_json: bool) -> None:
         checks.append({"check": "config", "ok": True, "detail": str(s.config_file or "defaults and DPT_* variables")})
         from dpt_core.store.plugin import current_store
 
-        eng = current_store().engine
+        eng = current_store(s).engine
         checks.append({"check": "database", "ok": True, "detail": safe_url(eng.url)})
         spooled = Spool(s.spool_dir).status().events
         checks.append({"check": "spool", "ok": spooled == 0, "detail": f"{spooled} event(s) waiting"})

@@ -72,9 +72,10 @@ Progress = Callable[[int, int], None]
 def _engine(engine: Engine | None, settings: Settings | None = None) -> Engine:
     if engine is not None:
         return engine
+    from dpt_core.config import get_settings
     from dpt_core.store.plugin import current_store
 
-    return current_store(settings).engine
+    return current_store(settings or get_settings()).engine
 
 
 def _uri(target: Any) -> str:

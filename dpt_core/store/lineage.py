@@ -392,9 +392,10 @@ def _closure(
 def _engine(engine: Engine | None) -> Engine:
     if engine is not None:
         return engine
+    from dpt_core.config import get_settings
     from dpt_core.store.plugin import current_store
 
-    return current_store().engine
+    return current_store(get_settings()).engine
 
 
 def _resolve_target(target: Any) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine
 
-from dpt_core.config import Settings, get_settings
+from dpt_core.config import Settings, settings_for_recording
 from dpt_core.errors import DptError, TrackingError
 from dpt_core.events import (
     Event,
@@ -100,7 +100,7 @@ _store_lock = threading.Lock()
 def current_store(settings: Settings | None = None) -> Store:
     """The process-wide store for the current settings (rebuilt when settings change)."""
     global _store
-    settings = settings or get_settings()
+    settings = settings or settings_for_recording()
     with _store_lock:
         if _store is None or _store.settings != settings:
             if _store is not None:
