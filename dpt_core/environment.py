@@ -50,7 +50,7 @@ from typing import Any, Final
 from dpt_core import contracts
 
 from dpt_core.config import Settings, get_settings
-from dpt_core.events import EnvironmentSnapshot
+from dpt_core.events import EnvironmentSnapshot, clean_text
 
 __all__ = [
     "SECRET_NAMES",
@@ -310,6 +310,42 @@ def redact(
     return value, None
 
 
+def redact_text(text: str) -> str:
+    """Free text (a command line, an error message) with secrets masked in place.
+
+    URL passwords and secret query parameters become ``***``; words that look like
+    well-known tokens or long random secrets become ``<redacted>``.
+    """
+    masked = mask_url_credentials(text)
+    words = masked.split(" ")
+    for index, word in enumerate(words):
+        _, _, value = word.rpartition("=")  # --password=..., TOKEN=...
+        if value and (_has_known_token(value) or _has_random_token(value, hex_is_identifier=True)):
+            words[index] = word[: len(word) - len(value)] + "<redacted>"
+    return " ".join(words)
+
+
+def redact_parameters(
+    parameters: Any, settings: Settings | None = None, *, _key: str = ""
+) -> Any:
+    """JSON-able ``parameters`` with secrets redacted, by key name and by value shape.
+
+    A value under a secret-looking key (``password``, ``api_token``, ...) becomes
+    ``"<redacted:hmac-sha256:...>"`` (so a change still shows); strings elsewhere get
+    :func:`redact_text`.
+    """
+    settings = settings or get_settings()
+    if isinstance(parameters, dict):
+        return {k: redact_parameters(v, settings, _key=str(k)) for k, v in parameters.items()}
+    if isinstance(parameters, list):
+        return [redact_parameters(v, settings, _key=_key) for v in parameters]
+    if _key and parameters is not None and is_secret_name(_key, settings):
+        return _render(None, _digest(_key, json.dumps(parameters, sort_keys=True), settings))
+    if isinstance(parameters, str):
+        return redact_text(parameters)
+    return parameters
+
+
 def _render(clear: str | None, digest: str | None) -> str:
     if clear is not None:
         return clear
@@ -317,7 +353,8 @@ def _render(clear: str | None, digest: str | None) -> str:
 
 
 def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
-    return os.environ if environ is None else environ
+    source = os.environ if environ is None else environ
+    return {clean_text(key): clean_text(value) for key, value in source.items()}
 
 
 def volatile_variables(

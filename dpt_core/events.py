@@ -17,6 +17,23 @@ STATUSES = ("running", "success", "failed", "crashed", "cancelled", "skipped")
 FINAL_STATUSES = STATUSES[1:]
 
 
+def clean_text(text: str) -> str:
+    """``text`` as storable, printable Unicode.
+
+    Undecodable bytes that Python carries as lone surrogates (a non-UTF-8 file name in
+    ``argv``, a Latin-1 environment variable) become ``\\xNN`` escapes, and NUL (which
+    PostgreSQL text cannot hold) becomes ``\\x00``: every database and the spool's JSON
+    can store the result, and nothing fails to encode later, at replay.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 

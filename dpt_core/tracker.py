@@ -24,9 +24,10 @@ from typing import Any, Literal
 
 import pluggy
 
-from dpt_core.config import Settings, get_settings
+from dpt_core.config import Settings, get_settings, unconfigured_settings
 from dpt_core.errors import DptError, InvalidTarget, TrackingError
 from dpt_core.events import (
+    clean_text,
     FINAL_STATUSES,
     STATUSES,
     EnvironmentSnapshot,
@@ -70,14 +71,16 @@ class CurrentContext:
 
 def jsonable(value: Any, _depth: int = 0) -> Any:
     """``value`` as JSON-able data: non-JSON values become their ``repr``; NaN/inf become text."""
-    if value is None or isinstance(value, bool | int | str):
+    if isinstance(value, str):
+        return clean_text(value)
+    if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if _depth > 20:
         return repr(value)
     if isinstance(value, dict):
-        return {str(k): jsonable(v, _depth + 1) for k, v in value.items()}
+        return {clean_text(str(k)): jsonable(v, _depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
         return [jsonable(v, _depth + 1) for v in items]
@@ -87,7 +90,7 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
         text = repr(value)
     except Exception:
         text = f"<unrepresentable {type(value).__name__}>"
-    return text
+    return clean_text(text)
 
 
 _current: contextvars.ContextVar[tuple[InvocationHandle, ...]] = contextvars.ContextVar(
@@ -150,6 +153,10 @@ class InvocationHandle:
             )
         if isinstance(error, BaseException):
             error = f"{type(error).__name__}: {error}"
+        if error is not None:
+            from dpt_core.environment import redact_text
+
+            error = redact_text(clean_text(error))
         self.status = status
         self._finished = True
         event = InvocationFinished(self.uuid, status, ended_at or utcnow(), error)
@@ -221,7 +228,17 @@ class Tracker:
 
     @property
     def settings(self) -> Settings:
-        return self._settings or get_settings()
+        if self._settings is not None:
+            return self._settings
+        try:
+            return get_settings()
+        except DptError as exc:
+            # A broken config must not break the user's code: record nowhere but the spool
+            # (replayed once the config is fixed), say so once; strict mode raises.
+            if os.environ.get("DPT_STRICT", "").strip().lower() in ("1", "true", "yes", "on"):
+                raise
+            self._warn_once("settings", f"dpt: {exc}; events go to the spool until it is fixed")
+            return unconfigured_settings()
 
     @property
     def enabled(self) -> bool:
@@ -431,6 +448,13 @@ class Tracker:
             ended_at = ended_at or utcnow()
         if isinstance(error, BaseException):
             error = f"{type(error).__name__}: {error}"
+        if error is not None:
+            from dpt_core.environment import redact_text
+
+            error = redact_text(clean_text(error))
+        job = clean_text(job)
+        task = clean_text(task) if task is not None else None
+        external_id = clean_text(external_id) if external_id is not None else None
         if not self.enabled:
             return handle
         parent_uuid: str | None
@@ -443,10 +467,14 @@ class Tracker:
             parent_uuid = parent.uuid if isinstance(parent, InvocationHandle) else str(parent)
         if isinstance(command, list | tuple):
             command = shlex.join(command)
+        if command is not None:
+            from dpt_core.environment import redact_text
+
+            command = redact_text(clean_text(command))
 
         def build() -> InvocationStarted:
             env = self.environment() if environment else None
-            from dpt_core.environment import volatile_variables
+            from dpt_core.environment import redact_parameters, volatile_variables
 
             return InvocationStarted(
                 uuid=handle.uuid,
@@ -460,7 +488,7 @@ class Tracker:
                 user=env.user if env else None,
                 host=env.hostname if env else None,
                 command=command,  # type: ignore[arg-type]
-                parameters=jsonable(parameters or {}),
+                parameters=redact_parameters(jsonable(parameters or {}), self.settings),
                 code_version=code_version,
                 environment=env,
                 variables=volatile_variables(self.settings) if environment else {},
@@ -544,6 +572,10 @@ class Tracker:
         current = self.current()
         if current is not None:
             return current.write(*targets, parents=parents, metadata=metadata)
+        # Resolve first: targets that name no product must not leave an empty one-off run.
+        resolvable = self._guard("track", lambda: [self.resolve(t) for t in (*targets, *(parents or ()))])
+        if resolvable is None:
+            return []
         with self.invocation(_script_name(), task="track") as handle:
             return handle.write(*targets, parents=parents, metadata=metadata)
 
