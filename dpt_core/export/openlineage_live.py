@@ -203,7 +203,9 @@ def dpt_invocation_started(event: InvocationStarted) -> None:
     if event.status != "running" and event.uuid in _runs:
         # recorded after the fact (a sensor): the run's outcome comes in the same event
         dpt_invocation_finished(
-            InvocationFinished(event.uuid, event.status, event.ended_at or event.started_at, event.error)
+            InvocationFinished(
+                event.uuid, event.status, event.ended_at or event.started_at, event.error
+            )
         )
 
 
@@ -211,6 +213,7 @@ def dpt_invocation_started(event: InvocationStarted) -> None:
 def dpt_products_read(event: ProductsRead) -> None:
     if event.invocation_uuid not in _runs:
         return  # not forwarded (no client when it started): skip the configuration lookup
+
     def keep(_ol: Any) -> None:
         run = _runs.get(event.invocation_uuid)
         if run is not None:
@@ -224,6 +227,7 @@ def dpt_products_read(event: ProductsRead) -> None:
 def dpt_products_written(event: ProductsWritten) -> None:
     if event.invocation_uuid not in _runs:
         return
+
     def keep(_ol: Any) -> None:
         run = _runs.get(event.invocation_uuid)
         if run is not None:
@@ -239,6 +243,7 @@ def dpt_products_written(event: ProductsWritten) -> None:
 def dpt_invocation_finished(event: InvocationFinished) -> None:
     if event.uuid not in _runs:
         return  # did not start in this process (or no client then): nothing to send
+
     def emit(ol: Any) -> None:
         run = _runs.pop(event.uuid, None)
         if run is None:
