@@ -108,11 +108,17 @@ class Spool:
             )
         return batches
 
-    def replay(self, record: Callable[[Sequence[Event]], None]) -> int:
-        """Record every spooled batch with ``record``; returns the number of events replayed.
+    def replay(
+        self,
+        record: Callable[[Sequence[Event]], None],
+        is_transient: Callable[[BaseException], bool] = lambda exc: True,
+    ) -> int:
+        """Record every spooled batch with ``record``, in order; returns the events replayed.
 
-        A file is deleted only after all its batches were recorded; if ``record``
-        raises, the file stays (earlier batches will be replayed again, harmlessly).
+        When ``record`` fails for a reason that may pass (``is_transient``: the database
+        went away again), replay stops and the file keeps exactly the batches not yet
+        recorded. A batch the database rejects for good (bad data) is moved to a ``.bad``
+        file with the error, so it never blocks the events behind it.
         """
         replayed = 0
         for path in self.files():
@@ -124,10 +130,42 @@ class Spool:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if os.fstat(fd).st_nlink == 0:
                     continue
-                for batch in self._read(path, quarantine=True):
-                    record(batch)
+                batches = self._read(path, quarantine=True)
+                for done, batch in enumerate(batches):
+                    try:
+                        record(batch)
+                    except Exception as exc:
+                        if is_transient(exc):
+                            self._rewrite(path, batches[done:])
+                            raise
+                        self._reject(path, batch, exc)
+                        continue
                     replayed += len(batch)
                 path.unlink()
             finally:
                 os.close(fd)
         return replayed
+
+    def _rewrite(self, path: Path, batches: Sequence[Sequence[Event]]) -> None:
+        """Atomically replace ``path`` with ``batches`` (the caller holds its lock)."""
+        temporary = path.with_suffix(".tmp")
+        lines = [json.dumps([event_to_dict(e) for e in b], ensure_ascii=False) + "\n" for b in batches]
+        with open(temporary, "wb") as handle:
+            handle.write("".join(lines).encode("utf-8", "surrogateescape"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+
+    def _reject(self, path: Path, batch: Sequence[Event], exc: BaseException) -> None:
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+        line = json.dumps({"error": reason, "events": [event_to_dict(e) for e in batch]}, ensure_ascii=False)
+        with open(path.with_suffix(".bad"), "ab") as handle:
+            handle.write(line.encode("utf-8", "surrogateescape") + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        log.warning(
+            "dpt: a spooled batch of %d event(s) was rejected by the database (%s); kept in %s",
+            len(batch),
+            reason,
+            path.with_suffix(".bad"),
+        )

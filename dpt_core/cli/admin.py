@@ -49,11 +49,11 @@ def status(as_json: bool) -> None:
 @json_option
 def replay(as_json: bool) -> None:
     """Record every spooled event in the database (safe to run twice)."""
-    from dpt_core.store.plugin import current_store
+    from dpt_core.store.plugin import current_store, is_transient
 
     store = current_store(settings())
     try:
-        count = store.spool.replay(store.record)
+        count = store.spool.replay(store.record, is_transient)
     except Exception as exc:
         from dpt_core.store.engine import describe_db_error
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy import Engine
 
 from dpt_core.config import Settings, settings_for_recording
-from dpt_core.errors import DptError, TrackingError
+from dpt_core.errors import DatabaseUnavailable, DptError, TrackingError
 from dpt_core.events import (
     Event,
     InvocationFinished,
@@ -26,10 +28,50 @@ from dpt_core.events import (
 )
 from dpt_core.hookspecs import hookimpl
 from dpt_core.spool import Spool
-from dpt_core.store.engine import describe_db_error, ensure_schema, make_engine, safe_url
+from dpt_core.store.engine import (
+    describe_db_error,
+    ensure_schema,
+    is_connectivity_error,
+    make_engine,
+    safe_url,
+)
 from dpt_core.store.recorder import Recorder
 
 log = logging.getLogger("dpt")
+
+
+class _Worker:
+    """One daemon thread running calls handed to it, so a caller can stop waiting.
+
+    A daemon thread, unlike a ThreadPoolExecutor's, never keeps the interpreter from
+    exiting when it is stuck on a dead connection.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(target=self._loop, name="dpt-recorder", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            func, box, done = self._jobs.get()
+            try:
+                box.append((True, func()))
+            except BaseException as exc:  # handed back to the caller
+                box.append((False, exc))
+            done.set()
+
+    def call(self, func: Callable[[], Any], timeout: float) -> Any:
+        box: list[Any] = []
+        done = threading.Event()
+        self._jobs.put((func, box, done))
+        if not done.wait(timeout):
+            raise TimeoutError
+        ok, value = box[0]
+        if ok:
+            return value
+        raise value
 
 
 class Store:
@@ -42,6 +84,7 @@ class Store:
         self._recorder: Recorder | None = None
         self._warned = False
         self._lock = threading.RLock()
+        self._worker: _Worker | None = None
 
     @property
     def engine(self) -> Engine:
@@ -63,15 +106,36 @@ class Store:
         return self._recorder
 
     def record(self, events: Sequence[Event]) -> None:
-        """Write ``events`` now or raise; never touches the spool."""
-        self.recorder.record(events)
+        """Write ``events`` now or raise; never touches the spool.
+
+        On a server database the write runs on a watchdog thread: a server that
+        accepts connections and then never answers (a dead link, a hung proxy) cannot
+        hold the caller longer than the connect plus statement timeouts. The stuck
+        connection is abandoned with its thread; the next write starts afresh.
+        """
+        if self.settings.database_url.startswith("sqlite"):
+            self.recorder.record(events)
+            return
+        deadline = self.settings.connect_timeout + self.settings.statement_timeout
+        if self._worker is None:
+            self._worker = _Worker()
+        try:
+            self._worker.call(lambda: self.recorder.record(events), timeout=deadline)
+        except TimeoutError:
+            self._worker = None  # abandoned, with its engine: both may be stuck for good
+            self._engine = None
+            self._recorder = None
+            raise DatabaseUnavailable(
+                f"the database {safe_url(self.settings.database_url)} did not answer within "
+                f"{deadline:g} s (DPT_CONNECT_TIMEOUT + DPT_STATEMENT_TIMEOUT)"
+            ) from None
 
     def submit(self, events: Sequence[Event]) -> None:
         """Record ``events``, spooling them if the database cannot take them."""
         with self._lock:
             try:
                 if not self.spool.is_empty():
-                    self.spool.replay(self.record)
+                    self.spool.replay(self.record, is_transient)
                 self.record(events)
             except Exception as exc:
                 self.spool.append(events)
@@ -95,6 +159,12 @@ class Store:
 
 _store: Store | None = None
 _store_lock = threading.Lock()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when recording may succeed later as it is (the database is away, the schema
+    is behind, the configuration is being fixed); False for a batch it rejects for good."""
+    return is_connectivity_error(exc) or isinstance(exc, DptError)
 
 
 def current_store(settings: Settings | None = None) -> Store:

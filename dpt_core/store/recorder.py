@@ -272,8 +272,19 @@ class Recorder:
         products = self.product_ids(conn, [o.uri for o in observations])
         known = self._version_rows(conn, [o.version_uuid for o in observations])
 
-        # The version each read saw: the exact one named, else the newest with the same
-        # content hash, else (no hash) the newest at all, else a newly observed version.
+        # A read this invocation already recorded (a replay) keeps the version it linked
+        # then, even if a newer version with the same content appeared since.
+        already: dict[tuple[int, str | None], int] = {}
+        for r in conn.execute(
+            select(V.c.id, V.c.product_id, V.c.content_hash)
+            .join(INPUTS, INPUTS.c.version_id == V.c.id)
+            .where(INPUTS.c.invocation_id == inv_id)
+        ):
+            already[(r.product_id, r.content_hash)] = r.id
+            already[(r.product_id, None)] = max(already.get((r.product_id, None), 0), r.id)
+
+        # Otherwise the version each read saw: the exact one named, else the newest with the
+        # same content hash, else (no hash) the newest at all, else a newly observed version.
         product_list = list(set(products.values()))
         latest_by_hash: dict[tuple[int, str | None], int] = {}
         latest: dict[int, int] = {}
@@ -288,6 +299,9 @@ class Recorder:
             pid = products[o.uri]
             if o.version_uuid in known:
                 chosen[o.version_uuid] = known[o.version_uuid].id
+                continue
+            if (pid, o.content_hash) in already:
+                chosen[o.version_uuid] = already[(pid, o.content_hash)]
                 continue
             vid = latest_by_hash.get((pid, o.content_hash)) if o.content_hash else latest.get(pid)
             if vid is not None:
