@@ -80,8 +80,15 @@ def hash_file(path: Any, algorithm: str | None = None) -> str:
     return _hash_file(path, algorithm)
 
 
-def lineage(target: Any, direction: str = "upstream", depth: int | None = None) -> Any:
-    """The lineage graph of ``target``: ``.nodes`` (``.uri``, ``.depth``, ...) and ``.edges``."""
+def lineage(
+    target: Any, direction: str = "upstream", depth: int | None = None, *, version: str | None = None
+) -> Any:
+    """The lineage graph of ``target``: ``.nodes`` (``.uri``, ``.depth``, ...) and ``.edges``.
+
+    :param direction: ``upstream`` (what it was made from) or ``downstream`` (what was made from it).
+    :param depth: at most this many steps (None: all).
+    :param version: a version UUID: the closure of that version instead of every version.
+    """
     from dpt_core.store.lineage import lineage as _lineage
 
-    return _lineage(target, direction=direction, depth=depth)
+    return _lineage(target, direction=direction, depth=depth, version=version)

@@ -98,8 +98,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin(connection: Any) -> None:
     # A deferred transaction that later writes can fail at once with SQLITE_BUSY when
-    # another writer got there first; taking the write lock up front makes it wait.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # another writer got there first; a writer takes the write lock up front instead, and
+    # waits for it (busy timeout). Readers stay deferred so they never block writers.
+    if connection.get_execution_options().get(WRITE_OPTION):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql("BEGIN")
+
+
+#: Execution option marking a connection whose transactions write (see :func:`_sqlite_begin`).
+WRITE_OPTION = "dpt_write"
 
 
 def make_engine(

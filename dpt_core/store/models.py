@@ -15,7 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
-    Float,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -209,7 +209,7 @@ class DataProductVersion(Base):
     product_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("data_products.id"))
     content_hash: Mapped[str | None] = mapped_column(String(160))
     size: Mapped[int | None] = mapped_column(BigInteger)
-    mtime: Mapped[float | None] = mapped_column(Float)
+    mtime: Mapped[float | None] = mapped_column(Double)
     produced_by_id: Mapped[int | None] = mapped_column(
         BigIntId, ForeignKey("invocations.id", ondelete="SET NULL"), index=True
     )

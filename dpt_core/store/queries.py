@@ -74,15 +74,14 @@ def get_run(engine: Engine, run: str | int) -> dict[str, Any]:
     """A run by numeric id, full UUID or unique UUID prefix (>= 6 characters)."""
     text = str(run).strip()
     with engine.connect() as conn:
+        row = None
         if text.isdigit():
             row = conn.execute(select(I).where(or_(I.c.id == int(text), I.c.uuid == text))).first()
-        elif len(text) >= 6:
+        if row is None and len(text) >= 6:  # also a UUID prefix that happens to be all digits
             rows = conn.execute(select(I).where(I.c.uuid.startswith(text)).limit(2)).all()
             if len(rows) > 1:
                 raise NotFound(f"run {text!r} is ambiguous: give more of its UUID")
             row = rows[0] if rows else None
-        else:
-            row = None
     if row is None:
         raise NotFound(f"no run {text!r} is recorded: see 'dpt runs' for run ids")
     return run_dict(row)

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Connection, Engine, String, Table, any_, bindparam, select
 from sqlalchemy.exc import DBAPIError
+
+from dpt_core.store.engine import WRITE_OPTION
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 T = TypeVar("T")
@@ -40,8 +42,10 @@ def in_transaction(
     """Run ``work`` in one transaction, retrying it on deadlocks and lock timeouts."""
     for attempt in range(attempts):
         try:
-            with engine.begin() as conn:
-                return work(conn)
+            with engine.connect() as conn:
+                conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    return work(conn)
         except DBAPIError as exc:
             message = str(exc.orig).lower()
             if attempt + 1 == attempts or not any(m in message for m in RETRYABLE):

@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-HEAD = "0001"
-KNOWN_REVISIONS = frozenset({"0001"})
+HEAD = "0002"
+KNOWN_REVISIONS = frozenset({"0001", "0002"})
 
 _HERE = Path(__file__).parent
 
