@@ -546,7 +546,9 @@ def test_newer_schema_refuses_reads_and_spools_writes_without_losing_anything(re
     assert spooled > 0
     assert table_counts(env.url) == before
 
-    set_revision(env.url, "0001")  # the right dpt (here: the schema put back)
+    from dpt_core.store.migrations import HEAD
+
+    set_revision(env.url, HEAD)  # the right dpt (here: the schema put back)
     assert cli_json("spool", "replay") == {"replayed": spooled}
     assert {r["status"] for r in cli_json("runs")} == {"success"}
     after = table_counts(env.url)
