@@ -23,8 +23,15 @@ CORE = [
     ("bench_ingest", []),
     ("bench_lineage", []),
 ]
-ADAPTERS = [("bench_airflow", "airflow"), ("bench_prefect", "prefect"), ("bench_dagster", "dagster")]
-QUICK = {"bench_hashing": ["--mib", "128", "--files", "2000"], "bench_ingest": ["--outputs", "5000", "--small", "100"]}
+ADAPTERS = [
+    ("bench_airflow", "airflow"),
+    ("bench_prefect", "prefect"),
+    ("bench_dagster", "dagster"),
+]
+QUICK = {
+    "bench_hashing": ["--mib", "128", "--files", "2000"],
+    "bench_ingest": ["--outputs", "5000", "--small", "100"],
+}
 
 
 def run(python: str, module: str, args: list[str]) -> int:
@@ -45,7 +52,9 @@ def main() -> None:
     failures = 0
     for module, extra in CORE:
         if (only is None or module in only) and (ROOT / "benchmarks" / f"{module}.py").exists():
-            failures += run(sys.executable, module, QUICK.get(module, extra) if args.quick else extra) != 0
+            failures += (
+                run(sys.executable, module, QUICK.get(module, extra) if args.quick else extra) != 0
+            )
     for module, env in ADAPTERS:
         if only is not None and module not in only:
             continue

@@ -17,12 +17,18 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-POSTGRES_URL = os.environ.get("DPT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_URL = os.environ.get(
+    "DPT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 MYSQL_URL = os.environ.get("DPT_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 
 
 def machine() -> dict[str, Any]:
-    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
 
 
 def emit(benchmark: str, **figures: Any) -> None:
@@ -86,7 +92,9 @@ def database(kind: str) -> Iterator[str]:
 
         reset_store()
         with admin.connect() as conn:
-            drop = f"DROP DATABASE IF EXISTS {name}" + (" WITH (FORCE)" if kind == "postgresql" else "")
+            drop = f"DROP DATABASE IF EXISTS {name}" + (
+                " WITH (FORCE)" if kind == "postgresql" else ""
+            )
             conn.execute(text(drop))
         admin.dispose()
 

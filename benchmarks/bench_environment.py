@@ -38,19 +38,29 @@ def fake_site(directory: Path, count: int) -> None:
     for i in range(count):
         info = directory / f"fakepkg{i:03d}-1.{i}.0.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakepkg{i:03d}\nVersion: 1.{i}.0\n")
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: fakepkg{i:03d}\nVersion: 1.{i}.0\n"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fake", type=int, default=200, help="extra fake distributions on sys.path")
+    parser.add_argument(
+        "--fake", type=int, default=200, help="extra fake distributions on sys.path"
+    )
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         fake_site(Path(tmp), args.fake)
         samples = []
         for _ in range(args.runs):
-            out = subprocess.run([sys.executable, "-c", CHILD, tmp], capture_output=True, text=True, check=True, env=dict(os.environ, DPT_CONTRACTS="0"))
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, tmp],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=dict(os.environ, DPT_CONTRACTS="0"),
+            )
             samples.append(json.loads(out.stdout))
     row = {
         "distributions": samples[0]["distributions"],

@@ -79,7 +79,12 @@ def main() -> None:
         cache = StatCache(Path(tmp) / "statcache.sqlite3")
         first = _timed(lambda: observe_many(paths, "xxh3_128", cache=cache))
         second = _timed(lambda: observe_many(paths, "xxh3_128", cache=cache))
-        row = {"case": f"{args.files} small files", "first_s": round(first, 3), "cached_s": round(second, 3), "speedup": round(first / second, 1)}
+        row = {
+            "case": f"{args.files} small files",
+            "first_s": round(first, 3),
+            "cached_s": round(second, 3),
+            "speedup": round(first / second, 1),
+        }
         emit("stat_cache", **row)
     table(rows)
     table([row])

@@ -29,7 +29,14 @@ def dpt_ingest(n: int) -> float:
     start = time.perf_counter()
     with tracker.invocation("ingest") as inv:
         inv.read(*parents)
-        inv.write(*[dpt_core.ProductRef(f"s3://survey/cal/{i}.fits", parents=(parents[i], parents[i + 1])) for i in range(n)])
+        inv.write(
+            *[
+                dpt_core.ProductRef(
+                    f"s3://survey/cal/{i}.fits", parents=(parents[i], parents[i + 1])
+                )
+                for i in range(n)
+            ]
+        )
     return time.perf_counter() - start
 
 
@@ -43,7 +50,13 @@ def baseline_ingest(url: str, n: int) -> float:
     engine = make_engine(url)
     start = time.perf_counter()
     with Session(engine) as s:
-        inv = Invocation(uuid=str(uuid.uuid4()), orchestrator="bench", job="baseline", status="running", started_at=utcnow())
+        inv = Invocation(
+            uuid=str(uuid.uuid4()),
+            orchestrator="bench",
+            job="baseline",
+            status="running",
+            started_at=utcnow(),
+        )
         s.add(inv)
         s.commit()
 
@@ -53,7 +66,12 @@ def baseline_ingest(url: str, n: int) -> float:
                 product = DataProduct(uri=uri, uri_digest=uri_digest(uri), created_at=utcnow())
                 s.add(product)
                 s.commit()
-            version = DataProductVersion(uuid=str(uuid.uuid4()), product_id=product.id, produced_by_id=inv.id, recorded_at=utcnow())
+            version = DataProductVersion(
+                uuid=str(uuid.uuid4()),
+                product_id=product.id,
+                produced_by_id=inv.id,
+                recorded_at=utcnow(),
+            )
             s.add(version)
             s.commit()
             return version
@@ -62,7 +80,11 @@ def baseline_ingest(url: str, n: int) -> float:
         for i in range(n):
             child = version_of(f"s3://base/cal/{i}.fits")
             for p in (parents[i], parents[i + 1]):
-                s.add(LineageEdge(parent_version_id=p.id, child_version_id=child.id, invocation_id=inv.id))
+                s.add(
+                    LineageEdge(
+                        parent_version_id=p.id, child_version_id=child.id, invocation_id=inv.id
+                    )
+                )
                 s.commit()
     engine.dispose()
     return time.perf_counter() - start
@@ -86,7 +108,12 @@ def small_invocations(count: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outputs", type=int, default=20_000)
-    parser.add_argument("--baseline-outputs", type=int, default=2_000, help="rows for the (slow) baseline; rate is compared")
+    parser.add_argument(
+        "--baseline-outputs",
+        type=int,
+        default=2_000,
+        help="rows for the (slow) baseline; rate is compared",
+    )
     parser.add_argument("--small", type=int, default=300)
     parser.add_argument("--backends", default="sqlite,postgresql")
     args = parser.parse_args()

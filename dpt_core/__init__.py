@@ -81,7 +81,11 @@ def hash_file(path: Any, algorithm: str | None = None) -> str:
 
 
 def lineage(
-    target: Any, direction: str = "upstream", depth: int | None = None, *, version: str | None = None
+    target: Any,
+    direction: str = "upstream",
+    depth: int | None = None,
+    *,
+    version: str | None = None,
 ) -> Any:
     """The lineage graph of ``target``: ``.nodes`` (``.uri``, ``.depth``, ...) and ``.edges``.
 

@@ -112,7 +112,9 @@ def _as_list(name: str, value: Any) -> tuple[str, ...]:
 def _as_hash(name: str, value: Any) -> str:
     text = str(value).strip().lower()
     if text not in HASH_ALGORITHMS:
-        raise ConfigError(f"{name}={value!r} is not a hash algorithm: use one of {', '.join(HASH_ALGORITHMS)}")
+        raise ConfigError(
+            f"{name}={value!r} is not a hash algorithm: use one of {', '.join(HASH_ALGORITHMS)}"
+        )
     return text
 
 
@@ -161,13 +163,17 @@ def _read_file(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} (DPT_CONFIG) does not exist: create it or unset DPT_CONFIG") from None
+        raise ConfigError(
+            f"config file {path} (DPT_CONFIG) does not exist: create it or unset DPT_CONFIG"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid TOML ({exc}): fix or remove it") from None
+        raise ConfigError(
+            f"config file {path} is not valid TOML ({exc}): fix or remove it"
+        ) from None
     if isinstance(data.get("dpt"), dict):
         data = data["dpt"]
     unknown = sorted(set(data) - set(_KEYS))
@@ -200,7 +206,9 @@ def _local_redaction_key() -> bytes:
         return b"dpt-unkeyed"
 
 
-def load_settings(environ: dict[str, str] | os._Environ[str] | None = None, **explicit: Any) -> Settings:
+def load_settings(
+    environ: dict[str, str] | os._Environ[str] | None = None, **explicit: Any
+) -> Settings:
     """Build :class:`Settings`; raises :class:`ConfigError` naming the bad value."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}

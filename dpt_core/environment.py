@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from dpt_core import contracts
-
 from dpt_core.config import Settings, get_settings
 from dpt_core.events import EnvironmentSnapshot, clean_text
 
@@ -325,9 +324,7 @@ def redact_text(text: str) -> str:
     return " ".join(words)
 
 
-def redact_parameters(
-    parameters: Any, settings: Settings | None = None, *, _key: str = ""
-) -> Any:
+def redact_parameters(parameters: Any, settings: Settings | None = None, *, _key: str = "") -> Any:
     """JSON-able ``parameters`` with secrets redacted, by key name and by value shape.
 
     A value under a secret-looking key (``password``, ``api_token``, ...) becomes

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Final, Protocol
 
 import blake3
-from dpt_core import contracts
 import xxhash
 
+from dpt_core import contracts
 from dpt_core.config import HASH_ALGORITHMS, Settings, get_settings
 from dpt_core.errors import ConfigError, HashError
 
@@ -403,7 +403,7 @@ class StatCache:
                     part = keys[start : start + _LOOKUP_CHUNK]
                     query = _LOOKUP_MANY.format(marks=", ".join("?" * len(part)))
                     for path, *row in connection.execute(query, (algorithm, *part)):
-                        rows[path] = tuple(row)  # type: ignore[assignment]
+                        rows[path] = tuple(row)
         for index, (key, (_, info)) in enumerate(zip(keys, items, strict=True)):
             row = rows.get(key)
             found[index] = None if row is None else _trusted(row, info)

@@ -149,7 +149,9 @@ class Spool:
     def _rewrite(self, path: Path, batches: Sequence[Sequence[Event]]) -> None:
         """Atomically replace ``path`` with ``batches`` (the caller holds its lock)."""
         temporary = path.with_suffix(".tmp")
-        lines = [json.dumps([event_to_dict(e) for e in b], ensure_ascii=False) + "\n" for b in batches]
+        lines = [
+            json.dumps([event_to_dict(e) for e in b], ensure_ascii=False) + "\n" for b in batches
+        ]
         with open(temporary, "wb") as handle:
             handle.write("".join(lines).encode("utf-8", "surrogateescape"))
             handle.flush()
@@ -158,7 +160,9 @@ class Spool:
 
     def _reject(self, path: Path, batch: Sequence[Event], exc: BaseException) -> None:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
-        line = json.dumps({"error": reason, "events": [event_to_dict(e) for e in batch]}, ensure_ascii=False)
+        line = json.dumps(
+            {"error": reason, "events": [event_to_dict(e) for e in batch]}, ensure_ascii=False
+        )
         with open(path.with_suffix(".bad"), "ab") as handle:
             handle.write(line.encode("utf-8", "surrogateescape") + b"\n")
             handle.flush()

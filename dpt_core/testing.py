@@ -27,7 +27,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-POSTGRES_URL = os.environ.get("DPT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_URL = os.environ.get(
+    "DPT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 MYSQL_URL = os.environ.get("DPT_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 BACKENDS = ("sqlite", "postgresql", "mysql")
 
@@ -108,11 +110,15 @@ def _fresh_server_database(kind: str) -> Iterator[str]:
     require_server(base)
     name = f"dpt_t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(
-        make_url(base).set(drivername="postgresql+psycopg" if kind == "postgresql" else "mysql+pymysql"),
+        make_url(base).set(
+            drivername="postgresql+psycopg" if kind == "postgresql" else "mysql+pymysql"
+        ),
         isolation_level="AUTOCOMMIT",
     )
     with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}" + (" CHARACTER SET utf8mb4" if kind == "mysql" else "")))
+        conn.execute(
+            text(f"CREATE DATABASE {name}" + (" CHARACTER SET utf8mb4" if kind == "mysql" else ""))
+        )
     url = server_url(base, name)
     try:
         _upgrade(url)
@@ -163,7 +169,9 @@ def _postgresql_database(request: pytest.FixtureRequest) -> Iterator[str]:
         reset_store()
 
 
-def make_database(kind: str, tmp_path: Path, request: pytest.FixtureRequest | None = None) -> Iterator[str]:
+def make_database(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest | None = None
+) -> Iterator[str]:
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'dpt.sqlite3'}"
         _upgrade(url)
@@ -204,11 +212,17 @@ def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> None:
 
 
 @pytest.fixture
-def dpt_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[DptTestEnv]:
+def dpt_env(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[DptTestEnv]:
     """dpt isolated in ``tmp_path`` on SQLite (or the backend of ``dpt_backend`` if the test uses it)."""
     import dpt_core
 
-    url = request.getfixturevalue("dpt_backend") if "dpt_backend" in request.fixturenames else request.getfixturevalue("dpt_sqlite")
+    url = (
+        request.getfixturevalue("dpt_backend")
+        if "dpt_backend" in request.fixturenames
+        else request.getfixturevalue("dpt_sqlite")
+    )
     backend = make_url(url).get_backend_name()
     isolate(monkeypatch, tmp_path, url)
     yield DptTestEnv(url=url, backend="mysql" if backend == "mariadb" else backend, path=tmp_path)

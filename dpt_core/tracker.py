@@ -27,7 +27,6 @@ import pluggy
 from dpt_core.config import Settings, get_settings, unconfigured_settings
 from dpt_core.errors import DptError, InvalidTarget, TrackingError
 from dpt_core.events import (
-    clean_text,
     FINAL_STATUSES,
     STATUSES,
     EnvironmentSnapshot,
@@ -37,6 +36,7 @@ from dpt_core.events import (
     ProductRef,
     ProductsRead,
     ProductsWritten,
+    clean_text,
     utcnow,
 )
 
@@ -120,7 +120,9 @@ class InvocationHandle:
 
     def read(self, *targets: Any, metadata: dict[str, Any] | None = None) -> list[str]:
         """Record that this invocation read ``targets``; returns their URIs. One batch."""
-        uris: list[str] = self.tracker._guard("read", lambda: self._read(targets, metadata), default=[])
+        uris: list[str] = self.tracker._guard(
+            "read", lambda: self._read(targets, metadata), default=[]
+        )
         return uris
 
     def write(
@@ -352,7 +354,9 @@ class Tracker:
             observations.append(
                 ProductObservation(
                     uri=uri,
-                    version_uuid=(ref.version_uuid if ref and ref.version_uuid else str(uuidlib.uuid4())),
+                    version_uuid=(
+                        ref.version_uuid if ref and ref.version_uuid else str(uuidlib.uuid4())
+                    ),
                     content_hash=hashes[index],
                     size=size,
                     mtime=mtime,
@@ -465,12 +469,12 @@ class Tracker:
             parent_uuid = None
         else:
             parent_uuid = parent.uuid if isinstance(parent, InvocationHandle) else str(parent)
-        if isinstance(command, list | tuple):
-            command = shlex.join(command)
+        command_line: str | None = None
         if command is not None:
             from dpt_core.environment import redact_text
 
-            command = redact_text(clean_text(command))
+            text = command if isinstance(command, str) else shlex.join(command)
+            command_line = redact_text(clean_text(text))
 
         def build() -> InvocationStarted:
             env = self.environment() if environment else None
@@ -487,13 +491,13 @@ class Tracker:
                 started_at=started_at or utcnow(),
                 user=env.user if env else None,
                 host=env.hostname if env else None,
-                command=command,  # type: ignore[arg-type]
+                command=command_line,
                 parameters=redact_parameters(jsonable(parameters or {}), self.settings),
                 code_version=code_version,
                 environment=env,
                 variables=volatile_variables(self.settings) if environment else {},
                 ended_at=ended_at,
-                error=error,  # type: ignore[arg-type]
+                error=error,
             )
 
         event = self._guard("start", build)
@@ -573,7 +577,9 @@ class Tracker:
         if current is not None:
             return current.write(*targets, parents=parents, metadata=metadata)
         # Resolve first: targets that name no product must not leave an empty one-off run.
-        resolvable = self._guard("track", lambda: [self.resolve(t) for t in (*targets, *(parents or ()))])
+        resolvable = self._guard(
+            "track", lambda: [self.resolve(t) for t in (*targets, *(parents or ()))]
+        )
         if resolvable is None:
             return []
         with self.invocation(_script_name(), task="track") as handle:

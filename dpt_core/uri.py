@@ -24,7 +24,6 @@ from typing import Final
 from urllib.parse import quote, unquote_to_bytes
 
 from dpt_core import contracts
-
 from dpt_core.errors import InvalidTarget
 
 __all__ = ["is_local", "normalize_uri", "uri_to_path"]

@@ -22,10 +22,10 @@ duplicating anything.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
-import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence

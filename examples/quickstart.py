@@ -41,7 +41,9 @@ def lightcurve(cal: Path, out: Path) -> None:
     with cal.open() as src:
         fluxes = [float(row["flux"]) for row in csv.DictReader(src)]
     mean = sum(fluxes) / len(fluxes)
-    out.write_text("t,relative_flux\n" + "".join(f"{t},{f / mean:.6f}\n" for t, f in enumerate(fluxes)))
+    out.write_text(
+        "t,relative_flux\n" + "".join(f"{t},{f / mean:.6f}\n" for t, f in enumerate(fluxes))
+    )
 
 
 def main(workdir: Path) -> Path:
@@ -72,5 +74,7 @@ def main(workdir: Path) -> Path:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="dpt-quickstart-"))
+    target = (
+        Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="dpt-quickstart-"))
+    )
     main(target.resolve())

@@ -40,9 +40,13 @@ def status(as_json: bool) -> None:
     if as_json:
         echo_json(data)
     else:
-        click.echo(f"{data['events']} event(s) in {data['batches']} batch(es), {data['files']} file(s), {data['bytes']} bytes in {data['directory']}")
+        click.echo(
+            f"{data['events']} event(s) in {data['batches']} batch(es), {data['files']} file(s), {data['bytes']} bytes in {data['directory']}"
+        )
         if data["bad_files"]:
-            click.echo(f"{data['bad_files']} file(s) of unreadable lines (*.bad) kept for inspection")
+            click.echo(
+                f"{data['bad_files']} file(s) of unreadable lines (*.bad) kept for inspection"
+            )
 
 
 @spool.command()
@@ -57,7 +61,9 @@ def replay(as_json: bool) -> None:
     except Exception as exc:
         from dpt_core.store.engine import describe_db_error
 
-        raise CliError(f"replay stopped, the rest stays spooled: {describe_db_error(exc)}", 1) from None
+        raise CliError(
+            f"replay stopped, the rest stays spooled: {describe_db_error(exc)}", 1
+        ) from None
     if as_json:
         echo_json({"replayed": count})
     else:
@@ -76,13 +82,21 @@ def doctor(as_json: bool) -> None:
     ok = True
     try:
         s = settings()
-        checks.append({"check": "config", "ok": True, "detail": str(s.config_file or "defaults and DPT_* variables")})
+        checks.append(
+            {
+                "check": "config",
+                "ok": True,
+                "detail": str(s.config_file or "defaults and DPT_* variables"),
+            }
+        )
         from dpt_core.store.plugin import current_store
 
         eng = current_store(s).engine
         checks.append({"check": "database", "ok": True, "detail": safe_url(eng.url)})
         spooled = Spool(s.spool_dir).status().events
-        checks.append({"check": "spool", "ok": spooled == 0, "detail": f"{spooled} event(s) waiting"})
+        checks.append(
+            {"check": "spool", "ok": spooled == 0, "detail": f"{spooled} event(s) waiting"}
+        )
         ok = spooled == 0
     except DptError as exc:
         checks.append({"check": "setup", "ok": False, "detail": str(exc)})

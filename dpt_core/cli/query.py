@@ -18,12 +18,23 @@ def _short(value: Any, width: int = 19) -> str:
 
 
 @click.command()
-@click.option("--orchestrator", help="Only runs from this orchestrator (airflow, prefect, dagster, cli, python).")
+@click.option(
+    "--orchestrator",
+    help="Only runs from this orchestrator (airflow, prefect, dagster, cli, python).",
+)
 @click.option("--status", type=click.Choice(STATUSES), help="Only runs with this status.")
 @click.option("--job", help="Only runs of this job (DAG id, flow name, Dagster job, script).")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000), help="At most this many runs.")
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="At most this many runs.",
+)
 @json_option
-def runs(orchestrator: str | None, status: str | None, job: str | None, limit: int, as_json: bool) -> None:
+def runs(
+    orchestrator: str | None, status: str | None, job: str | None, limit: int, as_json: bool
+) -> None:
     """List recorded runs, newest first.
 
     \b
@@ -38,7 +49,16 @@ def runs(orchestrator: str | None, status: str | None, job: str | None, limit: i
         return
     table = Table("id", "uuid", "orchestrator", "job", "task", "status", "started", "parent")
     for r in rows:
-        table.add_row(str(r["id"]), r["uuid"][:8], r["orchestrator"], _short(r["job"], 30), _short(r["task"], 30), r["status"], _short(r["started_at"]), str(r["parent_id"] or ""))
+        table.add_row(
+            str(r["id"]),
+            r["uuid"][:8],
+            r["orchestrator"],
+            _short(r["job"], 30),
+            _short(r["task"], 30),
+            r["status"],
+            _short(r["started_at"]),
+            str(r["parent_id"] or ""),
+        )
     Console().print(table)
 
 
@@ -61,7 +81,9 @@ def show(target: str, as_json: bool) -> None:
         try:
             data = get_run(eng, target)
         except NotFound:
-            raise NotFound(f"{target!r} is neither a recorded product nor a run id: see 'dpt runs'") from None
+            raise NotFound(
+                f"{target!r} is neither a recorded product nor a run id: see 'dpt runs'"
+            ) from None
         kind = "run"
     if as_json:
         echo_json(data)
@@ -74,10 +96,16 @@ def show(target: str, as_json: bool) -> None:
     console.print(f"[bold]{data['uri']}[/] — {len(data['versions'])} version(s)")
     for v in data["versions"]:
         producer = v["produced_by"]
-        made = f"run {producer['id']} {producer['orchestrator']}:{producer['job']}{'/' + producer['task'] if producer['task'] else ''} ({producer['status']})" if producer else "observed (no producer recorded)"
+        made = (
+            f"run {producer['id']} {producer['orchestrator']}:{producer['job']}{'/' + producer['task'] if producer['task'] else ''} ({producer['status']})"
+            if producer
+            else "observed (no producer recorded)"
+        )
         console.print(f"  {v['recorded_at']}  {v['content_hash'] or '-'}  {made}")
         if v["environment"]:
-            console.print(f"    env: python {v['environment']['python']} on {v['environment']['host']}")
+            console.print(
+                f"    env: python {v['environment']['python']} on {v['environment']['host']}"
+            )
         for p in v["parents"]:
             console.print(f"    <- {p['uri']} ({p['content_hash'] or '-'})")
 

@@ -31,8 +31,17 @@ def cli_reference() -> str:
         "",
     ]
     for path, command in _walk(cli_module.cli, ["dpt"]):
-        context = click.Context(command, info_name=" ".join(path), terminal_width=100, max_content_width=100)
-        parts += [f"## `{' '.join(path)}`", "", "```text", command.get_help(context).rstrip(), "```", ""]
+        context = click.Context(
+            command, info_name=" ".join(path), terminal_width=100, max_content_width=100
+        )
+        parts += [
+            f"## `{' '.join(path)}`",
+            "",
+            "```text",
+            command.get_help(context).rstrip(),
+            "```",
+            "",
+        ]
     return "\n".join(parts)
 
 

@@ -25,18 +25,47 @@ def _existing(paths: tuple[str, ...], what: str) -> None:
         if "://" in path:
             continue
         if not os.path.lexists(path):
-            raise CliError(f"{what} {path} does not exist: check the path (relative to {os.getcwd()})")
+            raise CliError(
+                f"{what} {path} does not exist: check the path (relative to {os.getcwd()})"
+            )
         if os.path.islink(path) and not os.path.exists(path):
             raise CliError(f"{what} {path} is a broken or looping symlink: fix the link")
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--name", help="Job name (default: the command's program name).")
-@click.option("-i", "--input", "inputs", multiple=True, metavar="PATH", help="A file the command reads (repeatable).")
-@click.option("-o", "--output", "outputs", multiple=True, metavar="PATH", help="A file the command writes (repeatable).")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter to record (repeatable).")
+@click.option(
+    "-i",
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="PATH",
+    help="A file the command reads (repeatable).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "outputs",
+    multiple=True,
+    metavar="PATH",
+    help="A file the command writes (repeatable).",
+)
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A parameter to record (repeatable).",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(name: str | None, inputs: tuple[str, ...], outputs: tuple[str, ...], params: tuple[str, ...], command: tuple[str, ...]) -> None:
+def run(
+    name: str | None,
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    params: tuple[str, ...],
+    command: tuple[str, ...],
+) -> None:
     """Run COMMAND and record it: environment, inputs and outputs with hashes.
 
     Exits with COMMAND's exit code. A failed command is recorded as failed
@@ -67,7 +96,10 @@ def run(name: str | None, inputs: tuple[str, ...], outputs: tuple[str, ...], par
         proc = subprocess.Popen(list(command), env=env)
     except OSError as exc:
         handle.finish("failed", error=f"cannot start {command[0]}: {exc.strerror}")
-        raise CliError(f"cannot run {command[0]!r}: {exc.strerror}", 127 if isinstance(exc, FileNotFoundError) else 126) from None
+        raise CliError(
+            f"cannot run {command[0]!r}: {exc.strerror}",
+            127 if isinstance(exc, FileNotFoundError) else 126,
+        ) from None
     try:
         returncode = proc.wait()
     except KeyboardInterrupt:
@@ -95,8 +127,20 @@ def run(name: str | None, inputs: tuple[str, ...], outputs: tuple[str, ...], par
 
 @click.command()
 @click.argument("targets", nargs=-1, required=True)
-@click.option("--parent", "parents", multiple=True, metavar="P", help="A product TARGETS derive from (repeatable).")
-@click.option("--meta", "metas", multiple=True, metavar="KEY=VALUE", help="Metadata for the new versions (repeatable).")
+@click.option(
+    "--parent",
+    "parents",
+    multiple=True,
+    metavar="P",
+    help="A product TARGETS derive from (repeatable).",
+)
+@click.option(
+    "--meta",
+    "metas",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Metadata for the new versions (repeatable).",
+)
 def track(targets: tuple[str, ...], parents: tuple[str, ...], metas: tuple[str, ...]) -> None:
     """Record new versions of TARGETS (files or URIs), derived from --parent products.
 

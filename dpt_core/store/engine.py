@@ -215,7 +215,8 @@ def describe_db_error(exc: BaseException) -> str:
 
 def is_connectivity_error(exc: BaseException) -> bool:
     """True for errors that mean "the database is not there right now" (spool and retry)."""
-    from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
+    from sqlalchemy.exc import DBAPIError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     if isinstance(exc, OperationalError | PoolTimeout | DatabaseUnavailable):
         return True

@@ -39,6 +39,7 @@ from dpt_core.store.models import (
 )
 from dpt_core.store.upsert import chunks, in_transaction, insert_ignore, select_in
 
+
 def _table(model: Any) -> Table:
     return cast(Table, model.__table__)
 
@@ -48,7 +49,6 @@ V = _table(DataProductVersion)
 I = _table(Invocation)  # noqa: E741
 INPUTS = _table(InvocationInput)
 EDGES = _table(LineageEdge)
-
 
 
 def uri_digest(uri: str) -> str:

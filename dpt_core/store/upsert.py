@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Connection, Engine, String, Table, any_, bindparam, select
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from dpt_core.store.engine import WRITE_OPTION
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 T = TypeVar("T")
 
@@ -143,9 +143,13 @@ def select_in(
     rows: list[Any] = []
     if conn.dialect.name == "postgresql" and values:
         # One array parameter instead of thousands of placeholders.
-        array_type = postgresql.ARRAY(key_column.type if not isinstance(key_column.type, String) else String())
+        array_type = postgresql.ARRAY(
+            key_column.type if not isinstance(key_column.type, String) else String()
+        )
         param = bindparam("dpt_values", value=values, type_=array_type)
-        return list(conn.execute(select(*columns).where(key_column == any_(param), *extra_where)).all())
+        return list(
+            conn.execute(select(*columns).where(key_column == any_(param), *extra_where)).all()
+        )
     for part in chunks(values):
         rows.extend(conn.execute(select(*columns).where(key_column.in_(part), *extra_where)).all())
     return rows

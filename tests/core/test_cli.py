@@ -17,7 +17,14 @@ from dpt_core.spool import Spool
 def dpt(*args: str, env=None, cwd=None, check=None) -> subprocess.CompletedProcess[str]:
     environ = dict(os.environ, **(env or {}))
     environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
-    result = subprocess.run([sys.executable, "-m", "dpt_core.cli", *args], capture_output=True, text=True, env=environ, cwd=cwd, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "dpt_core.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=cwd,
+        timeout=120,
+    )
     if check is not None:
         assert result.returncode == check, result.stderr + result.stdout
     return result
@@ -33,10 +40,31 @@ def one_line_error(result) -> str:
 def test_run_records_command_inputs_outputs_and_exit_code(dpt_env, tmp_path):
     (tmp_path / "in.txt").write_text("hello")
     script = "import sys; open(sys.argv[2], 'w').write(open(sys.argv[1]).read().upper())"
-    dpt("run", "--name", "upper", "-i", "in.txt", "-o", "out.txt", "--", sys.executable, "-c", script, "in.txt", "out.txt", cwd=tmp_path, check=0)
+    dpt(
+        "run",
+        "--name",
+        "upper",
+        "-i",
+        "in.txt",
+        "-o",
+        "out.txt",
+        "--",
+        sys.executable,
+        "-c",
+        script,
+        "in.txt",
+        "out.txt",
+        cwd=tmp_path,
+        check=0,
+    )
     assert (tmp_path / "out.txt").read_text() == "HELLO"
     runs = json.loads(dpt("runs", "--json", check=0).stdout)
-    assert len(runs) == 1 and runs[0]["job"] == "upper" and runs[0]["status"] == "success" and runs[0]["orchestrator"] == "cli"
+    assert (
+        len(runs) == 1
+        and runs[0]["job"] == "upper"
+        and runs[0]["status"] == "success"
+        and runs[0]["orchestrator"] == "cli"
+    )
     shown = json.loads(dpt("show", str(tmp_path / "out.txt"), "--json", check=0).stdout)
     (version,) = shown["versions"]
     assert version["produced_by"]["uuid"] == runs[0]["uuid"]
@@ -53,7 +81,17 @@ def test_run_returns_the_command_exit_code_and_records_failure(dpt_env, tmp_path
 
 def test_track_inside_run_attaches_to_the_run(dpt_env, tmp_path):
     inner = f"{sys.executable} -m dpt_core.cli track made.txt"
-    dpt("run", "--name", "outer", "--", "sh", "-c", f"echo x > made.txt && {inner}", cwd=tmp_path, check=0)
+    dpt(
+        "run",
+        "--name",
+        "outer",
+        "--",
+        "sh",
+        "-c",
+        f"echo x > made.txt && {inner}",
+        cwd=tmp_path,
+        check=0,
+    )
     runs = json.loads(dpt("runs", "--json", check=0).stdout)
     assert [r["job"] for r in runs] == ["outer"]
     shown = json.loads(dpt("show", str(tmp_path / "made.txt"), "--json", check=0).stdout)
@@ -61,8 +99,13 @@ def test_track_inside_run_attaches_to_the_run(dpt_env, tmp_path):
 
 
 def test_run_with_dead_database_still_runs_the_command_and_spools(dpt_env, tmp_path):
-    dead = {"DPT_DATABASE_URL": "postgresql://postgres@127.0.0.1:9/nope", "DPT_CONNECT_TIMEOUT": "1"}
-    result = dpt("run", "-o", "o.txt", "--", "sh", "-c", "echo ok > o.txt; exit 4", cwd=tmp_path, env=dead)
+    dead = {
+        "DPT_DATABASE_URL": "postgresql://postgres@127.0.0.1:9/nope",
+        "DPT_CONNECT_TIMEOUT": "1",
+    }
+    result = dpt(
+        "run", "-o", "o.txt", "--", "sh", "-c", "echo ok > o.txt; exit 4", cwd=tmp_path, env=dead
+    )
     assert result.returncode == 4
     assert (tmp_path / "o.txt").read_text() == "ok\n"
     assert "spool" in result.stderr and "Traceback" not in result.stderr
@@ -106,14 +149,19 @@ def test_config_file_supplies_the_database_url(dpt_env, tmp_path, monkeypatch):
     monkeypatch.delenv("DPT_DATABASE_URL")
     dpt("track", "--meta", "k=v", str(cfg), env={"DPT_CONFIG": str(cfg)}, check=0)
     assert other.exists()
-    assert json.loads(dpt("stats", "--json", env={"DPT_CONFIG": str(cfg)}, check=0).stdout)["versions"] == 1
+    assert (
+        json.loads(dpt("stats", "--json", env={"DPT_CONFIG": str(cfg)}, check=0).stdout)["versions"]
+        == 1
+    )
 
 
 def test_missing_input_and_unknown_target_are_clear_errors(dpt_env, tmp_path):
     result = dpt("run", "-i", "nope.fits", "--", "true", cwd=tmp_path)
     assert result.returncode == 2 and "nope.fits does not exist" in one_line_error(result)
     result = dpt("show", str(tmp_path / "never"))
-    assert result.returncode == 2 and "neither a recorded product nor a run" in one_line_error(result)
+    assert result.returncode == 2 and "neither a recorded product nor a run" in one_line_error(
+        result
+    )
 
 
 def test_server_database_behind_names_dpt_db_upgrade(tmp_path, dpt_env):
@@ -122,7 +170,9 @@ def test_server_database_behind_names_dpt_db_upgrade(tmp_path, dpt_env):
     from dpt_core.testing import POSTGRES_URL, require_server, server_url
 
     require_server(POSTGRES_URL)
-    admin = create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
     name = "dpt_t_behind"
     with admin.connect() as conn:
         conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
@@ -134,7 +184,9 @@ def test_server_database_behind_names_dpt_db_upgrade(tmp_path, dpt_env):
         assert "current:" in dpt("db", "current", env={"DPT_DATABASE_URL": url}, check=0).stdout
         dpt("db", "upgrade", env={"DPT_DATABASE_URL": url}, check=0)
         dpt("db", "check", env={"DPT_DATABASE_URL": url}, check=0)
-        assert json.loads(dpt("runs", "--json", env={"DPT_DATABASE_URL": url}, check=0).stdout) == []
+        assert (
+            json.loads(dpt("runs", "--json", env={"DPT_DATABASE_URL": url}, check=0).stdout) == []
+        )
         dpt("db", "downgrade", "base", env={"DPT_DATABASE_URL": url}, check=0)
         result = dpt("db", "check", env={"DPT_DATABASE_URL": url})
         assert result.returncode == 1
@@ -159,16 +211,26 @@ def test_stats_json_counts(dpt_env, tmp_path):
     (tmp_path / "a").write_text("a")
     dpt("track", str(tmp_path / "a"), check=0)
     stats = json.loads(dpt("stats", "--json", check=0).stdout)
-    assert {k: stats[k] for k in ("invocations", "environments", "products", "versions", "edges")} == {
-        "invocations": 1, "environments": 1, "products": 1, "versions": 1, "edges": 0,
+    assert {
+        k: stats[k] for k in ("invocations", "environments", "products", "versions", "edges")
+    } == {
+        "invocations": 1,
+        "environments": 1,
+        "products": 1,
+        "versions": 1,
+        "edges": 0,
     }
 
 
 def test_third_party_plugin_from_entry_point_adds_a_stored_facet(dpt_env, tmp_path):
     site = tmp_path / "site"
     (site / "telescope_facet-1.0.dist-info").mkdir(parents=True)
-    (site / "telescope_facet-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: telescope-facet\nVersion: 1.0\n")
-    (site / "telescope_facet-1.0.dist-info" / "entry_points.txt").write_text("[dpt]\ntelescope = telescope_facet\n")
+    (site / "telescope_facet-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: telescope-facet\nVersion: 1.0\n"
+    )
+    (site / "telescope_facet-1.0.dist-info" / "entry_points.txt").write_text(
+        "[dpt]\ntelescope = telescope_facet\n"
+    )
     (site / "telescope_facet.py").write_text(
         textwrap.dedent(
             """

@@ -19,11 +19,26 @@ def test_contracts_are_checked_under_test():
     with pytest.raises(deal.PostContractError):
         # a fingerprint post-condition guards the output format, so break the function's output
         deal.post(lambda r: len(r) == 64)(lambda: "short")()
-    assert len(environment.fingerprint(python_version="3", implementation="C", platform="p", hostname="h", user="u", distributions=(), variables=())) == 64
+    assert (
+        len(
+            environment.fingerprint(
+                python_version="3",
+                implementation="C",
+                platform="p",
+                hostname="h",
+                user="u",
+                distributions=(),
+                variables=(),
+            )
+        )
+        == 64
+    )
 
 
 def test_production_imports_no_deal():
     code = "import sys, dpt_core.uri, dpt_core.hashing, dpt_core.environment; print('deal' in sys.modules)"
     env = {k: v for k, v in os.environ.items() if k != "DPT_CONTRACTS"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     assert out.stdout.strip() == "False"

@@ -8,7 +8,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import dpt_core
-from dpt_core.events import InvocationFinished, InvocationStarted, ProductObservation, ProductsWritten
+from dpt_core.events import (
+    InvocationFinished,
+    InvocationStarted,
+    ProductObservation,
+    ProductsWritten,
+)
 from dpt_core.spool import Spool
 from dpt_core.store.plugin import current_store
 
@@ -16,7 +21,16 @@ DEAD_URL = "postgresql://postgres@127.0.0.1:9/unreachable"
 
 
 def count_all(env):
-    return {t: env.scalar(f"SELECT COUNT(*) FROM {t}") for t in ("invocations", "data_products", "data_product_versions", "lineage_edges", "invocation_inputs")}
+    return {
+        t: env.scalar(f"SELECT COUNT(*) FROM {t}")
+        for t in (
+            "invocations",
+            "data_products",
+            "data_product_versions",
+            "lineage_edges",
+            "invocation_inputs",
+        )
+    }
 
 
 def test_unreachable_database_spools_and_user_code_goes_on(dpt_env, monkeypatch, tmp_path, caplog):
@@ -51,7 +65,14 @@ def _events(n: int) -> list[list]:
     for i in range(n):
         inv = str(uuid.uuid4())
         batches.append([InvocationStarted(uuid=inv, orchestrator="python", job=f"j{i}")])
-        batches.append([ProductsWritten(inv, (ProductObservation(uri=f"s3://b/k{i % 3}", version_uuid=str(uuid.uuid4())),))])
+        batches.append(
+            [
+                ProductsWritten(
+                    inv,
+                    (ProductObservation(uri=f"s3://b/k{i % 3}", version_uuid=str(uuid.uuid4())),),
+                )
+            ]
+        )
         batches.append([InvocationFinished(inv, "success")])
     return batches
 
@@ -60,7 +81,13 @@ def _events(n: int) -> list[list]:
 def test_replaying_a_spool_twice_equals_once(dpt_env, n, times):
     store = current_store()
     with store.engine.begin() as conn:
-        for table in ("lineage_edges", "invocation_inputs", "data_product_versions", "data_products", "invocations"):
+        for table in (
+            "lineage_edges",
+            "invocation_inputs",
+            "data_product_versions",
+            "data_products",
+            "invocations",
+        ):
             conn.exec_driver_sql(f"DELETE FROM {table}")
     batches = _events(n)
     for batch in batches:

@@ -43,7 +43,14 @@ def env_snapshot(fingerprint: str = "f" * 64, **changes) -> EnvironmentSnapshot:
 
 
 def obs(uri: str, h: str | None = "xxh3_128:01", parents=None, vid=None) -> ProductObservation:
-    return ProductObservation(uri=uri, version_uuid=vid or str(uuid.uuid4()), content_hash=h, size=1, mtime=1.0, parents=parents)
+    return ProductObservation(
+        uri=uri,
+        version_uuid=vid or str(uuid.uuid4()),
+        content_hash=h,
+        size=1,
+        mtime=1.0,
+        parents=parents,
+    )
 
 
 @pytest.fixture
@@ -72,7 +79,17 @@ def test_single_head_matches_code_constant():
 
 def test_invocation_lifecycle_is_recorded(recorder):
     inv = str(uuid.uuid4())
-    recorder.record([InvocationStarted(uuid=inv, orchestrator="python", job="calibrate", parameters={"gain": 1.5}, environment=env_snapshot())])
+    recorder.record(
+        [
+            InvocationStarted(
+                uuid=inv,
+                orchestrator="python",
+                job="calibrate",
+                parameters={"gain": 1.5},
+                environment=env_snapshot(),
+            )
+        ]
+    )
     recorder.record([ProductsRead(inv, (obs("file:///data/raw.fits", "xxh3_128:aa"),))])
     recorder.record([ProductsWritten(inv, (obs("file:///data/cal.fits", "xxh3_128:bb"),))])
     recorder.record([InvocationFinished(inv, "success")])
@@ -80,7 +97,9 @@ def test_invocation_lifecycle_is_recorded(recorder):
     with e.connect() as conn:
         from sqlalchemy import text
 
-        row = conn.execute(text("SELECT status, job, parameters, environment_id, ended_at FROM invocations")).one()
+        row = conn.execute(
+            text("SELECT status, job, parameters, environment_id, ended_at FROM invocations")
+        ).one()
         assert row.status == "success" and row.job == "calibrate" and row.ended_at is not None
         assert row.environment_id is not None
         edge = conn.execute(
@@ -99,12 +118,28 @@ def test_recording_twice_equals_once(recorder):
     inv = str(uuid.uuid4())
     batch = [
         InvocationStarted(uuid=inv, orchestrator="python", job="j", environment=env_snapshot()),
-        ProductsRead(inv, (obs("file:///a", "xxh3_128:aa", vid="11111111-1111-1111-1111-111111111111"),)),
-        ProductsWritten(inv, (obs("file:///b", "xxh3_128:bb", vid="22222222-2222-2222-2222-222222222222"),)),
+        ProductsRead(
+            inv, (obs("file:///a", "xxh3_128:aa", vid="11111111-1111-1111-1111-111111111111"),)
+        ),
+        ProductsWritten(
+            inv, (obs("file:///b", "xxh3_128:bb", vid="22222222-2222-2222-2222-222222222222"),)
+        ),
         InvocationFinished(inv, "failed", error="boom"),
     ]
     recorder.record(batch)
-    before = {t: count(recorder.engine, t) for t in ("invocations", "data_products", "data_product_versions", "lineage_edges", "invocation_inputs", "environments", "distributions", "env_variables")}
+    before = {
+        t: count(recorder.engine, t)
+        for t in (
+            "invocations",
+            "data_products",
+            "data_product_versions",
+            "lineage_edges",
+            "invocation_inputs",
+            "environments",
+            "distributions",
+            "env_variables",
+        )
+    }
     recorder.record(batch)
     Recorder(recorder.engine).record(batch)  # a fresh process: no cached environment id
     after = {t: count(recorder.engine, t) for t in before}
@@ -117,7 +152,9 @@ def test_read_links_to_version_with_same_hash_and_new_hash_makes_new_version(rec
     recorder.record([InvocationStarted(uuid=writer, orchestrator="python", job="w")])
     recorder.record([ProductsWritten(writer, (obs("file:///x", "xxh3_128:01"),))])
     recorder.record([InvocationStarted(uuid=reader, orchestrator="python", job="r")])
-    recorder.record([ProductsRead(reader, (obs("file:///x", "xxh3_128:01"), obs("file:///y", "xxh3_128:02")))])
+    recorder.record(
+        [ProductsRead(reader, (obs("file:///x", "xxh3_128:01"), obs("file:///y", "xxh3_128:02")))]
+    )
     assert count(recorder.engine, "data_product_versions") == 2  # x reused, y observed
     recorder.record([ProductsRead(reader, (obs("file:///x", "xxh3_128:99"),))])
     assert count(recorder.engine, "data_product_versions") == 3
@@ -127,7 +164,17 @@ def test_read_links_to_version_with_same_hash_and_new_hash_makes_new_version(rec
 def test_implicit_parents_include_inputs_read_after_the_write(recorder):
     inv = str(uuid.uuid4())
     recorder.record([InvocationStarted(uuid=inv, orchestrator="python", job="j")])
-    recorder.record([ProductsWritten(inv, (obs("file:///out", "xxh3_128:0f"), obs("file:///explicit", "xxh3_128:0e", parents=())))])
+    recorder.record(
+        [
+            ProductsWritten(
+                inv,
+                (
+                    obs("file:///out", "xxh3_128:0f"),
+                    obs("file:///explicit", "xxh3_128:0e", parents=()),
+                ),
+            )
+        ]
+    )
     recorder.record([ProductsRead(inv, (obs("file:///late-input", "xxh3_128:0a"),))])
     # the implicit output gets the late input; the output with explicit (empty) parents does not
     assert count(recorder.engine, "lineage_edges") == 1
@@ -137,7 +184,13 @@ def test_environment_variable_subset_is_a_different_environment(recorder):
     a = env_snapshot("a" * 64, variables=(("A", "1", None),))
     b = env_snapshot("b" * 64, variables=(("A", "1", None), ("B", "2", None)))
     for snap in (a, b):
-        recorder.record([InvocationStarted(uuid=str(uuid.uuid4()), orchestrator="python", job="j", environment=snap)])
+        recorder.record(
+            [
+                InvocationStarted(
+                    uuid=str(uuid.uuid4()), orchestrator="python", job="j", environment=snap
+                )
+            ]
+        )
     assert count(recorder.engine, "environments") == 2
     assert count(recorder.engine, "env_variables") == 2  # A=1 shared
 
@@ -146,7 +199,16 @@ def test_huge_variables_and_long_uris_fit(recorder):
     huge = "x" * 70_000
     long_uri = "file:///" + "/".join(["d" * 200] * 20)
     inv = str(uuid.uuid4())
-    recorder.record([InvocationStarted(uuid=inv, orchestrator="python", job="j", environment=env_snapshot("c" * 64, variables=(("BIG", huge, None),)))])
+    recorder.record(
+        [
+            InvocationStarted(
+                uuid=inv,
+                orchestrator="python",
+                job="j",
+                environment=env_snapshot("c" * 64, variables=(("BIG", huge, None),)),
+            )
+        ]
+    )
     recorder.record([ProductsWritten(inv, (obs(long_uri),))])
     from sqlalchemy import text
 
@@ -160,18 +222,42 @@ def test_writer_adopts_version_a_reader_saw_first(recorder):
     producer, consumer = str(uuid.uuid4()), str(uuid.uuid4())
     recorder.record([ProductsRead(consumer, (obs("dagster://asset/a", None, vid=vid),))])
     recorder.record([InvocationStarted(uuid=producer, orchestrator="dagster", job="j")])
-    written = ProductObservation(uri="dagster://asset/a", version_uuid=vid, content_hash="dagster:v1", metadata={"rows": 3}, parents=())
+    written = ProductObservation(
+        uri="dagster://asset/a",
+        version_uuid=vid,
+        content_hash="dagster:v1",
+        metadata={"rows": 3},
+        parents=(),
+    )
     recorder.record([ProductsWritten(producer, (written,))])
     from sqlalchemy import text
 
     with recorder.engine.connect() as conn:
-        producer_id = conn.execute(text("SELECT id FROM invocations WHERE uuid = :u"), {"u": producer}).scalar_one()
-        row = conn.execute(text("SELECT produced_by_id, content_hash, metadata, explicit_parents FROM data_product_versions")).one()
-    assert row.produced_by_id == producer_id and row.content_hash == "dagster:v1" and bool(row.explicit_parents)
-    assert (json.loads(row.metadata) if isinstance(row.metadata, str) else row.metadata) == {"rows": 3}
+        producer_id = conn.execute(
+            text("SELECT id FROM invocations WHERE uuid = :u"), {"u": producer}
+        ).scalar_one()
+        row = conn.execute(
+            text(
+                "SELECT produced_by_id, content_hash, metadata, explicit_parents FROM data_product_versions"
+            )
+        ).one()
+    assert (
+        row.produced_by_id == producer_id
+        and row.content_hash == "dagster:v1"
+        and bool(row.explicit_parents)
+    )
+    assert (json.loads(row.metadata) if isinstance(row.metadata, str) else row.metadata) == {
+        "rows": 3
+    }
 
 
-rows_strategy = st.lists(st.tuples(st.sampled_from(["numpy", "astropy", "scipy", "Numba"]), st.sampled_from(["1.0", "2.0", "2.1.0"])), max_size=30)
+rows_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["numpy", "astropy", "scipy", "Numba"]),
+        st.sampled_from(["1.0", "2.0", "2.1.0"]),
+    ),
+    max_size=30,
+)
 
 
 @given(rows=rows_strategy, split=st.integers(0, 30))
@@ -184,8 +270,15 @@ def test_upsert_any_multiset_from_two_connections_yields_distinct_rows(recorder,
 
     def worker(part):
         def work(conn):
-            insert_ignore(conn, table, [{"name": n, "version": v} for n, v in part], ["name", "version"])
-            insert_ignore(conn, table, [{"name": n, "version": v} for n, v in reversed(part)], ["name", "version"])
+            insert_ignore(
+                conn, table, [{"name": n, "version": v} for n, v in part], ["name", "version"]
+            )
+            insert_ignore(
+                conn,
+                table,
+                [{"name": n, "version": v} for n, v in reversed(part)],
+                ["name", "version"],
+            )
 
         try:
             in_transaction(recorder.engine, work)
@@ -205,7 +298,9 @@ def test_upsert_any_multiset_from_two_connections_yields_distinct_rows(recorder,
 
 def test_migration_round_trip_with_rows_present(recorder):
     inv = str(uuid.uuid4())
-    recorder.record([InvocationStarted(uuid=inv, orchestrator="python", job="j", environment=env_snapshot())])
+    recorder.record(
+        [InvocationStarted(uuid=inv, orchestrator="python", job="j", environment=env_snapshot())]
+    )
     recorder.record([ProductsWritten(inv, (obs("file:///k"),))])
     migrations.downgrade(recorder.engine, "base")
     assert migrations.current(recorder.engine) is None
@@ -213,5 +308,7 @@ def test_migration_round_trip_with_rows_present(recorder):
     assert migrations.current(recorder.engine) == migrations.HEAD
     assert migrations.diff(recorder.engine) == []
     recorder._environment_ids.clear()
-    recorder.record([InvocationStarted(uuid=inv, orchestrator="python", job="j", environment=env_snapshot())])
+    recorder.record(
+        [InvocationStarted(uuid=inv, orchestrator="python", job="j", environment=env_snapshot())]
+    )
     assert count(recorder.engine, "invocations") == 1

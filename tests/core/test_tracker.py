@@ -7,11 +7,12 @@ import json
 import pytest
 
 import dpt_core
-from dpt_core.errors import TrackingError
 
 
 def runs(env):
-    return env.rows("SELECT id, uuid, job, task, status, parent_id, error, parameters FROM invocations ORDER BY id")
+    return env.rows(
+        "SELECT id, uuid, job, task, status, parent_id, error, parameters FROM invocations ORDER BY id"
+    )
 
 
 def edges(env):
@@ -42,7 +43,10 @@ def test_invocation_records_inputs_outputs_and_lineage(dpt_backend, dpt_env, tmp
     assert (row.job, row.status, row.error) == ("calibrate", "success", None)
     assert params(row)["gain"] == 1.5 and params(row)["when"].startswith("<object object")
     assert edges(dpt_env) == sorted([(raw.as_uri(), cal.as_uri()), (flat.as_uri(), cal.as_uri())])
-    h = dpt_env.scalar("SELECT content_hash FROM data_product_versions v JOIN data_products p ON p.id = v.product_id WHERE p.uri = :u", u=cal.as_uri())
+    h = dpt_env.scalar(
+        "SELECT content_hash FROM data_product_versions v JOIN data_products p ON p.id = v.product_id WHERE p.uri = :u",
+        u=cal.as_uri(),
+    )
     assert h == dpt_core.hash_file(cal)
 
 
@@ -60,7 +64,9 @@ def test_nested_invocations_get_a_parent_and_track_joins_the_current_one(dpt_env
         dpt_core.track(out)
     flow, step = runs(dpt_env)
     assert step.parent_id == flow.id and flow.parent_id is None
-    producer = dpt_env.scalar("SELECT i.uuid FROM data_product_versions v JOIN invocations i ON i.id = v.produced_by_id")
+    producer = dpt_env.scalar(
+        "SELECT i.uuid FROM data_product_versions v JOIN invocations i ON i.id = v.produced_by_id"
+    )
     assert producer == inner.uuid != outer.uuid
 
 
@@ -82,7 +88,9 @@ def test_explicit_parents_win_and_unread_parents_become_inputs(dpt_env, tmp_path
         inv.read(a, b)
         inv.write(x, parents=[a])
         inv.write(y)  # no parents: derives from every input
-    assert edges(dpt_env) == sorted([(a.as_uri(), x.as_uri()), (a.as_uri(), y.as_uri()), (b.as_uri(), y.as_uri())])
+    assert edges(dpt_env) == sorted(
+        [(a.as_uri(), x.as_uri()), (a.as_uri(), y.as_uri()), (b.as_uri(), y.as_uri())]
+    )
 
 
 def test_rewrites_make_new_versions_and_reads_link_to_the_current_one(dpt_env, tmp_path):
@@ -134,14 +142,19 @@ def test_disabled_records_nothing(dpt_env, monkeypatch, tmp_path):
     assert dpt_env.scalar("SELECT COUNT(*) FROM invocations") == 0
 
 
-def test_unresolvable_target_is_swallowed_normally_and_raised_in_strict_mode(dpt_env, monkeypatch, caplog):
+def test_unresolvable_target_is_swallowed_normally_and_raised_in_strict_mode(
+    dpt_env, monkeypatch, caplog
+):
     with dpt_core.invocation("j") as inv:
         assert inv.write(object()) == []
     assert "not a path or URI" in caplog.text
     assert runs(dpt_env)[0].status == "success"
     monkeypatch.setenv("DPT_STRICT", "1")
     dpt_core.reset()
-    with pytest.raises(dpt_core.InvalidTarget, match="not a path or URI"), dpt_core.invocation("k") as inv:
+    with (
+        pytest.raises(dpt_core.InvalidTarget, match="not a path or URI"),
+        dpt_core.invocation("k") as inv,
+    ):
         inv.write(object())
 
 
@@ -186,7 +199,9 @@ def test_environment_is_one_row_for_many_invocations(dpt_env):
     assert dpt_env.scalar("SELECT COUNT(*) FROM environment_distributions") > 5
 
 
-def test_an_output_named_as_a_parent_before_it_is_written_is_one_version(dpt_backend, dpt_env, tmp_path):
+def test_an_output_named_as_a_parent_before_it_is_written_is_one_version(
+    dpt_backend, dpt_env, tmp_path
+):
     summary, log = tmp_path / "summary.json", tmp_path / "b.log"
     summary.write_text("{}")
     log.write_text("log")
@@ -199,7 +214,10 @@ def test_an_output_named_as_a_parent_before_it_is_written_is_one_version(dpt_bac
     rows = dpt_env.rows(
         "SELECT p.uri, v.produced_by_id FROM data_product_versions v JOIN data_products p ON p.id = v.product_id ORDER BY p.uri"
     )
-    assert [(r.uri, r.produced_by_id is not None) for r in rows] == [(log.as_uri(), True), (summary.as_uri(), True)]
+    assert [(r.uri, r.produced_by_id is not None) for r in rows] == [
+        (log.as_uri(), True),
+        (summary.as_uri(), True),
+    ]
     assert edges(dpt_env) == [(summary.as_uri(), log.as_uri())]
     # the same invocation writing the same content again is still that one version
     tracker.attach(task.uuid).write(summary)
@@ -250,10 +268,25 @@ def test_batch_records_many_invocations_in_one_transaction(dpt_backend, dpt_env,
     with tracker.batch():
         parent = tracker.start("job", orchestrator="dagster", environment=False)
         for i in range(20):
-            h = tracker.start("job", task=f"asset{i}", parent=parent, started_at=t0, status="success", ended_at=t0 + dt.timedelta(seconds=i), environment=False)
+            h = tracker.start(
+                "job",
+                task=f"asset{i}",
+                parent=parent,
+                started_at=t0,
+                status="success",
+                ended_at=t0 + dt.timedelta(seconds=i),
+                environment=False,
+            )
             h.write(f"dagster://asset/a{i}")
         with tracker.batch():  # nested batches join the outer one
-            tracker.start("job", task="failed", parent=parent, status="failed", error=RuntimeError("boom"), environment=False)
+            tracker.start(
+                "job",
+                task="failed",
+                parent=parent,
+                status="failed",
+                error=RuntimeError("boom"),
+                environment=False,
+            )
         parent.finish("failed", error="1 step failed")
     assert transactions == [1 + 20 * 2 + 1 + 1]
     rows = runs(dpt_env)

@@ -35,4 +35,6 @@ def test_every_hook_has_a_docstring_with_its_calling_convention():
 def test_cli_reference_is_generated_from_help():
     from dpt_core.cli.reference import cli_reference
 
-    assert (DOCS / "cli.md").read_text() == cli_reference(), "run: python -m dpt_core.cli.reference > docs/cli.md"
+    assert (DOCS / "cli.md").read_text() == cli_reference(), (
+        "run: python -m dpt_core.cli.reference > docs/cli.md"
+    )

@@ -12,7 +12,6 @@ from alembic import op
 
 import dpt_core.store.models  # noqa: F401
 
-
 revision = "0001"
 down_revision = None
 branch_labels = None
