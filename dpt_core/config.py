@@ -216,7 +216,7 @@ def load_settings(
     if path is not None:
         for key, value in _read_file(path).items():
             attr, convert = _KEYS[key]
-            values[attr] = convert(f"{key} in {path}", value)
+            values[attr] = convert(f"{path}: {key}", value)
         values["config_file"] = path
     for key, (attr, convert) in _KEYS.items():
         name = f"DPT_{key.upper()}"

@@ -324,6 +324,19 @@ def redact_text(text: str) -> str:
     return " ".join(words)
 
 
+#: Parameter names whose values are secret. Narrower than the variable-name rules: a
+#: parameter called ``asset_key`` or ``partition_key`` is an identifier, not a secret.
+_SECRET_PARAMETER: Final = re.compile(
+    r"(passw(or)?d|passwd|_pwd$|^pwd$|secret|token|credential|api_?key|private_?key|access_?key"
+    r"|secret_?key|(^|_)auth($|_)|authorization|cookie|session_?id|signature)",
+    re.IGNORECASE,
+)
+
+
+def _is_secret_parameter(key: str, settings: Settings) -> bool:
+    return bool(_SECRET_PARAMETER.search(key)) or _matches(key, settings.redact_names)
+
+
 def redact_parameters(parameters: Any, settings: Settings | None = None, *, _key: str = "") -> Any:
     """JSON-able ``parameters`` with secrets redacted, by key name and by value shape.
 
@@ -336,7 +349,7 @@ def redact_parameters(parameters: Any, settings: Settings | None = None, *, _key
         return {k: redact_parameters(v, settings, _key=str(k)) for k, v in parameters.items()}
     if isinstance(parameters, list):
         return [redact_parameters(v, settings, _key=_key) for v in parameters]
-    if _key and parameters is not None and is_secret_name(_key, settings):
+    if _key and parameters is not None and _is_secret_parameter(_key, settings):
         return _render(None, _digest(_key, json.dumps(parameters, sort_keys=True), settings))
     if isinstance(parameters, str):
         return redact_text(parameters)

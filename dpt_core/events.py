@@ -17,15 +17,16 @@ STATUSES = ("running", "success", "failed", "crashed", "cancelled", "skipped")
 FINAL_STATUSES = STATUSES[1:]
 
 
-def clean_text(text: str) -> str:
+def clean_text(text: str, *, keep_nul: bool = False) -> str:
     """``text`` as storable, printable Unicode.
 
     Undecodable bytes that Python carries as lone surrogates (a non-UTF-8 file name in
     ``argv``, a Latin-1 environment variable) become ``\\xNN`` escapes, and NUL (which
     PostgreSQL text cannot hold) becomes ``\\x00``: every database and the spool's JSON
     can store the result, and nothing fails to encode later, at replay.
+    ``keep_nul`` keeps NUL for strings that go into JSON, where it is ``\\u0000``.
     """
-    if "\x00" in text:
+    if "\x00" in text and not keep_nul:
         text = text.replace("\x00", "\\x00")
     try:
         text.encode("utf-8")

@@ -72,7 +72,7 @@ class CurrentContext:
 def jsonable(value: Any, _depth: int = 0) -> Any:
     """``value`` as JSON-able data: non-JSON values become their ``repr``; NaN/inf become text."""
     if isinstance(value, str):
-        return clean_text(value)
+        return clean_text(value, keep_nul=True)
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):

@@ -25,6 +25,10 @@ def _revision_errors(revision: str) -> Iterator[None]:
     """Alembic's errors about a revision argument, as one line and exit 2."""
     from alembic.util.exc import CommandError
 
+    if not revision.strip():
+        raise CliError(
+            "the revision is empty: give 'head', 'base' or a revision (see 'dpt db current')"
+        )
     try:
         yield
     except CommandError as exc:

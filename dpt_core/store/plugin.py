@@ -126,8 +126,8 @@ class Store:
             self._engine = None
             self._recorder = None
             raise DatabaseUnavailable(
-                f"the database {safe_url(self.settings.database_url)} did not answer within "
-                f"{deadline:g} s (DPT_CONNECT_TIMEOUT + DPT_STATEMENT_TIMEOUT)"
+                f"timeout: the database {safe_url(self.settings.database_url)} did not answer "
+                f"within {deadline:g} s (DPT_CONNECT_TIMEOUT + DPT_STATEMENT_TIMEOUT)"
             ) from None
 
     def submit(self, events: Sequence[Event]) -> None:
@@ -140,7 +140,8 @@ class Store:
             except Exception as exc:
                 self.spool.append(events)
                 reason = exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc)
-                if not self._warned:
+                if not self._warned and self.settings.database_url:
+                    # (no URL: the configuration is broken and the tracker already said so)
                     self._warned = True
                     log.warning(
                         "dpt: cannot record to %s (%s); events kept in the spool %s, "

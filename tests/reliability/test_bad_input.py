@@ -429,12 +429,6 @@ def test_corrupt_config_files_give_one_line_naming_the_file_and_exit_2(
     assert table_counts(env.url) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="core bug: under a broken configuration 'dpt run'/'dpt track' print a second, "
-    'misleading line: "cannot record to  (DPT_DATABASE_URL is empty: ...)"',
-)
 @pytest.mark.parametrize("broken", ["url", "config"])
 def test_a_pipeline_step_under_a_broken_configuration_runs_spools_and_says_so_once(
     recorded_sqlite, tmp_path, broken

@@ -83,18 +83,8 @@ def test_any_argument_list_exits_0_1_or_2_without_a_traceback(dpt_env, tmp_path,
         assert result.stderr.strip(), (args, "failed without saying why")
 
 
-EMPTY_REVISION = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="core bug (found by the fuzzer): 'dpt db upgrade|downgrade \"\"' ends in an "
-    "AssertionError traceback inside alembic (exit 1)",
-)
-
-
 @pytest.mark.parametrize("sub", ["upgrade", "downgrade"])
-@pytest.mark.parametrize(
-    "revision", ["nonsense", "-", "0001:0002", pytest.param("", marks=EMPTY_REVISION)]
-)
+@pytest.mark.parametrize("revision", ["nonsense", "-", "0001:0002", ""])
 def test_unknown_schema_revision_is_one_line_and_exit_2(dpt_env, sub, revision):
     result = cli("db", sub, revision)
     assert result.exit_code == 2 and "revision" in one_line_error(result)
