@@ -32,7 +32,11 @@ def cli_reference() -> str:
     ]
     for path, command in _walk(cli_module.cli, ["dpt"]):
         context = click.Context(
-            command, info_name=" ".join(path), terminal_width=100, max_content_width=100
+            command,
+            info_name=" ".join(path),
+            terminal_width=100,
+            max_content_width=100,
+            help_option_names=["-h", "--help"],  # as every dpt command inherits from the group
         )
         parts += [
             f"## `{' '.join(path)}`",
