@@ -20,7 +20,6 @@ dpt_core and the translator on the first event, not at import; with
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from dpt_airflow import compat
 if TYPE_CHECKING:
     import dpt_core
     from dpt_airflow.translator import AirflowTranslator
+    from dpt_core.guard import Guard
 
 log = logging.getLogger("dpt.airflow")
 
@@ -48,7 +48,7 @@ class DptListener:
         self._translators: dict[str, AirflowTranslator] = {}
         #: Task tries open in this process, by :func:`compat.task_key`.
         self._running: dict[tuple[str, str, str, int, int], dpt_core.InvocationHandle] = {}
-        self._logged: set[str] = set()
+        self._failures: Guard | None = None
         self._lock = threading.Lock()
 
     # -- Airflow hooks: task instances (task runner) ----------------------------------------
@@ -229,27 +229,13 @@ class DptListener:
         try:
             return call(*args)
         except Exception as exc:
-            if _strict():
-                raise
-            key = f"{what}:{type(exc).__name__}"
-            if key not in self._logged:
-                self._logged.add(key)
-                log.warning(
-                    "dpt: recording the Airflow %s failed; the task goes on untracked: %s: %s",
-                    what,
-                    type(exc).__name__,
-                    exc,
-                )
+            # dpt_core is imported only here and on real events, never by a disabled plugin.
+            from dpt_core.guard import Guard
+
+            if self._failures is None:
+                self._failures = Guard("the task goes on untracked")
+            self._failures.failed(f"recording the Airflow {what}", exc)
             return None
-
-
-def _strict() -> bool:
-    try:
-        import dpt_core
-
-        return dpt_core.get_tracker().settings.strict
-    except Exception:  # the settings themselves are broken: fall back to the variable
-        return os.environ.get("DPT_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _load_translator(name: str) -> type[AirflowTranslator]:

@@ -25,6 +25,7 @@ from dpt_core.errors import (
     TrackingError,
 )
 from dpt_core.events import ProductRef
+from dpt_core.guard import Guard, strict_mode
 from dpt_core.hookspecs import hookimpl
 from dpt_core.tracker import (
     CurrentContext,
@@ -43,6 +44,7 @@ __all__ = [
     "CurrentContext",
     "DatabaseUnavailable",
     "DptError",
+    "Guard",
     "HashError",
     "InvalidTarget",
     "InvocationHandle",
@@ -59,6 +61,7 @@ __all__ = [
     "jsonable",
     "lineage",
     "reset",
+    "strict_mode",
     "track",
 ]
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import pluggy
 
 from dpt_core.config import Settings, get_settings, unconfigured_settings
-from dpt_core.errors import DptError, InvalidTarget, TrackingError
+from dpt_core.errors import DptError, InvalidTarget
 from dpt_core.events import (
     FINAL_STATUSES,
     STATUSES,
@@ -39,6 +39,7 @@ from dpt_core.events import (
     clean_text,
     utcnow,
 )
+from dpt_core.guard import Guard
 
 log = logging.getLogger("dpt")
 
@@ -226,7 +227,7 @@ class Tracker:
         self._pm = plugin_manager
         self._environment: EnvironmentSnapshot | None = None
         self._stat_cache: Any = None
-        self._logged: set[str] = set()
+        self._failures = Guard("tracking continues without it")
 
     @property
     def settings(self) -> Settings:
@@ -258,23 +259,7 @@ class Tracker:
 
     def _guard(self, what: str, call: Callable[[], Any], default: Any = None) -> Any:
         """Run ``call``; a failure is logged once and swallowed unless strict mode is on."""
-        try:
-            return call()
-        except Exception as exc:
-            if self.settings.strict:
-                if isinstance(exc, DptError):
-                    raise
-                raise TrackingError(f"dpt {what} failed: {type(exc).__name__}: {exc}") from exc
-            key = f"{what}:{type(exc).__name__}"
-            if key not in self._logged:
-                self._logged.add(key)
-                log.warning(
-                    "dpt: %s failed, tracking continues without it: %s: %s",
-                    what,
-                    type(exc).__name__,
-                    exc,
-                )
-            return default
+        return self._failures.run(what, call, default=default, strict=self.settings.strict)
 
     def _emit(self, hook: str, event: Any) -> None:
         if not self.enabled:
@@ -394,8 +379,7 @@ class Tracker:
         return results
 
     def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._logged:
-            self._logged.add(key)
+        if self._failures.first_time(key):
             log.warning("%s", message)
 
     # -- invocations ----------------------------------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -162,8 +161,7 @@ class TickResult:
 # The guard
 # ---------------------------------------------------------------------------------------------
 
-_logged: set[str] = set()
-_logged_lock = threading.Lock()
+_failures = dpt_core.Guard("the sensor goes on without it")
 
 
 def _guard(
@@ -173,24 +171,14 @@ def _guard(
     try:
         return call()
     except Exception as exc:
-        if tracker.settings.strict:
-            if isinstance(exc, dpt_core.DptError):
-                raise
-            raise dpt_core.TrackingError(
-                f"dpt: recording {what} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+        _failures.failed(
+            f"recording {what}",
+            exc,
+            strict=tracker.settings.strict,
+            key=what.split(" ", 1)[0],
+            logger=logger,
+        )
         result.errors += 1
-        key = f"{what.split(' ', 1)[0]}:{type(exc).__name__}"
-        with _logged_lock:
-            first = key not in _logged
-            _logged.add(key)
-        if first:
-            logger.warning(
-                "dpt: recording %s failed, the sensor goes on without it: %s: %s",
-                what,
-                type(exc).__name__,
-                exc,
-            )
         return None
 
 

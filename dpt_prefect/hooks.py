@@ -57,37 +57,15 @@ MAX_REMEMBERED = 20_000
 # The guard
 # ---------------------------------------------------------------------------------------------
 
-_logged: set[str] = set()
-
-
-def _strict() -> bool:
-    try:
-        return bool(dpt_core.get_tracker().settings.strict)
-    except Exception:
-        return False
+_failures: dpt_core.Guard | None = None
 
 
 def guard(what: str, call: Callable[[], T], default: T | None = None) -> T | None:
     """Run ``call``; a failure is logged once per kind and swallowed unless ``DPT_STRICT=1``."""
-    try:
-        return call()
-    except Exception as exc:
-        if _strict():
-            if isinstance(exc, dpt_core.DptError):
-                raise
-            raise dpt_core.TrackingError(
-                f"dpt-prefect {what} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        key = f"{what}:{type(exc).__name__}"
-        if key not in _logged:
-            _logged.add(key)
-            log.warning(
-                "dpt: recording %s failed, the flow goes on without it: %s: %s",
-                what,
-                type(exc).__name__,
-                exc,
-            )
-        return default
+    global _failures
+    if _failures is None:
+        _failures = dpt_core.Guard("the flow goes on without it", log)
+    return _failures.run(f"recording {what}", call, default=default)
 
 
 def _enabled() -> bool:

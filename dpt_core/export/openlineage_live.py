@@ -39,6 +39,7 @@ from dpt_core.events import (
     ProductsWritten,
 )
 from dpt_core.export.openlineage import EVENT_TYPES, Dataset, RunRef, as_client_event, run_event
+from dpt_core.guard import Guard
 from dpt_core.hookspecs import hookimpl
 
 log = logging.getLogger("dpt")
@@ -47,7 +48,7 @@ _UNSET: Any = object()
 _module: Any = _UNSET
 _clients: dict[tuple[Any, ...], Any] = {}
 _runs: dict[str, _Run] = {}
-_logged: set[str] = set()
+_failures = Guard("events are not forwarded")
 _lock = threading.Lock()
 
 
@@ -71,7 +72,7 @@ def reset() -> None:
                     close(1.0)
         _clients.clear()
         _runs.clear()
-        _logged.clear()
+        _failures.reset()
 
 
 def _openlineage() -> Any:
@@ -107,29 +108,8 @@ def configured() -> bool:
     return any(path and os.path.isfile(path) for path in candidates)
 
 
-def _strict() -> bool:
-    try:
-        from dpt_core.config import get_settings
-
-        return get_settings().strict
-    except Exception:  # noqa: BLE001 - a bad config is reported elsewhere
-        return os.environ.get("DPT_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _failed(what: str, exc: Exception) -> None:
-    if _strict():
-        from dpt_core.errors import TrackingError
-
-        raise TrackingError(f"OpenLineage {what} failed: {type(exc).__name__}: {exc}") from exc
-    key = f"{what}:{type(exc).__name__}"
-    if key not in _logged:
-        _logged.add(key)
-        log.warning(
-            "dpt: OpenLineage %s failed, events are not forwarded: %s: %s",
-            what,
-            type(exc).__name__,
-            exc,
-        )
+    _failures.failed(f"OpenLineage {what}", exc)
 
 
 def client() -> Any:
