@@ -100,7 +100,10 @@ def _glob_regex(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(fnmatch.translate(p) for p in patterns), re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=16384)
 def _matches(name: str, *pattern_groups: tuple[str, ...]) -> bool:
+    # Memoised: volatile variables are re-read at every invocation start, and the same
+    # few hundred names are classified against the same patterns each time.
     regex = _glob_regex(tuple(p for group in pattern_groups for p in group))
     return regex is not None and regex.match(name) is not None
 

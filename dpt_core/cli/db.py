@@ -45,30 +45,30 @@ def db() -> None:
     """Create and migrate the database schema."""
 
 
-@db.command()
-@click.argument("revision", default="head")
-def upgrade(revision: str) -> None:
-    """Upgrade the schema to REVISION (default: head). Safe to run again."""
+def _migrate(direction: str, revision: str) -> None:
+    """Move the schema to ``revision`` (``direction`` is ``upgrade`` or ``downgrade``)."""
     from dpt_core.store import migrations
     from dpt_core.store.engine import safe_url
 
     engine = _engine()
     with _revision_errors(revision):
-        migrations.upgrade(engine, revision)  # type: ignore[arg-type]
-    click.echo(f"{safe_url(engine.url)} is at revision {migrations.current(engine)}")  # type: ignore[attr-defined,arg-type]
+        getattr(migrations, direction)(engine, revision)
+    reached = migrations.current(engine) or "base"  # type: ignore[arg-type]
+    click.echo(f"{safe_url(engine.url)} is at revision {reached}")  # type: ignore[attr-defined]
+
+
+@db.command()
+@click.argument("revision", default="head")
+def upgrade(revision: str) -> None:
+    """Upgrade the schema to REVISION (default: head). Safe to run again."""
+    _migrate("upgrade", revision)
 
 
 @db.command()
 @click.argument("revision")
 def downgrade(revision: str) -> None:
     """Downgrade the schema to REVISION ('base' removes every dpt table)."""
-    from dpt_core.store import migrations
-    from dpt_core.store.engine import safe_url
-
-    engine = _engine()
-    with _revision_errors(revision):
-        migrations.downgrade(engine, revision)  # type: ignore[arg-type]
-    click.echo(f"{safe_url(engine.url)} is at revision {migrations.current(engine) or 'base'}")  # type: ignore[attr-defined,arg-type]
+    _migrate("downgrade", revision)
 
 
 @db.command()
