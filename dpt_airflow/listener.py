@@ -233,7 +233,7 @@ class DptListener:
             from dpt_core.guard import Guard
 
             if self._failures is None:
-                self._failures = Guard("the task goes on untracked")
+                self._failures = Guard("the task goes on untracked", log)
             self._failures.failed(f"recording the Airflow {what}", exc)
             return None
 
