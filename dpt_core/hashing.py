@@ -77,7 +77,7 @@ _HASHERS: Final[dict[str, Callable[[], _Hasher]]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileFacts:
     """What :func:`observe` saw: all None (and ``exists=False``) for a missing path."""
 
@@ -282,30 +282,70 @@ CREATE TABLE IF NOT EXISTS statcache (
     PRIMARY KEY (path, algorithm)
 ) WITHOUT ROWID
 """
-_LOOKUP_MANY: Final = (
-    "SELECT path, size, mtime_ns, inode, dev, digest, hashed_ns FROM statcache "
-    "WHERE algorithm = ? AND path IN ({marks})"
+_SELECT_ENTRY: Final = (
+    "SELECT path, size, mtime_ns, inode, dev, digest, algorithm = ? AND mtime_ns + ? < hashed_ns "
+    "FROM statcache "
 )
+_LOOKUP_RANGE: Final = _SELECT_ENTRY + "WHERE path BETWEEN ? AND ? LIMIT ?"
+_LOOKUP_MANY: Final = _SELECT_ENTRY + "WHERE path IN ({marks}) AND algorithm = ?"
 _LOOKUP_CHUNK: Final = 500
+#: A range scan may read this many rows per key asked for before it gives way to point lookups.
+_RANGE_ROWS_PER_KEY: Final = 2
+_RANGE_SLACK: Final = 16
 _UPSERT: Final = "INSERT OR REPLACE INTO statcache VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
+#: A stored entry: (path, algorithm, size, mtime_ns, inode, dev, digest, hashed_ns).
 CacheRow = tuple[bytes, str, int, int, int, int, str, int]
+#: An entry as looked up: (path, size, mtime_ns, inode, dev, digest, usable), where
+#: usable means: for the algorithm asked for, and hashed after the racy window.
+_Entry = tuple[bytes, int, int, int, int, str, int]
 
 
-def _key_path(path: PathArg) -> bytes:
-    return os.path.abspath(os.fsencode(path))
+def _key_paths(paths: Iterable[bytes]) -> list[bytes]:
+    """``os.path.abspath`` of each path, reading the working directory at most once.
+
+    On POSIX a path that is absolute and already normal (no ``//``, no component
+    starting with ``.``, no trailing ``/``) is its own key and skips ``normpath``,
+    which costs about as much per path as reading its cache entry.
+    """
+    if os.name != "posix":
+        return [os.path.abspath(path) for path in paths]
+    cwd: bytes | None = None
+    keys: list[bytes] = []
+    for path in paths:
+        key = path
+        if not key.startswith(b"/"):
+            cwd = os.getcwdb() if cwd is None else cwd
+            key = os.path.join(cwd, key)
+        if b"//" in key or b"/." in key or key.endswith(b"/"):
+            key = os.path.normpath(key)
+        keys.append(key)
+    return keys
 
 
-def _trusted(row: tuple[int, int, int, int, str, int], info: os.stat_result) -> str | None:
-    size, mtime_ns, inode, dev, digest, hashed_ns = row
-    same = (size, mtime_ns, inode, dev) == (
-        info.st_size,
-        info.st_mtime_ns,
-        info.st_ino,
-        info.st_dev,
-    )
-    settled = mtime_ns + RACY_WINDOW_NS < hashed_ns
-    return digest if same and settled else None
+def _trusted(entry: _Entry | None, info: os.stat_result) -> str | None:
+    """The entry's digest if the file is still in the state it was hashed in."""
+    if (
+        entry is not None
+        and entry[1] == info.st_size
+        and entry[2] == info.st_mtime_ns
+        and entry[3] == info.st_ino
+        and entry[4] == info.st_dev
+    ):
+        return entry[5]
+    return None
+
+
+def _read_chunk(connection: sqlite3.Connection, part: list[bytes], algorithm: str) -> list[_Entry]:
+    """The entries for the sorted keys ``part``, plus any others between them."""
+    limit = _RANGE_ROWS_PER_KEY * len(part) + _RANGE_SLACK
+    entries: list[_Entry] = connection.execute(
+        _LOOKUP_RANGE, (algorithm, RACY_WINDOW_NS, part[0], part[-1], limit)
+    ).fetchall()
+    if len(entries) < limit:
+        return entries
+    query = _LOOKUP_MANY.format(marks=", ".join("?" * len(part)))
+    return connection.execute(query, (algorithm, RACY_WINDOW_NS, *part, algorithm)).fetchall()
 
 
 class StatCache:
@@ -394,19 +434,32 @@ class StatCache:
         self, items: Sequence[tuple[PathArg, os.stat_result]], algorithm: str
     ) -> list[str | None]:
         """:meth:`lookup` for many paths in one read transaction."""
-        found: list[str | None] = [None] * len(items)
-        keys = [_key_path(path) for path, _ in items]
-        rows: dict[bytes, tuple[int, int, int, int, str, int]] = {}
+        keys = _key_paths([os.fsencode(path) for path, _ in items])
+        entries = self._entries(keys, algorithm)
+        return [
+            _trusted(entries.get(key), info) for key, (_, info) in zip(keys, items, strict=True)
+        ]
+
+    def _entries(self, keys: Sequence[bytes], algorithm: str) -> dict[bytes, _Entry]:
+        """The usable entries for ``keys`` (absolute, normalised paths), by key.
+
+        One read transaction. The keys are sorted and read :data:`_LOOKUP_CHUNK` at a
+        time, each chunk as one range scan of the primary key (a pass of a directory
+        asks for neighbouring paths); a range that holds many more entries than were
+        asked for is read by point lookups instead, so the scan never grows with the
+        size of the cache.
+        """
+        found: dict[bytes, _Entry] = {}
+        ordered = sorted(keys)
+        if not ordered:
+            return found
         with self._transaction(write=False) as connection:
             if connection is not None:
-                for start in range(0, len(keys), _LOOKUP_CHUNK):
-                    part = keys[start : start + _LOOKUP_CHUNK]
-                    query = _LOOKUP_MANY.format(marks=", ".join("?" * len(part)))
-                    for path, *row in connection.execute(query, (algorithm, *part)):
-                        rows[path] = tuple(row)
-        for index, (key, (_, info)) in enumerate(zip(keys, items, strict=True)):
-            row = rows.get(key)
-            found[index] = None if row is None else _trusted(row, info)
+                for start in range(0, len(ordered), _LOOKUP_CHUNK):
+                    part = ordered[start : start + _LOOKUP_CHUNK]
+                    for entry in _read_chunk(connection, part, algorithm):
+                        if entry[6]:
+                            found[entry[0]] = entry
         return found
 
     def store(
@@ -429,19 +482,26 @@ class StatCache:
     ) -> None:
         """:meth:`store` for many entries in one write transaction."""
         now = time.time_ns()
-        rows: list[CacheRow] = [
-            (
-                _key_path(p),
-                algo,
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ino,
-                st.st_dev,
-                digest,
-                now if ns is None else ns,
-            )
-            for p, st, algo, digest, ns in items
-        ]
+        listed = list(items)
+        keys = _key_paths([os.fsencode(item[0]) for item in listed])
+        self._write(
+            [
+                (
+                    key,
+                    algo,
+                    st.st_size,
+                    st.st_mtime_ns,
+                    st.st_ino,
+                    st.st_dev,
+                    digest,
+                    now if ns is None else ns,
+                )
+                for key, (_, st, algo, digest, ns) in zip(keys, listed, strict=True)
+            ]
+        )
+
+    def _write(self, rows: Sequence[CacheRow]) -> None:
+        """Insert or replace ``rows`` in one write transaction; no transaction when empty."""
         if not rows:
             return
         with self._transaction(write=True) as connection:
@@ -464,7 +524,7 @@ class StatCache:
 
 # --------------------------------------------------------------------------- observe
 
-_PendingStore = tuple[bytes, os.stat_result, str, str, int]
+_MISSING: Final = FileFacts(None, None, None, False)
 
 
 def _stat_or_none(path: bytes) -> os.stat_result | None:
@@ -481,22 +541,24 @@ def _facts(info: os.stat_result, content_hash: str | None) -> FileFacts:
     return FileFacts(content_hash=content_hash, size=size, mtime=info.st_mtime, exists=True)
 
 
-def _hash_for_cache(
-    path: bytes, info: os.stat_result, algorithm: str
-) -> tuple[str, _PendingStore | None]:
-    """The hash, and the cache entry to store when the file held still while being read."""
-    if not stat.S_ISREG(info.st_mode):
-        return _hash_stat(path, info, algorithm), None
+def _hash_for_cache(path: bytes, key: bytes, algorithm: str) -> tuple[str, CacheRow | None]:
+    """The hash of a regular file, and its cache row if the file held still while being read."""
     started = time.time_ns()
     digest, before, after = _hash_regular(path, algorithm)
-    unchanged = (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
-    return digest, ((path, before, algorithm, digest, started) if unchanged else None)
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        return digest, None
+    row = (key, algorithm, before.st_size, before.st_mtime_ns, before.st_ino, before.st_dev)
+    return digest, (*row, digest, started)
 
 
 def observe_many(
     paths: Iterable[PathArg], algorithm: str | None = None, cache: StatCache | None = None
 ) -> list[FileFacts]:
-    """:func:`observe` for many paths, with one cache read and one cache write.
+    """:func:`observe` for many paths, with one cache read and at most one cache write.
+
+    A regular file whose cache entry matches its stat is not opened. Only the files
+    hashed in this call are written back, in one transaction, so a pass over
+    unchanged files writes nothing.
 
     :param cache: a :class:`StatCache` to skip unchanged files; None hashes every file.
     :raises HashError: a path exists but cannot be hashed (see :func:`hash_file`).
@@ -505,41 +567,39 @@ def observe_many(
     raws = [os.fsencode(p) for p in paths]
     infos = [_stat_or_none(raw) for raw in raws]
     if name == "none":
-        return [FileFacts(None, None, None, False) if i is None else _facts(i, None) for i in infos]
-    cached = _cached_hashes(raws, infos, name, cache)
-    results: list[FileFacts] = []
-    pending: list[_PendingStore] = []
-    for raw, info, hit in zip(raws, infos, cached, strict=True):
-        if info is None:
-            results.append(FileFacts(None, None, None, False))
-            continue
-        if hit is None:
-            hit, entry = _hash_for_cache(raw, info, name)
-            if entry is not None:
-                pending.append(entry)
-        results.append(_facts(info, hit))
-    if cache is not None:
-        cache.store_many(pending)
-    return results
-
-
-def _cached_hashes(
-    raws: list[bytes], infos: list[os.stat_result | None], algorithm: str, cache: StatCache | None
-) -> list[str | None]:
-    hits: list[str | None] = [None] * len(raws)
+        return [_MISSING if info is None else _facts(info, None) for info in infos]
     if cache is None:
-        return hits
-    regular = [
-        (index, raw, info)
-        for index, (raw, info) in enumerate(zip(raws, infos, strict=True))
-        if info is not None and stat.S_ISREG(info.st_mode)
-    ]
-    found = (
-        cache.lookup_many([(raw, info) for _, raw, info in regular], algorithm) if regular else []
-    )
-    for (index, _, _), digest in zip(regular, found, strict=True):
-        hits[index] = digest
-    return hits
+        return [
+            _MISSING if info is None else _facts(info, _hash_stat(raw, info, name))
+            for raw, info in zip(raws, infos, strict=True)
+        ]
+    return _observe_cached(raws, infos, name, cache)
+
+
+def _observe_cached(
+    raws: list[bytes], infos: list[os.stat_result | None], algorithm: str, cache: StatCache
+) -> list[FileFacts]:
+    is_file = [info is not None and stat.S_ISREG(info.st_mode) for info in infos]
+    keys = _key_paths([raw for raw, regular in zip(raws, is_file, strict=True) if regular])
+    entries = cache._entries(keys, algorithm)
+    next_key = iter(keys).__next__
+    results: list[FileFacts] = []
+    pending: list[CacheRow] = []
+    for raw, info, regular in zip(raws, infos, is_file, strict=True):
+        if info is None:
+            results.append(_MISSING)
+        elif not regular:
+            results.append(_facts(info, _hash_stat(raw, info, algorithm)))
+        else:
+            key = next_key()
+            digest = _trusted(entries.get(key), info)
+            if digest is None:
+                digest, row = _hash_for_cache(raw, key, algorithm)
+                if row is not None:
+                    pending.append(row)
+            results.append(FileFacts(digest, info.st_size, info.st_mtime, True))
+    cache._write(pending)
+    return results
 
 
 @contracts.post(

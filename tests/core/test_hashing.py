@@ -24,6 +24,7 @@ from dpt_core.hashing import (
     RACY_WINDOW_NS,
     FileFacts,
     StatCache,
+    _key_paths,
     hash_file,
     observe,
     observe_many,
@@ -396,3 +397,126 @@ def test_many_processes_share_one_cache(tmp_path: Path) -> None:
     assert outputs == ["True"] * len(groups)  # no worker had to give up on the cache
     with sqlite3.connect(database) as connection:
         assert connection.execute("SELECT count(*) FROM statcache").fetchone()[0] == 300
+
+
+# --------------------------------------------------------------------------- stat cache in batches
+
+
+def rewrite_keeping_stat(path: Path, data: bytes) -> None:
+    """New bytes of the same length, same inode, mtime put back: only a re-read can tell."""
+    info = path.stat()
+    assert len(data) == info.st_size
+    with open(path, "r+b") as handle:
+        handle.write(data)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+def cache_rows(database: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(database) as connection:
+        return connection.execute("SELECT * FROM statcache ORDER BY path, algorithm").fetchall()
+
+
+def test_unchanged_second_pass_writes_nothing(tmp_path: Path) -> None:
+    database = tmp_path / "statcache.sqlite3"
+    paths = [write_old(tmp_path / f"f{i:03d}", b"%03d" % i) for i in range(200)]
+    with StatCache(database, timeout=0.2) as stat_cache:
+        first = observe_many(paths, "xxh3_128", stat_cache)
+        rows = cache_rows(database)
+        assert len(rows) == 200
+        blocker = sqlite3.connect(database, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # any write by the cache now fails and disables it
+        try:
+            assert observe_many(paths, "xxh3_128", stat_cache) == first
+            assert stat_cache.usable
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    assert cache_rows(database) == rows
+
+
+def test_edited_file_among_a_thousand_unchanged_is_the_only_one_rehashed(tmp_path: Path) -> None:
+    database = tmp_path / "statcache.sqlite3"
+    paths = [write_old(tmp_path / f"f{i:04d}", b"%04d" % i) for i in range(1000)]
+    with StatCache(database) as stat_cache:
+        first = observe_many(paths, "xxh3_128", stat_cache)
+        rows = cache_rows(database)
+        edited, untouched = paths[517], paths[518]
+        edited.write_bytes(b"EDIT")  # same size, new mtime
+        os.utime(edited, ns=(OLD_NS, OLD_NS + 10**9))
+        rewrite_keeping_stat(untouched, b"SAME")  # served from the cache, so still the old hash
+        second = observe_many(paths, "xxh3_128", stat_cache)
+    assert second[517] == FileFacts(reference("xxh3_128", b"EDIT"), 4, OLD_NS / 1e9 + 1, True)
+    assert second[518] == first[518]
+    assert second[518].content_hash != reference("xxh3_128", b"SAME")
+    assert second[:517] == first[:517] and second[518:] == first[518:]
+    after = cache_rows(database)
+    assert [new[0] for old, new in zip(rows, after, strict=True) if old != new] == [
+        os.fsencode(edited)
+    ]
+
+
+def test_few_paths_among_many_cached_entries_are_found(tmp_path: Path, cache: StatCache) -> None:
+    # Two keys far apart with 300 entries between them: too many to scan, looked up by key.
+    paths = [write_old(tmp_path / f"f{i:03d}", b"%03d" % i) for i in range(300)]
+    first = observe_many(paths, "xxh3_128", cache)
+    rewrite_keeping_stat(paths[0], b"xxx")
+    rewrite_keeping_stat(paths[-1], b"yyy")
+    new = write_old(tmp_path / "f150a", b"new")
+    assert observe_many([paths[-1], new, paths[0]], "xxh3_128", cache) == [
+        first[-1],
+        FileFacts(reference("xxh3_128", b"new"), 3, OLD_NS / 1e9, True),
+        first[0],
+    ]
+
+
+def test_entries_of_other_algorithms_are_never_served(tmp_path: Path, cache: StatCache) -> None:
+    paths = [write_old(tmp_path / f"f{i:02d}", b"%02d" % i) for i in range(50)]
+    for algorithm in ("sha256", "xxh3_128", "blake3"):
+        facts = observe_many(paths, algorithm, cache)
+        assert [f.content_hash for f in facts] == [
+            reference(algorithm, p.read_bytes()) for p in paths
+        ]
+    for path in paths:
+        rewrite_keeping_stat(path, b"--")
+    for algorithm in ("blake3", "xxh3_128", "sha256"):  # from the cache, each its own
+        assert [f.content_hash for f in observe_many(paths, algorithm, cache)] == [
+            reference(algorithm, b"%02d" % i) for i in range(50)
+        ]
+
+
+def test_lookup_many_answers_in_the_order_asked(tmp_path: Path, cache: StatCache) -> None:
+    a, b, c = (write_old(tmp_path / name, name.encode()) for name in ("a", "b", "c"))
+    cache.store_many([(p, p.stat(), "sha256", f"sha256:{p.name * 2}", None) for p in (a, b, c)])
+    settled = OLD_NS + 2 * RACY_WINDOW_NS
+    cache.store(c, c.stat(), "sha256", "sha256:cc", hashed_ns=settled)
+    cache.store(a, a.stat(), "sha256", "sha256:aa", hashed_ns=settled)
+    os.utime(b, ns=(OLD_NS, OLD_NS + 1))
+    items = [(c, c.stat()), (b, b.stat()), (a, a.stat()), (c, c.stat()), (tmp_path / "d", a.stat())]
+    assert cache.lookup_many(items, "sha256") == ["sha256:cc", None, "sha256:aa", "sha256:cc", None]
+
+
+def test_spellings_of_one_path_share_one_entry(
+    tmp_path: Path, cache: StatCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "d").mkdir()
+    path = write_old(tmp_path / "d" / "x", b"abc")
+    monkeypatch.chdir(tmp_path / "d")
+    observe(path, "xxh3_128", cache)
+    rewrite_keeping_stat(path, b"ABC")
+    spellings = ["x", "./x", f"{tmp_path}//d/./x", f"{tmp_path}/d/../d/x", os.fsencode(path)]
+    assert {observe(s, "xxh3_128", cache).content_hash for s in spellings} == {
+        reference("xxh3_128", b"abc")
+    }
+    assert [row[0] for row in cache_rows(cache.path)] == [os.fsencode(path)]
+
+
+@given(
+    parts=st.lists(
+        st.sampled_from([b"", b".", b"..", b"a", b".a", b"a.", b"..a", b"\xff", b"b c"]),
+        max_size=6,
+    ),
+    absolute=st.booleans(),
+)
+def test_cache_keys_are_abspath(parts: list[bytes], absolute: bool) -> None:
+    path = (b"/" if absolute else b"") + b"/".join(parts)
+    assert _key_paths([path, path]) == [os.path.abspath(path)] * 2
