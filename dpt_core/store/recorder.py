@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, func, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, func, select, update
 
 from dpt_core.events import (
     EnvironmentSnapshot,
@@ -37,7 +37,7 @@ from dpt_core.store.models import (
     InvocationInput,
     LineageEdge,
 )
-from dpt_core.store.upsert import chunks, in_transaction, insert_ignore, select_in
+from dpt_core.store.upsert import chunks, in_transaction, insert_ignore, insert_returning, select_in
 
 
 def _table(model: Any) -> Table:
@@ -49,6 +49,34 @@ V = _table(DataProductVersion)
 I = _table(Invocation)  # noqa: E741
 INPUTS = _table(InvocationInput)
 EDGES = _table(LineageEdge)
+
+
+# Statements on the hot paths, built once (building a Core statement and its cache key
+# costs about as much as running a small one on SQLite).
+_INVOCATION_ID = select(I.c.id).where(I.c.uuid == bindparam("uuid"))
+_FINISH = (
+    update(I)
+    .where(I.c.uuid == bindparam("b_uuid"))
+    .values(
+        status=bindparam("b_status"), ended_at=bindparam("b_ended_at"), error=bindparam("b_error")
+    )
+)
+_INPUTS_OF = (
+    select(INPUTS.c.version_id, V.c.product_id, V.c.content_hash, V.c.produced_by_id)
+    .join(V, V.c.id == INPUTS.c.version_id)
+    .where(INPUTS.c.invocation_id == bindparam("inv_id"))
+)
+_READ_BEFORE = (
+    select(V.c.id, V.c.product_id, V.c.content_hash)
+    .join(INPUTS, INPUTS.c.version_id == V.c.id)
+    .where(INPUTS.c.invocation_id == bindparam("inv_id"))
+)
+_OUTPUTS_OF = select(V.c.id, V.c.explicit_parents).where(V.c.produced_by_id == bindparam("inv_id"))
+_LATEST_VERSIONS = (
+    select(V.c.product_id, V.c.content_hash, func.max(V.c.id).label("vid"))
+    .where(V.c.product_id.in_(bindparam("product_ids", expanding=True)))
+    .group_by(V.c.product_id, V.c.content_hash)
+)
 
 
 def uri_digest(uri: str) -> str:
@@ -171,7 +199,7 @@ class Recorder:
     def invocation_id(self, conn: Connection, uuid: str) -> int | None:
         found = self._invocation_ids.get(uuid)
         if found is None:
-            found = conn.execute(select(I.c.id).where(I.c.uuid == uuid)).scalar()
+            found = conn.execute(_INVOCATION_ID, {"uuid": uuid}).scalar()
             if found is not None:
                 self._invocation_ids[uuid] = found
         return found
@@ -198,13 +226,19 @@ class Recorder:
             "code_version": event.code_version,
             "environment_id": env_id,
         }
-        insert_ignore(conn, I, [row], ["uuid"])
+        inserted = insert_returning(conn, I, [row], ["uuid"], [I.c.id])
+        if inserted:  # the next events of this invocation need not look it up
+            self._invocation_ids[event.uuid] = inserted[0].id
 
     def _finish(self, conn: Connection, event: InvocationFinished) -> None:
         conn.execute(
-            update(I)
-            .where(I.c.uuid == event.uuid)
-            .values(status=event.status, ended_at=event.ended_at, error=event.error)
+            _FINISH,
+            {
+                "b_uuid": event.uuid,
+                "b_status": event.status,
+                "b_ended_at": event.ended_at,
+                "b_error": event.error,
+            },
         )
 
     def _require_invocation(self, conn: Connection, uuid: str) -> int:
@@ -246,13 +280,17 @@ class Recorder:
         missing = [(u, d) for u, d in digests.items() if d not in by_digest]
         if missing:
             now = utcnow()
-            insert_ignore(
+            inserted = insert_returning(
                 conn,
                 P,
                 [{"uri_digest": d, "uri": u, "created_at": now} for u, d in missing],
                 ["uri_digest"],
+                [P.c.id, P.c.uri_digest],
             )
-            by_digest.update(self._products_by_digest(conn, [d for _, d in missing]))
+            by_digest.update((r.uri_digest, r.id) for r in inserted or ())
+            unseen = [d for _, d in missing if d not in by_digest]  # a concurrent writer's
+            if unseen:
+                by_digest.update(self._products_by_digest(conn, unseen))
         return {uri: by_digest[d] for uri, d in digests.items()}
 
     @staticmethod
@@ -275,11 +313,7 @@ class Recorder:
         # A read this invocation already recorded (a replay) keeps the version it linked
         # then, even if a newer version with the same content appeared since.
         already: dict[tuple[int, str | None], int] = {}
-        for r in conn.execute(
-            select(V.c.id, V.c.product_id, V.c.content_hash)
-            .join(INPUTS, INPUTS.c.version_id == V.c.id)
-            .where(INPUTS.c.invocation_id == inv_id)
-        ):
+        for r in conn.execute(_READ_BEFORE, {"inv_id": inv_id}):
             already[(r.product_id, r.content_hash)] = r.id
             already[(r.product_id, None)] = max(already.get((r.product_id, None), 0), r.id)
 
@@ -309,8 +343,10 @@ class Recorder:
             else:
                 new_rows.append(self._version_row(o, pid, None, now))
         if new_rows:
-            insert_ignore(conn, V, new_rows, ["uuid"])
-            for uuid, r in self._version_rows(conn, [r["uuid"] for r in new_rows]).items():
+            inserted = insert_returning(conn, V, new_rows, ["uuid"], [V.c.id, V.c.uuid])
+            chosen.update((r.uuid, r.id) for r in inserted or ())
+            unseen = [r["uuid"] for r in new_rows if r["uuid"] not in chosen]
+            for uuid, r in self._version_rows(conn, unseen).items():
                 chosen[uuid] = r.id
         input_ids = sorted(set(chosen.values()))
         insert_ignore(
@@ -319,9 +355,7 @@ class Recorder:
             [{"invocation_id": inv_id, "version_id": v} for v in input_ids],
             ["invocation_id", "version_id"],
         )
-        outputs = conn.execute(
-            select(V.c.id, V.c.explicit_parents).where(V.c.produced_by_id == inv_id)
-        ).all()
+        outputs = conn.execute(_OUTPUTS_OF, {"inv_id": inv_id}).all()
         own = {r.id for r in outputs}  # an invocation's own outputs are never its parents
         implicit_outputs = [r.id for r in outputs if not r.explicit_parents]
         self._insert_edges(
@@ -331,13 +365,7 @@ class Recorder:
     def _latest_versions(self, conn: Connection, product_ids: Sequence[int]) -> list[Any]:
         rows: list[Any] = []
         for part in chunks(list(product_ids)):
-            rows.extend(
-                conn.execute(
-                    select(V.c.product_id, V.c.content_hash, func.max(V.c.id).label("vid"))
-                    .where(V.c.product_id.in_(part))
-                    .group_by(V.c.product_id, V.c.content_hash)
-                ).all()
-            )
+            rows.extend(conn.execute(_LATEST_VERSIONS, {"product_ids": list(part)}).all())
         return rows
 
     @staticmethod
@@ -360,11 +388,7 @@ class Recorder:
         inv_id = self._require_invocation(conn, event.invocation_uuid)
         outputs = list(event.outputs)
         products = self.product_ids(conn, [o.uri for o in outputs])
-        inputs = conn.execute(
-            select(INPUTS.c.version_id, V.c.product_id, V.c.content_hash, V.c.produced_by_id)
-            .join(V, V.c.id == INPUTS.c.version_id)
-            .where(INPUTS.c.invocation_id == inv_id)
-        ).all()
+        inputs = conn.execute(_INPUTS_OF, {"inv_id": inv_id}).all()
 
         # Task code may name an output as a parent before the output is written (so it
         # was read, as a version nobody produced yet): writing that same content is that
@@ -380,10 +404,18 @@ class Recorder:
                 reused[o.version_uuid] = claimable[(products[o.uri], o.content_hash)]
         fresh = [o for o in outputs if o.version_uuid not in reused]
         now = utcnow()
-        insert_ignore(
-            conn, V, [self._version_row(o, products[o.uri], inv_id, now) for o in fresh], ["uuid"]
+        inserted = insert_returning(
+            conn,
+            V,
+            [self._version_row(o, products[o.uri], inv_id, now) for o in fresh],
+            ["uuid"],
+            [V.c.id, V.c.uuid, V.c.produced_by_id],
         )
-        rows = self._version_rows(conn, [o.version_uuid for o in fresh])
+        rows = {r.uuid: r for r in inserted or ()}
+        # Versions already there (a replay, or one a reader saw first) are looked up.
+        known_before = [o.version_uuid for o in fresh if o.version_uuid not in rows]
+        if known_before:
+            rows.update(self._version_rows(conn, known_before))
         # A reader saw this exact version before its producer was recorded: claim it, with
         # what the producer knows of it.
         adopted = {uuid: r.id for uuid, r in rows.items() if r.produced_by_id is None}

@@ -8,6 +8,7 @@ and none fails on a race.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import random
 import time
@@ -61,37 +62,85 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+@functools.lru_cache(maxsize=256)
+def _insert_statement(
+    dialect: str, table: Table, keys: tuple[str, ...], returning: tuple[Any, ...]
+) -> Any:
+    """The insert-or-ignore statement for ``table``, built once per shape.
+
+    Building a Core statement (and its cache key) costs more than executing a small
+    one on SQLite: the hot paths reuse one object per shape instead.
+    """
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+    elif dialect in ("mysql", "mariadb"):
+        base = mysql.insert(table)
+        stmt = base.on_duplicate_key_update({keys[0]: base.inserted[keys[0]]})
+    else:  # pragma: no cover - validate_url rejects other dialects
+        raise NotImplementedError(dialect)
+    return stmt.returning(*returning) if returning else stmt
+
+
+def _execute_in_chunks(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) -> list[Any]:
+    width = max(1, len(rows[0]))
+    returned: list[Any] = []
+    for part in chunks(rows, max(1, min(CHUNK, 30000 // width))):
+        result = conn.execute(stmt, list(part))
+        if result.returns_rows:
+            returned.extend(result.all())
+    return returned
+
+
+def _lock_order(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    # The same lock order in every writer turns most would-be deadlocks into waits.
+    return sorted(rows, key=lambda row: tuple(str(row[k]) for k in keys))
+
+
 def insert_ignore(
     conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
 ) -> None:
     """INSERT ``rows``, silently skipping any that collide on the unique ``keys``."""
     if not rows:
         return
-    # The same lock order in every writer turns most would-be deadlocks into waits.
-    rows = sorted(rows, key=lambda row: tuple(str(row[k]) for k in keys))
+    rows = _lock_order(rows, keys)
     name = conn.dialect.name
     if name == "postgresql" and len(rows) >= COPY_THRESHOLD:
         _copy_insert_ignore(conn, table, rows, keys)
         return
-    stmt: Any
-    if name == "postgresql":
-        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(keys))
-    elif name == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=list(keys))
-    elif name in ("mysql", "mariadb"):
-        base = mysql.insert(table)
-        first_key = keys[0]
-        stmt = base.on_duplicate_key_update({first_key: base.inserted[first_key]})
-    else:  # pragma: no cover - validate_url rejects other dialects
-        raise NotImplementedError(name)
-    if name == "postgresql":
-        # With RETURNING, SQLAlchemy's "insertmanyvalues" sends batches of rows as one
-        # multi-row INSERT from a cached compilation; without it psycopg sends a statement
-        # per row. (SQLite executemany is in-process; PyMySQL rewrites it to multi-row.)
-        stmt = stmt.returning(table.c[keys[0]])
-    width = max(1, len(rows[0]))
-    for part in chunks(rows, max(1, min(CHUNK, 30000 // width))):
-        conn.execute(stmt, list(part))
+    # On PostgreSQL, with RETURNING, SQLAlchemy's "insertmanyvalues" sends batches of rows
+    # as one multi-row INSERT from a cached compilation; without it psycopg sends a
+    # statement per row. (SQLite executemany is in-process; PyMySQL rewrites it to multi-row.)
+    returning = (table.c[keys[0]],) if name == "postgresql" else ()
+    _execute_in_chunks(conn, _insert_statement(name, table, tuple(keys), returning), rows)
+
+
+def insert_returning(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    columns: Sequence[Any],
+) -> list[Any] | None:
+    """Like :func:`insert_ignore`, returning ``columns`` of the rows it inserted.
+
+    Rows that collided are not returned: the caller looks those up. ``None`` means this
+    path cannot return rows (MySQL/MariaDB, or PostgreSQL's COPY path for big batches)
+    and the caller looks everything up, as after :func:`insert_ignore`. Saves one round
+    trip per get-or-create in the common case where the rows are new.
+    """
+    name = conn.dialect.name
+    if not rows:
+        return []
+    if name not in ("postgresql", "sqlite") or (
+        name == "postgresql" and len(rows) >= COPY_THRESHOLD
+    ):
+        insert_ignore(conn, table, rows, keys)
+        return None
+    stmt = _insert_statement(name, table, tuple(keys), tuple(columns))
+    return _execute_in_chunks(conn, stmt, _lock_order(rows, keys))
 
 
 def _copy_value(value: Any, is_json: bool) -> Any:
@@ -131,25 +180,33 @@ def _copy_insert_ignore(
         cursor.close()
 
 
+@functools.lru_cache(maxsize=256)
+def _select_in_statement(dialect: str, columns: tuple[Any, ...], key_column: Any) -> Any:
+    """``SELECT columns WHERE key_column IN (:dpt_values)``, built once per shape."""
+    if dialect == "postgresql":
+        # One array parameter instead of thousands of placeholders.
+        array_type = postgresql.ARRAY(
+            key_column.type if not isinstance(key_column.type, String) else String()
+        )
+        return select(*columns).where(key_column == any_(bindparam("dpt_values", type_=array_type)))
+    return select(*columns).where(key_column.in_(bindparam("dpt_values", expanding=True)))
+
+
 def select_in(
     conn: Connection,
     columns: Sequence[Any],
     key_column: Any,
     values: Iterable[Any],
-    *extra_where: Any,
 ) -> list[Any]:
     """``SELECT columns WHERE key_column IN values`` in chunks; returns all rows."""
     values = list(dict.fromkeys(values))
+    if not values:
+        return []
+    name = conn.dialect.name
+    stmt = _select_in_statement(name, tuple(columns), key_column)
+    if name == "postgresql":
+        return list(conn.execute(stmt, {"dpt_values": values}).all())
     rows: list[Any] = []
-    if conn.dialect.name == "postgresql" and values:
-        # One array parameter instead of thousands of placeholders.
-        array_type = postgresql.ARRAY(
-            key_column.type if not isinstance(key_column.type, String) else String()
-        )
-        param = bindparam("dpt_values", value=values, type_=array_type)
-        return list(
-            conn.execute(select(*columns).where(key_column == any_(param), *extra_where)).all()
-        )
     for part in chunks(values):
-        rows.extend(conn.execute(select(*columns).where(key_column.in_(part), *extra_where)).all())
+        rows.extend(conn.execute(stmt, {"dpt_values": list(part)}).all())
     return rows
