@@ -6,6 +6,12 @@ Also: many small invocations (one write each) with a warm environment.
 
 Targets (issue 3/9): >= 50x the baseline and >= 20 000 versions/s on PostgreSQL;
 small invocations <= 5 ms on PostgreSQL, <= 3 ms on SQLite.
+
+On PostgreSQL it also reports ``server_floor_versions_per_s``: the same rows (products,
+versions, inputs, edges, with the real schema's indexes and foreign keys) written by the
+server itself from ``generate_series`` in one transaction, no client involved. No client
+can ingest faster than that on the same server and disk, so it tells whether a miss is
+dpt's or the machine's.
 """
 
 from __future__ import annotations
@@ -90,6 +96,72 @@ def baseline_ingest(url: str, n: int) -> float:
     return time.perf_counter() - start
 
 
+FLOOR_SQL = [
+    # The same rows a dpt ingest of N outputs x 2 inputs writes, made by the server itself
+    # from generate_series: no client, no parameters, one transaction. :n is N.
+    "INSERT INTO invocations (uuid, orchestrator, job, status, started_at) "
+    "VALUES ('floor', 'bench', 'floor', 'running', now())",
+    "INSERT INTO data_products (uri, uri_digest, created_at) "
+    "SELECT u, encode(sha256(convert_to(u, 'UTF8')), 'hex'), now() FROM ("
+    "  SELECT 0 AS side, g, 's3://floor/raw/' || g || '.fits' AS u FROM generate_series(0, :n) g"
+    "  UNION ALL SELECT 1, g, 's3://floor/cal/' || g || '.fits' FROM generate_series(0, :n - 1) g"
+    ") s ORDER BY side, g",
+    "INSERT INTO data_product_versions (uuid, product_id, produced_by_id, explicit_parents, "
+    "recorded_at) SELECT gen_random_uuid()::text, p.id, CASE WHEN p.uri LIKE 's3://floor/cal/%' "
+    "THEN i.id END, p.uri LIKE 's3://floor/cal/%', now() FROM data_products p, invocations i "
+    "WHERE p.uri LIKE 's3://floor/%' AND i.uuid = 'floor' ORDER BY p.id",
+    "INSERT INTO invocation_inputs (invocation_id, version_id) SELECT i.id, v.id "
+    "FROM data_product_versions v JOIN data_products p ON p.id = v.product_id "
+    "JOIN invocations i ON i.uuid = 'floor' WHERE p.uri LIKE 's3://floor/raw/%'",
+    # raw versions are base .. base+n, calibrated ones base+n+1 .. base+2n (inserted in order)
+    "INSERT INTO lineage_edges (parent_version_id, child_version_id, invocation_id) "
+    "SELECT b.base + g + k, b.base + :n + 1 + g, b.inv FROM ("
+    "  SELECT min(v.id) AS base, (SELECT id FROM invocations WHERE uuid = 'floor') AS inv"
+    "  FROM data_product_versions v JOIN data_products p ON p.id = v.product_id"
+    "  WHERE p.uri LIKE 's3://floor/%') b, generate_series(0, :n - 1) g, generate_series(0, 1) k",
+]
+
+
+def server_floor(url: str, n: int) -> float:
+    """Seconds PostgreSQL itself needs to insert the rows of an ingest of ``n`` outputs.
+
+    Not a dpt figure: the lower bound any client could reach on this server, schema
+    (indexes, foreign keys) and disk, measured in the same run.
+    """
+    from sqlalchemy import text
+
+    from dpt_core.store.engine import make_engine
+
+    engine = make_engine(url)
+    start = time.perf_counter()
+    with engine.begin() as conn:
+        for sql in FLOOR_SQL:
+            conn.execute(text(sql), {"n": n})
+    seconds = time.perf_counter() - start
+    with engine.connect() as conn:  # the rows are the intended ones: cal/i <- raw/i, raw/i+1
+        wrong = conn.execute(
+            text(
+                "SELECT COUNT(*) FROM lineage_edges e JOIN invocations i ON i.id = e.invocation_id "
+                "JOIN data_product_versions pv ON pv.id = e.parent_version_id "
+                "JOIN data_products pp ON pp.id = pv.product_id "
+                "JOIN data_product_versions cv ON cv.id = e.child_version_id "
+                "JOIN data_products cp ON cp.id = cv.product_id WHERE i.uuid = 'floor' AND "
+                "replace(cp.uri, 's3://floor/cal/', '')::text NOT IN ("
+                "replace(pp.uri, 's3://floor/raw/', ''), "
+                "(split_part(replace(pp.uri, 's3://floor/raw/', ''), '.', 1)::int - 1) || '.fits')"
+            )
+        ).scalar()
+        edges = conn.execute(
+            text(
+                "SELECT COUNT(*) FROM lineage_edges e JOIN invocations i "
+                "ON i.id = e.invocation_id WHERE i.uuid = 'floor'"
+            )
+        ).scalar()
+    engine.dispose()
+    assert edges == 2 * n and wrong == 0, f"server floor: {edges} edges, {wrong} misplaced"
+    return seconds
+
+
 def small_invocations(count: int) -> list[float]:
     import dpt_core
 
@@ -125,6 +197,7 @@ def main() -> None:
             base_seconds = baseline_ingest(url, base_n)
             rate, base_rate = args.outputs / seconds, base_n / base_seconds
             small = small_invocations(args.small)
+            floor = server_floor(url, args.outputs) if backend == "postgresql" else None
             row = {
                 "backend": backend,
                 "outputs": args.outputs,
@@ -132,6 +205,8 @@ def main() -> None:
                 "versions_per_s": round(rate),
                 "baseline_versions_per_s": round(base_rate),
                 "ratio": round(rate / base_rate, 1),
+                # the server alone writing the same rows (no client): the ceiling here
+                "server_floor_versions_per_s": round(args.outputs / floor) if floor else None,
                 "small_invocation_median_ms": round(median_ms(small), 2),
             }
             emit("ingest", **row)
