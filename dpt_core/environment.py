@@ -382,11 +382,23 @@ def volatile_variables(
     (``postgresql://u:***@db/x``) as the masked text.
     """
     settings = settings or get_settings()
+    source = os.environ if environ is None else environ
+    # Names first (memoised per name), then clean only the few values that are kept:
+    # this runs at every invocation start.
+    chosen = {}
+    for raw_key, raw_value in source.items():
+        key = _clean_name(raw_key)
+        if not _is_ignored(key, settings) and is_volatile_name(key, settings):
+            chosen[key] = clean_text(raw_value)
     return {
         key: _render(*redact(key, value, settings, plugin_redact))
-        for key, value in sorted(_environ(environ).items())
-        if not _is_ignored(key, settings) and is_volatile_name(key, settings)
+        for key, value in sorted(chosen.items())
     }
+
+
+@functools.lru_cache(maxsize=16384)
+def _clean_name(key: str) -> str:
+    return clean_text(key)
 
 
 def _stable_variables(
