@@ -505,11 +505,14 @@ class DagsterTranslator:
             code_version=code_version,
             started_at=min(started, ended) if started and ended else (started or ended),
             environment=False,
+            # One event with the outcome (the sensor records inside tracker.batch(): the
+            # start, the inputs and the output land in one transaction or not at all).
+            status="success",
+            ended_at=ended,
         )
         if inputs:
             handle.read(*inputs)
         handle.write(output)
-        handle.finish("success", ended_at=ended)
 
     def start_in_process(
         self,

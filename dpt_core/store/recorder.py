@@ -229,6 +229,18 @@ class Recorder:
         inserted = insert_returning(conn, I, [row], ["uuid"], [I.c.id])
         if inserted:  # the next events of this invocation need not look it up
             self._invocation_ids[event.uuid] = inserted[0].id
+        elif event.status != "running":
+            # Recorded before (started elsewhere, e.g. from inside the task it stands
+            # for): a start that carries the outcome also closes it.
+            self._finish(
+                conn,
+                InvocationFinished(
+                    uuid=event.uuid,
+                    status=event.status,
+                    ended_at=event.ended_at or event.started_at,
+                    error=event.error,
+                ),
+            )
 
     def _finish(self, conn: Connection, event: InvocationFinished) -> None:
         conn.execute(

@@ -169,6 +169,33 @@ def test_idempotent_start_with_stable_uuid(dpt_env):
     assert (row.uuid, row.status, row.error) == (uid, "failed", "task x failed")
 
 
+def test_a_start_with_the_outcome_closes_the_running_invocation_with_that_uuid(
+    dpt_backend, dpt_env
+):
+    """An adapter may record, from outside, a step that opened itself from inside."""
+    import datetime as dt
+
+    tracker = dpt_core.get_tracker()
+    uid = dpt_core.invocation_uuid("dagster", "run-1", "asset")
+    tracker.start("job", uuid=uid, orchestrator="dagster")  # from inside the asset
+    ended = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
+    for _ in range(2):  # the sensor's record, then a replay of it
+        tracker.start(
+            "job",
+            uuid=uid,
+            orchestrator="dagster",
+            status="success",
+            ended_at=ended,
+            environment=False,
+        )
+    (row,) = runs(dpt_env)
+    assert (row.uuid, row.status, row.error) == (uid, "success", None)
+    assert str(dpt_env.scalar("SELECT ended_at FROM invocations")).startswith("2026-01-01 12")
+    # a plain (running) start of a known uuid changes nothing
+    tracker.start("job", uuid=uid, orchestrator="dagster")
+    assert dpt_env.scalar("SELECT status FROM invocations") == "success"
+
+
 def test_current_context_hook_lets_plugins_name_the_running_invocation(dpt_env, tmp_path):
     tracker = dpt_core.get_tracker()
     task = tracker.start("dag", task="t1", orchestrator="airflow")
