@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, bindparam, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from dpt_core.events import (
     EnvironmentSnapshot,
@@ -79,6 +80,16 @@ _LATEST_VERSIONS = (
 )
 
 
+#: Most ids a recorder keeps per cache before starting the cache over.
+ID_CACHE_SIZE = 200_000
+
+
+def _remember(cache: dict[str, int], ids: dict[str, int]) -> None:
+    if len(cache) + len(ids) > ID_CACHE_SIZE:
+        cache.clear()
+    cache.update(ids)
+
+
 def uri_digest(uri: str) -> str:
     return hashlib.sha256(uri.encode("utf-8", "surrogateescape")).hexdigest()
 
@@ -96,6 +107,11 @@ class Recorder:
         self._environment_ids: dict[str, int] = {}
         #: uuid -> id of invocations seen by this process (ids never change once committed).
         self._invocation_ids: dict[str, int] = {}
+        #: URI digest -> product id and version uuid -> version id, likewise: dpt never
+        #: deletes products or versions, so a committed id stays right. Bounded by
+        #: starting over when full.
+        self._product_ids: dict[str, int] = {}
+        self._version_ids: dict[str, int] = {}
 
     # -- entry point -------------------------------------------------------------------
 
@@ -110,9 +126,17 @@ class Recorder:
             # ids cached in a rolled-back transaction may not exist
             self._environment_ids.clear()
             self._invocation_ids.clear()
+            self._product_ids.clear()
+            self._version_ids.clear()
 
         try:
-            in_transaction(self.engine, apply_all, attempts=attempts, on_retry=on_retry)
+            try:
+                in_transaction(self.engine, apply_all, attempts=attempts, on_retry=on_retry)
+            except IntegrityError:
+                # A cached id whose row is gone (the database was emptied or replaced
+                # under this process): once more, looking everything up.
+                on_retry()
+                in_transaction(self.engine, apply_all, attempts=attempts, on_retry=on_retry)
         except BaseException:
             on_retry()
             raise
@@ -288,7 +312,13 @@ class Recorder:
         digests = {uri: uri_digest(uri) for uri in dict.fromkeys(uris)}
         if not digests:
             return {}
-        by_digest = self._products_by_digest(conn, list(digests.values()))
+        cache = self._product_ids
+        by_digest = {d: cache[d] for d in digests.values() if d in cache}
+        if len(by_digest) == len(digests):
+            return {uri: by_digest[d] for uri, d in digests.items()}
+        by_digest.update(
+            self._products_by_digest(conn, [d for d in digests.values() if d not in by_digest])
+        )
         missing = [(u, d) for u, d in digests.items() if d not in by_digest]
         if missing:
             now = utcnow()
@@ -303,12 +333,24 @@ class Recorder:
             unseen = [d for _, d in missing if d not in by_digest]  # a concurrent writer's
             if unseen:
                 by_digest.update(self._products_by_digest(conn, unseen))
+        _remember(cache, by_digest)
         return {uri: by_digest[d] for uri, d in digests.items()}
 
     @staticmethod
     def _products_by_digest(conn: Connection, digests: Sequence[str]) -> dict[str, int]:
         rows = select_in(conn, [P.c.id, P.c.uri_digest], P.c.uri_digest, digests)
         return {r.uri_digest: r.id for r in rows}
+
+    def _version_ids_of(self, conn: Connection, uuids: Sequence[str]) -> dict[str, int]:
+        """Ids of the versions among ``uuids`` that exist (from the cache when known)."""
+        cache = self._version_ids
+        found = {u: cache[u] for u in uuids if u in cache}
+        rest = [u for u in uuids if u not in found]
+        if rest:
+            looked_up = {u: r.id for u, r in self._version_rows(conn, rest).items()}
+            _remember(cache, looked_up)
+            found.update(looked_up)
+        return found
 
     def _version_rows(self, conn: Connection, uuids: Sequence[str]) -> dict[str, Any]:
         return {
@@ -320,21 +362,22 @@ class Recorder:
         inv_id = self._require_invocation(conn, event.invocation_uuid)
         observations = list(event.inputs)
         products = self.product_ids(conn, [o.uri for o in observations])
-        known = self._version_rows(conn, [o.version_uuid for o in observations])
+        known = self._version_ids_of(conn, [o.version_uuid for o in observations])
 
         # A read this invocation already recorded (a replay) keeps the version it linked
         # then, even if a newer version with the same content appeared since.
+        # (Neither lookup is needed when every read names a version that exists.)
+        unresolved = {products[o.uri] for o in observations if o.version_uuid not in known}
         already: dict[tuple[int, str | None], int] = {}
-        for r in conn.execute(_READ_BEFORE, {"inv_id": inv_id}):
+        for r in conn.execute(_READ_BEFORE, {"inv_id": inv_id}) if unresolved else ():
             already[(r.product_id, r.content_hash)] = r.id
             already[(r.product_id, None)] = max(already.get((r.product_id, None), 0), r.id)
 
         # Otherwise the version each read saw: the exact one named, else the newest with the
         # same content hash, else (no hash) the newest at all, else a newly observed version.
-        product_list = list(set(products.values()))
         latest_by_hash: dict[tuple[int, str | None], int] = {}
         latest: dict[int, int] = {}
-        for r in self._latest_versions(conn, product_list):
+        for r in self._latest_versions(conn, list(unresolved)):
             latest_by_hash[(r.product_id, r.content_hash)] = r.vid
             latest[r.product_id] = max(latest.get(r.product_id, 0), r.vid)
 
@@ -344,7 +387,7 @@ class Recorder:
         for o in observations:
             pid = products[o.uri]
             if o.version_uuid in known:
-                chosen[o.version_uuid] = known[o.version_uuid].id
+                chosen[o.version_uuid] = known[o.version_uuid]
                 continue
             if (pid, o.content_hash) in already:
                 chosen[o.version_uuid] = already[(pid, o.content_hash)]
@@ -356,10 +399,11 @@ class Recorder:
                 new_rows.append(self._version_row(o, pid, None, now))
         if new_rows:
             inserted = insert_returning(conn, V, new_rows, ["uuid"], [V.c.id, V.c.uuid])
-            chosen.update((r.uuid, r.id) for r in inserted or ())
-            unseen = [r["uuid"] for r in new_rows if r["uuid"] not in chosen]
-            for uuid, r in self._version_rows(conn, unseen).items():
-                chosen[uuid] = r.id
+            made = {r.uuid: r.id for r in inserted or ()}
+            unseen = [r["uuid"] for r in new_rows if r["uuid"] not in made]
+            made.update((uuid, r.id) for uuid, r in self._version_rows(conn, unseen).items())
+            _remember(self._version_ids, made)
+            chosen.update(made)
         input_ids = sorted(set(chosen.values()))
         insert_ignore(
             conn,
@@ -454,7 +498,9 @@ class Recorder:
                         }
                     )
                 )
-        version_of = {uuid: r.id for uuid, r in rows.items()} | reused
+        own_rows = {uuid: r.id for uuid, r in rows.items()}
+        _remember(self._version_ids, own_rows)  # (not the reused: their uuid is another's)
+        version_of = own_rows | reused
 
         # An invocation's own outputs are never its parents.
         own = set(version_of.values())

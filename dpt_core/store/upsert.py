@@ -85,6 +85,9 @@ def _insert_statement(
 
 
 def _execute_in_chunks(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) -> list[Any]:
+    if len(rows) == 1:  # the common case: a plain execute, not the executemany machinery
+        result = conn.execute(stmt, rows[0])
+        return list(result.all()) if result.returns_rows else []
     width = max(1, len(rows[0]))
     returned: list[Any] = []
     for part in chunks(rows, max(1, min(CHUNK, 30000 // width))):

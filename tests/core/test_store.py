@@ -312,3 +312,46 @@ def test_migration_round_trip_with_rows_present(recorder):
         [InvocationStarted(uuid=inv, orchestrator="python", job="j", environment=env_snapshot())]
     )
     assert count(recorder.engine, "invocations") == 1
+
+
+def test_cached_ids_of_rows_that_vanished_are_looked_up_again(recorder):
+    """The recorder caches product and version ids; if the database is emptied under a
+    running process, its next batch still lands whole instead of failing on a stale id."""
+    from sqlalchemy import text
+
+    def batch(tag: str) -> list:
+        writer, reader = str(uuid.uuid4()), str(uuid.uuid4())
+        made = "33333333-3333-3333-3333-333333333333"
+        return [
+            InvocationStarted(uuid=writer, orchestrator="python", job=f"make-{tag}"),
+            ProductsWritten(writer, (obs("file:///made", "xxh3_128:cc", vid=made),)),
+            InvocationStarted(uuid=reader, orchestrator="python", job=f"use-{tag}"),
+            ProductsRead(reader, (obs("file:///made", "xxh3_128:cc", vid=made),)),
+            ProductsWritten(reader, (obs("file:///used", "xxh3_128:dd"),)),
+        ]
+
+    recorder.record(batch("first"))
+    assert recorder._product_ids and recorder._version_ids  # what this test is about
+    with recorder.engine.begin() as conn:  # another process empties the database
+        for table in (
+            "lineage_edges",
+            "invocation_inputs",
+            "data_product_versions",
+            "data_products",
+            "invocations",
+        ):
+            conn.execute(text(f"DELETE FROM {table}"))
+    recorder.record(batch("second"))
+    with recorder.engine.connect() as conn:
+        edge = conn.execute(
+            text(
+                "SELECT pp.uri AS parent, cp.uri AS child, i.job FROM lineage_edges e "
+                "JOIN invocations i ON i.id = e.invocation_id "
+                "JOIN data_product_versions pv ON pv.id = e.parent_version_id "
+                "JOIN data_products pp ON pp.id = pv.product_id "
+                "JOIN data_product_versions cv ON cv.id = e.child_version_id "
+                "JOIN data_products cp ON cp.id = cv.product_id"
+            )
+        ).one()
+    assert tuple(edge) == ("file:///made", "file:///used", "use-second")
+    assert count(recorder.engine, "data_product_versions") == 2
