@@ -131,7 +131,12 @@ def make_engine(
         options.pop("pool_pre_ping")
     elif backend == "postgresql":
         connect_args["connect_timeout"] = max(1, int(connect_timeout))
-        connect_args["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
+        # libpq options given in the URL (``?options=-c synchronous_commit=off``) are kept,
+        # after dpt's own: connect_args would otherwise replace them.
+        own = f"-c statement_timeout={int(statement_timeout * 1000)}"
+        given = parsed.query.get("options")
+        given = given[-1] if isinstance(given, tuple) else given
+        connect_args["options"] = f"{own} {given}" if given else own
         connect_args["application_name"] = "dpt"
     else:
         connect_args["connect_timeout"] = max(1, int(connect_timeout))

@@ -355,3 +355,33 @@ def test_cached_ids_of_rows_that_vanished_are_looked_up_again(recorder):
         ).one()
     assert tuple(edge) == ("file:///made", "file:///used", "use-second")
     assert count(recorder.engine, "data_product_versions") == 2
+
+
+@pytest.fixture
+def pg_url(request, tmp_path):
+    from dpt_core.testing import make_database
+
+    yield from make_database("postgresql", tmp_path, request)
+
+
+def test_libpq_options_in_the_url_are_kept_beside_dpts_timeout(pg_url):
+    """``?options=-c synchronous_commit=off`` is how a team opts out of waiting for the
+    disk on every commit (see docs/performance.md); dpt's own statement timeout stays."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    dpt_backend = pg_url
+    url = make_url(dpt_backend).update_query_dict({"options": "-c synchronous_commit=off"})
+    engine = make_engine(url.render_as_string(hide_password=False), statement_timeout=7)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "off"
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "7s"
+    finally:
+        engine.dispose()
+    plain = make_engine(dpt_backend, statement_timeout=7)
+    try:
+        with plain.connect() as conn:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+    finally:
+        plain.dispose()
