@@ -318,6 +318,17 @@ def redact_text(text: str) -> str:
     URL passwords and secret query parameters become ``***``; words that look like
     well-known tokens or long random secrets become ``<redacted>``.
     """
+    if len(text) <= 256:  # parameters and tags repeat from run to run: memoised
+        return _redact_short_text(text)
+    return _redact_text(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _redact_short_text(text: str) -> str:
+    return _redact_text(text)
+
+
+def _redact_text(text: str) -> str:
     masked = mask_url_credentials(text)
     words = masked.split(" ")
     for index, word in enumerate(words):

@@ -112,6 +112,10 @@ class Recorder:
         #: starting over when full.
         self._product_ids: dict[str, int] = {}
         self._version_ids: dict[str, int] = {}
+        #: Invocations inserted by the current transaction -> the kinds of events
+        #: ("read", "write") applied to them since. Nobody else can have given such an
+        #: invocation inputs or outputs yet, so what was not applied here is empty.
+        self._new_here: dict[str, set[str]] = {}
 
     # -- entry point -------------------------------------------------------------------
 
@@ -119,6 +123,7 @@ class Recorder:
         """Record ``events`` in one transaction, retrying transient lock conflicts."""
 
         def apply_all(conn: Connection) -> None:
+            self._new_here.clear()
             for event in events:
                 self._apply(conn, event)
 
@@ -253,6 +258,7 @@ class Recorder:
         inserted = insert_returning(conn, I, [row], ["uuid"], [I.c.id])
         if inserted:  # the next events of this invocation need not look it up
             self._invocation_ids[event.uuid] = inserted[0].id
+            self._new_here[event.uuid] = set()
         elif event.status != "running":
             # Recorded before (started elsewhere, e.g. from inside the task it stands
             # for): a start that carries the outcome also closes it.
@@ -276,6 +282,16 @@ class Recorder:
                 "b_error": event.error,
             },
         )
+
+    def _nothing_yet(self, uuid: str, kind: str, *, now: str) -> bool:
+        """True when invocation ``uuid`` certainly has no ``kind`` rows yet (it was inserted
+        by this transaction, and no such event came since); records that ``now`` came."""
+        seen = self._new_here.get(uuid)
+        if seen is None:
+            return False
+        empty = kind not in seen
+        seen.add(now)
+        return empty
 
     def _require_invocation(self, conn: Connection, uuid: str) -> int:
         inv_id = self.invocation_id(conn, uuid)
@@ -411,7 +427,11 @@ class Recorder:
             [{"invocation_id": inv_id, "version_id": v} for v in input_ids],
             ["invocation_id", "version_id"],
         )
-        outputs = conn.execute(_OUTPUTS_OF, {"inv_id": inv_id}).all()
+        outputs = (
+            []
+            if self._nothing_yet(event.invocation_uuid, "write", now="read")
+            else conn.execute(_OUTPUTS_OF, {"inv_id": inv_id}).all()
+        )
         own = {r.id for r in outputs}  # an invocation's own outputs are never its parents
         implicit_outputs = [r.id for r in outputs if not r.explicit_parents]
         self._insert_edges(
@@ -444,7 +464,11 @@ class Recorder:
         inv_id = self._require_invocation(conn, event.invocation_uuid)
         outputs = list(event.outputs)
         products = self.product_ids(conn, [o.uri for o in outputs])
-        inputs = conn.execute(_INPUTS_OF, {"inv_id": inv_id}).all()
+        inputs = (
+            []
+            if self._nothing_yet(event.invocation_uuid, "read", now="write")
+            else conn.execute(_INPUTS_OF, {"inv_id": inv_id}).all()
+        )
 
         # Task code may name an output as a parent before the output is written (so it
         # was read, as a version nobody produced yet): writing that same content is that

@@ -385,3 +385,54 @@ def test_libpq_options_in_the_url_are_kept_beside_dpts_timeout(pg_url):
             assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
     finally:
         plain.dispose()
+
+
+def edge_uris(engine) -> set[tuple[str, str]]:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return {
+            (r.parent, r.child)
+            for r in conn.execute(
+                text(
+                    "SELECT pp.uri AS parent, cp.uri AS child FROM lineage_edges e "
+                    "JOIN data_product_versions pv ON pv.id = e.parent_version_id "
+                    "JOIN data_products pp ON pp.id = pv.product_id "
+                    "JOIN data_product_versions cv ON cv.id = e.child_version_id "
+                    "JOIN data_products cp ON cp.id = cv.product_id"
+                )
+            )
+        }
+
+
+def test_reads_and_writes_of_a_new_invocation_in_one_batch_link_like_separate_batches(recorder):
+    """Inside the transaction that inserts an invocation, its inputs and outputs are known
+    without asking the database; the lineage must be the same as batch by batch."""
+    uri = "file:///{}/{}".format
+
+    def events(tag: str) -> list:
+        inv = str(uuid.uuid4())
+        return [
+            InvocationStarted(uuid=inv, orchestrator="python", job=tag),
+            ProductsRead(inv, (obs(uri(tag, "a"), "xxh3_128:a"),)),
+            ProductsWritten(inv, (obs(uri(tag, "b"), "xxh3_128:b"),)),  # implicit parents
+            ProductsRead(inv, (obs(uri(tag, "c"), "xxh3_128:c"),)),  # joins b's parents
+            ProductsWritten(inv, (obs(uri(tag, "d"), "xxh3_128:d", parents=(uri(tag, "a"),)),)),
+            InvocationFinished(inv, "success"),
+        ]
+
+    recorder.record(events("one"))
+    for event in events("many"):
+        recorder.record([event])
+    expected = {("a", "b"), ("c", "b"), ("a", "d")}
+    edges = edge_uris(recorder.engine)
+    for tag in ("one", "many"):
+        assert {(p[-1], c[-1]) for p, c in edges if f"/{tag}/" in c} == expected
+
+
+def test_an_invocation_another_process_gave_inputs_still_links_them(recorder):
+    inv = str(uuid.uuid4())
+    recorder.record([InvocationStarted(uuid=inv, orchestrator="python", job="j")])
+    Recorder(recorder.engine).record([ProductsRead(inv, (obs("file:///x", "xxh3_128:x"),))])
+    recorder.record([ProductsWritten(inv, (obs("file:///y", "xxh3_128:y"),))])
+    assert edge_uris(recorder.engine) == {("file:///x", "file:///y")}
