@@ -29,13 +29,18 @@ Cycle safety
 
 One statement
     The closure, the node details (product URI, content hash, producer run)
-    and the traversed edges (with their invocation) come back from a single
-    statement: ``WITH RECURSIVE reach ..., nodes ... SELECT <node rows>
-    UNION ALL SELECT <edge rows>``, so each fact crosses the wire once. The
+    and the traversed edges come back from a single statement:
+    ``WITH RECURSIVE reach ..., nodes ... SELECT <node rows> UNION ALL SELECT
+    <edge rows>``, so each fact crosses the wire once. An edge row is three
+    integers (near end, far end, id of the run that made it): that run is
+    nearly always the producer of the edge's child, which is a node whose row
+    already names it, so runs are not joined per edge (one index probe per
+    edge saved). A run no node row names (a version recorded again by another
+    run, say) costs one follow-up lookup by primary key, only then. The
     statements for the common seeds (all versions of one product, a list of
-    version ids) are built once and reused, so SQLAlchemy and the driver reuse
-    their compiled and prepared forms. Seeding by product needs no separate
-    root lookup; a given ``version`` costs one small indexed lookup first.
+    version ids) are built once and reused, so SQLAlchemy reuses their compiled
+    form. Seeding by product needs no separate root lookup; a given ``version``
+    costs one small indexed lookup first.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -90,6 +95,10 @@ E = LineageEdge.__table__
 
 #: Recursion bound set on MariaDB/MySQL sessions (their defaults, 1000, would cut long chains).
 _MYSQL_RECURSION_LIMIT = 4_294_967_295
+
+#: Where, in a row of the closure statement, an edge row puts the far end's version id
+#: (None on node rows) and, next to it, the id of the invocation that made the edge.
+_EDGE_COLUMN = 14
 
 
 def _aware(value: Any) -> Any:
@@ -173,6 +182,11 @@ class LineageGraph:
         return list(dict.fromkeys(n.uri for n in self.nodes))
 
 
+#: ``(uuid, job, task)`` of a run; what an edge made by no recorded run carries.
+Run = tuple[str | None, str | None, str | None]
+_NO_RUN: Run = (None, None, None)
+
+
 @dataclass
 class Closure:
     """The raw result of :func:`closure`, keyed by version id.
@@ -180,15 +194,29 @@ class Closure:
     :param depths: breadth-first distance of each reached version from the seeds.
     :param details: per version, a row with attributes ``uri``, ``product_id``, ``uuid``,
         ``content_hash``, ``size``, ``mtime``, ``recorded_at``, ``produced_by`` (run uuid),
-        ``job``, ``task``, ``status``.
-    :param edges: ``(parent_vid, child_vid, invocation uuid, job, task)`` traversed.
+        ``job``, ``task``, ``status``, ``produced_by_id``.
+    :param steps: the traversed edges as ``(near vid, far vid, invocation id)``, near
+        being the end the walk came from (the child upstream, the parent downstream).
+    :param runs: ``invocation id -> (uuid, job, task)`` for every invocation in ``steps``.
     """
 
     seeds: list[int]
     direction: Direction
     depths: dict[int, int]
     details: dict[int, Any]
-    edges: list[tuple[int, int, str | None, str | None, str | None]]
+    steps: list[tuple[int, int, int | None]]
+    runs: dict[int | None, Run]
+
+    @functools.cached_property
+    def edges(self) -> list[tuple[int, int, str | None, str | None, str | None]]:
+        """``(parent_vid, child_vid, invocation uuid, job, task)`` per traversed edge."""
+        runs, upstream = self.runs, self.direction == "upstream"
+        return [
+            (far, near, *runs.get(invocation, _NO_RUN))
+            if upstream
+            else (near, far, *runs.get(invocation, _NO_RUN))
+            for near, far, invocation in self.steps
+        ]
 
 
 # --------------------------------------------------------------------------- the query
@@ -237,7 +265,6 @@ def _closure_statement(seeds: Select[Any], direction: Direction, limited: bool) 
         .cte("nodes")
     )
     producer = I.alias("producer")
-    maker = I.alias("maker")
     edge = E.alias("edge")
     edge_from, edge_to = ends(edge)
     edge_on = edge_from == nodes.c.vid
@@ -260,10 +287,9 @@ def _closure_statement(seeds: Select[Any], direction: Direction, limited: bool) 
             producer.c.job,
             producer.c.task,
             producer.c.status,
+            V.c.produced_by_id,
             null().label("other_vid"),
-            null().label("edge_invocation"),
-            null().label("edge_job"),
-            null().label("edge_task"),
+            null().label("edge_invocation_id"),
         )
         .select_from(nodes)
         .join(V, V.c.id == nodes.c.vid)
@@ -272,16 +298,10 @@ def _closure_statement(seeds: Select[Any], direction: Direction, limited: bool) 
     )
     edge_rows = (
         select(
-            nodes.c.vid,
-            *(null() for _ in range(12)),
-            edge_to,
-            maker.c.uuid,
-            maker.c.job,
-            maker.c.task,
+            nodes.c.vid, *(null() for _ in range(_EDGE_COLUMN - 1)), edge_to, edge.c.invocation_id
         )
         .select_from(nodes)
         .join(edge, edge_on)
-        .outerjoin(maker, maker.c.id == edge.c.invocation_id)
     )
     return union_all(node_rows, edge_rows)
 
@@ -367,23 +387,45 @@ def _closure(
     _allow_deep_recursion(conn)
     details: dict[int, Any] = {}
     seed_ids: list[int] = []
-    edges: dict[tuple[int, int], tuple[int, int, str | None, str | None, str | None]] = {}
-    upstream = direction == "upstream"
+    steps: list[tuple[int, int, int | None]] = []  # (near end, far end, invocation id)
+    adjacency: dict[int, list[int]] = {}
     for row in conn.execute(statement, params).all():
-        vid, other = row[0], row[13]
-        if other is not None:
-            key = (other, vid) if upstream else (vid, other)
-            edges[key] = (*key, row[14], row[15], row[16])
-        else:
+        vid, far = row[0], row[_EDGE_COLUMN]
+        if far is None:
             if row[1] == 0:
                 seed_ids.append(vid)
             details[vid] = row  # the node's details, by attribute (see Closure)
-    adjacency: dict[int, list[int]] = {}
-    for parent, child in edges:
-        here, there = (child, parent) if upstream else (parent, child)
-        adjacency.setdefault(here, []).append(there)
+        else:
+            steps.append((vid, far, row[_EDGE_COLUMN + 1]))
+            adjacency.setdefault(vid, []).append(far)
     depths = _bfs(seed_ids, adjacency)
-    return Closure(seed_ids, direction, depths, details, list(edges.values()))
+    return Closure(seed_ids, direction, depths, details, steps, _runs(conn, details, steps))
+
+
+def _runs(
+    conn: Connection, details: dict[int, Any], steps: list[tuple[int, int, int | None]]
+) -> dict[int | None, Run]:
+    """``invocation id -> (uuid, job, task)`` for the invocations that made the traversed edges.
+
+    The invocation that made an edge is nearly always the one that produced its child,
+    and the child is a node of the closure, whose row already names its producer; only
+    the others (a version re-recorded by another run, say) cost a query, by primary key.
+    """
+    # Positions in a node row (see _closure_statement): 13 produced_by_id, 9-11 its uuid,
+    # job and task.
+    runs: dict[int | None, Run] = {
+        row[13]: (row[9], row[10], row[11]) for row in details.values() if row[13] is not None
+    }
+    missing = {invocation for _, _, invocation in steps if invocation not in runs}
+    missing.discard(None)
+    if missing:
+        found = conn.execute(
+            select(I.c.id, I.c.uuid, I.c.job, I.c.task).where(
+                I.c.id.in_(bindparam("ids", sorted(missing), expanding=True, literal_execute=True))
+            )
+        )
+        runs.update((row[0], (row[1], row[2], row[3])) for row in found)
+    return runs
 
 
 # --------------------------------------------------------------------------- roots
@@ -453,32 +495,37 @@ def resolve_versions(conn: Connection, uri: str, version: str | None = None) -> 
 # --------------------------------------------------------------------------- public API
 
 
+#: ``Node`` / ``Edge`` from a tuple of all their fields, skipping the generated Python-level
+#: ``__new__``: a noticeable share of building the ~1 500 of them a large closure has.
+_new_node: Callable[[tuple[Any, ...]], Node] = functools.partial(tuple.__new__, Node)
+_new_edge: Callable[[tuple[Any, ...]], Edge] = functools.partial(tuple.__new__, Edge)
+
+
 def _graph(root: str, result: Closure, depth: int | None) -> LineageGraph:
     """Nodes nearest first (then by URI); edges in the order of their far, then near, end."""
-    depths, details = result.depths, result.details
-    # Positions in a node row (see _closure_statement); faster than attribute access.
-    order = sorted(depths, key=lambda v: (depths[v], details[v][2], v))
-    rank = {vid: position for position, vid in enumerate(order)}
-    nodes = [
-        Node(d[2], depths[v], d[4], d[5], d[6], _aware(d[8]), d[9], d[10], d[11], d[12])
-        for v in order
-        for d in (details[v],)
-    ]
-    upstream = result.direction == "upstream"
-    kept = [e for e in result.edges if e[0] in rank and e[1] in rank]
-    kept.sort(key=lambda e: (rank[e[0]], rank[e[1]]) if upstream else (rank[e[1]], rank[e[0]]))
-    edges = [
-        Edge(
-            nodes[rank[p]].uri,
-            nodes[rank[c]].uri,
-            invocation,
-            nodes[rank[p]].version,
-            nodes[rank[c]].version,
-            job,
-            task,
+    details = result.details
+    # Positions in a node row: see _closure_statement. Sorting plain tuples, not by a key
+    # function, and (below) edges by their ends' ranks keeps Python calls per item low.
+    keys = sorted([(distance, details[vid][2], vid) for vid, distance in result.depths.items()])
+    rank: dict[int, int] = {}
+    nodes: list[Node] = []
+    for position, (distance, uri, vid) in enumerate(keys):
+        d = details[vid]
+        rank[vid] = position
+        nodes.append(
+            _new_node((uri, distance, d[4], d[5], d[6], _aware(d[8]), d[9], d[10], d[11], d[12]))
         )
-        for p, c, invocation, job, task in kept
-    ]
+    ends = [(node.uri, node.version) for node in nodes]  # by rank
+    # (far, near) is unique (UNIQUE(parent, child)), so invocation ids are never compared.
+    order = sorted([(rank[far], rank[near], invocation) for near, far, invocation in result.steps])
+    upstream, runs = result.direction == "upstream", result.runs
+    edges: list[Edge] = []
+    for far, near, invocation in order:
+        (parent, parent_version), (child, child_version) = (
+            (ends[far], ends[near]) if upstream else (ends[near], ends[far])
+        )
+        run, job, task = runs.get(invocation, _NO_RUN)
+        edges.append(_new_edge((parent, child, run, parent_version, child_version, job, task)))
     return LineageGraph(
         root=root, direction=result.direction, nodes=nodes, edges=edges, depth=depth
     )

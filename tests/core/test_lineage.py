@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 import dpt_core
 from dpt_core.events import ProductRef
@@ -250,6 +251,78 @@ def test_downstream_products_helper(dpt_backend, strict, tmp_path):
         (uri(c), 2, [rc]),
     ]
     assert sorted(reach.details[v].uri for v in reach.depths) == sorted([uri(a), uri(b)])
+
+
+def selects_during(engine, func, *args, **kwargs):
+    """``func(*args, **kwargs)`` and the SELECT statements it sent through ``engine``."""
+    from sqlalchemy import event
+
+    sent: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
+            sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        return func(*args, **kwargs), sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_closure_is_one_statement_whatever_its_size(dpt_backend, strict, tmp_path):
+    from dpt_core.store.plugin import current_store
+
+    files = [tmp_path / f"c{i}" for i in range(12)]
+    step("source", writes={files[0]: "0", files[1]: "1"})
+    for i in range(2, 12):  # each file made from the two before it
+        step(f"s{i}", [files[i - 2], files[i - 1]], {files[i]: str(i)})
+    engine = current_store().engine
+    for direction, target in (("upstream", files[11]), ("downstream", files[0])):
+        for limit in (None, 3):
+            graph, sent = selects_during(engine, lineage, target, direction, limit)
+            assert len(sent) == 1, sent  # no query per node, none for the edges' runs
+            assert graph.edges and all(e.invocation and e.job for e in graph.edges)
+
+
+def test_an_edge_made_by_another_run_than_its_childs_producer(dpt_backend, strict, tmp_path):
+    """Two runs recording the same version: the edges carry the run that made them."""
+    from dpt_core.store.plugin import current_store
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_a = step("make-a", writes={a: "a"})
+    version = str(uuid.uuid4())
+    b.write_text("b")
+    with dpt_core.invocation("first") as first:
+        first.write(ProductRef(b, version_uuid=version))
+    with dpt_core.invocation("second", task="again") as second:
+        second.read(a)
+        second.write(ProductRef(b, version_uuid=version))  # the same version, first's
+    engine = current_store().engine
+
+    up, sent = selects_during(engine, lineage, b)
+    assert len(sent) == 2  # the closure, then the one run no node row names
+    assert [(n.uri, n.produced_by, n.job) for n in up.nodes] == [
+        (uri(b), first.uuid, "first"),
+        (uri(a), make_a, "make-a"),
+    ]
+    assert [(e.parent, e.child, e.invocation, e.job, e.task) for e in up.edges] == [
+        (uri(a), uri(b), second.uuid, "second", "again")
+    ]
+    down = lineage(a, "downstream")
+    assert [(e.invocation, e.job, e.task) for e in down.edges] == [(second.uuid, "second", "again")]
+    with engine.connect() as conn:
+        vid = conn.execute(
+            text("SELECT id FROM data_product_versions WHERE uuid = :u"), {"u": version}
+        ).scalar()
+        (edge,) = closure(conn, [vid], "upstream").edges
+    assert edge[1:] == (vid, second.uuid, "second", "again")
+
+    # A run deleted afterwards leaves its edges without one (ON DELETE SET NULL).
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE lineage_edges SET invocation_id = NULL"))
+    (orphan,) = lineage(b).edges
+    assert (orphan.parent, orphan.invocation, orphan.job, orphan.task) == (uri(a), None, None, None)
 
 
 # --------------------------------------------------------------------------- properties
