@@ -94,6 +94,9 @@ class Store:
                 self.settings.database_url,
                 connect_timeout=self.settings.connect_timeout,
                 statement_timeout=self.settings.statement_timeout,
+                # every use is through in_transaction(), which retries once on a fresh
+                # connection when a pooled one is dead: no round trip per checkout
+                pool_pre_ping=False,
             )
             ensure_schema(engine)
             self._engine = engine

@@ -40,21 +40,32 @@ def in_transaction(
     attempts: int = 5,
     on_retry: Callable[[], None] | None = None,
 ) -> T:
-    """Run ``work`` in one transaction, retrying it on deadlocks and lock timeouts."""
-    for attempt in range(attempts):
+    """Run ``work`` in one transaction, retrying it on deadlocks and lock timeouts, and
+    once on a fresh connection when the pooled one turns out to be dead (a restarted
+    server, a dropped idle connection)."""
+    fresh_connection_tried = False
+    attempt = 0
+    while True:
         try:
             with engine.connect() as conn:
                 conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
                     return work(conn)
         except DBAPIError as exc:
+            if exc.connection_invalidated and not fresh_connection_tried:
+                # The pool has discarded every connection of the dead server's generation.
+                # Safe even if the commit itself was cut: recording is idempotent.
+                fresh_connection_tried = True
+                if on_retry is not None:
+                    on_retry()
+                continue
             message = str(exc.orig).lower()
             if attempt + 1 == attempts or not any(m in message for m in RETRYABLE):
                 raise
             if on_retry is not None:
                 on_retry()
             time.sleep(0.05 * (2**attempt) * (0.5 + random.random()))
-    raise AssertionError("unreachable")  # pragma: no cover
+            attempt += 1
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:

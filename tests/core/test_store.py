@@ -436,3 +436,35 @@ def test_an_invocation_another_process_gave_inputs_still_links_them(recorder):
     Recorder(recorder.engine).record([ProductsRead(inv, (obs("file:///x", "xxh3_128:x"),))])
     recorder.record([ProductsWritten(inv, (obs("file:///y", "xxh3_128:y"),))])
     assert edge_uris(recorder.engine) == {("file:///x", "file:///y")}
+
+
+def test_a_pooled_connection_the_server_dropped_is_replaced_without_losing_the_batch(pg_url):
+    """The store's engine does not ping connections at checkout (a round trip per
+    transaction); a dead pooled connection costs one retry on a fresh connection."""
+    from sqlalchemy import text
+
+    engine = make_engine(pg_url, pool_pre_ping=False)
+    recorder = Recorder(engine)
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    recorder.record([InvocationStarted(uuid=first, orchestrator="python", job="before")])
+    admin = make_engine(pg_url)
+    with admin.connect() as conn:  # the server drops dpt's idle pooled connection
+        killed = conn.execute(
+            text(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    assert killed >= 1
+    recorder.record(
+        [
+            InvocationStarted(uuid=second, orchestrator="python", job="after"),
+            ProductsWritten(second, (obs("file:///after", "xxh3_128:af"),)),
+        ]
+    )
+    with admin.connect() as conn:
+        jobs = conn.execute(text("SELECT job FROM invocations ORDER BY id")).scalars().all()
+        versions = conn.execute(text("SELECT COUNT(*) FROM data_product_versions")).scalar()
+    assert (jobs, versions) == (["before", "after"], 1)
+    admin.dispose()
+    engine.dispose()
