@@ -65,9 +65,11 @@ from sqlalchemy import (
     null,
     or_,
     select,
-    type_coerce,
     union_all,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from dpt_core.errors import NotFound
 from dpt_core.store.models import DataProduct, DataProductVersion, Invocation, LineageEdge
@@ -222,6 +224,30 @@ class Closure:
 # --------------------------------------------------------------------------- the query
 
 
+class _NaiveUTC(FunctionElement[dt.datetime]):
+    """A stored timestamp as naive UTC, read with the plain ``DateTime`` type.
+
+    Stored naive (in UTC) on SQLite and MariaDB, so rendered as is. PostgreSQL stores
+    ``timestamp with time zone``, which psycopg loads converting every value to the
+    session's time zone (about 2 µs each, 1 ms for a 500-node closure); its plain
+    ``timestamp`` loader costs a fraction of that. Either way :func:`_aware` marks the
+    value as UTC, and no UTC-normalising decorator runs per row in Python.
+    """
+
+    type = DateTime()
+    inherit_cache = True
+
+
+@compiles(_NaiveUTC)
+def _naive_utc(element: _NaiveUTC, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(_NaiveUTC, "postgresql")
+def _naive_utc_postgresql(element: _NaiveUTC, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"timezone('UTC', {compiler.process(element.clauses, **kw)})"
+
+
 def version_ids_select(ids: Sequence[int]) -> Select[Any]:
     """``SELECT id FROM data_product_versions WHERE id IN (ids)``, usable as a closure seed."""
     # Inlined at execution time: bound parameters are capped (SQLite: 32766), integers are safe.
@@ -281,8 +307,7 @@ def _closure_statement(seeds: Select[Any], direction: Direction, limited: bool) 
             V.c.content_hash,
             V.c.size,
             V.c.mtime,
-            # The plain type: the UTC-normalising decorator would run per row in Python.
-            type_coerce(V.c.recorded_at, DateTime()).label("recorded_at"),
+            _NaiveUTC(V.c.recorded_at).label("recorded_at"),
             producer.c.uuid.label("produced_by"),
             producer.c.job,
             producer.c.task,

@@ -325,6 +325,39 @@ def test_an_edge_made_by_another_run_than_its_childs_producer(dpt_backend, stric
     assert (orphan.parent, orphan.invocation, orphan.job, orphan.task) == (uri(a), None, None, None)
 
 
+def test_recorded_at_is_the_stored_instant_in_utc(dpt_backend, strict, tmp_path):
+    """Whatever the session's time zone (PostgreSQL converts timestamptz to it)."""
+    import datetime as dt
+
+    from sqlalchemy import event, select
+
+    from dpt_core.store.models import DataProductVersion
+    from dpt_core.store.plugin import current_store
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    step("make-a", writes={a: "a"})
+    step("make-b", [a], {b: "b"})
+    engine = current_store().engine
+    if strict.backend == "postgresql":
+
+        def far_from_utc(dbapi_connection, _record):
+            dbapi_connection.execute("SET TIME ZONE 'Asia/Kolkata'")  # +05:30
+            dbapi_connection.commit()  # a SET inside a rolled-back transaction is undone
+
+        event.listen(engine, "connect", far_from_utc)
+        engine.dispose()
+    with engine.connect() as conn:
+        rows = conn.execute(select(DataProductVersion.uuid, DataProductVersion.recorded_at))
+        stored = {version: recorded for version, recorded in rows}
+    if strict.backend != "mysql":  # MariaDB keeps whole seconds
+        assert any(t.microsecond for t in stored.values())  # a real clock, fractions too
+    for direction, target in (("upstream", b), ("downstream", a)):
+        for node in lineage(target, direction).nodes:
+            assert node.recorded_at == stored[node.version]
+            assert node.recorded_at.utcoffset() == dt.timedelta(0)
+            assert node.to_dict()["recorded_at"] == stored[node.version].isoformat()
+
+
 # --------------------------------------------------------------------------- properties
 
 
