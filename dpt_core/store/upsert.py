@@ -141,16 +141,16 @@ def insert_returning(
     """Like :func:`insert_ignore`, returning ``columns`` of the rows it inserted.
 
     Rows that collided are not returned: the caller looks those up. ``None`` means this
-    path cannot return rows (MySQL/MariaDB, or PostgreSQL's COPY path for big batches)
-    and the caller looks everything up, as after :func:`insert_ignore`. Saves one round
-    trip per get-or-create in the common case where the rows are new.
+    path cannot return rows (MySQL/MariaDB) and the caller looks everything up, as after
+    :func:`insert_ignore`. Saves one round trip per get-or-create in the common case
+    where the rows are new.
     """
     name = conn.dialect.name
     if not rows:
         return []
-    if name not in ("postgresql", "sqlite") or (
-        name == "postgresql" and len(rows) >= COPY_THRESHOLD
-    ):
+    if name == "postgresql" and len(rows) >= COPY_THRESHOLD:
+        return _copy_insert_ignore(conn, table, _lock_order(rows, keys), keys, columns)
+    if name != "sqlite" and name != "postgresql":
         insert_ignore(conn, table, rows, keys)
         return None
     stmt = _insert_statement(name, table, tuple(keys), tuple(columns))
@@ -168,14 +168,21 @@ def _copy_value(value: Any, is_json: bool) -> Any:
 
 
 def _copy_insert_ignore(
-    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
-) -> None:
-    """PostgreSQL bulk path: COPY into a temporary staging table, then one INSERT ... SELECT."""
+    conn: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    returning: Sequence[Any] = (),
+) -> list[Any]:
+    """PostgreSQL bulk path: COPY into a temporary staging table, then one INSERT ... SELECT
+    (returning ``returning`` of the inserted rows, as named tuples)."""
+    from psycopg.rows import namedtuple_row
+
     columns = list(rows[0])
     json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)}
     quoted = ", ".join(f'"{c}"' for c in columns)
     stage = f"_dpt_stage_{table.name}"
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = conn.connection.dbapi_connection.cursor(row_factory=namedtuple_row)  # type: ignore[union-attr]
     try:
         cursor.execute(
             f'CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {quoted} FROM "{table.name}" WITH NO DATA'
@@ -185,11 +192,14 @@ def _copy_insert_ignore(
             for row in rows:
                 copy.write_row([_copy_value(row[c], c in json_columns) for c in columns])
         conflict = ", ".join(f'"{k}"' for k in keys)
+        back = ", ".join(f'"{c.name}"' for c in returning)
         cursor.execute(
             f'INSERT INTO "{table.name}" ({quoted}) SELECT {quoted} FROM {stage} '
-            f"ON CONFLICT ({conflict}) DO NOTHING"
+            f"ON CONFLICT ({conflict}) DO NOTHING" + (f" RETURNING {back}" if back else "")
         )
+        inserted = list(cursor.fetchall()) if back else []
         cursor.execute(f"TRUNCATE {stage}")
+        return inserted
     finally:
         cursor.close()
 

@@ -468,3 +468,33 @@ def test_a_pooled_connection_the_server_dropped_is_replaced_without_losing_the_b
     assert (jobs, versions) == (["before", "after"], 1)
     admin.dispose()
     engine.dispose()
+
+
+def test_big_batches_take_the_bulk_path_and_replay_to_the_same_rows(recorder):
+    """600 outputs x 2 parents: PostgreSQL's COPY path (from 500 rows) returns what it
+    inserted; a replay, where every row collides, must find the same rows."""
+    from dpt_core.store.upsert import COPY_THRESHOLD
+
+    n = COPY_THRESHOLD + 100
+    inv = str(uuid.uuid4())
+    raw = [obs(f"s3://bulk/raw/{i}", f"xxh3_128:r{i}") for i in range(n + 1)]
+    cal = [
+        obs(f"s3://bulk/cal/{i}", f"xxh3_128:c{i}", parents=(raw[i].uri, raw[i + 1].uri))
+        for i in range(n)
+    ]
+    batch = [
+        InvocationStarted(uuid=inv, orchestrator="python", job="bulk"),
+        ProductsRead(inv, tuple(raw)),
+        ProductsWritten(inv, tuple(cal)),
+    ]
+    recorder.record(batch)
+    Recorder(recorder.engine).record(batch)  # a replay from another process
+    edges = edge_uris(recorder.engine)
+    assert len(edges) == 2 * n
+    assert {("s3://bulk/raw/7", "s3://bulk/cal/7"), ("s3://bulk/raw/8", "s3://bulk/cal/7")} <= edges
+    assert all(
+        p.rsplit("/", 1)[1] in {c.rsplit("/", 1)[1], str(int(c.rsplit("/", 1)[1]) + 1)}
+        for p, c in edges
+    )
+    assert count(recorder.engine, "data_product_versions") == 2 * n + 1
+    assert count(recorder.engine, "invocation_inputs") == n + 1
