@@ -11,7 +11,8 @@ On PostgreSQL it also reports ``server_floor_versions_per_s``: the same rows (pr
 versions, inputs, edges, with the real schema's indexes and foreign keys) written by the
 server itself from ``generate_series`` in one transaction, no client involved. No client
 can ingest faster than that on the same server and disk, so it tells whether a miss is
-dpt's or the machine's.
+dpt's or the machine's. ``small_synchronous_commit_off_ms`` repeats the small
+invocations with ``?options=-c synchronous_commit=off`` in the URL (docs/database.md).
 """
 
 from __future__ import annotations
@@ -162,6 +163,12 @@ def server_floor(url: str, n: int) -> float:
     return seconds
 
 
+def _with_libpq_options(url: str, options: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).update_query_dict({"options": options}).render_as_string(False)
+
+
 def small_invocations(count: int) -> list[float]:
     import dpt_core
 
@@ -198,6 +205,10 @@ def main() -> None:
             rate, base_rate = args.outputs / seconds, base_n / base_seconds
             small = small_invocations(args.small)
             floor = server_floor(url, args.outputs) if backend == "postgresql" else None
+            unsynced = None
+            if backend == "postgresql":  # the documented opt-out of waiting for the disk
+                with isolated_dpt(_with_libpq_options(url, "-c synchronous_commit=off")):
+                    unsynced = small_invocations(args.small)
             row = {
                 "backend": backend,
                 "outputs": args.outputs,
@@ -208,6 +219,9 @@ def main() -> None:
                 # the server alone writing the same rows (no client): the ceiling here
                 "server_floor_versions_per_s": round(args.outputs / floor) if floor else None,
                 "small_invocation_median_ms": round(median_ms(small), 2),
+                "small_synchronous_commit_off_ms": (
+                    round(median_ms(unsynced), 2) if unsynced else None
+                ),
             }
             emit("ingest", **row)
             rows.append(row)
