@@ -38,7 +38,14 @@ from dpt_core.store.models import (
     InvocationInput,
     LineageEdge,
 )
-from dpt_core.store.upsert import chunks, in_transaction, insert_ignore, insert_returning, select_in
+from dpt_core.store.upsert import (
+    COPY_THRESHOLD,
+    chunks,
+    in_transaction,
+    insert_ignore,
+    insert_returning,
+    select_in,
+)
 
 
 def _table(model: Any) -> Table:
@@ -318,12 +325,16 @@ class Recorder:
 
     # -- products ----------------------------------------------------------------------
 
-    def product_ids(self, conn: Connection, uris: Sequence[str]) -> dict[str, int]:
+    def product_ids(
+        self, conn: Connection, uris: Sequence[str], *, likely_new: bool = False
+    ) -> dict[str, int]:
         """Ids of the products named by ``uris``, creating the missing ones.
 
         Looks up first and inserts only what is missing: products are read far more
         often than they are new, and an insert that conflicts still costs an index probe
-        and a row lock.
+        (and on MySQL a row lock). For a few outputs (``likely_new``) on PostgreSQL and
+        SQLite it inserts first instead: a new product then costs one statement, not
+        two, and an existing one still two.
         """
         digests = {uri: uri_digest(uri) for uri in dict.fromkeys(uris)}
         if not digests:
@@ -332,9 +343,15 @@ class Recorder:
         by_digest = {d: cache[d] for d in digests.values() if d in cache}
         if len(by_digest) == len(digests):
             return {uri: by_digest[d] for uri, d in digests.items()}
-        by_digest.update(
-            self._products_by_digest(conn, [d for d in digests.values() if d not in by_digest])
+        insert_first = (
+            likely_new
+            and conn.dialect.name in ("postgresql", "sqlite")
+            and len(digests) < COPY_THRESHOLD  # a big re-run would COPY for nothing
         )
+        if not insert_first:
+            by_digest.update(
+                self._products_by_digest(conn, [d for d in digests.values() if d not in by_digest])
+            )
         missing = [(u, d) for u, d in digests.items() if d not in by_digest]
         if missing:
             now = utcnow()
@@ -463,7 +480,7 @@ class Recorder:
     def _write(self, conn: Connection, event: ProductsWritten) -> None:
         inv_id = self._require_invocation(conn, event.invocation_uuid)
         outputs = list(event.outputs)
-        products = self.product_ids(conn, [o.uri for o in outputs])
+        products = self.product_ids(conn, [o.uri for o in outputs], likely_new=True)
         inputs = (
             []
             if self._nothing_yet(event.invocation_uuid, "read", now="write")
