@@ -348,6 +348,11 @@ def _read_chunk(connection: sqlite3.Connection, part: list[bytes], algorithm: st
     return connection.execute(query, (algorithm, RACY_WINDOW_NS, *part, algorithm)).fetchall()
 
 
+def _is_busy(exc: BaseException) -> bool:
+    """A lock another process holds (transient), not a broken cache."""
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
 class StatCache:
     """Per-host cache of content hashes keyed by (absolute path, algorithm).
 
@@ -379,14 +384,29 @@ class StatCache:
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
             try:
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=NORMAL")
-                connection.execute(_SCHEMA)
+                self._set_up(connection)
             except BaseException:
                 connection.close()
                 raise
             self._connection = connection
         return self._connection
+
+    def _set_up(self, connection: sqlite3.Connection) -> None:
+        """WAL mode and the table. Switching a new file to WAL answers "database is locked"
+        at once, without the busy timeout, while another process does the same: so many
+        processes opening one new cache together retry here until the timeout."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=NORMAL")
+                connection.execute(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextlib.contextmanager
     def _transaction(self, write: bool) -> Iterator[sqlite3.Connection | None]:
@@ -399,7 +419,10 @@ class StatCache:
                 connection = self._connect()
                 connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             except (sqlite3.Error, OSError) as exc:
-                self._give_up(exc)
+                if not _is_busy(exc):
+                    self._give_up(exc)
+                else:  # another process holds the cache past the timeout: skip it this once
+                    log.debug("dpt stat cache %s busy (%s); not used this time", self.path, exc)
                 yield None
                 return
             try:
@@ -407,7 +430,10 @@ class StatCache:
                 connection.execute("COMMIT")
             except (sqlite3.Error, OSError) as exc:
                 self._rollback(connection)
-                self._give_up(exc)
+                if not _is_busy(exc):
+                    self._give_up(exc)
+                else:
+                    log.debug("dpt stat cache %s busy (%s); not used this time", self.path, exc)
             except BaseException:
                 self._rollback(connection)
                 raise

@@ -347,6 +347,29 @@ def test_corrupt_cache_degrades_to_no_cache(tmp_path: Path) -> None:
         assert broken.lookup(path, path.stat(), "xxh3_128") is None
 
 
+def test_a_cache_locked_past_the_timeout_is_skipped_that_time_not_given_up(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "statcache.sqlite3"
+    paths = [write_old(tmp_path / f"f{i}", b"%d" % i) for i in range(5)]
+    expected = [observe(p, "xxh3_128") for p in paths]
+    with StatCache(database, timeout=0.2) as cache:
+        assert observe_many(paths[:1], "xxh3_128", cache) == expected[:1]  # file set up
+        holder = sqlite3.connect(database, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # another process holds the cache
+        try:
+            assert observe_many(paths, "xxh3_128", cache) == expected  # hashed without it
+            assert cache.usable
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert observe_many(paths, "xxh3_128", cache) == expected
+        assert all(
+            cache.lookup(p, p.stat(), "xxh3_128") == f.content_hash
+            for p, f in zip(paths, expected, strict=True)
+        ), "once the lock is gone the cache is written again"
+
+
 def test_unwritable_cache_location_degrades_to_no_cache(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
     path = write_old(tmp_path / "x", b"abc")
