@@ -419,10 +419,7 @@ class StatCache:
                 connection = self._connect()
                 connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             except (sqlite3.Error, OSError) as exc:
-                if not _is_busy(exc):
-                    self._give_up(exc)
-                else:  # another process holds the cache past the timeout: skip it this once
-                    log.debug("dpt stat cache %s busy (%s); not used this time", self.path, exc)
+                self._trouble(exc)
                 yield None
                 return
             try:
@@ -430,10 +427,7 @@ class StatCache:
                 connection.execute("COMMIT")
             except (sqlite3.Error, OSError) as exc:
                 self._rollback(connection)
-                if not _is_busy(exc):
-                    self._give_up(exc)
-                else:
-                    log.debug("dpt stat cache %s busy (%s); not used this time", self.path, exc)
+                self._trouble(exc)
             except BaseException:
                 self._rollback(connection)
                 raise
@@ -442,6 +436,12 @@ class StatCache:
     def _rollback(connection: sqlite3.Connection) -> None:
         with contextlib.suppress(sqlite3.Error):
             connection.execute("ROLLBACK")
+
+    def _trouble(self, exc: BaseException) -> None:
+        if _is_busy(exc):  # another process holds the cache past the timeout: skip it this once
+            log.debug("dpt stat cache %s busy (%s); not used this time", self.path, exc)
+        else:
+            self._give_up(exc)
 
     def _give_up(self, exc: BaseException) -> None:
         log.warning("dpt stat cache %s is unusable (%s); hashing without it", self.path, exc)
