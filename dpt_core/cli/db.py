@@ -29,6 +29,11 @@ def _revision_errors(revision: str) -> Iterator[None]:
         raise CliError(
             "the revision is empty: give 'head', 'base' or a revision (see 'dpt db current')"
         )
+    if "@" in revision:  # Alembic's branch syntax (dpt has one branch); it asserts on '@'
+        raise CliError(
+            f"revision {revision!r} cannot be used (dpt's migrations have no branches): "
+            "give 'head', 'base' or a revision (see 'dpt db current')"
+        )
     try:
         yield
     except CommandError as exc:

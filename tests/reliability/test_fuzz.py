@@ -84,7 +84,7 @@ def test_any_argument_list_exits_0_1_or_2_without_a_traceback(dpt_env, tmp_path,
 
 
 @pytest.mark.parametrize("sub", ["upgrade", "downgrade"])
-@pytest.mark.parametrize("revision", ["nonsense", "-", "0001:0002", ""])
+@pytest.mark.parametrize("revision", ["nonsense", "-", "0001:0002", "", "@", "head@x"])
 def test_unknown_schema_revision_is_one_line_and_exit_2(dpt_env, sub, revision):
     result = cli("db", sub, revision)
     assert result.exit_code == 2 and "revision" in one_line_error(result)
