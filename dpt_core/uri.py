@@ -114,9 +114,12 @@ def _without_password(rest: str) -> str:
     return f"{user}@{host}{delimiter}{tail}"
 
 
+_AUTHORITY_END: Final = re.compile(r"[/?#]")
+
+
 def _split_authority(rest: str) -> tuple[str, str, str]:
     """(authority, delimiter, remainder) of the text after ``scheme://``."""
-    match = re.search(r"[/?#]", rest)
+    match = _AUTHORITY_END.search(rest)
     if match is None:
         return rest, "", ""
     return rest[: match.start()], match.group(), rest[match.end() :]

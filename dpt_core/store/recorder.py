@@ -326,9 +326,18 @@ class Recorder:
     # -- products ----------------------------------------------------------------------
 
     def product_ids(
-        self, conn: Connection, uris: Sequence[str], *, likely_new: bool = False
+        self,
+        conn: Connection,
+        uris: Sequence[str],
+        *,
+        likely_new: bool = False,
+        created: set[int] | None = None,
     ) -> dict[str, int]:
         """Ids of the products named by ``uris``, creating the missing ones.
+
+        :param created: receives the ids of the products this call inserted: they can
+            have no versions yet, not even from a concurrent writer (nobody else sees
+            them before this transaction commits).
 
         Looks up first and inserts only what is missing: products are read far more
         often than they are new, and an insert that conflicts still costs an index probe
@@ -362,7 +371,10 @@ class Recorder:
                 ["uri_digest"],
                 [P.c.id, P.c.uri_digest],
             )
-            by_digest.update((r.uri_digest, r.id) for r in inserted or ())
+            made = {r.uri_digest: r.id for r in inserted or ()}
+            if created is not None:
+                created.update(made.values())
+            by_digest.update(made)
             unseen = [d for _, d in missing if d not in by_digest]  # a concurrent writer's
             if unseen:
                 by_digest.update(self._products_by_digest(conn, unseen))
@@ -394,13 +406,19 @@ class Recorder:
     def _read(self, conn: Connection, event: ProductsRead) -> None:
         inv_id = self._require_invocation(conn, event.invocation_uuid)
         observations = list(event.inputs)
-        products = self.product_ids(conn, [o.uri for o in observations])
+        created: set[int] = set()
+        products = self.product_ids(conn, [o.uri for o in observations], created=created)
         known = self._version_ids_of(conn, [o.version_uuid for o in observations])
 
         # A read this invocation already recorded (a replay) keeps the version it linked
         # then, even if a newer version with the same content appeared since.
-        # (Neither lookup is needed when every read names a version that exists.)
-        unresolved = {products[o.uri] for o in observations if o.version_uuid not in known}
+        # (Neither lookup is needed when every read names a version that exists, nor for
+        # products this batch just created: they have no versions at all yet.)
+        unresolved = {
+            pid
+            for o in observations
+            if o.version_uuid not in known and (pid := products[o.uri]) not in created
+        }
         already: dict[tuple[int, str | None], int] = {}
         for r in conn.execute(_READ_BEFORE, {"inv_id": inv_id}) if unresolved else ():
             already[(r.product_id, r.content_hash)] = r.id

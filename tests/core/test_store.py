@@ -161,6 +161,36 @@ def test_read_links_to_version_with_same_hash_and_new_hash_makes_new_version(rec
     assert count(recorder.engine, "invocation_inputs") == 3
 
 
+def test_reading_products_nobody_recorded_asks_for_no_versions_of_them(recorder):
+    """Products the read itself creates have no versions: no lookup of their latest one
+    where the insert says which rows it made (RETURNING: PostgreSQL, SQLite); a product
+    already there, read in the same event, still links to its version."""
+    from sqlalchemy import event
+
+    writer, reader = str(uuid.uuid4()), str(uuid.uuid4())
+    recorder.record([InvocationStarted(uuid=writer, orchestrator="python", job="w")])
+    recorder.record([ProductsWritten(writer, (obs("file:///old", "xxh3_128:01"),))])
+    recorder.record([InvocationStarted(uuid=reader, orchestrator="python", job="r")])
+    grouped: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "GROUP BY" in statement.upper():
+            grouped.append(statement)
+
+    fresh = Recorder(recorder.engine)  # no cached ids: everything is asked of the database
+    event.listen(recorder.engine, "before_cursor_execute", record)
+    try:
+        fresh.record([ProductsRead(reader, tuple(obs(f"file:///new/{i}") for i in range(5)))])
+        returning = recorder.engine.dialect.name != "mysql"
+        assert len(grouped) == (0 if returning else 1)
+        fresh.record([ProductsRead(reader, (obs("file:///old", "xxh3_128:01"), obs("file:///n")))])
+        assert len(grouped) == (1 if returning else 2)  # for the product that existed
+    finally:
+        event.remove(recorder.engine, "before_cursor_execute", record)
+    assert count(recorder.engine, "data_product_versions") == 7  # old reused, 6 new
+    assert count(recorder.engine, "invocation_inputs") == 7
+
+
 def test_implicit_parents_include_inputs_read_after_the_write(recorder):
     inv = str(uuid.uuid4())
     recorder.record([InvocationStarted(uuid=inv, orchestrator="python", job="j")])
