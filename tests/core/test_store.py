@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import threading
 import uuid
@@ -509,7 +511,10 @@ def test_big_batches_take_the_bulk_path_and_replay_to_the_same_rows(recorder):
     inv = str(uuid.uuid4())
     raw = [obs(f"s3://bulk/raw/{i}", f"xxh3_128:r{i}") for i in range(n + 1)]
     cal = [
-        obs(f"s3://bulk/cal/{i}", f"xxh3_128:c{i}", parents=(raw[i].uri, raw[i + 1].uri))
+        dataclasses.replace(
+            obs(f"s3://bulk/cal/{i}", f"xxh3_128:c{i}", parents=(raw[i].uri, raw[i + 1].uri)),
+            metadata={"band": "g", "index": i},
+        )
         for i in range(n)
     ]
     batch = [
@@ -528,3 +533,43 @@ def test_big_batches_take_the_bulk_path_and_replay_to_the_same_rows(recorder):
     )
     assert count(recorder.engine, "data_product_versions") == 2 * n + 1
     assert count(recorder.engine, "invocation_inputs") == n + 1
+    from dpt_core.store.models import DataProduct, DataProductVersion
+
+    with recorder.engine.connect() as conn:  # JSON documents go through COPY as JSON
+        metadata = conn.execute(
+            select(DataProductVersion.metadata_)
+            .join(DataProduct, DataProduct.id == DataProductVersion.product_id)
+            .where(DataProduct.uri == "s3://bulk/cal/7")
+        ).scalar_one()
+    assert metadata == {"band": "g", "index": 7}
+
+
+@pytest.mark.parametrize("rows", [3, 600], ids=["statement", "bulk"])
+def test_naive_times_are_stored_as_utc_by_both_insert_paths(recorder, monkeypatch, rows):
+    """A naive datetime means UTC (UTCDateTime), also on PostgreSQL's COPY path (from 500
+    rows), in a session whose time zone is not UTC, and when the first row has no value."""
+    from dpt_core.store.models import Invocation
+
+    monkeypatch.setenv("PGTZ", "Asia/Kolkata")  # libpq sets the session's time zone from it
+    recorder.engine.dispose()
+    naive = dt.datetime(2026, 1, 2, 3, 4, 5)
+    table = Invocation.__table__
+    batch = [
+        {
+            "uuid": f"tz-{i}",
+            "orchestrator": "python",
+            "job": "tz",
+            "status": "success",
+            "started_at": naive,
+            "ended_at": None if i == 0 else naive + dt.timedelta(seconds=i),
+        }
+        for i in range(rows)
+    ]
+    in_transaction(recorder.engine, lambda conn: insert_ignore(conn, table, batch, ["uuid"]))
+    with recorder.engine.connect() as conn:
+        stored = dict(conn.execute(select(table.c.uuid, table.c.ended_at)).all())
+        started = set(conn.execute(select(table.c.started_at)).scalars())
+    utc = naive.replace(tzinfo=dt.UTC)
+    assert started == {utc}
+    assert stored["tz-0"] is None
+    assert stored[f"tz-{rows - 1}"] == utc + dt.timedelta(seconds=rows - 1)
