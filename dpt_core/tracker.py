@@ -319,10 +319,10 @@ class Tracker:
         refs = [t if isinstance(t, ProductRef) else None for t in targets]
         uris = [self.resolve(t) for t in targets]
         paths = [uri_to_path(u) for u in uris]
-        hashes: list[str | None] = []
-        for ref, uri, path in zip(refs, uris, paths, strict=True):
-            known = ref.content_hash if ref else None
-            hashes.append(known or self.pm.hook.dpt_hash(uri=uri, path=path))
+        hashes: list[str | None] = [ref.content_hash if ref else None for ref in refs]
+        if self.pm.hook.dpt_hash.get_hookimpls():  # (a call per target costs even with none)
+            for index, (uri, path) in enumerate(zip(uris, paths, strict=True)):
+                hashes[index] = hashes[index] or self.pm.hook.dpt_hash(uri=uri, path=path)
         to_hash = [i for i, p in enumerate(paths) if p is not None and hashes[i] is None]
         facts = dict(zip(to_hash, self._observe_files([paths[i] for i in to_hash]), strict=True))  # type: ignore[misc]
         observations = []
@@ -345,7 +345,7 @@ class Tracker:
                     content_hash=hashes[index],
                     size=size,
                     mtime=mtime,
-                    metadata=jsonable(meta),
+                    metadata=jsonable(meta) if meta else {},
                     parents=parents[index] if parents is not None else None,
                 )
             )

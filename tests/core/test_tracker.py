@@ -270,6 +270,37 @@ def test_path_like_objects_are_offered_to_plugins_first(dpt_env):
         tracker.pm.unregister(plugin)
 
 
+def test_a_hash_plugin_hashes_remote_objects_and_a_given_hash_wins(dpt_env, tmp_path):
+    class ETags:
+        @dpt_core.hookimpl
+        def dpt_hash(self, uri, path):
+            return "etag:" + uri.rsplit("/", 1)[1] if uri.startswith("s3://") else None
+
+    local = tmp_path / "local.txt"
+    local.write_text("x")
+    tracker = dpt_core.get_tracker()
+    plugin = ETags()
+    tracker.pm.register(plugin, name="etags")
+    try:
+        with tracker.invocation("j") as inv:
+            inv.read("s3://bucket/abc", local)
+            inv.write(dpt_core.ProductRef("s3://bucket/out", content_hash="md5:" + "0" * 32))
+    finally:
+        tracker.pm.unregister(plugin)
+    with tracker.invocation("k") as inv:  # no plugin: a remote object has no hash
+        inv.read("s3://bucket/def")
+    hashes = dict(
+        dpt_env.rows(
+            "SELECT p.uri, v.content_hash FROM data_product_versions v "
+            "JOIN data_products p ON p.id = v.product_id"
+        )
+    )
+    assert hashes["s3://bucket/abc"] == "etag:abc"
+    assert hashes["s3://bucket/out"] == "md5:" + "0" * 32
+    assert hashes["s3://bucket/def"] is None
+    assert hashes[local.as_uri()].startswith("xxh3_128:")  # the core hashed the local file
+
+
 def test_parent_false_means_no_parent_even_inside_an_invocation(dpt_env):
     tracker = dpt_core.get_tracker()
     with tracker.invocation("outer"):
