@@ -106,6 +106,8 @@ def _file_uri_bytes(uri: str) -> bytes:
 
 def _without_password(rest: str) -> str:
     """``rest`` (the text after ``scheme://``) with any password in its authority dropped."""
+    if "@" not in rest:  # no userinfo at all: the common case, without splitting
+        return rest
     authority, delimiter, tail = _split_authority(rest)
     userinfo, at, host = authority.rpartition("@")
     user, colon, _password = userinfo.partition(":")
