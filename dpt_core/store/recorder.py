@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, bindparam, func, select, update
@@ -85,6 +85,26 @@ _LATEST_VERSIONS = (
     .where(V.c.product_id.in_(bindparam("product_ids", expanding=True)))
     .group_by(V.c.product_id, V.c.content_hash)
 )
+
+
+def _insert_then_find(
+    conn: Connection,
+    table: Any,
+    rows: Sequence[dict[str, Any]],
+    key: str,
+    columns: Sequence[Any],
+    find: Callable[[Connection, Sequence[Any]], dict[Any, Any]],
+) -> tuple[dict[Any, Any], dict[Any, Any]]:
+    """Get-or-create ``rows`` by their unique ``key``: (inserted, found).
+
+    ``inserted``: the rows this statement inserted, by key (``columns`` of each, from
+    RETURNING); ``found``: ``find(conn, keys)`` for the others (already there, or
+    inserted by a concurrent writer first; on MySQL, every row).
+    """
+    inserted = insert_returning(conn, table, rows, [key], columns)
+    made = {getattr(r, key): r for r in inserted or ()}
+    rest = [row[key] for row in rows if row[key] not in made]
+    return made, (find(conn, rest) if rest else {})
 
 
 #: Most ids a recorder keeps per cache before starting the cache over.
@@ -364,20 +384,18 @@ class Recorder:
         missing = [(u, d) for u, d in digests.items() if d not in by_digest]
         if missing:
             now = utcnow()
-            inserted = insert_returning(
+            made, theirs = _insert_then_find(  # theirs: a concurrent writer's
                 conn,
                 P,
                 [{"uri_digest": d, "uri": u, "created_at": now} for u, d in missing],
-                ["uri_digest"],
+                "uri_digest",
                 [P.c.id, P.c.uri_digest],
+                self._products_by_digest,
             )
-            made = {r.uri_digest: r.id for r in inserted or ()}
             if created is not None:
-                created.update(made.values())
-            by_digest.update(made)
-            unseen = [d for _, d in missing if d not in by_digest]  # a concurrent writer's
-            if unseen:
-                by_digest.update(self._products_by_digest(conn, unseen))
+                created.update(r.id for r in made.values())
+            by_digest.update((d, r.id) for d, r in made.items())
+            by_digest.update(theirs)
         _remember(cache, by_digest)
         return {uri: by_digest[d] for uri, d in digests.items()}
 
@@ -449,12 +467,12 @@ class Recorder:
             else:
                 new_rows.append(self._version_row(o, pid, None, now))
         if new_rows:
-            inserted = insert_returning(conn, V, new_rows, ["uuid"], [V.c.id, V.c.uuid])
-            made = {r.uuid: r.id for r in inserted or ()}
-            unseen = [r["uuid"] for r in new_rows if r["uuid"] not in made]
-            made.update((uuid, r.id) for uuid, r in self._version_rows(conn, unseen).items())
-            _remember(self._version_ids, made)
-            chosen.update(made)
+            made, replayed = _insert_then_find(
+                conn, V, new_rows, "uuid", [V.c.id, V.c.uuid], self._version_rows
+            )
+            ids = {uuid: r.id for uuid, r in (made | replayed).items()}
+            _remember(self._version_ids, ids)
+            chosen.update(ids)
         input_ids = sorted(set(chosen.values()))
         insert_ignore(
             conn,
@@ -519,18 +537,16 @@ class Recorder:
                 reused[o.version_uuid] = claimable[(products[o.uri], o.content_hash)]
         fresh = [o for o in outputs if o.version_uuid not in reused]
         now = utcnow()
-        inserted = insert_returning(
+        # Versions already there (a replay, or one a reader saw first) are looked up.
+        made, known_before = _insert_then_find(
             conn,
             V,
             [self._version_row(o, products[o.uri], inv_id, now) for o in fresh],
-            ["uuid"],
+            "uuid",
             [V.c.id, V.c.uuid, V.c.produced_by_id],
+            self._version_rows,
         )
-        rows = {r.uuid: r for r in inserted or ()}
-        # Versions already there (a replay, or one a reader saw first) are looked up.
-        known_before = [o.version_uuid for o in fresh if o.version_uuid not in rows]
-        if known_before:
-            rows.update(self._version_rows(conn, known_before))
+        rows = made | known_before
         # A reader saw this exact version before its producer was recorded: claim it, with
         # what the producer knows of it.
         adopted = {uuid: r.id for uuid, r in rows.items() if r.produced_by_id is None}
