@@ -355,15 +355,15 @@ class Recorder:
     ) -> dict[str, int]:
         """Ids of the products named by ``uris``, creating the missing ones.
 
-        :param created: receives the ids of the products this call inserted: they can
-            have no versions yet, not even from a concurrent writer (nobody else sees
-            them before this transaction commits).
-
         Looks up first and inserts only what is missing: products are read far more
         often than they are new, and an insert that conflicts still costs an index probe
         (and on MySQL a row lock). For a few outputs (``likely_new``) on PostgreSQL and
         SQLite it inserts first instead: a new product then costs one statement, not
         two, and an existing one still two.
+
+        :param created: receives the ids of the products this call inserted: they can
+            have no versions yet, not even from a concurrent writer (nobody else sees
+            them before this transaction commits).
         """
         digests = {uri: uri_digest(uri) for uri in dict.fromkeys(uris)}
         if not digests:
