@@ -208,6 +208,11 @@ def _made_from(conn: Connection, product_ids: Sequence[int] | None) -> _Made:
     return made
 
 
+#: Files hashed per stat-cache transaction by ``stale()`` (a transaction per file
+#: cost ~45 µs more per small file).
+_HASH_BATCH = 256
+
+
 class _Disk:
     """Checks local input files: one stat each, the stat cache, then hashing what changed."""
 
@@ -252,7 +257,7 @@ class _Disk:
 
     def _hash(self, paths: list[str], algorithm: str) -> None:
         from dpt_core.errors import HashError
-        from dpt_core.hashing import StatCache, observe
+        from dpt_core.hashing import StatCache, observe, observe_many
 
         cache = StatCache(self.settings.cache_dir / "statcache.sqlite3")
         try:
@@ -266,16 +271,22 @@ class _Disk:
                     self.files[path].hashes[algorithm] = hit
                 else:
                     misses.append(path)
-            for done, path in enumerate(misses):
+            for start in range(0, len(misses), _HASH_BATCH):
                 if self.progress is not None:
-                    self.progress(done, len(misses))
-                try:
-                    facts = observe(path, algorithm, cache=cache)
-                except HashError as exc:
-                    self.files[path].error = str(exc)
-                    continue
-                self.hashed += 1
-                self.files[path].hashes[algorithm] = facts.content_hash
+                    self.progress(start, len(misses))
+                part = misses[start : start + _HASH_BATCH]
+                try:  # one cache read and one cache write per batch
+                    batch = observe_many(part, algorithm, cache=cache)
+                except HashError:  # one file could not be hashed: find which, one by one
+                    batch = None
+                for index, path in enumerate(part):
+                    try:
+                        facts = batch[index] if batch is not None else observe(path, algorithm, cache=cache)
+                    except HashError as exc:
+                        self.files[path].error = str(exc)
+                        continue
+                    self.hashed += 1
+                    self.files[path].hashes[algorithm] = facts.content_hash
             if self.progress is not None and misses:
                 self.progress(len(misses), len(misses))
         finally:

@@ -173,6 +173,45 @@ def test_second_pass_over_many_unchanged_products_is_stat_only(dpt_backend, stri
     assert second["files_hashed"] == 0 and second["products"] == 25
 
 
+def test_changed_files_are_hashed_in_batches_and_one_that_fails_is_named(
+    dpt_backend, strict, tmp_path, monkeypatch
+):
+    """Re-timestamped inputs are re-hashed a batch per cache transaction; a file that
+    cannot be hashed is reported as unreadable, every other file of its batch still
+    counts (the fault is injected: as root every file is readable)."""
+    from dpt_core import hashing
+    from dpt_core.errors import HashError
+    from dpt_core.store import analysis
+
+    monkeypatch.setattr(analysis, "_HASH_BATCH", 4)
+    sources = [tmp_path / f"in{i}" for i in range(10)]
+    for i, src in enumerate(sources):
+        step(f"src{i}", writes={src: f"input {i}"})
+        step(f"use{i}", [src], {tmp_path / f"out{i}": f"output {i}"})
+    for src in sources:  # the same bytes, a new mtime: each must be re-hashed
+        later = time.time() - DAY / 2
+        os.utime(src, (later, later))
+    sources[3].write_text("changed")
+    settle(sources[3])
+    broken = os.fsencode(sources[6])
+    real = hashing._hash_regular
+
+    def failing(path, algorithm):
+        if path == broken:
+            raise HashError(f"cannot hash {os.fsdecode(path)!r}: injected fault")
+        return real(path, algorithm)
+
+    monkeypatch.setattr(hashing, "_hash_regular", failing)
+    calls: list[tuple[int, int]] = []
+    stats: dict[str, int] = {}
+    found = stale(stats=stats, progress=lambda done, total: calls.append((done, total)))
+    assert stats["files_hashed"] == 9  # all but the broken one
+    assert kinds(found, tmp_path / "out3") == [("changed", uri(sources[3]))]
+    assert kinds(found, tmp_path / "out6") == [("unreadable", uri(sources[6]))]
+    assert {i["uri"] for i in found} == {uri(tmp_path / "out3"), uri(tmp_path / "out6")}
+    assert calls == [(0, 10), (4, 10), (8, 10), (10, 10)]  # a call per batch, then done
+
+
 # --------------------------------------------------------------------------- impact
 
 
