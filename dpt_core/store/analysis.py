@@ -281,7 +281,11 @@ class _Disk:
                     batch = None
                 for index, path in enumerate(part):
                     try:
-                        facts = batch[index] if batch is not None else observe(path, algorithm, cache=cache)
+                        facts = (
+                            batch[index]
+                            if batch is not None
+                            else observe(path, algorithm, cache=cache)
+                        )
                     except HashError as exc:
                         self.files[path].error = str(exc)
                         continue
