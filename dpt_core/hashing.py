@@ -323,6 +323,22 @@ def _key_paths(paths: Iterable[bytes]) -> list[bytes]:
     return keys
 
 
+def _cache_row(
+    key: bytes, algorithm: str, info: os.stat_result, digest: str, hashed_ns: int
+) -> CacheRow:
+    """The stored entry for ``digest`` of the file at ``key`` in the state ``info``."""
+    return (
+        key,
+        algorithm,
+        info.st_size,
+        info.st_mtime_ns,
+        info.st_ino,
+        info.st_dev,
+        digest,
+        hashed_ns,
+    )
+
+
 def _trusted(entry: _Entry | None, info: os.stat_result) -> str | None:
     """The entry's digest if the file is still in the state it was hashed in."""
     if (
@@ -404,7 +420,7 @@ class StatCache:
                 connection.execute(_SCHEMA)
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                if not _is_busy(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
 
@@ -512,16 +528,7 @@ class StatCache:
         keys = _key_paths([os.fsencode(item[0]) for item in listed])
         self._write(
             [
-                (
-                    key,
-                    algo,
-                    st.st_size,
-                    st.st_mtime_ns,
-                    st.st_ino,
-                    st.st_dev,
-                    digest,
-                    now if ns is None else ns,
-                )
+                _cache_row(key, algo, st, digest, now if ns is None else ns)
                 for key, (_, st, algo, digest, ns) in zip(keys, listed, strict=True)
             ]
         )
@@ -573,8 +580,7 @@ def _hash_for_cache(path: bytes, key: bytes, algorithm: str) -> tuple[str, Cache
     digest, before, after = _hash_regular(path, algorithm)
     if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
         return digest, None
-    row = (key, algorithm, before.st_size, before.st_mtime_ns, before.st_ino, before.st_dev)
-    return digest, (*row, digest, started)
+    return digest, _cache_row(key, algorithm, before, digest, started)
 
 
 def observe_many(
