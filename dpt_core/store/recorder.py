@@ -426,17 +426,15 @@ class Recorder:
         observations = list(event.inputs)
         created: set[int] = set()
         products = self.product_ids(conn, [o.uri for o in observations], created=created)
-        known = self._version_ids_of(conn, [o.version_uuid for o in observations])
+        # Products this statement just created have no versions at all yet: nothing to
+        # look up for them, by uuid or otherwise.
+        existing = [o for o in observations if products[o.uri] not in created]
+        known = self._version_ids_of(conn, [o.version_uuid for o in existing])
 
         # A read this invocation already recorded (a replay) keeps the version it linked
         # then, even if a newer version with the same content appeared since.
-        # (Neither lookup is needed when every read names a version that exists, nor for
-        # products this batch just created: they have no versions at all yet.)
-        unresolved = {
-            pid
-            for o in observations
-            if o.version_uuid not in known and (pid := products[o.uri]) not in created
-        }
+        # (Neither lookup is needed when every read names a version that exists.)
+        unresolved = {products[o.uri] for o in existing if o.version_uuid not in known}
         already: dict[tuple[int, str | None], int] = {}
         for r in conn.execute(_READ_BEFORE, {"inv_id": inv_id}) if unresolved else ():
             already[(r.product_id, r.content_hash)] = r.id
