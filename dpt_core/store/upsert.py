@@ -184,20 +184,25 @@ def _copy_rows(
 ) -> Iterator[Sequence[Any]]:
     """``rows`` as COPY rows: JSON documents dumped, naive datetimes marked UTC (COPY
     would read them in the session's time zone). Only those columns pay a call per value."""
-    values = operator.itemgetter(*columns)
+    values: Callable[[dict[str, Any]], Sequence[Any]] = operator.itemgetter(*columns)
+    if len(columns) == 1:  # itemgetter(c) gives the value, not a 1-tuple
+        only = columns[0]
+
+        def values(row: dict[str, Any]) -> Sequence[Any]:
+            return (row[only],)
+
     converted = [
         (i, isinstance(kind, JSON))
         for i, kind in enumerate(table.c[c].type for c in columns)
         if isinstance(kind, JSON | DateTime) or isinstance(getattr(kind, "impl", None), DateTime)
     ]
+    if not converted:
+        yield from map(values, rows)
+        return
     for row in rows:
-        out = values(row)
-        if len(columns) == 1:
-            out = (out,)
-        if converted:
-            out = list(out)
-            for i, is_json in converted:
-                out[i] = _copy_value(out[i], is_json)
+        out = list(values(row))
+        for i, is_json in converted:
+            out[i] = _copy_value(out[i], is_json)
         yield out
 
 
