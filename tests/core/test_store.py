@@ -174,10 +174,13 @@ def test_reading_products_nobody_recorded_asks_for_no_versions_of_them(recorder)
     recorder.record([ProductsWritten(writer, (obs("file:///old", "xxh3_128:01"),))])
     recorder.record([InvocationStarted(uuid=reader, orchestrator="python", job="r")])
     grouped: list[str] = []
+    by_uuid: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
         if "GROUP BY" in statement.upper():
             grouped.append(statement)
+        if "WHERE data_product_versions.uuid" in statement:
+            by_uuid.append(statement)
 
     fresh = Recorder(recorder.engine)  # no cached ids: everything is asked of the database
     event.listen(recorder.engine, "before_cursor_execute", record)
@@ -185,8 +188,12 @@ def test_reading_products_nobody_recorded_asks_for_no_versions_of_them(recorder)
         fresh.record([ProductsRead(reader, tuple(obs(f"file:///new/{i}") for i in range(5)))])
         returning = recorder.engine.dialect.name != "mysql"
         assert len(grouped) == (0 if returning else 1)
+        if returning:  # nor of their versions by uuid
+            assert by_uuid == []
         fresh.record([ProductsRead(reader, (obs("file:///old", "xxh3_128:01"), obs("file:///n")))])
         assert len(grouped) == (1 if returning else 2)  # for the product that existed
+        if returning:
+            assert len(by_uuid) == 1
     finally:
         event.remove(recorder.engine, "before_cursor_execute", record)
     assert count(recorder.engine, "data_product_versions") == 7  # old reused, 6 new
