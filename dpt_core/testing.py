@@ -8,6 +8,9 @@ Enable with ``pytest_plugins = ["dpt_core.testing"]``. Fixtures:
 - ``dpt_env``: a fresh database plus ``DPT_*`` variables pointing every dpt
   directory into ``tmp_path``; yields a :class:`DptTestEnv`.
 
+Helper: :func:`empty_tracking` deletes every recorded run, product, version and edge
+(as another process emptying the database would).
+
 Server URLs come from ``DPT_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``) and ``DPT_TEST_MYSQL_URL``
 (default ``mysql://root@127.0.0.1:3306/test``). A missing server skips its
@@ -67,6 +70,24 @@ def require_server(url: str) -> None:
 
 def server_url(base: str, database: str) -> str:
     return make_url(base).set(database=database).render_as_string(hide_password=False)
+
+
+#: The tables a run's recording fills, children first (the order to empty them in).
+TRACKING_TABLES = (
+    "lineage_edges",
+    "invocation_inputs",
+    "data_product_versions",
+    "data_products",
+    "invocations",
+)
+
+
+def empty_tracking(engine: Engine) -> None:
+    """Delete every recorded run, product, version and edge (environments stay), as
+    another process emptying the database would."""
+    with engine.begin() as conn:
+        for table in TRACKING_TABLES:
+            conn.execute(text(f"DELETE FROM {table}"))
 
 
 def _upgrade(url: str) -> None:

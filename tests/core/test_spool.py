@@ -16,6 +16,7 @@ from dpt_core.events import (
 )
 from dpt_core.spool import Spool
 from dpt_core.store.plugin import current_store
+from dpt_core.testing import empty_tracking
 
 DEAD_URL = "postgresql://postgres@127.0.0.1:9/unreachable"
 
@@ -80,15 +81,7 @@ def _events(n: int) -> list[list]:
 @given(n=st.integers(1, 6), times=st.integers(2, 3))
 def test_replaying_a_spool_twice_equals_once(dpt_env, n, times):
     store = current_store()
-    with store.engine.begin() as conn:
-        for table in (
-            "lineage_edges",
-            "invocation_inputs",
-            "data_product_versions",
-            "data_products",
-            "invocations",
-        ):
-            conn.exec_driver_sql(f"DELETE FROM {table}")
+    empty_tracking(store.engine)
     batches = _events(n)
     for batch in batches:
         store.spool.append(batch)

@@ -26,6 +26,7 @@ from dpt_core.store.engine import make_engine
 from dpt_core.store.models import Distribution
 from dpt_core.store.recorder import Recorder
 from dpt_core.store.upsert import in_transaction, insert_ignore
+from dpt_core.testing import empty_tracking
 
 
 def env_snapshot(fingerprint: str = "f" * 64, **changes) -> EnvironmentSnapshot:
@@ -371,15 +372,7 @@ def test_cached_ids_of_rows_that_vanished_are_looked_up_again(recorder):
 
     recorder.record(batch("first"))
     assert recorder._product_ids and recorder._version_ids  # what this test is about
-    with recorder.engine.begin() as conn:  # another process empties the database
-        for table in (
-            "lineage_edges",
-            "invocation_inputs",
-            "data_product_versions",
-            "data_products",
-            "invocations",
-        ):
-            conn.execute(text(f"DELETE FROM {table}"))
+    empty_tracking(recorder.engine)  # as another process emptying the database would
     recorder.record(batch("second"))
     with recorder.engine.connect() as conn:
         edge = conn.execute(
