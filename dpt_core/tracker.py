@@ -17,7 +17,7 @@ import os
 import shlex
 import sys
 import uuid as uuidlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Literal
@@ -172,7 +172,8 @@ class InvocationHandle:
             return []
         observations = self.tracker.observe(targets, metadata=metadata)
         self._read_uris.update(o.uri for o in observations)
-        self.tracker._emit("dpt_products_read", ProductsRead(self.uuid, tuple(observations)))
+        if observations:
+            self.tracker._emit("dpt_products_read", ProductsRead(self.uuid, tuple(observations)))
         return [o.uri for o in observations]
 
     def _write(
@@ -186,26 +187,36 @@ class InvocationHandle:
             for t in targets
         ]
         uris = self._ensure_read((explicit or []) + [p for ps in own if ps for p in ps])
-        default = tuple(uris[: len(explicit)]) if explicit is not None else None
+        # A parent that names nothing was reported and is left out; the rest still count.
+        default = (
+            tuple(u for u in uris[: len(explicit)] if u is not None)
+            if explicit is not None
+            else None
+        )
         per_target: list[tuple[str, ...] | None] = []
         position = len(explicit or [])
         for ps in own:
             if ps is None:
                 per_target.append(default)
             else:
-                per_target.append(tuple(uris[position : position + len(ps)]))
+                chosen = uris[position : position + len(ps)]
+                per_target.append(tuple(u for u in chosen if u is not None))
                 position += len(ps)
         observations = self.tracker.observe(targets, metadata=metadata, parents=per_target)
-        self.tracker._emit("dpt_products_written", ProductsWritten(self.uuid, tuple(observations)))
+        if observations:
+            self.tracker._emit(
+                "dpt_products_written", ProductsWritten(self.uuid, tuple(observations))
+            )
         return [o.uri for o in observations]
 
-    def _ensure_read(self, parents: Sequence[Any]) -> list[str]:
-        """Resolve ``parents``; record the ones this invocation has not read yet as inputs."""
-        uris = [self.tracker.resolve(p) for p in parents]
+    def _ensure_read(self, parents: Sequence[Any]) -> list[str | None]:
+        """Resolve ``parents`` (None for one that names nothing); record the ones this
+        invocation has not read yet as inputs."""
+        uris = [self.tracker.resolve_or_skip(p) for p in parents]
         unread: list[Any] = []
         seen: set[str] = set()
         for parent, uri in zip(parents, uris, strict=True):
-            if uri not in self._read_uris and uri not in seen:
+            if uri is not None and uri not in self._read_uris and uri not in seen:
                 seen.add(uri)
                 unread.append(parent)
         if unread:
@@ -306,6 +317,20 @@ class Tracker:
                 )
         return normalize_uri(target)
 
+    def resolve_or_skip(self, target: Any) -> str | None:
+        """:meth:`resolve`, or None after a warning naming ``target`` when it names no
+        product (raised in strict mode): one bad target costs only itself."""
+        try:
+            return self.resolve(target)
+        except Exception as exc:  # InvalidTarget, or a plugin's resolver failing on it
+            if self.settings.strict:
+                raise
+            reason = str(exc) if isinstance(exc, DptError) else f"{type(exc).__name__}: {exc}"
+            self._warn_once(
+                f"target:{reason}", f"dpt: {reason}; not recorded, the other targets are"
+            )
+            return None
+
     def observe(
         self,
         targets: Sequence[Any],
@@ -313,29 +338,50 @@ class Tracker:
         metadata: dict[str, Any] | None = None,
         parents: Sequence[tuple[str, ...] | None] | None = None,
     ) -> list[ProductObservation]:
-        """Resolve, stat and hash ``targets`` (stat cache first, one cache transaction)."""
-        from dpt_core.uri import uri_to_path
+        """Resolve, stat and hash ``targets`` (stat cache first, one cache transaction).
 
-        refs = [t if isinstance(t, ProductRef) else None for t in targets]
-        uris = [self.resolve(t) for t in targets]
+        A target that names no product is left out with a warning naming it (raised in
+        strict mode); so is nothing else: a local file that does not exist, or a file
+        on another host, is observed without a content hash and says why in its
+        metadata (``dpt/unhashed``); a missing local file is also warned about.
+        """
+        from dpt_core.uri import file_uri_host, uri_to_path
+
+        kept: list[tuple[Any, str, tuple[str, ...] | None]] = []
+        for index, target in enumerate(targets):
+            uri = self.resolve_or_skip(target)
+            if uri is not None:
+                kept.append((target, uri, parents[index] if parents is not None else None))
+        refs = [t if isinstance(t, ProductRef) else None for t, _, _ in kept]
+        uris = [uri for _, uri, _ in kept]
         paths = [uri_to_path(u) for u in uris]
         hashes: list[str | None] = [ref.content_hash if ref else None for ref in refs]
         if self.pm.hook.dpt_hash.get_hookimpls():  # (a call per target costs even with none)
             for index, (uri, path) in enumerate(zip(uris, paths, strict=True)):
-                hashes[index] = hashes[index] or self.pm.hook.dpt_hash(uri=uri, path=path)
+                hashes[index] = hashes[index] or self._plugin_hash(uri, path)
         to_hash = [i for i, p in enumerate(paths) if p is not None and hashes[i] is None]
         facts = dict(zip(to_hash, self._observe_files([paths[i] for i in to_hash]), strict=True))  # type: ignore[misc]
         observations = []
         for index, uri in enumerate(uris):
             ref = refs[index]
             size = mtime = None
+            unhashed: str | None = None
+            path = paths[index]
             if index in facts:
                 hashes[index] = facts[index].content_hash
                 size, mtime = facts[index].size, facts[index].mtime
-            elif paths[index] is not None:
-                stat = _stat_only(paths[index])  # type: ignore[arg-type]
+                if not facts[index].exists:
+                    unhashed = self._missing_file(path)  # type: ignore[arg-type]
+            elif path is not None:
+                stat = _stat_only(path)
                 size, mtime = stat.size, stat.mtime
+                if not stat.exists and hashes[index] is None:
+                    unhashed = self._missing_file(path)
+            elif hashes[index] is None and file_uri_host(uri) is not None:
+                unhashed = f"a file on host {file_uri_host(uri)!r}, not this machine: not read here"
             meta = {**(metadata or {}), **((ref.metadata or {}) if ref else {})}
+            if unhashed is not None:
+                meta.setdefault("dpt/unhashed", unhashed)
             observations.append(
                 ProductObservation(
                     uri=uri,
@@ -346,10 +392,37 @@ class Tracker:
                     size=size,
                     mtime=mtime,
                     metadata=jsonable(meta) if meta else {},
-                    parents=parents[index] if parents is not None else None,
+                    parents=kept[index][2],
                 )
             )
         return observations
+
+    def _plugin_hash(self, uri: str, path: str | None) -> str | None:
+        """The ``dpt_hash`` hook's answer; a plugin that fails costs only this hash."""
+        try:
+            result: str | None = self.pm.hook.dpt_hash(uri=uri, path=path)
+        except Exception as exc:
+            if self.settings.strict:
+                raise
+            self._warn_once(
+                f"dpt_hash:{type(exc).__name__}",
+                f"dpt: a plugin failed to hash {uri} ({type(exc).__name__}: {exc}); "
+                "recorded without a plugin hash",
+            )
+            return None
+        return result
+
+    def _missing_file(self, path: str) -> str:
+        """Report a local file that does not exist (an error in strict mode); the reason kept."""
+        if self.settings.strict:
+            raise InvalidTarget(
+                f"{path} does not exist: create it first, or name the file that was read or written"
+            )
+        self._warn_once(
+            f"missing:{path}",
+            f"dpt: {path} does not exist; recorded without a content hash",
+        )
+        return "the file did not exist when this was recorded"
 
     def _observe_files(self, paths: list[str]) -> list[Any]:
         """Hash local files through the stat cache; a file that cannot be hashed is kept without a hash."""
@@ -413,6 +486,7 @@ class Tracker:
         environment: bool = True,
         ended_at: dt.datetime | None = None,
         error: str | BaseException | None = None,
+        variables: Mapping[str, str | None] | None = None,
     ) -> InvocationHandle:
         """Open an invocation (recorded at once, so a crash leaves it visible as running).
 
@@ -424,6 +498,10 @@ class Tracker:
         :param status: ``running`` (then call :meth:`InvocationHandle.finish`), or a final
             status to record an invocation that already ended, in one event, together
             with ``ended_at`` and ``error``.
+        :param variables: per-run variables the orchestrator knows for this invocation
+            (``AIRFLOW_CTX_TASK_ID`` of this task try, say). They replace the process's
+            volatile variables of the same names, where a process runs many tasks or
+            sets them only later; a None value removes a name. Redacted like the rest.
         """
         if status not in STATUSES:
             raise ValueError(f"status {status!r} is unknown: use one of {', '.join(STATUSES)}")
@@ -462,7 +540,7 @@ class Tracker:
 
         def build() -> InvocationStarted:
             env = self.environment() if environment else None
-            from dpt_core.environment import redact_parameters, volatile_variables
+            from dpt_core.environment import redact_parameters
 
             return InvocationStarted(
                 uuid=handle.uuid,
@@ -479,7 +557,7 @@ class Tracker:
                 parameters=redact_parameters(jsonable(parameters or {}), self.settings),
                 code_version=code_version,
                 environment=env,
-                variables=volatile_variables(self.settings) if environment else {},
+                variables=self._variables(environment, variables),
                 ended_at=ended_at,
                 error=error,
             )
@@ -488,6 +566,23 @@ class Tracker:
         if event is not None:
             self._emit("dpt_invocation_started", event)
         return handle
+
+    def _variables(
+        self, environment: bool, given: Mapping[str, str | None] | None
+    ) -> dict[str, str]:
+        """The invocation's volatile variables: this process's, then the orchestrator's."""
+        from dpt_core.environment import redact, volatile_variables
+
+        own = volatile_variables(self.settings) if environment else {}
+        if not given:
+            return own
+        names = {clean_text(str(k)): v for k, v in given.items()}
+        merged = {k: v for k, v in own.items() if k not in names}
+        for key, value in names.items():
+            if value is not None:
+                clear, digest = redact(key, clean_text(str(value)), self.settings)
+                merged[key] = clear if clear is not None else f"<redacted:{digest}>"
+        return dict(sorted(merged.items()))
 
     def attach(
         self, uuid: str, job: str | None = None, task: str | None = None
@@ -562,9 +657,9 @@ class Tracker:
             return current.write(*targets, parents=parents, metadata=metadata)
         # Resolve first: targets that name no product must not leave an empty one-off run.
         resolvable = self._guard(
-            "track", lambda: [self.resolve(t) for t in (*targets, *(parents or ()))]
+            "track", lambda: [u for u in map(self.resolve_or_skip, targets) if u is not None]
         )
-        if resolvable is None:
+        if not resolvable:
             return []
         with self.invocation(_script_name(), task="track") as handle:
             return handle.write(*targets, parents=parents, metadata=metadata)

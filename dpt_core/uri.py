@@ -10,7 +10,15 @@ Every product is identified by a normalised URI string:
   a password in it is dropped (``postgres://u:pw@h/db`` -> ``postgres://u@h/db``:
   secrets never become product names), the rest is kept as written;
 - ``file://`` URIs are re-normalised as paths, so ``file:///a/../b`` and
-  ``file:///b`` name the same product.
+  ``file:///b`` name the same product;
+- a ``file://HOST/path`` URI is local when ``HOST`` is empty, ``localhost`` or this
+  machine's own host name (``socket.gethostname()``, with or without its domain):
+  it becomes ``file:///path``. Any other host is kept as the pipeline declared it
+  (``file://incoming/team_a.csv`` stays ``file://incoming/team_a.csv``, the host
+  lower-cased and the path normalised lexically): it names a file this machine
+  cannot read, so :func:`uri_to_path` returns None for it and it is recorded
+  without a content hash. (Airflow's and Prefect's own examples write relative
+  paths this way; dpt records what the pipeline says rather than guess a mount.)
 
 ``bytes`` and path objects are always paths; only a ``str`` can be a URI. A
 string such as ``C:`` or ``a:b`` (no ``//``) is a relative path.
@@ -18,22 +26,24 @@ string such as ``C:`` or ``a:b`` (no ``//``) is a relative path.
 
 from __future__ import annotations
 
+import functools
 import os
+import posixpath
 import re
+import socket
 from typing import Final
 from urllib.parse import quote, unquote_to_bytes
 
 from dpt_core import contracts
 from dpt_core.errors import InvalidTarget
 
-__all__ = ["is_local", "normalize_uri", "uri_to_path"]
+__all__ = ["file_uri_host", "is_local", "normalize_uri", "uri_to_path"]
 
 #: RFC 3986 ``scheme "://"``; a scheme needs at least one letter, so ``C:`` is a path.
 _SCHEME_RE: Final = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
 _NORMALISED_RE: Final = re.compile(r"^[a-z][a-z0-9+.\-]*://")
 #: Path characters kept as they are besides the unreserved ones (RFC 3986 ``pchar`` and "/").
 _PATH_SAFE: Final = "/!$&'()*+,;=:@"
-_LOCAL_HOSTS: Final = ("", "localhost")
 
 
 def _describe(target: object) -> str:
@@ -86,22 +96,64 @@ def _split_file_uri(uri: str) -> tuple[str, str]:
     return authority, slash + path
 
 
+@functools.cache
+def _own_host_names() -> frozenset[str]:
+    """Host names under which a ``file://`` URI names a file on this machine."""
+    names = {"", "localhost"}
+    try:
+        own = socket.gethostname().lower()
+    except OSError:  # pragma: no cover
+        own = ""
+    if own:
+        names.update((own, own.split(".", 1)[0]))
+    return frozenset(names)
+
+
+def _host_of(authority: str) -> str:
+    """The host of a file URI's authority, lower-cased, without user info."""
+    return authority.rpartition("@")[2].lower()
+
+
+def _is_own_host(authority: str) -> bool:
+    return _host_of(authority) in _own_host_names()
+
+
+def _unquoted_path(uri: str, path: str) -> bytes:
+    raw = unquote_to_bytes(path)
+    if b"\0" in raw:
+        raise InvalidTarget(f"file URI {_describe(uri)} encodes a NUL byte (%00); remove it")
+    return raw
+
+
 def _file_uri_bytes(uri: str) -> bytes:
     """The raw path bytes of a local ``file://`` URI."""
     authority, path = _split_file_uri(uri)
-    if authority.lower() not in _LOCAL_HOSTS:
+    if not _is_own_host(authority):
         raise InvalidTarget(
-            f"file URI {_describe(uri)} names host {authority!r}: only local file URIs "
-            "(file:///path or file://localhost/path) are supported; pass the path where it is mounted"
+            f"file URI {_describe(uri)} names host {authority!r}, not this machine: "
+            "pass the path where it is mounted here"
         )
     if not path:
         raise InvalidTarget(
             f"file URI {_describe(uri)} has no path: write it as file:///absolute/path"
         )
-    raw = unquote_to_bytes(path)
-    if b"\0" in raw:
-        raise InvalidTarget(f"file URI {_describe(uri)} encodes a NUL byte (%00); remove it")
-    return raw
+    return _unquoted_path(uri, path)
+
+
+def _remote_file_uri(uri: str, authority: str, path: str) -> str:
+    """``file://host/path`` of another host: host lower-cased, path normalised lexically."""
+    raw = _unquoted_path(uri, path or "/")
+    normal = posixpath.normpath(raw) if raw != b"/" else raw
+    if normal.startswith(b"//"):  # normpath keeps a leading "//" (POSIX allows it to mean more)
+        normal = b"/" + normal.lstrip(b"/")
+    return f"file://{_host_of(authority)}" + _encode_path(normal)[len("file://") :]
+
+
+def file_uri_host(uri: str) -> str | None:
+    """The host a normalised ``file://`` URI names when it is not this machine, else None."""
+    if not uri.startswith("file://") or uri.startswith("file:///"):
+        return None
+    return uri[len("file://") :].partition("/")[0]
 
 
 def _without_password(rest: str) -> str:
@@ -130,6 +182,9 @@ def _split_authority(rest: str) -> tuple[str, str, str]:
 def _normalise_uri_text(scheme: str, uri: str) -> str:
     rest = uri[len(scheme) + 3 :]
     if scheme == "file":
+        authority, path = _split_file_uri(uri)
+        if not _is_own_host(authority):
+            return _remote_file_uri(uri, authority, path)
         return _path_uri(_file_uri_bytes(uri))
     if not rest:
         raise InvalidTarget(
@@ -140,9 +195,11 @@ def _normalise_uri_text(scheme: str, uri: str) -> str:
 
 def _is_file_uri_roundtrip(uri: str) -> bool:
     """A normalised file URI re-encodes to itself (the encoding is canonical)."""
-    return (
-        not uri.startswith("file://")
-        or _encode_path(unquote_to_bytes(uri[len("file://") :])) == uri
+    if not uri.startswith("file://"):
+        return True
+    authority, _, path = uri[len("file://") :].partition("/")
+    return _encode_path(unquote_to_bytes("/" + path)) == "file:///" + path and (
+        authority == "" or authority == authority.lower()
     )
 
 
@@ -155,7 +212,7 @@ def normalize_uri(target: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -
     """The normalised URI of a path or URI (see the module docstring).
 
     :raises InvalidTarget: ``target`` is empty, contains NUL, is not a str, bytes or
-        path object, or is a ``file://`` URI that does not name a local path.
+        path object, or is a ``file://`` URI with a query, a fragment or no path.
     """
     value = _as_text_or_bytes(target)
     if isinstance(value, str):
@@ -172,18 +229,28 @@ def normalize_uri(target: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -
 def uri_to_path(uri: str) -> str | None:
     """The local path a ``file://`` URI names (decoded with :func:`os.fsdecode`), else None.
 
+    None also for a ``file://`` URI of another host (see the module docstring).
     Non-UTF-8 names come back as the same ``str`` :func:`os.fsdecode` gives for the
     original bytes, so ``os.fsencode(uri_to_path(normalize_uri(b)))`` is ``b`` resolved.
 
-    :raises InvalidTarget: a ``file://`` URI names another host or has no path.
+    :raises InvalidTarget: a local ``file://`` URI has no path, a query or a fragment.
     """
     match = _SCHEME_RE.match(uri)
     if match is None or match.group("scheme").lower() != "file":
         return None
-    return os.fsdecode(_file_uri_bytes("file://" + uri[match.end() :]))
+    local = "file://" + uri[match.end() :]
+    if not _is_own_host(_split_file_uri(local)[0]):
+        return None
+    return os.fsdecode(_file_uri_bytes(local))
 
 
 def is_local(uri: str) -> bool:
-    """True when ``uri`` names a local file: a ``file://`` URI or a plain path (no scheme)."""
+    """True when ``uri`` names a file on this machine: a plain path (no scheme) or a
+    ``file://`` URI of no host, ``localhost`` or this machine's host name."""
     match = _SCHEME_RE.match(uri)
-    return match is None or match.group("scheme").lower() == "file"
+    if match is None:
+        return True
+    if match.group("scheme").lower() != "file":
+        return False
+    authority = uri[match.end() :].partition("/")[0]
+    return _is_own_host(authority)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dpt_core.errors import InvalidTarget
-from dpt_core.uri import is_local, normalize_uri, uri_to_path
+from dpt_core.uri import file_uri_host, is_local, normalize_uri, uri_to_path
 
 # A path segment: any bytes but NUL and "/" (those are the only two a POSIX name cannot hold).
 segment = st.binary(min_size=1, max_size=12).filter(lambda b: b"\0" not in b and b"/" not in b)
@@ -106,7 +107,6 @@ def test_colon_without_double_slash_is_a_relative_path(in_tmp: Path, target: str
         (3, "int"),
         (None, "NoneType"),
         (["a"], "list"),
-        ("file://server/share/x", "host 'server'"),
         ("file://", "no path"),
         ("file:///a?b", "query or fragment"),
         ("s3://", "nothing after"),
@@ -179,3 +179,86 @@ def test_remote_uri_normalisation_is_idempotent(scheme: str, rest: str) -> None:
     assert normalize_uri(uri) == uri
     assert not is_local(uri)
     assert uri_to_path(uri) is None
+
+
+# --------------------------------------------------------------------------- file://host/path
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        # Airflow's example_asset_partition.py and Prefect's assets guide
+        ("file://incoming/player-stats/team_a.csv", "file://incoming/player-stats/team_a.csv"),
+        ("file://my-local-directory/raw-data.csv", "file://my-local-directory/raw-data.csv"),
+        ("FILE://Server/share/../x//y.fits", "file://server/x/y.fits"),
+        ("file://nas/a%20b/%41", "file://nas/a%20b/A"),
+        ("file://nas", "file://nas/"),
+        ("file://alice:pw@nas/x", "file://nas/x"),
+    ],
+)
+def test_file_uri_of_another_host_is_kept_as_declared(target: str, expected: str) -> None:
+    uri = normalize_uri(target)
+    assert uri == expected
+    assert normalize_uri(uri) == uri
+    assert uri_to_path(uri) is None  # not readable here: never hashed as a local file
+    assert not is_local(uri)
+    assert file_uri_host(uri) == expected[len("file://") :].partition("/")[0]
+
+
+@pytest.mark.parametrize("host", ["", "localhost", "LOCALHOST", socket.gethostname()])
+def test_file_uri_of_this_machine_is_a_local_path(in_tmp: Path, host: str) -> None:
+    (in_tmp / "x.csv").write_text("1")
+    uri = normalize_uri(f"file://{host}{in_tmp}/x.csv")
+    assert uri == f"file://{in_tmp}/x.csv"
+    assert uri_to_path(uri) == f"{in_tmp}/x.csv"
+    assert is_local(uri)
+    assert file_uri_host(uri) is None
+
+
+host_label = st.from_regex(r"[a-z0-9]([a-z0-9\-]{0,10}[a-z0-9])?", fullmatch=True)
+
+
+@settings(max_examples=200)
+@given(
+    host=st.lists(host_label, min_size=1, max_size=3).map(".".join),
+    upper=st.booleans(),
+    parts=st.lists(st.text(min_size=1, max_size=8).filter(lambda t: "\0" not in t), max_size=4),
+)
+def test_any_foreign_host_file_uri_is_kept_and_idempotent(
+    host: str, upper: bool, parts: list[str]
+) -> None:
+    if host in ("localhost",) or host == socket.gethostname().lower().split(".")[0]:
+        return
+    from urllib.parse import quote
+
+    path = "/" + "/".join(quote(p, safe="") for p in parts)
+    uri = normalize_uri(f"file://{host.upper() if upper else host}{path}")
+    assert uri.startswith(f"file://{host}/")
+    assert normalize_uri(uri) == uri
+    assert uri_to_path(uri) is None
+    assert file_uri_host(uri) == host
+
+
+@settings(max_examples=300)
+@given(
+    uri=st.one_of(
+        st.text(max_size=40),
+        st.builds(
+            lambda scheme, sep, rest: f"{scheme}{sep}{rest}",
+            st.sampled_from(["file", "FILE", "s3", "gs", "postgres", "https", "dagster", "x-y.z"]),
+            st.sampled_from(["://", ":///", ":", "://localhost/", "://h:1/"]),
+            st.text(max_size=30),
+        ),
+    )
+)
+def test_any_string_either_normalises_idempotently_or_raises_invalid_target(uri: str) -> None:
+    """Every scheme and shape: a normalised URI or a clear InvalidTarget, nothing else."""
+    try:
+        once = normalize_uri(uri)
+    except InvalidTarget as exc:
+        assert ":" in str(exc)
+        return
+    assert normalize_uri(once) == once
+    if once.startswith("file:///"):
+        back = uri_to_path(once)
+        assert back is not None and os.path.isabs(back)

@@ -265,7 +265,7 @@ def test_a_batch_the_database_rejects_for_good_is_kept_aside_whole_and_blocks_no
 # --------------------------------------------------------------------------- URIs
 
 
-@pytest.mark.parametrize("target", ["s3://", "file://otherhost/x", "file:///a?b#c"])
+@pytest.mark.parametrize("target", ["s3://", "file://", "file:///a?b#c"])
 def test_unusable_uris_exit_2_and_record_nothing(recorded, target):
     env, before = recorded
     result = cli("track", target)
@@ -279,6 +279,7 @@ def test_odd_but_valid_uri_schemes_are_kept_lowercased(recorded, tmp_path, monke
         "HTTP://Host/Path/x.fits": "http://Host/Path/x.fits",
         "foo+bar.baz://bucket/key with space": "foo+bar.baz://bucket/key with space",
         "dagster://asset/a/b": "dagster://asset/a/b",
+        "FILE://OtherHost/x/../y": "file://otherhost/y",  # a file on another host, as declared
         "postgres://user:hunter2@db/schema.table": "postgres://user@db/schema.table",
         "s3://bucket/" + "k" * 5000: "s3://bucket/" + "k" * 5000,
     }

@@ -1,0 +1,167 @@
+"""Issue 15's classes of wrong or missing records, at the Python API, on real databases.
+
+Each test here failed on the code before the fix it names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+
+import pytest
+
+import dpt_core
+
+
+def versions(env):
+    return env.rows(
+        "SELECT p.uri, v.content_hash, v.metadata, v.produced_by_id, v.uuid FROM data_product_versions v "
+        "JOIN data_products p ON p.id = v.product_id ORDER BY v.id"
+    )
+
+
+def meta(row):
+    value = row.metadata
+    return (json.loads(value) if isinstance(value, str) else value) or {}
+
+
+def variables(env, uuid):
+    value = env.scalar("SELECT variables FROM invocations WHERE uuid = :u", u=uuid)
+    return (json.loads(value) if isinstance(value, str) else value) or {}
+
+
+# --------------------------------------------------------------------------- item 1
+
+
+def test_a_file_uri_with_a_host_is_recorded_under_that_uri_without_a_hash(
+    dpt_backend, dpt_env, tmp_path
+):
+    local = tmp_path / "local.csv"
+    local.write_text("x")
+    with dpt_core.invocation("example_asset_partition") as inv:
+        inv.write("file://incoming/player-stats/team_a.csv", "s3://bucket/raw.csv", local)
+    rows = {r.uri: r for r in versions(dpt_env)}
+    assert set(rows) == {
+        "file://incoming/player-stats/team_a.csv",
+        "s3://bucket/raw.csv",
+        local.as_uri(),
+    }
+    foreign = rows["file://incoming/player-stats/team_a.csv"]
+    assert foreign.content_hash is None
+    assert "host 'incoming'" in meta(foreign)["dpt/unhashed"]
+    assert rows[local.as_uri()].content_hash == dpt_core.hash_file(local)
+    assert "dpt/unhashed" not in meta(rows[local.as_uri()])
+
+
+def test_a_file_uri_naming_this_host_is_the_local_file(dpt_env, tmp_path):
+    local = tmp_path / "here.csv"
+    local.write_text("here")
+    with dpt_core.invocation("j") as inv:
+        (uri,) = inv.write(f"file://{socket.gethostname()}{local}")
+    assert uri == local.as_uri()
+    (row,) = versions(dpt_env)
+    assert row.content_hash == dpt_core.hash_file(local)
+
+
+# --------------------------------------------------------------------------- item 2 (API part)
+
+
+def test_one_bad_target_costs_only_itself(dpt_env, tmp_path, caplog):
+    good = tmp_path / "good.csv"
+    good.write_text("g")
+    parent = tmp_path / "parent.csv"
+    parent.write_text("p")
+    with caplog.at_level(logging.WARNING, logger="dpt"), dpt_core.invocation("j") as inv:
+        inv.read(object(), parent)
+        written = inv.write(good, "", "s3://", parents=[parent, object()])
+    assert written == [good.as_uri()]
+    uris = [r.uri for r in versions(dpt_env)]
+    assert sorted(uris) == sorted([parent.as_uri(), good.as_uri()])
+    edges = dpt_env.rows("SELECT parent_version_id, child_version_id FROM lineage_edges")
+    assert len(edges) == 1
+    assert "empty path" in caplog.text and "nothing after 's3://'" in caplog.text
+    assert "not a path or URI" in caplog.text
+    status = dpt_env.scalar("SELECT status FROM invocations WHERE job = 'j'")
+    assert status == "success"
+
+
+def test_track_with_only_bad_targets_opens_no_run_and_with_some_records_the_rest(dpt_env, tmp_path):
+    out = tmp_path / "out.csv"
+    out.write_text("o")
+    assert dpt_core.track(object()) == []
+    assert dpt_env.scalar("SELECT COUNT(*) FROM invocations") == 0
+    assert dpt_core.track(object(), out) == [out.as_uri()]
+    assert [r.uri for r in versions(dpt_env)] == [out.as_uri()]
+
+
+# --------------------------------------------------------------------------- item 12
+
+
+def test_reading_a_missing_file_warns_naming_it_and_says_so_in_the_version(
+    dpt_env, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="dpt"), dpt_core.invocation("j") as inv:
+        inv.read("raw.fits")
+    assert f"{tmp_path}/raw.fits does not exist" in caplog.text
+    (row,) = versions(dpt_env)
+    assert row.content_hash is None
+    assert meta(row)["dpt/unhashed"] == "the file did not exist when this was recorded"
+
+
+def test_reading_a_missing_file_is_an_error_in_strict_mode(dpt_env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DPT_STRICT", "1")
+    dpt_core.reset()
+    with (
+        pytest.raises(dpt_core.InvalidTarget, match="raw.fits does not exist"),
+        dpt_core.invocation("j") as inv,
+    ):
+        inv.read("raw.fits")
+    assert dpt_env.scalar("SELECT status FROM invocations") == "failed"
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 0
+
+
+# --------------------------------------------------------------------------- item 3 (API part)
+
+
+def test_orchestrator_variables_replace_the_process_ones_for_that_run(dpt_env, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CTX_TASK_ID", "previous_task")
+    monkeypatch.setenv("AIRFLOW_CTX_MAP_INDEX", "3")
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", "previous_task")
+    tracker = dpt_core.get_tracker()
+    first = tracker.start(
+        "dag",
+        task="this_task",
+        variables={
+            "AIRFLOW_CTX_TASK_ID": "this_task",
+            "AIRFLOW_CTX_MAP_INDEX": None,
+            "AIRFLOW_CTX_API_TOKEN": "ghp_" + "a1B2c3D4e5F6g7H8i9J0" * 2,
+        },
+    )
+    first.finish()
+    got = variables(dpt_env, first.uuid)
+    assert got["AIRFLOW_CTX_TASK_ID"] == "this_task"
+    assert "AIRFLOW_CTX_MAP_INDEX" not in got
+    assert got["AIRFLOW_CTX_API_TOKEN"].startswith("<redacted:hmac-sha256:")
+    assert got["_AIRFLOW_PARSING_CONTEXT_TASK_ID"] == "previous_task"  # volatile: on the run
+    env_vars = {
+        r.key
+        for r in dpt_env.rows(
+            "SELECT v.key FROM environment_variables ev JOIN env_variables v ON v.id = ev.variable_id"
+        )
+    }
+    assert not any(k.startswith(("_AIRFLOW_PARSING_CONTEXT_", "AIRFLOW_CTX_")) for k in env_vars)
+
+
+def test_per_task_parsing_context_does_not_split_the_environment(dpt_env, monkeypatch):
+    ids = set()
+    for task in ("extract", "transform", "load"):
+        monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", task)
+        dpt_core.reset()
+        with dpt_core.invocation("dag", task=task):
+            pass
+        ids.add(dpt_env.scalar("SELECT environment_id FROM invocations WHERE task = :t", t=task))
+    assert len(ids) == 1 and None not in ids
+    assert dpt_env.scalar("SELECT COUNT(*) FROM environments") == 1
