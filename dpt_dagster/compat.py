@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import dagster as dg
@@ -36,6 +36,8 @@ RUN_STATUS_EVENTS: dict[str, str] = {
 
 #: Dagster refuses to fetch more event records than this at once (MAX_LIMIT_GET_EVENT_RECORDS).
 DEFAULT_MAX_FETCH = 10_000
+#: Partition keys named in one event-log query.
+PARTITIONS_PER_QUERY = 1000
 
 #: Tag prefixes Dagster writes on materialisations.
 INPUT_EVENT_POINTER = "dagster/input_event_pointer/"
@@ -173,24 +175,51 @@ def fetch_materializations_by_id(
     return list(result.records)
 
 
-def fetch_latest_materializations_before(
+def latest_storage_ids_by_partition(
+    instance: DagsterInstance, asset_key: AssetKey, partitions: Sequence[str] | None
+) -> dict[str, int]:
+    """The storage id of the newest materialisation of each partition of ``asset_key``.
+
+    ``partitions`` None: every partition ever materialised. Partitions never materialised
+    are left out. One indexed query per 1000 partitions (a larger set asks for all).
+    """
+    kind = DagsterEventType.ASSET_MATERIALIZATION
+    if partitions is None or len(partitions) > PARTITIONS_PER_QUERY * 4:
+        found = instance.get_latest_storage_id_by_partition(asset_key, kind)
+        wanted = None if partitions is None else set(partitions)
+        return {str(p): int(i) for p, i in found.items() if wanted is None or p in wanted}
+    result: dict[str, int] = {}
+    names = list(dict.fromkeys(partitions))
+    for start in range(0, len(names), PARTITIONS_PER_QUERY):
+        part = set(names[start : start + PARTITIONS_PER_QUERY])
+        found = instance.get_latest_storage_id_by_partition(asset_key, kind, partitions=part)
+        result.update({str(p): int(i) for p, i in found.items()})
+    return result
+
+
+def materializations_before(
     instance: DagsterInstance,
     asset_key: AssetKey,
     partitions: Sequence[str] | None,
     before_storage_id: int,
-    limit: int,
-) -> list[EventLogRecord]:
-    """Newest first: materialisations of ``asset_key`` (in ``partitions``) older than a storage id."""
-    result = instance.fetch_materializations(
-        AssetRecordsFilter(
-            asset_key=asset_key,
-            asset_partitions=list(partitions) if partitions is not None else None,
-            before_storage_id=before_storage_id,
-        ),
-        limit=limit,
-        ascending=False,
+    page_size: int = 1000,
+) -> Iterator[EventLogRecord]:
+    """Newest first, page by page: materialisations of ``asset_key`` (in ``partitions``)
+    older than a storage id. Stop iterating once you have what you need."""
+    records_filter = AssetRecordsFilter(
+        asset_key=asset_key,
+        asset_partitions=list(partitions) if partitions is not None else None,
+        before_storage_id=before_storage_id,
     )
-    return list(result.records)
+    cursor = None
+    while True:
+        result = instance.fetch_materializations(
+            records_filter, limit=page_size, cursor=cursor, ascending=False
+        )
+        yield from result.records
+        if not result.has_more or not result.records:
+            return
+        cursor = result.cursor
 
 
 def fetch_run_status_changes_after(
@@ -340,41 +369,46 @@ def graph_parent_keys(graph: Any, key: AssetKey) -> list[AssetKey]:
         return []
 
 
-def is_partitioned(graph: Any, key: AssetKey) -> bool | None:
-    """Whether ``key`` is partitioned in ``graph``; None when the graph does not know it."""
-    if graph is None:
-        return None
-    try:
-        if not graph.has(key):
-            return None
-        return graph.get(key).partitions_def is not None
-    except Exception:
-        return None
+class PartitionMappingUnknown(Exception):
+    """The asset graph at hand cannot say which parent partitions a child partition read."""
 
 
-def parent_partitions(
+def mapped_parent_partitions(
     graph: Any,
     instance: DagsterInstance,
     child: AssetKey,
     child_partition: str | None,
     parent: AssetKey,
 ) -> list[str] | None:
-    """The partitions of ``parent`` that ``child_partition`` of ``child`` maps to.
+    """The partitions of ``parent`` that ``child_partition`` of ``child`` depends on.
 
-    None means "unpartitioned parent" (or a mapping that cannot be evaluated here, in
-    which case the same partition key is assumed when the parent is partitioned).
+    Evaluated by the asset graph's partition mapping (``AssetDep`` / ``AssetIn``
+    ``partition_mapping``, else Dagster's defaults: identity, time-window overlap, all
+    partitions), restricted to partitions that exist; dynamic partitions are read from
+    ``instance``. None: ``parent`` is not partitioned.
+
+    :raises PartitionMappingUnknown: the graph does not know ``child`` or ``parent``, or
+        the mapping cannot be evaluated (the message says why).
     """
-    partitioned = is_partitioned(graph, parent)
-    if not partitioned:
+    if graph is None:
+        raise PartitionMappingUnknown("no asset graph (the sensor runs outside a code location)")
+    if not graph.has(child) or not graph.has(parent):
+        missing = child if not graph.has(child) else parent
+        raise PartitionMappingUnknown(
+            f"asset {missing.to_user_string()} is not in this code location's asset graph"
+        )
+    if graph.get(parent).partitions_def is None:
         return None
     try:
-        from dagster._core.definitions.partitions.context import partition_loading_context
-
-        with partition_loading_context(dynamic_partitions_store=instance):
+        with dg.partition_loading_context(dynamic_partitions_store=instance):
             result = graph.get_parent_partition_keys_for_child(child_partition, parent, child)
-            return sorted(result.partitions_subset.get_partition_keys())
-    except Exception:
-        return [child_partition] if child_partition is not None else None
+            return [str(k) for k in result.partitions_subset.get_partition_keys()]
+    except Exception as exc:
+        raise PartitionMappingUnknown(
+            f"the partition mapping of {child.to_user_string()} to "
+            f"{parent.to_user_string()} failed for partition {child_partition!r}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,8 +55,8 @@ DEFAULT_BATCH_SIZE = 1000
 #: Seconds a tick may spend recording before it stops at the last event recorded
 #: (Dagster gives up on a sensor evaluation after 60 s by default).
 DEFAULT_TIME_BUDGET_SECONDS = 40.0
-#: Most partitions of one parent looked up for one materialisation (fan-in mappings).
-MAX_PARENT_PARTITIONS = 100
+#: Most partitions of one asset a failed run's plan is read for.
+MAX_PLANNED_PARTITIONS = 1000
 #: How many per-asset reads one per-run read costs on the run-sharded SQLite event log.
 SHARDED_RUN_READ_COST = 50
 #: Largest clock difference between an event's index row and its payload (same event).
@@ -251,17 +251,42 @@ def _match_run_records(rows: Sequence[Any], records: Sequence[Any]) -> dict[int,
     return matched
 
 
+@dataclass
+class _Wanted:
+    """Partitions of ``parent`` that ``child`` read, still to be found in the event log."""
+
+    child: Materialization
+    parent: AssetKey
+    #: ``[None]`` for an unpartitioned parent.
+    partitions: list[str | None]
+
+
 def _resolve_upstream(
-    instance: Any, materializations: Sequence[Materialization], graph: Any
+    instance: Any, materializations: Sequence[Materialization], graph: Any, logger: Any = None
 ) -> dict[int, list[Upstream]]:
     """What each materialisation consumed, by its storage id.
 
-    First the exact upstream materialisations Dagster recorded in
-    ``dagster/input_event_pointer/<key>`` tags (outside the batch: one summary query,
-    then their payloads); then the declared parents of the asset graph that no
-    pointer covers, each partition mapped through the graph's partition mapping to
-    the newest upstream materialisation older than the child.
+    For every upstream asset of a materialisation (its declared parents, and any asset a
+    ``dagster/input_event_pointer/<key>`` tag names):
+
+    - the asset graph's partition mapping says which upstream partitions the
+      materialisation's partition read (identity, time-window offsets, static,
+      multi-partition, all partitions, specific partitions...);
+    - each of those partitions is linked to its newest materialisation made before the
+      child's (storage ids are the event log's order); partitions never made by then are
+      not inputs;
+    - the input event pointer names the exact materialisation consumed, but Dagster
+      writes there the newest materialisation of *any* partition of the upstream asset:
+      it is used for an unpartitioned upstream, and for a partitioned one only when it
+      is one of the mapped partitions (then it is that partition's newest when the step
+      read it);
+    - an upstream asset never materialised in this instance (a source, or an asset of
+      another deployment) is an input all the same, named by its ``dagster://`` URI;
+    - when the mapping cannot be evaluated here (the child or the parent is not in this
+      code location's asset graph), a partitioned pointer is left out with a warning:
+      which partition was read cannot be told.
     """
+    logger = logger or log
     known: dict[int, Materialization] = {m.storage_id: m for m in materializations}
     missing = {
         storage_id
@@ -273,70 +298,145 @@ def _resolve_upstream(
         rows = compat.materialization_summaries_by_id(instance, missing)
         known.update(_load_materializations(instance, rows))
 
+    mappings: dict[tuple[AssetKey, str | None, AssetKey], list[str] | None] = {}
+    unknown: dict[tuple[AssetKey, str | None, AssetKey], str] = {}
+
+    def mapped(m: Materialization, parent: AssetKey) -> list[str] | None:
+        slot = (m.asset_key, m.partition, parent)
+        if slot in unknown:
+            raise compat.PartitionMappingUnknown(unknown[slot])
+        if slot not in mappings:
+            try:
+                mappings[slot] = compat.mapped_parent_partitions(
+                    graph, instance, m.asset_key, m.partition, parent
+                )
+            except compat.PartitionMappingUnknown as exc:
+                unknown[slot] = str(exc)
+                raise
+        return mappings[slot]
+
+    warned: set[tuple[AssetKey, AssetKey]] = set()
+
+    def leave_out(m: Materialization, parent: AssetKey, why: str) -> None:
+        if (m.asset_key, parent) not in warned:
+            warned.add((m.asset_key, parent))
+            logger.warning(
+                "dpt: the input %s of %s is left out: %s",
+                parent.to_user_string(),
+                m.asset_key.to_user_string(),
+                why,
+            )
+
     result: dict[int, list[Upstream]] = {}
-    fallbacks: list[tuple[Materialization, AssetKey, list[str | None]]] = []
+    wanted: list[_Wanted] = []
     for m in materializations:
         upstream: list[Upstream] = []
-        covered: set[tuple[AssetKey, str | None]] = set()
-        pointed: set[AssetKey] = set()
-        for key, storage_id in sorted(
-            m.input_event_pointers.items(), key=lambda i: i[0].to_string()
-        ):
-            found = known.get(storage_id)
-            if found is None or found.asset_key != key:
+        pointers = m.input_event_pointers
+        parents = set(compat.graph_parent_keys(graph, m.asset_key)) | set(pointers)
+        for parent in sorted(parents, key=lambda k: k.to_string()):
+            pointed = known.get(pointers[parent]) if parent in pointers else None
+            if pointed is not None and pointed.asset_key != parent:
+                pointed = None
+            try:
+                partitions = mapped(m, parent)
+            except compat.PartitionMappingUnknown as exc:
+                if pointed is not None and pointed.partition is None:
+                    upstream.append(Upstream(parent, None, pointed))
+                elif pointed is not None:
+                    leave_out(m, parent, f"which of its partitions was read is unknown ({exc})")
                 continue
-            upstream.append(Upstream(key, found.partition, found))
-            covered.add((key, found.partition))
-            pointed.add(key)
-        result[m.storage_id] = upstream
-        for parent in compat.graph_parent_keys(graph, m.asset_key):
-            partitions = compat.parent_partitions(graph, instance, m.asset_key, m.partition, parent)
             if partitions is None:
-                if parent not in pointed:
-                    fallbacks.append((m, parent, [None]))
+                if pointed is None:
+                    wanted.append(_Wanted(m, parent, [None]))
+                elif pointed.partition is None:
+                    upstream.append(Upstream(parent, None, pointed))
+                else:  # an asset of another code location: unpartitioned only in this graph
+                    leave_out(
+                        m,
+                        parent,
+                        f"it is partitioned ({pointed.partition!r} was made) but this code "
+                        "location's asset graph does not say how",
+                    )
                 continue
-            wanted: list[str | None] = [p for p in partitions if (parent, p) not in covered]
-            if wanted:
-                fallbacks.append((m, parent, wanted[:MAX_PARENT_PARTITIONS]))
-    if fallbacks:
+            rest: list[str | None] = list(partitions)
+            if pointed is not None and pointed.partition in partitions:
+                upstream.append(Upstream(parent, pointed.partition, pointed))
+                rest = [p for p in partitions if p != pointed.partition]
+            if rest:
+                wanted.append(_Wanted(m, parent, rest))
+        result[m.storage_id] = upstream
+
+    if wanted:
+        by_parent: dict[AssetKey, list[_Wanted]] = defaultdict(list)
+        for w in wanted:
+            by_parent[w.parent].append(w)
         last_ids = compat.materialized_asset_ids(
-            instance, sorted({parent for _m, parent, _p in fallbacks}, key=lambda k: k.to_string())
+            instance, sorted(by_parent, key=lambda k: k.to_string())
         )
-        for child, parent, wanted_partitions in fallbacks:
-            result[child.storage_id].extend(
-                _latest_before(instance, parent, wanted_partitions, child.storage_id, last_ids)
-            )
+        for parent, group in by_parent.items():
+            found = _newest_before(instance, parent, group, last_ids.get(parent), known)
+            for w, ups in zip(group, found, strict=True):
+                result[w.child.storage_id].extend(ups)
     return result
 
 
-def _latest_before(
+def _newest_before(
     instance: Any,
     parent: AssetKey,
-    partitions: Sequence[str | None],
-    before: int,
-    last_ids: dict[AssetKey, int | None],
-) -> list[Upstream]:
-    """For each partition of ``parent``: its newest materialisation before ``before``.
+    group: Sequence[_Wanted],
+    last_id: int | None,
+    known: dict[int, Materialization],
+) -> list[list[Upstream]]:
+    """For each request of ``group``: each wanted partition's newest materialisation
+    before the child's (one index query for the whole group in the usual case).
 
-    A parent never materialised in this instance (a source or external asset) is an
-    input all the same, named by its ``dagster://`` URI. A partition that a
-    materialised parent never made did not exist when the child ran: it is left out.
+    A parent never materialised here is named by its URI, one input per partition.
     """
-    if last_ids.get(parent) is None:
-        return [Upstream(parent, p, None) for p in partitions]
-    named = [p for p in partitions if p is not None]
-    records = compat.fetch_latest_materializations_before(
-        instance,
-        parent,
-        named if named else None,
-        before,
-        limit=min(compat.max_fetch(), 4 * len(partitions) + 8),
-    )
-    found: dict[str | None, Materialization] = {}
-    for record in records:
-        m = Materialization.from_record(record)
-        found.setdefault(m.partition, m)
-    return [Upstream(parent, p, found[p]) for p in partitions if p in found]
+    if last_id is None:
+        return [[Upstream(parent, p, None) for p in w.partitions] for w in group]
+    chosen: list[dict[str | None, int]] = [{} for _ in group]
+    named = sorted({p for w in group for p in w.partitions if p is not None})
+    latest = compat.latest_storage_ids_by_partition(instance, parent, named) if named else {}
+    for index, w in enumerate(group):
+        before = w.child.storage_id
+        older: list[str | None] = []
+        for p in w.partitions:
+            newest = last_id if p is None else latest.get(p)
+            if newest is None:
+                continue  # never made: not an input
+            if newest < before:
+                chosen[index][p] = newest
+            else:
+                older.append(p)
+        if not older:
+            continue
+        still = set(older)
+        scan = [p for p in older if p is not None] if None not in still else None
+        for record in compat.materializations_before(
+            instance, parent, scan, before, page_size=min(1000, 4 * len(older) + 8)
+        ):
+            m = Materialization.from_record(record)
+            if m.partition in still:
+                still.discard(m.partition)
+                chosen[index][m.partition] = record.storage_id
+                known.setdefault(record.storage_id, m)
+            if not still:
+                break
+    needed = sorted({i for c in chosen for i in c.values() if i not in known})
+    for start in range(0, len(needed), 1000):
+        for record in compat.fetch_materializations_by_id(
+            instance, parent, needed[start : start + 1000]
+        ):
+            known[record.storage_id] = Materialization.from_record(record)
+    found: list[list[Upstream]] = []
+    for w, picks in zip(group, chosen, strict=True):
+        ups = []
+        for p in w.partitions:
+            m = known.get(picks[p]) if p in picks else None
+            if m is not None and m.asset_key == parent and m.partition == p:
+                ups.append(Upstream(parent, p, m))
+        found.append(ups)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,7 +502,9 @@ def run_tick(
         r.event_log_entry.run_id for rs, _more in run_events.values() for r in rs
     }
     runs = compat.run_records(instance, run_ids)
-    upstream = _resolve_upstream(instance, materializations, compat.asset_graph(repository_def))
+    upstream = _resolve_upstream(
+        instance, materializations, compat.asset_graph(repository_def), logger
+    )
 
     # -- materialisations, oldest first ----------------------------------------------------
     def _record_one(m: Materialization) -> None:
@@ -527,7 +629,7 @@ def _record_run_outcome(
         if kind == "ASSET_MATERIALIZATION_PLANNED":
             key = compat.planned_asset_key(entry)
             if key is not None:
-                for partition in compat.planned_partitions(entry, MAX_PARENT_PARTITIONS * 10):
+                for partition in compat.planned_partitions(entry, MAX_PLANNED_PARTITIONS):
                     planned[(key, partition)] = entry.step_key
         elif kind == "ASSET_MATERIALIZATION" and entry.asset_materialization is not None:
             made.add((entry.asset_materialization.asset_key, entry.asset_materialization.partition))

@@ -8,9 +8,13 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from dagster_survey_assets import ASSETS, NIGHTLY_JOB, DataDir, Pipeline
 
-import dpt_dagster
+pytest.register_assert_rewrite("dagster_corpus", "dagster_survey_assets")
+
+from dagster_corpus import Corpus  # noqa: E402
+from dagster_survey_assets import ASSETS, NIGHTLY_JOB, DataDir, Pipeline  # noqa: E402
+
+import dpt_dagster  # noqa: E402
 
 
 @pytest.fixture
@@ -35,5 +39,18 @@ def pipeline(dpt_env: Any, dagster_home: Path, tmp_path: Path) -> Iterator[Pipel
     instance = dg.DagsterInstance.local_temp(str(dagster_home))
     try:
         yield Pipeline(instance=instance, defs=defs, data_dir=data_dir, db=dpt_env)
+    finally:
+        instance.dispose()
+
+
+@pytest.fixture
+def corpus(
+    dpt_env: Any, dagster_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Corpus]:
+    """A real Dagster instance for documentation patterns; files go to ``tmp_path/data``."""
+    monkeypatch.chdir(tmp_path)
+    instance = dg.DagsterInstance.local_temp(str(dagster_home))
+    try:
+        yield Corpus(instance=instance, db=dpt_env)
     finally:
         instance.dispose()
