@@ -12,7 +12,7 @@ The public API (everything else is internal)::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dpt_core.errors import (
     ConfigError,
@@ -36,6 +36,9 @@ from dpt_core.tracker import (
     jsonable,
     reset,
 )
+
+if TYPE_CHECKING:
+    from dpt_core.store.lineage import LineageGraph
 
 __version__ = "0.1.0"
 
@@ -89,13 +92,21 @@ def lineage(
     depth: int | None = None,
     *,
     version: str | None = None,
-) -> Any:
+    all_versions: bool = False,
+) -> LineageGraph:
     """The lineage graph of ``target``: ``.nodes`` (``.uri``, ``.depth``, ...) and ``.edges``.
+
+    It starts from the version of ``target`` that is on disk (else its newest version);
+    ``.selection`` says which.
 
     :param direction: ``upstream`` (what it was made from) or ``downstream`` (what was made from it).
     :param depth: at most this many steps (None: all).
-    :param version: a version UUID: the closure of that version instead of every version.
+    :param version: start from this version instead (UUID, UUID prefix, or a content hash:
+        every version with that content).
+    :param all_versions: start from every recorded version of ``target``.
     """
     from dpt_core.store.lineage import lineage as _lineage
 
-    return _lineage(target, direction=direction, depth=depth, version=version)
+    return _lineage(
+        target, direction=direction, depth=depth, version=version, all_versions=all_versions
+    )

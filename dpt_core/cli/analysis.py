@@ -137,7 +137,14 @@ def _tree(graph: Any) -> Tree:
     "--version",
     "version",
     metavar="V",
-    help="Start from one version (UUID, UUID prefix or content hash; default: all versions).",
+    help="Start from this version: a UUID, a UUID prefix, or a content hash (every "
+    "version with that content).",
+)
+@click.option(
+    "--all-versions",
+    is_flag=True,
+    help="Start from every recorded version of TARGET (default: the version on disk, "
+    "else the newest).",
 )
 @click.option(
     "--format",
@@ -149,11 +156,19 @@ def _tree(graph: Any) -> Tree:
 )
 @json_option
 def lineage(
-    target: str, upstream: bool, depth: int | None, version: str | None, fmt: str, as_json: bool
+    target: str,
+    upstream: bool,
+    depth: int | None,
+    version: str | None,
+    all_versions: bool,
+    fmt: str,
+    as_json: bool,
 ) -> None:
     """Show where TARGET came from (--upstream) or what depends on it (--downstream).
 
-    TARGET is a path or URI. Every step names the run that made the product.
+    TARGET is a path or URI. Every step names the run that made the product. The
+    graph starts from the version of TARGET that is on disk (the newest version
+    with the file's current content), else from its newest version.
 
     \b
     Examples:
@@ -161,15 +176,19 @@ def lineage(
       dpt lineage raw.fits --downstream --depth 2
       dpt lineage cal.fits --format dot | dot -Tsvg > cal.svg
       dpt lineage cal.fits --version 3f2a9c --json
+      dpt lineage cal.fits --all-versions
     """
     from dpt_core.export.graph import to_dot, to_mermaid
     from dpt_core.store.lineage import lineage as _lineage
 
+    if version is not None and all_versions:
+        raise click.UsageError("give --version V or --all-versions, not both")
     graph = _lineage(
         resolve_target(target),
         "upstream" if upstream else "downstream",
         depth,
         version=version,
+        all_versions=all_versions,
         engine=engine(),
     )
     if as_json or fmt == "json":
@@ -179,7 +198,23 @@ def lineage(
     elif fmt == "mermaid":
         click.echo(to_mermaid(graph), nl=False)
     else:
-        _console().print(_tree(graph))
+        console = _console()
+        console.print(_tree(graph))
+        selected = _selection_text(graph)
+        if selected:
+            console.print(f"[dim]{escape(selected)}[/]")
+
+
+def _selection_text(graph: Any) -> str | None:
+    """Which version of the root the tree starts from, when there is a choice to tell."""
+    others = (graph.versions or 0) - 1
+    more = f"{others} other version{'s' if others > 1 else ''} recorded: --all-versions"
+    if graph.selection == "on_disk":
+        return f"shown: the version on disk ({more})" if others > 0 else None
+    if graph.selection == "newest" and (graph.note or others > 0):
+        why = f", as {graph.note}" if graph.note else ""
+        return f"shown: the newest version{why}" + (f" ({more})" if others > 0 else "")
+    return None
 
 
 # =========================================================================== stale

@@ -17,6 +17,8 @@ from dpt_core.cli import build_cli
 from dpt_core.environment import clear_environment_cache
 from dpt_core.uri import normalize_uri
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture
 def strict(dpt_env, monkeypatch):
@@ -116,6 +118,57 @@ def test_lineage_errors_are_one_line_and_exit_2(strict, tmp_path):
     assert (
         "Invalid value" in dpt("lineage", str(tmp_path / "known"), "--depth", "-1", code=2).stderr
     )
+
+
+def quickstart(env: dict[str, str], workdir: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), str(workdir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_quickstart_run_twice_shows_one_tree(strict, tmp_path):
+    """Re-running an unchanged pipeline: the version on disk once; the history one flag away."""
+    env = dict(os.environ, **strict.environ(), PYTHONPATH=str(ROOT))
+    work = tmp_path / "work"
+    quickstart(env, work)
+    quickstart(env, work)
+    lc, cal, raw, flat = (
+        work / n for n in ("lightcurve.csv", "calibrated.csv", "raw.csv", "flat.txt")
+    )
+    jobs = [r.job for r in strict.rows("SELECT job FROM invocations ORDER BY id")]
+    assert jobs == ["observe", "calibrate", "lightcurve"] * 2
+    newest = {r.job: r.uuid for r in strict.rows("SELECT job, uuid FROM invocations ORDER BY id")}
+
+    tree = dpt("lineage", str(lc), "--upstream").stdout
+    assert [tree.count(str(p)) for p in (lc, cal, raw, flat)] == [1, 1, 1, 1], tree
+    assert "version on disk" in tree and "--all-versions" in tree
+    data = json.loads(dpt("lineage", str(lc), "--upstream", "--json").stdout)
+    assert sorted((n["uri"], n["depth"], n["produced_by"]) for n in data["nodes"]) == [
+        (uri(cal), 1, newest["calibrate"]),
+        (uri(flat), 2, newest["observe"]),
+        (uri(lc), 0, newest["lightcurve"]),
+        (uri(raw), 2, newest["observe"]),
+    ]
+    assert len(data["edges"]) == 3 and set(data) == {"root", "direction", "depth", "nodes", "edges"}
+    down = dpt("lineage", str(raw), "--downstream").stdout
+    assert [down.count(str(p)) for p in (raw, cal, lc)] == [1, 1, 1], down
+
+    every = json.loads(dpt("lineage", str(lc), "--all-versions", "--json").stdout)
+    assert len(every["nodes"]) == 8 and len(every["edges"]) == 6
+    assert len({n["content_hash"] for n in every["nodes"] if n["depth"] == 0}) == 1
+    both = dpt("lineage", str(lc), "--all-versions").stdout
+    assert both.count(str(cal)) == 2 and both.count("version ") == 2, both
+
+
+def test_lineage_all_versions_excludes_version(strict, tmp_path):
+    step("one", writes={tmp_path / "one": "1"})
+    result = dpt("lineage", str(tmp_path / "one"), "--all-versions", "--version", "abcdef", code=2)
+    assert "give --version V or --all-versions, not both" in result.stderr
 
 
 # --------------------------------------------------------------------------- stale
