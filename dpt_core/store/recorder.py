@@ -80,6 +80,19 @@ _READ_BEFORE = (
     .where(INPUTS.c.invocation_id == bindparam("inv_id"))
 )
 _OUTPUTS_OF = select(V.c.id, V.c.explicit_parents).where(V.c.produced_by_id == bindparam("inv_id"))
+#: The newest version of each product, with what tells whether it is the same observation.
+_NEWEST_VERSIONS = select(
+    V.c.id, V.c.product_id, V.c.content_hash, V.c.size, V.c.mtime, V.c.produced_by_id
+).where(
+    V.c.id.in_(
+        select(func.max(V.c.id))
+        .where(V.c.product_id.in_(bindparam("product_ids", expanding=True)))
+        .group_by(V.c.product_id)
+        .scalar_subquery()
+    )
+)
+#: Seconds two mtimes of one observation may differ by (float round trips in the database).
+MTIME_TOLERANCE = 1e-3
 _LATEST_VERSIONS = (
     select(V.c.product_id, V.c.content_hash, func.max(V.c.id).label("vid"))
     .where(V.c.product_id.in_(bindparam("product_ids", expanding=True)))
@@ -490,10 +503,7 @@ class Recorder:
         )
 
     def _latest_versions(self, conn: Connection, product_ids: Sequence[int]) -> list[Any]:
-        rows: list[Any] = []
-        for part in chunks(list(product_ids)):
-            rows.extend(conn.execute(_LATEST_VERSIONS, {"product_ids": list(part)}).all())
-        return rows
+        return self._rows_in(conn, _LATEST_VERSIONS, product_ids)
 
     @staticmethod
     def _version_row(
@@ -514,7 +524,10 @@ class Recorder:
     def _write(self, conn: Connection, event: ProductsWritten) -> None:
         inv_id = self._require_invocation(conn, event.invocation_uuid)
         outputs = list(event.outputs)
-        products = self.product_ids(conn, [o.uri for o in outputs], likely_new=True)
+        created: set[int] = set()
+        products = self.product_ids(
+            conn, [o.uri for o in outputs], likely_new=True, created=created
+        )
         inputs = (
             []
             if self._nothing_yet(event.invocation_uuid, "read", now="write")
@@ -533,6 +546,10 @@ class Recorder:
         for o in outputs:
             if o.content_hash is not None and (products[o.uri], o.content_hash) in claimable:
                 reused[o.version_uuid] = claimable[(products[o.uri], o.content_hash)]
+        # Another invocation may have seen this very file first (a reader naming it as a
+        # parent before its producer's record arrived): the same content, size and mtime
+        # as the product's newest version, which nobody produced, is that version.
+        reused.update(self._same_observations(conn, inv_id, outputs, products, created, reused))
         fresh = [o for o in outputs if o.version_uuid not in reused]
         now = utcnow()
         # Versions already there (a replay, or one a reader saw first) are looked up.
@@ -607,6 +624,56 @@ class Recorder:
                 if parent is not None and parent != child:
                     edges.append((parent, child))
         self._insert_edges(conn, edges, inv_id)
+
+    def _same_observations(
+        self,
+        conn: Connection,
+        inv_id: int,
+        outputs: Sequence[ProductObservation],
+        products: dict[str, int],
+        created: set[int],
+        reused: dict[str, int],
+    ) -> dict[str, int]:
+        """Outputs (by version uuid) that are the newest, unproduced version of their
+        product: same content hash, and same size and mtime where both sides know them.
+
+        A version this invocation produced counts too, so a replayed write finds the
+        version it claimed the first time instead of adding its own.
+        """
+        wanted = {
+            products[o.uri]
+            for o in outputs
+            if o.content_hash is not None
+            and o.version_uuid not in reused
+            and products[o.uri] not in created  # new products have no versions at all
+        }
+        if not wanted:
+            return {}
+        newest = {r.product_id: r for r in self._rows_in(conn, _NEWEST_VERSIONS, list(wanted))}
+        same: dict[str, int] = {}
+        for o in outputs:
+            row = newest.get(products[o.uri])
+            if (
+                row is not None
+                and o.version_uuid not in reused
+                and row.produced_by_id in (None, inv_id)
+                and row.content_hash == o.content_hash
+                and (row.size is None or o.size is None or row.size == o.size)
+                and (
+                    row.mtime is None
+                    or o.mtime is None
+                    or abs(row.mtime - o.mtime) <= MTIME_TOLERANCE
+                )
+            ):
+                same[o.version_uuid] = row.id
+        return same
+
+    @staticmethod
+    def _rows_in(conn: Connection, statement: Any, product_ids: Sequence[int]) -> list[Any]:
+        rows: list[Any] = []
+        for part in chunks(list(product_ids)):
+            rows.extend(conn.execute(statement, {"product_ids": list(part)}).all())
+        return rows
 
     def _insert_edges(
         self, conn: Connection, edges: Sequence[tuple[int, int]], inv_id: int

@@ -165,3 +165,46 @@ def test_per_task_parsing_context_does_not_split_the_environment(dpt_env, monkey
         ids.add(dpt_env.scalar("SELECT environment_id FROM invocations WHERE task = :t", t=task))
     assert len(ids) == 1 and None not in ids
     assert dpt_env.scalar("SELECT COUNT(*) FROM environments") == 1
+
+
+# --------------------------------------------------------------------------- item 14
+
+
+def test_a_reader_first_and_the_producer_later_make_one_version_and_one_chain(
+    dpt_backend, dpt_env, tmp_path
+):
+    raw, clean, summary = tmp_path / "raw.csv", tmp_path / "clean.csv", tmp_path / "summary.json"
+    raw.write_text("1,2,3")
+    clean.write_text("1,2")
+    summary.write_text("{}")
+    tracker = dpt_core.get_tracker()
+    producer = tracker.start("flow", task="clean")  # its record arrives late (a read-back)
+    with dpt_core.invocation("flow", task="summarise"):
+        dpt_core.track(summary, parents=[clean])
+    producer.read(raw)
+    producer.write(clean)
+    producer.finish()
+    replayed = tracker.attach(producer.uuid)  # the same events again (spool replay)
+    replayed.write(dpt_core.ProductRef(clean))
+
+    clean_versions = [r for r in versions(dpt_env) if r.uri == clean.as_uri()]
+    assert len(clean_versions) == 1
+    producer_id = dpt_env.scalar("SELECT id FROM invocations WHERE uuid = :u", u=producer.uuid)
+    assert clean_versions[0].produced_by_id == producer_id
+    graph = dpt_core.lineage(summary, direction="upstream")
+    assert {n.uri for n in graph.nodes} == {summary.as_uri(), clean.as_uri(), raw.as_uri()}
+
+
+def test_a_rewrite_with_other_content_or_by_a_producer_is_a_new_version(dpt_env, tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("v1")
+    with dpt_core.invocation("reader") as inv:
+        inv.read(data)
+    data.write_text("v2")
+    with dpt_core.invocation("writer") as inv:
+        inv.write(data)
+    with dpt_core.invocation("rewriter") as inv:  # same content, but its own producer
+        inv.write(data)
+    rows = [r for r in versions(dpt_env) if r.uri == data.as_uri()]
+    assert len(rows) == 3
+    assert [r.produced_by_id is None for r in rows] == [True, False, False]
