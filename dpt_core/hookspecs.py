@@ -11,6 +11,11 @@ with :data:`dpt_core.hookimpl` and registering its module or object through the
 Hooks are grouped by phase: environment, resolution, invocation lifecycle,
 products, CLI. Hook arguments are only ever added, never removed; a plugin may
 accept any subset of them.
+
+The tracker calls each implementation under its own guard
+(:func:`dpt_core.plugins.call_each`): an implementation that raises is logged
+once with its plugin's name and the others, the built-in store included, are
+still called; a resolver that raises counts as one that returned None.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -63,6 +64,45 @@ def load_plugins(
         pm.check_pending()
         _loaded = True
         return pm
+
+
+def call_each(
+    caller: Any,
+    kwargs: dict[str, Any],
+    on_error: Callable[[str, BaseException], None],
+    *,
+    firstresult: bool = False,
+) -> list[Any]:
+    """Call every implementation of a hook one by one, each under its own guard.
+
+    pluggy's own call stops at the first implementation that raises, so one broken
+    third-party plugin would cost every plugin after it, the built-in store included.
+    Here an implementation that raises is handed to ``on_error(plugin_name, exc)``
+    and the others are still called, in pluggy's order (last registered first,
+    ``tryfirst``/``trylast`` honoured). Hooks with wrappers are called the pluggy way.
+
+    :param caller: ``pm.hook.<name>``.
+    :param firstresult: stop at the first non-None result (resolvers).
+    :returns: the non-None results, in call order.
+    """
+    impls = caller.get_hookimpls()
+    if any(impl.hookwrapper or impl.wrapper for impl in impls):
+        result = caller(**kwargs)
+        if firstresult:
+            return [] if result is None else [result]
+        return [r for r in result if r is not None]
+    results: list[Any] = []
+    for impl in reversed(impls):
+        try:
+            result = impl.function(*[kwargs[name] for name in impl.argnames])
+        except Exception as exc:
+            on_error(impl.plugin_name, exc)
+            continue
+        if result is not None:
+            results.append(result)
+            if firstresult:
+                break
+    return results
 
 
 def plugin_listing() -> list[dict[str, Any]]:

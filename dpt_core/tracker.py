@@ -239,6 +239,9 @@ class Tracker:
         self._environment: EnvironmentSnapshot | None = None
         self._stat_cache: Any = None
         self._failures = Guard("tracking continues without it")
+        #: Strict mode: plugin failures met while an event was being made, raised once
+        #: the event is recorded (a plugin's failure never costs the record itself).
+        self._deferred: list[tuple[str, BaseException]] = []
 
     @property
     def settings(self) -> Settings:
@@ -272,10 +275,47 @@ class Tracker:
         """Run ``call``; a failure is logged once and swallowed unless strict mode is on."""
         return self._failures.run(what, call, default=default, strict=self.settings.strict)
 
+    def _hook(
+        self, name: str, *, firstresult: bool = False, defer: bool = False, **kwargs: Any
+    ) -> list[Any]:
+        """Call every plugin's ``name`` hook, each under its own guard (see
+        :func:`dpt_core.plugins.call_each`): a plugin's failure is its own, logged once
+        with its name; the others, the built-in store included, still run. In strict
+        mode the first failure is raised once every plugin has been called (with
+        ``defer``, once the next event has been recorded: see :meth:`_emit`)."""
+        from dpt_core.plugins import call_each
+
+        failures: list[tuple[str, BaseException]] = []
+
+        def failed(plugin: str, exc: BaseException) -> None:
+            failures.append((f"the dpt plugin {plugin!r} in {name}", exc))
+            if not self.settings.strict:
+                self._failures.failed(
+                    f"the dpt plugin {plugin!r} in {name}",
+                    exc,
+                    strict=False,
+                    key=f"plugin:{plugin}:{name}",
+                )
+
+        results = call_each(getattr(self.pm.hook, name), kwargs, failed, firstresult=firstresult)
+        if failures and self.settings.strict:
+            if defer:
+                self._deferred.extend(failures)
+            else:
+                self._raise_failure(failures[0])
+        return results
+
+    def _raise_failure(self, failure: tuple[str, BaseException]) -> None:
+        what, exc = failure
+        self._failures.failed(what, exc, strict=True)
+
     def _emit(self, hook: str, event: Any) -> None:
         if not self.enabled:
             return
-        self._guard(hook, lambda: getattr(self.pm.hook, hook)(event=event))
+        self._guard(hook, lambda: self._hook(hook, event=event))
+        if self._deferred:  # strict mode: a plugin failed while this event was being made
+            failure, self._deferred = self._deferred[0], []
+            self._raise_failure(failure)
 
     # -- environment -----------------------------------------------------------------------
 
@@ -285,7 +325,7 @@ class Tracker:
             from dpt_core.environment import capture_environment
 
             facets: dict[str, Any] = {}
-            for contribution in reversed(self.pm.hook.dpt_collect_environment()):
+            for contribution in reversed(self._hook("dpt_collect_environment", defer=True)):
                 if contribution:
                     facets.update(contribution)
             self._environment = capture_environment(
@@ -294,8 +334,8 @@ class Tracker:
         return self._environment
 
     def _plugin_redact(self, key: str, value: str) -> str | None:
-        result: str | None = self.pm.hook.dpt_redact(key=key, value=value)
-        return result
+        results = self._hook("dpt_redact", firstresult=True, defer=True, key=key, value=value)
+        return str(results[0]) if results else None
 
     # -- products -------------------------------------------------------------------------
 
@@ -307,9 +347,9 @@ class Tracker:
             target = target.target
         if not isinstance(target, str | bytes | PurePath):
             # Plugins first: an orchestrator's asset object may also be path-like.
-            resolved = self.pm.hook.dpt_resolve_uri(target=target)
-            if resolved is not None:
-                target = resolved
+            resolved = self._hook("dpt_resolve_uri", firstresult=True, target=target)
+            if resolved:
+                target = resolved[0]
             elif not isinstance(target, os.PathLike):
                 raise InvalidTarget(
                     f"{target!r} ({type(target).__name__}) is not a path or URI and no plugin resolves it: "
@@ -399,18 +439,8 @@ class Tracker:
 
     def _plugin_hash(self, uri: str, path: str | None) -> str | None:
         """The ``dpt_hash`` hook's answer; a plugin that fails costs only this hash."""
-        try:
-            result: str | None = self.pm.hook.dpt_hash(uri=uri, path=path)
-        except Exception as exc:
-            if self.settings.strict:
-                raise
-            self._warn_once(
-                f"dpt_hash:{type(exc).__name__}",
-                f"dpt: a plugin failed to hash {uri} ({type(exc).__name__}: {exc}); "
-                "recorded without a plugin hash",
-            )
-            return None
-        return result
+        results = self._hook("dpt_hash", firstresult=True, uri=uri, path=path)
+        return str(results[0]) if results else None
 
     def _missing_file(self, path: str) -> str:
         """Report a local file that does not exist (an error in strict mode); the reason kept."""
@@ -464,9 +494,12 @@ class Tracker:
             return stack[-1]
         if not self.enabled:
             return None
-        context = self._guard("dpt_current_context", lambda: self.pm.hook.dpt_current_context())
-        if context is None:
+        found = self._guard(
+            "dpt_current_context", lambda: self._hook("dpt_current_context", firstresult=True)
+        )
+        if not found:
             return None
+        context: CurrentContext = found[0]
         return InvocationHandle(self, context.invocation_uuid, context.job, context.task)
 
     def start(
@@ -602,14 +635,14 @@ class Tracker:
         depth = _batch_depth.get()
         announce = depth == 0 and self.enabled
         if announce:
-            self._guard("batch", lambda: self.pm.hook.dpt_batch_started())
+            self._guard("batch", lambda: self._hook("dpt_batch_started"))
         token = _batch_depth.set(depth + 1)
         try:
             yield
         finally:
             _batch_depth.reset(token)
             if announce:
-                self._guard("batch", lambda: self.pm.hook.dpt_batch_finished())
+                self._guard("batch", lambda: self._hook("dpt_batch_finished"))
 
     @contextlib.contextmanager
     def activate(self, handle: InvocationHandle) -> Iterator[InvocationHandle]:

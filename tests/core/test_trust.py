@@ -208,3 +208,90 @@ def test_a_rewrite_with_other_content_or_by_a_producer_is_a_new_version(dpt_env,
     rows = [r for r in versions(dpt_env) if r.uri == data.as_uri()]
     assert len(rows) == 3
     assert [r.produced_by_id is None for r in rows] == [True, False, False]
+
+
+# --------------------------------------------------------------------------- item 6
+
+
+class Broken:
+    """A third-party plugin that raises in every hook it implements."""
+
+    calls = 0
+
+    def _fail(self):
+        Broken.calls += 1
+        raise RuntimeError("broken plugin says no")
+
+    @dpt_core.hookimpl
+    def dpt_collect_environment(self):
+        self._fail()
+
+    @dpt_core.hookimpl
+    def dpt_invocation_started(self, event):
+        self._fail()
+
+    @dpt_core.hookimpl
+    def dpt_products_written(self, event):
+        self._fail()
+
+    @dpt_core.hookimpl
+    def dpt_batch_started(self):
+        self._fail()
+
+    @dpt_core.hookimpl
+    def dpt_batch_finished(self):
+        self._fail()
+
+    @dpt_core.hookimpl
+    def dpt_resolve_uri(self, target):
+        self._fail()
+
+
+@pytest.fixture
+def broken_plugin(dpt_env):
+    pm = dpt_core.get_tracker().pm
+    plugin = Broken()
+    pm.register(plugin, name="acme-broken")
+    yield plugin
+    pm.unregister(plugin)
+
+
+def test_a_plugin_that_raises_costs_only_itself(
+    dpt_backend, dpt_env, broken_plugin, tmp_path, caplog
+):
+    out = tmp_path / "out.csv"
+    out.write_text("o")
+    with caplog.at_level(logging.WARNING, logger="dpt"):
+        with dpt_core.invocation("calibrate", parameters={"gain": 2}) as inv:
+            inv.write(out)
+        tracker = dpt_core.get_tracker()
+        with tracker.batch():
+            for i in range(3):
+                tracker.start(f"batched{i}", status="success")
+    rows = dpt_env.rows("SELECT job, status, environment_id FROM invocations ORDER BY id")
+    assert [(r.job, r.status) for r in rows] == [
+        ("calibrate", "success"),
+        ("batched0", "success"),
+        ("batched1", "success"),
+        ("batched2", "success"),
+    ]
+    assert all(r.environment_id is not None for r in rows)
+    assert [r.uri for r in versions(dpt_env)] == [out.as_uri()]
+    assert Broken.calls > 0
+    named = [line for line in caplog.text.splitlines() if "'acme-broken'" in line]
+    assert named and all("broken plugin says no" in line for line in named)
+    # once per hook, not once per event
+    assert len(named) == len({line.split(" in ")[1].split(" ")[0] for line in named})
+
+
+def test_in_strict_mode_a_plugin_failure_raises_after_the_store_recorded(
+    dpt_env, broken_plugin, monkeypatch
+):
+    monkeypatch.setenv("DPT_STRICT", "1")
+    dpt_core.reset()
+    pm = dpt_core.get_tracker().pm
+    if pm.get_plugin("acme-broken") is None:
+        pm.register(broken_plugin, name="acme-broken")
+    with pytest.raises(dpt_core.TrackingError, match="broken plugin says no"):
+        dpt_core.get_tracker().start("strict-job", status="success")
+    assert dpt_env.scalar("SELECT job FROM invocations") == "strict-job"
