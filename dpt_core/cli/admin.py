@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import click
 
@@ -73,7 +74,12 @@ def replay(as_json: bool) -> None:
 @click.command()
 @json_option
 def doctor(as_json: bool) -> None:
-    """Check the configuration, the database, the schema and the spool."""
+    """Check the configuration, the database, the schema and the spool.
+
+    Also advises when the database keeps no up-to-date planner statistics for dpt's
+    tables (PostgreSQL with autovacuum off, InnoDB without automatic recalculation):
+    advice does not make the check fail.
+    """
     from dpt_core.errors import DptError
     from dpt_core.spool import Spool
     from dpt_core.store.engine import safe_url
@@ -93,6 +99,7 @@ def doctor(as_json: bool) -> None:
 
         eng = current_store(s).engine
         checks.append({"check": "database", "ok": True, "detail": safe_url(eng.url)})
+        checks.append(_statistics(eng))
         spooled = Spool(s.spool_dir).status().events
         checks.append(
             {"check": "spool", "ok": spooled == 0, "detail": f"{spooled} event(s) waiting"}
@@ -105,9 +112,29 @@ def doctor(as_json: bool) -> None:
         echo_json(checks)
     else:
         for c in checks:
-            click.echo(f"[{'ok' if c['ok'] else 'FAIL'}] {c['check']}: {c['detail']}")
+            mark = "FAIL" if not c["ok"] else "advice" if c.get("advice") else "ok"
+            click.echo(f"[{mark}] {c['check']}: {c['detail']}")
+            if c.get("advice"):
+                click.echo(f"    advice: {c['advice']}")
     if not ok:
         raise SystemExit(1)
+
+
+def _statistics(engine: Any) -> dict[str, object]:
+    """The planner-statistics check: advice only, never a failure of ``dpt doctor``."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from dpt_core.store.engine import describe_db_error
+    from dpt_core.store.statistics import check_statistics
+
+    try:
+        return check_statistics(engine).to_dict()
+    except SQLAlchemyError as exc:
+        return {
+            "check": "statistics",
+            "ok": True,
+            "detail": f"not checked: {describe_db_error(exc)}",
+        }
 
 
 def register(cli: click.Group) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 from collections import deque
 from pathlib import Path
@@ -621,6 +622,9 @@ def bulk_load_grid(engine, width: int, levels: int) -> None:
             "FROM generate_series(:w + 1, :n) i, (VALUES (0), (1)) AS offsets(o)",
         ):
             conn.execute(text(sql), {"w": width, "n": count})
+        # Counters reach the shared statistics when the session goes idle, at most once a
+        # second; this makes that the moment the commit returns (PostgreSQL 15+).
+        conn.execute(text("SELECT pg_stat_force_next_flush()"))
 
 
 def scans_of(plan: dict, table: str) -> list[str]:
@@ -698,3 +702,69 @@ def test_closures_probe_the_edge_indexes_without_planner_statistics(dpt_backend,
         ), scans
         # JIT-compiling a 2 ms query costs ~100 ms; without statistics its estimate passes the bar.
         assert jit_above_cost == 0 and jit == "off"
+
+
+def doctor_statistics(dpt_env) -> dict:
+    from click.testing import CliRunner
+
+    from dpt_core.cli import build_cli
+
+    result = CliRunner().invoke(build_cli(), ["doctor", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output  # advice never fails the doctor
+    (check,) = [c for c in json.loads(result.stdout) if c["check"] == "statistics"]
+    assert check["ok"] is True
+    return check
+
+
+@pytest.mark.parametrize("dpt_backend", ["postgresql"], indirect=True)
+def test_doctor_advises_when_nothing_refreshes_postgresql_statistics(dpt_backend, dpt_env):
+    from dpt_core.store.plugin import current_store
+
+    engine = current_store().engine
+    with engine.connect() as conn:
+        autovacuum = conn.execute(text("SHOW autovacuum")).scalar()
+    bulk_load_grid(engine, 100, 10)
+    check = doctor_statistics(dpt_env)
+    if autovacuum == "off":  # this machine's server
+        assert check["detail"].startswith("autovacuum is off")
+        assert "ANALYZE" in check["advice"] and "autovacuum" in check["advice"]
+        assert check["tables"] == {
+            t: "never analysed"
+            for t in ("data_product_versions", "data_products", "invocations", "lineage_edges")
+        }
+    else:
+        assert "advice" not in check and check["detail"].startswith("autovacuum is on")
+    # A table opted out of autovacuum is named whatever the server's setting.
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE"))
+        conn.execute(text("ALTER TABLE lineage_edges SET (autovacuum_enabled = off)"))
+    check = doctor_statistics(dpt_env)
+    assert "tables" not in check and "ANALYZE" in check["advice"]  # analysed: none due now
+    if autovacuum == "on":
+        assert check["detail"].startswith("autovacuum is disabled on lineage_edges")
+    with engine.begin() as conn:  # more than 10 % changed since: due again
+        conn.execute(text("DELETE FROM lineage_edges WHERE child_version_id > 800"))
+        conn.execute(text("SELECT pg_stat_force_next_flush()"))
+    assert doctor_statistics(dpt_env)["tables"] == {
+        "lineage_edges": "400 rows changed since the last ANALYZE"
+    }
+
+
+@pytest.mark.parametrize("dpt_backend", ["mysql"], indirect=True)
+def test_doctor_advises_when_innodb_does_not_recalculate_statistics(dpt_backend, dpt_env):
+    from dpt_core.store.plugin import current_store
+
+    engine = current_store().engine
+    with engine.connect() as conn:
+        recalc = conn.execute(text("SELECT @@innodb_stats_auto_recalc")).scalar()
+    check = doctor_statistics(dpt_env)
+    assert ("advice" in check) == (not int(recalc))
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE lineage_edges STATS_AUTO_RECALC=0"))
+    check = doctor_statistics(dpt_env)
+    assert "lineage_edges" in check["detail"] and "ANALYZE TABLE" in check["advice"]
+
+
+def test_doctor_on_sqlite_has_nothing_to_advise(dpt_env):
+    check = doctor_statistics(dpt_env)
+    assert "advice" not in check and check["detail"].startswith("sqlite")
