@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -50,6 +50,9 @@ READBACK_TIMEOUT = 15.0
 #: First and longest pause between two reads of the task runs.
 READBACK_POLL = 0.05
 READBACK_POLL_MAX = 0.25
+#: Longest wait when the flow run crashed or was cancelled: its running task runs will not
+#: settle, only the states Prefect already set need to reach the API.
+READBACK_TIMEOUT_ENDED = 5.0
 #: Task runs remembered per process (oldest forgotten first).
 MAX_REMEMBERED = 20_000
 
@@ -106,8 +109,9 @@ class Registry:
 
     flows: OrderedDict[str, FlowRunRecord] = field(default_factory=OrderedDict)
     tasks: OrderedDict[str, TaskRunRecord] = field(default_factory=OrderedDict)
-    #: Task runs that stand for a subflow run this process recorded as a flow run.
-    subflow_task_runs: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    #: Task runs that stand for a subflow run this process recorded as a flow run, with the
+    #: flow run that called the subflow.
+    subflow_task_runs: OrderedDict[str, str | None] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_flow(self, flow_run_id: str, record: FlowRunRecord) -> None:
@@ -126,18 +130,24 @@ class Registry:
                 self.tasks.popitem(last=False)
             return record
 
-    def add_subflow_task_run(self, task_run_id: str) -> None:
+    def add_subflow_task_run(self, task_run_id: str, flow_run_id: str | None) -> None:
         with self.lock:
-            self.subflow_task_runs[task_run_id] = None
+            self.subflow_task_runs[task_run_id] = flow_run_id
             while len(self.subflow_task_runs) > MAX_REMEMBERED:
                 self.subflow_task_runs.popitem(last=False)
 
-    def forget_flow(self, flow_run_id: str, task_run_ids: Iterable[str]) -> None:
+    def forget_flow(self, flow_run_id: str) -> None:
+        """Forget a flow run whose read-back is over, and every task run of it."""
         with self.lock:
             self.flows.pop(flow_run_id, None)
-            for task_run_id in task_run_ids:
-                self.tasks.pop(task_run_id, None)
-                self.subflow_task_runs.pop(task_run_id, None)
+            for task_run_id in [
+                i for i, record in self.tasks.items() if record.flow_run_id == flow_run_id
+            ]:
+                del self.tasks[task_run_id]
+            for task_run_id in [
+                i for i, caller in self.subflow_task_runs.items() if caller == flow_run_id
+            ]:
+                del self.subflow_task_runs[task_run_id]
 
 
 registry = Registry()
@@ -175,6 +185,8 @@ class ReadbackSnapshot:
     job: str
     local_assets: dict[str, set[Any]]
     tasks_by_key: dict[str, Any]
+    #: The dpt status the flow run ended with: task runs not final by then are closed by it.
+    flow_status: str = "crashed"
 
 
 class Readbacks:
@@ -292,7 +304,7 @@ class FlowHooks:
             parent_flow_run_id = self._parent_flow_run_id(flow_run)
             if parent_flow_run_id:
                 parent_uuid = translator.get_flow_run_uuid(parent_flow_run_id)
-            registry.add_subflow_task_run(str(parent_task_run_id))
+            registry.add_subflow_task_run(str(parent_task_run_id), parent_flow_run_id)
         handle = translator.start_flow_run(flow, flow_run, state, parent_uuid)
         record = FlowRunRecord(handle.uuid, translator.get_flow_job(flow, flow_run), translator)
         registry.add_flow(flow_run_id, record)
@@ -313,12 +325,25 @@ class FlowHooks:
         flow_run_id = str(flow_run.id)
         if flow_run_id not in registry.flows:  # ended before running (bad parameters, ...)
             guard("the flow run start", lambda: self._start(flow, flow_run, state))
-        # What only this moment knows: the flow-run context goes away when the hook returns.
+        flow_status = final_status(self.translator, state)
+        snapshot = guard(
+            "the flow run end", lambda: self._snapshot(flow, flow_run, flow_status)
+        ) or ReadbackSnapshot(flow_run_id, "flow", {}, {}, flow_status)
+        try:
+            close_flow_run(self.translator, flow, flow_run, state)
+        finally:
+            if self.background:
+                readbacks.submit(lambda: self._readback(snapshot))
+            else:
+                self._readback(snapshot)
+
+    def _snapshot(self, flow: Any, flow_run: Any, flow_status: str) -> ReadbackSnapshot:
+        """What only this moment knows: the flow-run context goes away when the hook returns."""
         context = compat.current_flow_run_context()
         if context is not None and getattr(context.flow_run, "id", None) != flow_run.id:
             context = None
-        snapshot = ReadbackSnapshot(
-            flow_run_id=flow_run_id,
+        return ReadbackSnapshot(
+            flow_run_id=str(flow_run.id),
             job=self._job(flow, flow_run),
             # The task runs this process ran, with the assets Prefect tracked for each.
             local_assets=(
@@ -327,29 +352,33 @@ class FlowHooks:
                 else {}
             ),
             tasks_by_key=find_tasks(flow),
+            flow_status=flow_status,
         )
-        try:
-            guard(
-                "the flow run end", lambda: self.translator.finish_flow_run(flow, flow_run, state)
-            )
-        finally:
-            if self.background:
-                readbacks.submit(lambda: self._readback(snapshot))
-            else:
-                self._readback(snapshot)
 
     def _readback(self, snapshot: ReadbackSnapshot) -> None:
-        seen: list[str] = []
+        closed: set[str] = set()
         try:
-            seen = guard("the task runs", lambda: self._record_task_runs(snapshot)) or []
+            guard("the task runs", lambda: self._record_task_runs(snapshot, closed))
         finally:
-            registry.forget_flow(snapshot.flow_run_id, seen)
+            # Whatever failed above, no task run this process saw start stays running.
+            try:
+                close_unfinished_task_runs(snapshot.flow_run_id, snapshot.flow_status, closed)
+            finally:
+                registry.forget_flow(snapshot.flow_run_id)
 
-    def _record_task_runs(self, snapshot: ReadbackSnapshot) -> list[str]:
-        """Read the flow run's task runs back from the API; record those not recorded yet."""
+    def _record_task_runs(self, snapshot: ReadbackSnapshot, closed: set[str]) -> None:
+        """Read the flow run's task runs back from the API; record those not recorded yet.
+
+        ``closed`` collects the ids of the task runs closed here.
+        """
         local_assets = snapshot.local_assets
+        timeout = self.readback_timeout
+        if snapshot.flow_status in ("crashed", "cancelled"):
+            timeout = min(timeout, READBACK_TIMEOUT_ENDED)
         with compat.api_client(fresh=self.background) as client:
-            task_runs = self._await_task_runs(client, snapshot.flow_run_id, set(local_assets))
+            task_runs = self._await_task_runs(
+                client, snapshot.flow_run_id, set(local_assets), timeout
+            )
             ordered = sorted(
                 task_runs,
                 key=lambda r: (
@@ -360,10 +389,11 @@ class FlowHooks:
             )
             # One transaction for the whole flow run's task runs.
             with self.translator.tracker.batch():
-                self._record_each(client, snapshot, ordered)
-        return [str(r.id) for r in task_runs]
+                self._record_each(client, snapshot, ordered, closed)
 
-    def _record_each(self, client: Any, snapshot: ReadbackSnapshot, ordered: list[Any]) -> None:
+    def _record_each(
+        self, client: Any, snapshot: ReadbackSnapshot, ordered: list[Any], closed: set[str]
+    ) -> None:
         local_assets = snapshot.local_assets
         for task_run in ordered:
             task_run_id = str(task_run.id)
@@ -372,30 +402,38 @@ class FlowHooks:
             known = registry.tasks.get(task_run_id)
             if known is not None and known.finished:
                 continue  # the task hooks recorded it, in the task's own environment
-            record = functools.partial(
-                self._record_task_run,
-                client,
-                snapshot.job,
-                task_run,
-                snapshot.tasks_by_key.get(task_run.task_key),
-                ran_here=task_run_id in local_assets,
-                local_assets=local_assets,
-                assets_recorded=known is not None and known.assets_recorded,
-            )
-            guard("a task run", record)
+            try:
+                self._record_task_run(
+                    client,
+                    snapshot.job,
+                    task_run,
+                    snapshot.tasks_by_key.get(task_run.task_key),
+                    ran_here=task_run_id in local_assets,
+                    local_assets=local_assets,
+                    assets_recorded=known is not None and known.assets_recorded,
+                )
+            finally:
+                # Closed as Prefect says it ended, whatever part of its record failed.
+                state = task_run.state if task_run.state is not None else task_run.state_type
+                close_task_run(self.translator, task_run, state, snapshot.flow_status)
+                closed.add(task_run_id)
+                if known is not None:
+                    known.finished = True
 
     def _job(self, flow: Any, flow_run: Any) -> str:
         record = registry.flows.get(str(flow_run.id))
         return record.job if record is not None else self.translator.get_flow_job(flow, flow_run)
 
-    def _await_task_runs(self, client: Any, flow_run_id: Any, expected: set[str]) -> list[Any]:
+    def _await_task_runs(
+        self, client: Any, flow_run_id: Any, expected: set[str], timeout: float
+    ) -> list[Any]:
         """The flow run's task runs once the API shows them settled, or after the timeout.
 
         Task runs reach the API as events, a moment after they happen: wait until every
         task run this process ran is there and none (not recorded by task hooks yet) is
         still pending or running.
         """
-        deadline = time.monotonic() + self.readback_timeout
+        deadline = time.monotonic() + timeout
         pause = READBACK_POLL
         while True:
             task_runs = compat.read_task_runs(client, flow_run_id)
@@ -412,7 +450,7 @@ class FlowHooks:
                         "dpt: %d task runs of flow run %s not settled after %.1f s",
                         len(waiting) + len(missing),
                         flow_run_id,
-                        self.readback_timeout,
+                        timeout,
                     )
                 return task_runs
             time.sleep(pause)
@@ -429,34 +467,29 @@ class FlowHooks:
         local_assets: dict[str, set[Any]],
         assets_recorded: bool,
     ) -> None:
+        """Record a task run read back from the API: its start, attempts and assets, each part
+        on its own (one that fails costs only itself); the caller closes it."""
         translator = self.translator
+        name = f"task run {task_run.name or task_run.id}"
         # The API may return a run's state type before its state object: go by the type.
         state = task_run.state if task_run.state is not None else task_run.state_type
-        translator.start_task_run(
-            task,
-            task_run,
-            job=job,
-            parameters=None,
-            started_at=compat.as_datetime(task_run.start_time)
-            or compat.as_datetime(task_run.expected_start_time),
-            environment=ran_here,
+        guard(
+            f"the start of {name}",
+            lambda: translator.start_task_run(
+                task,
+                task_run,
+                job=job,
+                parameters=None,
+                started_at=compat.as_datetime(task_run.start_time)
+                or compat.as_datetime(task_run.expected_start_time),
+                environment=ran_here,
+            ),
         )
         if (task_run.run_count or 0) > 1:
-            states = compat.read_task_run_states(client, task_run.id)
-            for attempt, started, ended, status, error in translator.attempts_from_states(
-                task_run, states
-            ):
-                translator.record_attempt(
-                    task,
-                    task_run,
-                    attempt,
-                    job=job,
-                    status=status,
-                    error=error,
-                    started_at=started,
-                    ended_at=ended,
-                    environment=ran_here,
-                )
+            guard(
+                f"the attempts of {name}",
+                lambda: self._record_attempts(client, job, task_run, task, ran_here),
+            )
         if (
             not assets_recorded
             and state is not None
@@ -465,11 +498,126 @@ class FlowHooks:
             and compat.is_materializing_task(task)
         ):
             outputs, dependencies = _materialized(task_run, task, local_assets)
-            translator.record_materialization(
-                task_run, outputs, dependencies, None, task.materialized_by
+            guard(
+                f"the assets of {name}",
+                lambda: translator.record_materialization(
+                    task_run, outputs, dependencies, None, task.materialized_by
+                ),
             )
-        if state is not None:
-            translator.finish_task_run(task_run, state, unfinished_ok=True)
+
+    def _record_attempts(
+        self, client: Any, job: str, task_run: Any, task: Any, ran_here: bool
+    ) -> None:
+        translator = self.translator
+        states = compat.read_task_run_states(client, task_run.id)
+        for attempt, started, ended, status, error in translator.attempts_from_states(
+            task_run, states
+        ):
+            translator.record_attempt(
+                task,
+                task_run,
+                attempt,
+                job=job,
+                status=status,
+                error=error,
+                started_at=started,
+                ended_at=ended,
+                environment=ran_here,
+            )
+
+
+def final_status(translator: PrefectTranslator, state: Any) -> str:
+    """The dpt status of a flow run's final state: the translator's, else Prefect's state type
+    as dpt names it, else ``crashed`` (an end dpt cannot name)."""
+    status = guard("the flow run status", lambda: translator.get_status(state))
+    return status or PrefectTranslator.get_status(translator, state) or "crashed"
+
+
+def close_flow_run(translator: PrefectTranslator, flow: Any, flow_run: Any, state: Any) -> None:
+    """Record the flow run's end through the translator; if that fails, still close it (as
+    Prefect's state says, else ``crashed``), so it never stays running."""
+
+    def finish() -> bool:
+        translator.finish_flow_run(flow, flow_run, state)
+        return True
+
+    if guard("the flow run end", finish) is None:
+        _close_plainly(
+            translator, "flow-run", flow_run.id, state, final_status(translator, state), None
+        )
+
+
+def close_task_run(
+    translator: PrefectTranslator, task_run: Any, state: Any, flow_status: str | None
+) -> None:
+    """Close a task run of a flow run that has ended: as Prefect says it ended, or by
+    :meth:`~PrefectTranslator.get_unfinished_status`; if the translator fails, still closed."""
+    name = f"task run {getattr(task_run, 'name', None) or task_run.id}"
+    done = guard(
+        f"the end of {name}",
+        lambda: translator.finish_task_run(
+            task_run, state, unfinished_ok=True, flow_status=flow_status
+        ),
+    )
+    if done is None:
+        status = PrefectTranslator.get_status(translator, state) or (
+            PrefectTranslator.get_unfinished_status(translator, state, flow_status)
+        )
+        _close_plainly(translator, "task-run", task_run.id, state, status, flow_status)
+
+
+def _close_plainly(
+    translator: PrefectTranslator,
+    kind: str,
+    run_id: Any,
+    state: Any,
+    status: str,
+    flow_status: str | None,
+) -> None:
+    """Close a run without the translator's help (it failed): the stock uuid if the
+    translator's own cannot be had, Prefect's message as the error."""
+
+    def close() -> None:
+        method = (
+            translator.get_flow_run_uuid if kind == "flow-run" else translator.get_task_run_uuid
+        )
+        try:
+            uuid = method(run_id)
+        except Exception:
+            uuid = dpt_core.invocation_uuid("prefect", kind, str(run_id))
+        message = getattr(state, "message", None)
+        error = None if status in ("success", "skipped") else str(message or status)
+        translator.tracker.attach(uuid).finish(
+            status, error=error, ended_at=compat.as_datetime(getattr(state, "timestamp", None))
+        )
+
+    guard(f"closing {kind} {run_id}", close)
+
+
+def close_unfinished_task_runs(flow_run_id: str, flow_status: str, closed: set[str]) -> None:
+    """Close the task runs of a flow run that this process saw start and nobody closed: the
+    read-back failed or did not see them. Their final state is unknown here: crashed
+    (cancelled when the flow run was)."""
+    with registry.lock:
+        left = [
+            (task_run_id, record)
+            for task_run_id, record in registry.tasks.items()
+            if record.flow_run_id == flow_run_id
+            and not record.finished
+            and task_run_id not in closed
+        ]
+    for task_run_id, record in left:
+        status = "cancelled" if flow_status == "cancelled" else "crashed"
+        error = (
+            f"dpt could not read this task run's final state from the Prefect API when its "
+            f"flow run ended ({flow_status})"
+        )
+        guard(f"closing task run {task_run_id}", functools.partial(_close, record, status, error))
+        record.finished = True
+
+
+def _close(record: TaskRunRecord, status: str, error: str) -> None:
+    record.translator.tracker.attach(record.uuid).finish(status, error=error)
 
 
 def _materialized(
@@ -605,22 +753,42 @@ class TaskHooks:
             commit_hooks.append(self.dpt_task_commit)
 
     def _finished(self, task: Any, task_run: Any, state: Any) -> None:
-        record = start_task_run(self.translator, task, task_run, state)
+        translator = self.translator
+        record = guard(
+            "the task run start", lambda: start_task_run(translator, task, task_run, state)
+        )
+        status = translator.get_status(state)
+        try:
+            if record is not None:
+                self._finish_parts(task, task_run, state, record, status)
+        finally:
+            # Closed whatever part of its record failed above.
+            if status is not None:
+                close_task_run(translator, task_run, state, None)
+                if record is not None:
+                    record.finished = True
+
+    def _finish_parts(
+        self, task: Any, task_run: Any, state: Any, record: TaskRunRecord, status: str | None
+    ) -> None:
+        """The last attempt and the assets of a task run that ended, each on its own."""
         translator = self.translator
         attempt = int(task_run.run_count or 1)
-        status = translator.get_status(state)
         if attempt > 1 and status is not None:
             started = record.attempt[1] if record.attempt and record.attempt[0] == attempt else None
-            translator.record_attempt(
-                task,
-                task_run,
-                attempt,
-                job=record.job,
-                status=status,
-                error=translator.get_error(state),
-                started_at=started,
-                ended_at=compat.as_datetime(state.timestamp),
-                environment=True,
+            guard(
+                "the task run attempt",
+                lambda: translator.record_attempt(
+                    task,
+                    task_run,
+                    attempt,
+                    job=record.job,
+                    status=status,
+                    error=translator.get_error(state),
+                    started_at=started,
+                    ended_at=compat.as_datetime(state.timestamp),
+                    environment=True,
+                ),
             )
         if (
             not record.assets_recorded
@@ -630,17 +798,17 @@ class TaskHooks:
         ):
             # The commit hook did not run (a transaction owned by an enclosing one):
             # record from the task's declaration instead.
-            translator.record_materialization(
-                task_run,
-                task.assets,
-                _declared_dependencies(task, task_run),
-                None,
-                task.materialized_by,
-            )
             record.assets_recorded = True
-        if status is not None:
-            translator.finish_task_run(task_run, state)
-            record.finished = True
+            guard(
+                "the assets",
+                lambda: translator.record_materialization(
+                    task_run,
+                    task.assets,
+                    _declared_dependencies(task, task_run),
+                    None,
+                    task.materialized_by,
+                ),
+            )
 
     def _commit(self) -> None:
         context = compat.current_task_run_context()
@@ -760,11 +928,39 @@ def current_context() -> dpt_core.CurrentContext | None:
     return None
 
 
+def active_translator() -> PrefectTranslator:
+    """The translator of the run executing here: the one registry every path asks.
+
+    Inside a task run, the translator its task hooks were given, else its flow run's
+    (the flow hooks'); in a flow's body, the flow run's; elsewhere the stock one. So an
+    in-task ``dpt_core.track(asset)`` names the asset as the hooks do: one product.
+    """
+    context = compat.current_task_run_context()
+    task_run = getattr(context, "task_run", None) if context is not None else None
+    if task_run is not None:
+        known = registry.tasks.get(str(task_run.id))
+        if known is not None:
+            return known.translator
+        flow_record = registry.flows.get(str(task_run.flow_run_id))
+        if flow_record is not None:
+            return flow_record.translator
+    flow_context = compat.current_flow_run_context()
+    flow_run = getattr(flow_context, "flow_run", None) if flow_context is not None else None
+    if flow_run is not None:
+        record = registry.flows.get(str(flow_run.id))
+        if record is not None:
+            return record.translator
+    return default_translator()
+
+
 def resolve_asset(target: Any) -> str | None:
-    """The URI of a Prefect ``Asset`` handed to ``read``/``write``/``track``, else None."""
+    """The URI of a Prefect ``Asset`` handed to ``read``/``write``/``track``, else None.
+
+    Named by :func:`active_translator`, as the hooks of the run executing here name it.
+    """
     if not compat.is_asset(target):
         return None
-    return default_translator().get_asset_uri(target)
+    return active_translator().get_asset_uri(target)
 
 
 # ---------------------------------------------------------------------------------------------

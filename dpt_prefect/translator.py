@@ -19,15 +19,22 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import dpt_core
 from dpt_prefect import compat
 
+log = logging.getLogger("dpt.prefect")
+T = TypeVar("T")
+
 #: The ``orchestrator`` column of everything the Prefect adapter records.
 ORCHESTRATOR = "prefect"
+
+#: One asset that cannot be recorded costs only itself: a warning naming it.
+_assets_guard = dpt_core.Guard("the task run's other assets are recorded", log)
 
 #: Prefect state types -> dpt statuses. Types missing here are not final for dpt.
 _STATUSES = {
@@ -256,10 +263,31 @@ class PrefectTranslator:
             return _STATUSES[kind]
         return None
 
-    def get_unfinished_status(self, state: Any) -> str | None:
-        """The dpt status of a task run that is not final when its flow run ended, or None to leave
-        it running. ``Pending`` (never started: an upstream task failed) -> skipped."""
-        return "skipped" if state_type(state) == "PENDING" else None
+    def get_unfinished_status(self, state: Any, flow_status: str | None = None) -> str:
+        """The dpt status of a task run that is not final when its flow run ended.
+
+        No run stays ``running`` after its flow run: a task run that never started
+        (``Pending``, ``Scheduled``, ``Paused``: an upstream task failed, or the flow
+        stopped first) -> skipped; one that was running when its flow run was cancelled
+        -> cancelled; any other (still ``Running`` in the API, or its state unknown) ->
+        crashed. ``flow_status`` is the dpt status the flow run ended with.
+        """
+        kind = state_type(state) if state is not None else ""
+        if kind in ("PENDING", "SCHEDULED", "PAUSED"):
+            return "skipped"
+        if flow_status == "cancelled" or kind == "CANCELLING":
+            return "cancelled"
+        return "crashed"
+
+    def get_unfinished_error(self, state: Any, flow_status: str | None = None) -> str | None:
+        """The ``error`` of a task run closed by :meth:`get_unfinished_status` (None when skipped)."""
+        if self.get_unfinished_status(state, flow_status) == "skipped":
+            return None
+        shown = getattr(state, "name", None) or state_type(state).title() or "unknown"
+        return (
+            f"the Prefect API showed this task run as {shown} when its flow run ended"
+            f" ({flow_status or 'unknown'}); dpt closed it"
+        )
 
     def get_error(self, state: Any) -> str | None:
         """The invocation's ``error`` text: the message of a failed, crashed or cancelled state.
@@ -368,19 +396,31 @@ class PrefectTranslator:
         )
 
     def finish_task_run(
-        self, task_run: Any, state: Any, *, unfinished_ok: bool = False
+        self,
+        task_run: Any,
+        state: Any,
+        *,
+        unfinished_ok: bool = False,
+        flow_status: str | None = None,
     ) -> str | None:
-        """Record a task run's final status; returns it (None: not final, left running)."""
-        status = self.get_status(state)
+        """Record a task run's final status; returns it.
+
+        A state that is not final leaves the run as it is (None), unless
+        ``unfinished_ok`` (its flow run has ended): then it is closed by
+        :meth:`get_unfinished_status`.
+        """
+        status = self.get_status(state) if state is not None else None
+        error = self.get_error(state) if status is not None else None
         if status is None and unfinished_ok:
-            status = self.get_unfinished_status(state)
+            status = self.get_unfinished_status(state, flow_status)
+            error = self.get_unfinished_error(state, flow_status)
         if status is None:
             return None
         ended_at = compat.as_datetime(getattr(task_run, "end_time", None)) or compat.as_datetime(
             getattr(state, "timestamp", None)
         )
         self.tracker.attach(self.get_task_run_uuid(task_run.id)).finish(
-            status, error=self.get_error(state), ended_at=ended_at
+            status, error=error, ended_at=ended_at
         )
         return status
 
@@ -468,6 +508,16 @@ class PrefectTranslator:
             version_uuid=self.get_asset_version_uuid(flow_run_id, uri, content_hash),
         )
 
+    def _output_ref(
+        self,
+        asset: Any,
+        flow_run_id: Any,
+        metadata: Mapping[str, Any] | None,
+        materialized_by: str | None,
+    ) -> dpt_core.ProductRef:
+        facts = self.get_asset_metadata(asset, metadata, materialized_by)
+        return self.asset_ref(asset, flow_run_id, facts)
+
     def record_materialization(
         self,
         task_run: Any,
@@ -480,21 +530,46 @@ class PrefectTranslator:
 
         ``file://`` keys resolve to the files, so the versions get content hashes.
         Without dependencies, the outputs derive from whatever else the task run read.
+        An asset (or dependency) that cannot be recorded costs only itself: a warning
+        names it and the task run, and the others are recorded (raised under
+        ``DPT_STRICT=1``).
         """
         flow_run_id = getattr(task_run, "flow_run_id", None) or task_run.id
         handle = self.tracker.attach(self.get_task_run_uuid(task_run.id))
-        by_uri = {self.get_asset_uri(d): d for d in dependencies}
-        parents = [self.asset_ref(by_uri[uri], flow_run_id) for uri in sorted(by_uri)]
-        refs = [
-            self.asset_ref(
+        run_name = str(getattr(task_run, "name", None) or task_run.id)
+        by_uri: dict[str, Any] = {}
+        for dependency in dependencies:
+            uri = _each_asset(run_name, dependency, self.get_asset_uri, dependency)
+            if uri is not None:
+                by_uri.setdefault(uri, dependency)
+        parents = []
+        for uri in sorted(by_uri):
+            parent = _each_asset(run_name, by_uri[uri], self.asset_ref, by_uri[uri], flow_run_id)
+            if parent is not None:
+                parents.append(parent)
+        refs = []
+        for asset in sorted(assets, key=lambda a: str(getattr(a, "key", a))):
+            ref = _each_asset(
+                run_name,
+                asset,
+                self._output_ref,
                 asset,
                 flow_run_id,
-                self.get_asset_metadata(
-                    asset, (metadata or {}).get(str(getattr(asset, "key", asset))), materialized_by
-                ),
+                (metadata or {}).get(str(getattr(asset, "key", asset))),
+                materialized_by,
             )
-            for asset in sorted(assets, key=lambda a: str(getattr(a, "key", a)))
-        ]
+            if ref is not None:
+                refs.append(ref)
         if not refs:
             return []
         return handle.write(*refs, parents=parents or None)
+
+
+def _each_asset(run_name: str, asset: Any, call: Callable[..., T], *args: Any) -> T | None:
+    """``call(*args)`` for one asset; its failure is a warning naming the asset and the run."""
+    key = str(getattr(asset, "key", asset))
+    return _assets_guard.run(
+        f"recording asset {key!r} of task run {run_name!r}",
+        lambda: call(*args),
+        key=f"asset:{key}",
+    )

@@ -34,8 +34,41 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-PREFECT_HOME = Path(tempfile.mkdtemp(prefix="dpt-prefect-tests-"))
 STARTUP_TIMEOUT = 240.0
+
+
+def _prefect_installed() -> bool:
+    try:
+        return importlib.util.find_spec("prefect") is not None
+    except ImportError:  # a finder that refuses it: as good as not installed
+        return False
+
+
+PREFECT_INSTALLED = _prefect_installed()
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+if not PREFECT_INSTALLED:
+    if _in_ci():
+        # As the Airflow and Dagster suites: under CI a missing orchestrator fails the run.
+        raise ImportError(
+            "CI=true and Prefect is not installed in this environment: the Prefect suite "
+            "cannot run; run it with 'tox -e prefect' (or install data-product-tracker[prefect])"
+        )
+    # Elsewhere the suite is left out, and the header says why.
+    collect_ignore_glob = ["test_*.py", "deployment/*.py"]
+
+
+def pytest_report_header() -> str | None:
+    if PREFECT_INSTALLED:
+        return None
+    return "tests/prefect: Prefect is not installed here, its tests are not collected"
+
+
+PREFECT_HOME = Path(tempfile.mkdtemp(prefix="dpt-prefect-tests-"))
 
 
 def _free_port() -> int:
@@ -64,7 +97,7 @@ def _start_server() -> tuple[subprocess.Popen[bytes], str]:
 
 
 _SERVER: subprocess.Popen[bytes] | None = None
-if importlib.util.find_spec("prefect") is not None:
+if PREFECT_INSTALLED:
     _SERVER, _API_URL = _start_server()
     os.environ.update(
         {
@@ -92,7 +125,6 @@ if importlib.util.find_spec("prefect") is not None:
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[str]:
     """The URL of the session's Prefect API, once it answers."""
-    pytest.importorskip("prefect")
     import httpx
 
     assert _SERVER is not None

@@ -5,11 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-pytest.importorskip("prefect")
-
-import dpt_core  # noqa: E402
+import dpt_core
 
 
 def test_the_example_pipeline(prefect_example: Any, recorded: Any, tmp_path: Path) -> None:

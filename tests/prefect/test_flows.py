@@ -9,15 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect import flow, task, unmapped
+from prefect.assets import Asset, AssetProperties, materialize
+from prefect.context import AssetContext, TaskRunContext
 
-prefect = pytest.importorskip("prefect")
-
-from prefect import flow, task, unmapped  # noqa: E402
-from prefect.assets import Asset, AssetProperties, materialize  # noqa: E402
-from prefect.context import AssetContext, TaskRunContext  # noqa: E402
-
-import dpt_core  # noqa: E402
-import dpt_prefect  # noqa: E402
+import dpt_core
+import dpt_prefect
 
 DATA = Path(tempfile.mkdtemp(prefix="dpt-prefect-data-"))
 atexit.register(shutil.rmtree, DATA, ignore_errors=True)

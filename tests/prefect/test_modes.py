@@ -9,18 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect import flow, task
+from prefect.assets import Asset, materialize
+from prefect.states import Cancelled, Cancelling, Completed, Crashed, Failed, Pending
+from prefect.task_runners import ProcessPoolTaskRunner
 
-pytest.importorskip("prefect")
-
-from prefect import flow, task  # noqa: E402
-from prefect.assets import Asset  # noqa: E402
-from prefect.states import Cancelled, Cancelling, Completed, Crashed, Failed, Pending  # noqa: E402
-from prefect.task_runners import ProcessPoolTaskRunner  # noqa: E402
-
-import dpt_core  # noqa: E402
-import dpt_prefect  # noqa: E402
-from dpt_prefect import dpt_plugin  # noqa: E402
-from dpt_prefect.translator import PrefectTranslator  # noqa: E402
+import dpt_core
+import dpt_prefect
+from dpt_prefect import dpt_plugin
+from dpt_prefect.translator import PrefectTranslator
 
 
 @task
@@ -284,3 +281,62 @@ def test_async_flows_and_tasks(recorded: Any) -> None:
     assert hooked["parameters"] == {"x": 3}
     assert recorded.one(task="async_double")["parent_id"] == child_row["id"]
     assert len(recorded.invocations()) == 4
+
+
+BAD_KEY = "s3://warehouse/broken-asset.csv"
+
+
+class OneBadAsset(PrefectTranslator):
+    """A user's translator with a bug for one asset key and for one task's name."""
+
+    def get_asset_uri(self, asset: Any) -> str:
+        if str(getattr(asset, "key", asset)) == BAD_KEY:
+            raise ValueError("no mapping for this bucket")
+        return super().get_asset_uri(asset)
+
+    def get_task_name(self, task: Any, task_run: Any = None) -> str:
+        if task is None and str(getattr(task_run, "task_key", "")).startswith("tracked_inside"):
+            raise RuntimeError("read-back bug")
+        return super().get_task_name(task, task_run)
+
+
+@materialize("s3://warehouse/good-asset.csv", BAD_KEY)
+def two_assets() -> str:
+    return "written"
+
+
+@task
+def tracked_inside(path: str) -> None:
+    Path(path).write_text("x\n")
+    dpt_core.track(path)
+
+
+@flow(name="one-bad-record", **dpt_prefect.flow_hooks(translator=OneBadAsset()))
+def one_bad_record(path: str) -> None:
+    two_assets()
+    tracked_inside(path)
+
+
+def test_a_record_that_fails_costs_only_itself(
+    run_flow: Any, recorded: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "inside.txt"
+    with caplog.at_level(logging.WARNING, logger="dpt.prefect"):
+        state = run_flow(one_bad_record, str(path))
+    assert state.is_completed()
+    # The bad asset is named in a warning; the good one is recorded.
+    assert f"recording asset {BAD_KEY!r} of task run" in caplog.text
+    assert "no mapping for this bucket" in caplog.text
+    materialize_row = recorded.one(task="two_assets")
+    assert materialize_row["status"] == "success"
+    (good,) = recorded.versions("s3://warehouse/good-asset.csv")
+    assert good["produced_by_id"] == materialize_row["id"]
+    assert recorded.versions(BAD_KEY) == []
+    # The task run started inside the task (track()) had its read-back fail midway: it is
+    # closed all the same, as Prefect says it ended.
+    inside = recorded.one(task="tracked_inside")
+    assert inside["status"] == "success"
+    (version,) = recorded.versions(path.as_uri())
+    assert version["produced_by_id"] == inside["id"]
+    assert [r["status"] for r in recorded.invocations() if r["status"] == "running"] == []
+    assert len(recorded.invocations()) == 3
