@@ -32,7 +32,7 @@ def dpt_current_context() -> CurrentContext | None:
 
 @hookimpl
 def dpt_resolve_uri(target: Any) -> str | None:
-    """A Prefect ``Asset`` as a URI (its key), through the default translator."""
+    """A Prefect ``Asset`` as a URI, through the translator of the run executing here."""
     assets = sys.modules.get(_ASSETS_MODULE)
     if assets is None or not isinstance(target, assets.Asset):
         return None
