@@ -31,9 +31,11 @@ __all__ = [
     "bundle_version",
     "conf_get",
     "conf_getboolean",
+    "context_variables",
     "current_task_instance",
     "hookimpl",
     "is_runtime_task_instance",
+    "task_instance_states",
     "task_key",
     "template_context",
 ]
@@ -96,6 +98,23 @@ def task_key(task_instance: Any) -> tuple[str, str, str, int, int]:
     )
 
 
+def task_instance_states(dag_run: Any) -> dict[tuple[str, int], tuple[int, str]]:
+    """``{(task_id, map_index): (try_number, state)}`` of a dag run's task instances.
+
+    Only the ORM ``DagRun`` (scheduler, ``dag.test()``, API server) can list them;
+    the task runner's has no ``get_task_instances``: an empty mapping there.
+    """
+    get_task_instances = getattr(dag_run, "get_task_instances", None)
+    if get_task_instances is None:
+        return {}
+    states: dict[tuple[str, int], tuple[int, str]] = {}
+    for ti in get_task_instances():
+        state = getattr(ti.state, "value", ti.state)
+        map_index = -1 if ti.map_index is None else int(ti.map_index)
+        states[(ti.task_id, map_index)] = (int(ti.try_number or 0), str(state))
+    return states
+
+
 def current_task_instance() -> Any | None:
     """The task instance running on this thread (``get_current_context()["ti"]``), else None."""
     from airflow.sdk import get_current_context
@@ -114,3 +133,22 @@ def bundle_version(task_instance: Any) -> str | None:
     bundle = getattr(task_instance, "bundle_instance", None)
     version = getattr(bundle, "version", None)
     return str(version) if version else None
+
+
+#: The prefix of the variables Airflow exports to a running task's environment.
+CONTEXT_VARIABLE_PREFIX = "AIRFLOW_CTX_"
+
+
+def context_variables(context: Mapping[str, Any]) -> dict[str, str]:
+    """The ``AIRFLOW_CTX_*`` variables Airflow exports for the task try of ``context``.
+
+    Airflow's own function computes them (the one the task runner calls just before the
+    task's ``execute``, which also adds what ``airflow_local_settings`` contributes),
+    so dpt records exactly what the task's code sees in ``os.environ``; the listener
+    calls this earlier, when those variables are not set yet or still hold the
+    previous task's values.
+    """
+    from airflow.sdk.execution_time.context import context_to_airflow_vars
+
+    variables: dict[str, str] = context_to_airflow_vars(context, in_env_var_format=True)
+    return variables

@@ -43,12 +43,9 @@ def dpt_resolve_uri(target: Any) -> str | None:
         asset_key is not None and isinstance(target, asset_key)
     ):
         return None
-    listener = sys.modules.get(_LISTENER_MODULE)
-    if listener is not None:
-        translator = listener.dpt_listener.translator
-    else:
-        from dpt_airflow.translator import AirflowTranslator
+    # The listener's translator, even where Airflow never loaded the plugin (a script
+    # building Assets): one active translator names an Asset the same way everywhere.
+    from dpt_airflow.listener import active_translator
 
-        translator = AirflowTranslator()
-    uri: str | None = translator.get_asset_uri(target)
+    uri: str | None = active_translator().get_asset_uri(target)
     return uri

@@ -19,6 +19,7 @@ dpt_core and the translator on the first event, not at import; with
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -35,6 +36,17 @@ log = logging.getLogger("dpt.airflow")
 
 #: ``[dpt]`` options in ``airflow.cfg`` (or ``AIRFLOW__DPT__<KEY>`` variables).
 CONFIG_SECTION = "dpt"
+#: "No fallback given" for :meth:`DptListener._ask`.
+_DEFAULT: Any = object()
+#: A try's dpt status from the state Airflow gives its task instance; others: ``crashed``.
+_STATUS_OF_STATE = {
+    "success": "success",
+    "failed": "failed",
+    "up_for_retry": "failed",
+    "upstream_failed": "failed",
+    "skipped": "skipped",
+    "removed": "cancelled",
+}
 
 
 class DptListener:
@@ -49,6 +61,9 @@ class DptListener:
         #: Task tries open in this process, by :func:`compat.task_key`.
         self._running: dict[tuple[str, str, str, int, int], dpt_core.InvocationHandle] = {}
         self._failures: Guard | None = None
+        self._translator_failures: Guard | None = None
+        #: Translator failures held back in strict mode until the hook has recorded the rest.
+        self._deferred = threading.local()
         self._lock = threading.Lock()
 
     # -- Airflow hooks: task instances (task runner) ----------------------------------------
@@ -117,23 +132,26 @@ class DptListener:
         import dpt_core
 
         translator = self.translator
+        ask = functools.partial(self._ask, translator)
         context = compat.template_context(ti)
         dag_run = context.get("dag_run")
         parent = self._start_dag_run(translator, dag_run) if dag_run is not None else None
         handle = dpt_core.get_tracker().start(
-            translator.get_job(ti),
-            task=translator.get_task(ti),
+            ask("get_job", ti),
+            task=ask("get_task", ti),
             orchestrator=translator.orchestrator,
-            uuid=translator.get_invocation_uuid(ti),
+            uuid=ask("get_invocation_uuid", ti),
             parent=parent or "",
-            external_id=translator.get_external_id(ti),
-            parameters=translator.get_parameters(ti, context),
-            code_version=translator.get_code_version(ti, context),
+            external_id=ask("get_external_id", ti),
+            parameters=ask("get_parameters", ti, context),
+            command=ask("get_command", ti, context),
+            code_version=ask("get_code_version", ti, context),
+            variables=ask("get_context_variables", ti, context),
             started_at=getattr(ti, "start_date", None),
         )
         with self._lock:
             self._running[compat.task_key(ti)] = handle
-        inputs = translator.get_inputs(ti, context)
+        inputs = ask("get_inputs", ti, context, fallback=[])
         if inputs:
             handle.read(*inputs)
         return handle
@@ -144,6 +162,7 @@ class DptListener:
         import dpt_core
 
         translator = self.translator
+        ask = functools.partial(self._ask, translator)
         with self._lock:
             handle = self._running.pop(compat.task_key(ti), None)
         if handle is None and compat.is_runtime_task_instance(ti):
@@ -155,15 +174,16 @@ class DptListener:
             # An ORM TaskInstance from the scheduler or API server (a heartbeat timeout,
             # a state set by hand): close the try the worker opened, if it did.
             handle = dpt_core.get_tracker().attach(
-                translator.get_invocation_uuid(ti), translator.get_job(ti), translator.get_task(ti)
+                ask("get_invocation_uuid", ti), ask("get_job", ti), ask("get_task", ti)
             )
         try:
             if status == "success" and compat.is_runtime_task_instance(ti):
-                outputs = translator.get_outputs(ti, compat.template_context(ti))
+                outputs = ask("get_outputs", ti, compat.template_context(ti), fallback=[])
                 if outputs:
                     handle.write(*outputs)
         finally:
-            handle.finish(status, error=translator.get_error(error))
+            # Closed whatever failed above: a try never stays running because of dpt.
+            handle.finish(status, error=ask("get_error", error))
 
     def current_context(self) -> dpt_core.CurrentContext | None:
         """The task try running on this thread, for the ``dpt_current_context`` hook."""
@@ -191,14 +211,14 @@ class DptListener:
         """Record the dag run's invocation (idempotent: every task of the run asks)."""
         import dpt_core
 
-        uuid = translator.get_dag_run_uuid(dag_run.dag_id, dag_run.run_id)
+        uuid: str = self._ask(translator, "get_dag_run_uuid", dag_run.dag_id, dag_run.run_id)
         dpt_core.get_tracker().start(
             str(dag_run.dag_id),
             orchestrator=translator.orchestrator,
             uuid=uuid,
             parent=False,  # a dag run is a root, whatever dpt invocation is open around it
             external_id=str(dag_run.run_id),
-            parameters=translator.get_dag_run_parameters(dag_run),
+            parameters=self._ask(translator, "get_dag_run_parameters", dag_run),
             started_at=getattr(dag_run, "start_date", None),
             environment=False,
         )
@@ -214,20 +234,77 @@ class DptListener:
         import dpt_core
 
         translator = self.translator
-        uuid = self._start_dag_run(translator, dag_run)
-        handle = dpt_core.get_tracker().attach(uuid, str(dag_run.dag_id))
-        handle.finish(
-            status,
-            error=translator.get_error(msg) if status == "failed" else None,
-            ended_at=getattr(dag_run, "end_date", None),
-        )
+        uuid = self._ask(translator, "get_dag_run_uuid", dag_run.dag_id, dag_run.run_id)
+        try:
+            self._start_dag_run(translator, dag_run)  # a run none of whose tries started here
+            self._close_unfinished_tries(dag_run)
+        finally:
+            handle = dpt_core.get_tracker().attach(uuid, str(dag_run.dag_id))
+            handle.finish(
+                status,
+                error=self._ask(translator, "get_error", msg) if status == "failed" else None,
+                ended_at=getattr(dag_run, "end_date", None),
+            )
+
+    def _close_unfinished_tries(self, dag_run: Any) -> None:
+        """Close this run's tries that started in this process but whose end event never
+        came (another listener failed first, the task runner gave up): as Airflow says the
+        try ended, else ``crashed``."""
+        with self._lock:
+            keys = [k for k in self._running if k[:2] == (dag_run.dag_id, dag_run.run_id)]
+            left = [(key, self._running.pop(key)) for key in keys]
+        if not left:
+            return
+        states = compat.task_instance_states(dag_run)
+        for (_, _, task_id, map_index, try_number), handle in left:
+            known = states.get((task_id, map_index))
+            state = known[1] if known is not None and known[0] == try_number else None
+            handle.finish(_STATUS_OF_STATE.get(state or "", "crashed"))
+
+    # -- asking the translator --------------------------------------------------------------
+
+    def _ask(
+        self, translator: AirflowTranslator, method: str, *args: Any, fallback: Any = _DEFAULT
+    ) -> Any:
+        """``translator.<method>(*args)``; an override that raises costs only its own field.
+
+        The failure is logged once and the default implementation answers instead (or
+        ``fallback``, for inputs and outputs), so the try is still recorded and closed.
+        In strict mode the failure is raised to Airflow once the hook has done the rest.
+        """
+        try:
+            return getattr(translator, method)(*args)
+        except Exception as exc:
+            from dpt_airflow.translator import AirflowTranslator
+            from dpt_core.guard import Guard, strict_mode
+
+            default = getattr(AirflowTranslator, method)
+            if fallback is _DEFAULT and getattr(type(translator), method) is default:
+                raise  # dpt's own default failed: the hook's guard reports it
+            if strict_mode():
+                self._deferred.errors = [*getattr(self._deferred, "errors", []), (method, exc)]
+            else:
+                if self._translator_failures is None:
+                    self._translator_failures = Guard("dpt records the rest of the try", log)
+                self._translator_failures.failed(f"the translator's {method}", exc)
+            return default(translator, *args) if fallback is _DEFAULT else fallback
 
     # -- the guard --------------------------------------------------------------------------
 
     def _guard(self, what: str, call: Callable[..., Any], *args: Any) -> Any:
-        """Run ``call``; log a failure once per kind and swallow it, unless strict mode is on."""
+        """Run ``call``; log a failure once per kind and swallow it, unless strict mode is on.
+
+        In strict mode a translator failure :meth:`_ask` deferred is raised here, after
+        the hook recorded (and closed) what it could.
+        """
+        self._deferred.errors = []
         try:
-            return call(*args)
+            result = call(*args)
+            deferred, self._deferred.errors = self._deferred.errors, []
+            if deferred:
+                method, exc = deferred[0]
+                raise RuntimeError(f"the translator's {method} failed: {exc}") from exc
+            return result
         except Exception as exc:
             # dpt_core is imported only here and on real events, never by a disabled plugin.
             from dpt_core.guard import Guard
@@ -259,3 +336,13 @@ def _load_translator(name: str) -> type[AirflowTranslator]:
 
 #: The listener the plugin registers with Airflow.
 dpt_listener = DptListener()
+
+
+def active_translator() -> AirflowTranslator:
+    """The translator Airflow's events are recorded with, in this process.
+
+    The one registry: the ``dpt_resolve_uri`` hook (an ``Asset`` passed to
+    ``dpt_core.track()`` in task code, or in any script) asks it too, so a custom
+    translator names an asset the same way in the listener and in the task's own calls.
+    """
+    return dpt_listener.translator

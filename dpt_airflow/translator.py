@@ -14,6 +14,7 @@ your class in ``airflow.cfg``::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -121,6 +122,55 @@ class AirflowTranslator:
         if params:
             parameters["params"] = dict(params)
         return parameters
+
+    def get_context_variables(
+        self, task_instance: Any, context: Mapping[str, Any]
+    ) -> dict[str, str | None]:
+        """The invocation's per-run ``variables``: this try's ``AIRFLOW_CTX_*``.
+
+        Airflow exports ``AIRFLOW_CTX_DAG_ID``, ``AIRFLOW_CTX_TASK_ID``,
+        ``AIRFLOW_CTX_TRY_NUMBER``, ``AIRFLOW_CTX_DAG_RUN_ID``, ... to a task's
+        environment only after the listener has opened the try, and a process that runs
+        many tasks (``dag.test()``) still holds the previous task's values then. So they
+        are computed here from the try's context, as Airflow computes them, and replace
+        whatever the process holds. A None value removes a name: stale ``AIRFLOW_CTX_*``
+        names this try does not have, and ``_AIRFLOW_PARSING_CONTEXT_*`` values (the DAG
+        and task a worker was told to parse) that name another DAG or task. Example
+        override (also record the map index)::
+
+            def get_context_variables(self, task_instance, context):
+                variables = super().get_context_variables(task_instance, context)
+                variables["AIRFLOW_CTX_MAP_INDEX"] = str(task_instance.map_index)
+                return variables
+        """
+        variables: dict[str, str | None] = dict(compat.context_variables(context))
+        own = {
+            "_AIRFLOW_PARSING_CONTEXT_DAG_ID": str(task_instance.dag_id),
+            "_AIRFLOW_PARSING_CONTEXT_TASK_ID": str(task_instance.task_id),
+        }
+        for name, value in os.environ.items():
+            stale = name.startswith(compat.CONTEXT_VARIABLE_PREFIX) and name not in variables
+            if stale or (name in own and value != own[name]):
+                variables[name] = None
+        return variables
+
+    def get_command(self, task_instance: Any, context: Mapping[str, Any]) -> str | None:
+        """The invocation's ``command``: a ``BashOperator``'s ``bash_command``, as rendered.
+
+        Airflow renders the task's templates before the try starts, so this is the
+        script bash runs. dpt redacts secrets in it (values of secret-named flags and
+        assignments, auth headers, credentials in URLs) before storing it. None for
+        tasks that run Python. Example override (a Kubernetes pod's arguments)::
+
+            def get_command(self, task_instance, context):
+                arguments = getattr(task_instance.task, "arguments", None)
+                if arguments:
+                    return " ".join(arguments)
+                return super().get_command(task_instance, context)
+        """
+        command = getattr(task_instance.task, "bash_command", None)
+        # (a ``@task.bash`` task holds a sentinel object until its function returns)
+        return command if isinstance(command, str) and command.strip() else None
 
     def get_code_version(self, task_instance: Any, context: Mapping[str, Any]) -> str | None:
         """The invocation's ``code_version``: the DAG bundle version (a git commit), if any.

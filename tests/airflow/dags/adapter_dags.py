@@ -10,6 +10,7 @@ import datetime as dt
 import os
 from pathlib import Path
 
+from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import Asset, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
@@ -134,6 +135,81 @@ def skip_dag() -> None:
     nothing_to_do()
 
 
+@dag(dag_id="dpt_bash", schedule=None, params={"level": 3})
+def bash_dag() -> None:
+    """A BashOperator whose command carries secrets in every shape a command line can."""
+    BashOperator(
+        task_id="call_service",
+        bash_command=(
+            "echo level={{ params.level }} --token hunter3 --api-key=hunter4 PGPASSWORD=hunter5"
+            ' "Authorization: Bearer hunter6abcdef" > /dev/null'
+        ),
+    )
+
+
+@dag(dag_id="dpt_inactive_asset", schedule=None)
+def inactive_asset_dag() -> None:
+    """Two assets with one URI: Airflow activates one, and fails the try for the other."""
+
+    @task(
+        outlets=[
+            Asset(name="dpt_first_name", uri="s3://dpt-tests/same.txt"),
+            Asset(name="dpt_second_name", uri="s3://dpt-tests/same.txt"),
+        ]
+    )
+    def write_twice() -> None:
+        pass
+
+    write_twice()
+
+
+@dag(dag_id="dpt_host_assets", schedule=None)
+def host_assets_dag() -> None:
+    """Asset URIs as Airflow's own examples write them: a file on another host, a bucket."""
+
+    @task(
+        inlets=[Asset("file://incoming/player-stats/team_a.csv")],
+        outlets=[
+            Asset("file://curated/player-stats/combined.csv"),
+            Asset("s3://dpt-tests/combined.csv"),
+        ],
+    )
+    def combine() -> None:
+        pass
+
+    combine()
+
+
+@dag(dag_id="dpt_chain", schedule=None)
+def chain_dag() -> None:
+    """Three tasks in a row and a mapped one: a process that runs many tries in turn."""
+
+    @task
+    def first() -> int:
+        return 1
+
+    @task
+    def second(value: int) -> list[int]:
+        return [value, value + 1]
+
+    @task
+    def third(value: int) -> int:
+        return value * 2
+
+    third.expand(value=second(first()))
+
+
+@dag(dag_id="dpt_track_asset", schedule=None)
+def track_asset_dag() -> None:
+    """An outlet and an in-task ``dpt_core.track()``, both name-only assets."""
+
+    @task(outlets=[Asset(name="nightly_catalogue")])
+    def publish() -> None:
+        dpt_core.track(Asset(name="weekly_catalogue"))
+
+    publish()
+
+
 DAGS = {
     d.dag_id: d
     for d in (
@@ -146,5 +222,10 @@ DAGS = {
         in_task_dag(),
         outlet_parent_dag(),
         skip_dag(),
+        bash_dag(),
+        inactive_asset_dag(),
+        host_assets_dag(),
+        chain_dag(),
+        track_asset_dag(),
     )
 }
