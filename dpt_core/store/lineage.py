@@ -400,23 +400,32 @@ def _lateral(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
-def _prepare_session(conn: Connection) -> None:
+#: What :func:`_prepare_session` sets on PostgreSQL, also sent as part of a query that
+#: runs just before the closure in the same transaction (saving a round trip).
+_NO_JIT = "set_config('jit', 'off', true)"
+
+
+def _prepare_session(conn: Connection, jit_off: bool = False) -> None:
     """Session settings the closure needs, sent before it.
 
-    MariaDB/MySQL: lift the recursion bound. PostgreSQL: no JIT compilation for the
-    rest of this transaction. Without statistics the closure's estimated cost passes
-    ``jit_above_cost`` (its probes are estimated at ~0.5 % of the edges each), and compiling
-    a query that runs in a few milliseconds costs ~100-200 ms; with statistics JIT is
-    never chosen for it anyway.
+    MariaDB/MySQL: lift the recursion bound (once per connection: it is a session
+    setting). PostgreSQL: no JIT compilation for the rest of this transaction (unless
+    ``jit_off`` says a query already did that). Without statistics the closure's
+    estimated cost passes ``jit_above_cost`` (its probes are estimated at ~0.5 % of the
+    edges each), and compiling a query that runs in a few milliseconds costs
+    ~100-200 ms; with statistics JIT is never chosen for it anyway.
     """
     if conn.dialect.name in ("mysql", "mariadb"):
-        variable = (
-            "max_recursive_iterations"
-            if getattr(conn.dialect, "is_mariadb", False)
-            else "cte_max_recursion_depth"
-        )
-        conn.exec_driver_sql(f"SET SESSION {variable} = {_MYSQL_RECURSION_LIMIT}")
-    elif conn.dialect.name == "postgresql":
+        info = conn.connection.info
+        if not info.get("dpt_deep_recursion"):
+            variable = (
+                "max_recursive_iterations"
+                if getattr(conn.dialect, "is_mariadb", False)
+                else "cte_max_recursion_depth"
+            )
+            conn.exec_driver_sql(f"SET SESSION {variable} = {_MYSQL_RECURSION_LIMIT}")
+            info["dpt_deep_recursion"] = True
+    elif conn.dialect.name == "postgresql" and not jit_off:
         conn.exec_driver_sql("SET LOCAL jit = off")
 
 
@@ -456,6 +465,7 @@ def _closure(
     seeds: Select[Any] | None = None,
     ids: Sequence[int] | None = None,
     digest: str | None = None,
+    jit_off: bool = False,
 ) -> Closure:
     if direction not in DIRECTIONS:
         raise ValueError(f"direction {direction!r} is not 'upstream' or 'downstream'")
@@ -472,7 +482,7 @@ def _closure(
     else:
         statement = _cached_statement("ids", direction, limited, lateral)
         params["seed_ids"] = sorted(set(ids or ()))
-    _prepare_session(conn)
+    _prepare_session(conn, jit_off)
     details: dict[int, Any] = {}
     seed_ids: list[int] = []
     steps: list[tuple[int, int, int | None]] = []  # (near end, far end, invocation id)
@@ -608,6 +618,8 @@ _NEWEST = (
     .order_by(V.c.id.desc())
     .limit(1)
 )
+#: The same, turning JIT off for the closure that follows (see :func:`_prepare_session`).
+_NEWEST_NO_JIT = _NEWEST.add_columns(literal_column(_NO_JIT).label("no_jit"))
 _NEWEST_WITH_CONTENT = select(func.max(V.c.id)).where(
     V.c.product_id == bindparam("pid"), V.c.content_hash == bindparam("content_hash")
 )
@@ -631,7 +643,8 @@ def version_on_disk(conn: Connection, uri: str, settings: Settings | None = None
     newest version (the highest id, as ``dpt stale`` counts) stands in when the product
     is not a file on this host, the file is missing or unreadable, no hash was
     recorded to compare with, or the file matches no recorded version (``note`` says
-    which). Two queries at most, both by index.
+    which). Two queries at most, both by index. On PostgreSQL the first also turns JIT
+    off for the rest of the transaction, as :func:`_prepare_session` would.
 
     :raises NotFound: the product is not recorded.
     """
@@ -639,7 +652,8 @@ def version_on_disk(conn: Connection, uri: str, settings: Settings | None = None
     from dpt_core.hashing import StatCache, observe
     from dpt_core.uri import uri_to_path
 
-    row = conn.execute(_NEWEST, {"digest": uri_digest(uri)}).first()
+    newest_query = _NEWEST_NO_JIT if conn.dialect.name == "postgresql" else _NEWEST
+    row = conn.execute(newest_query, {"digest": uri_digest(uri)}).first()
     if row is None:
         raise NotFound(f"no product {uri} is recorded: check the path, or see 'dpt runs'")
     if row.vid is None:
@@ -772,8 +786,8 @@ def lineage(
             result = _closure(conn, direction, depth, ids=ids)
             start = Start(ids, "version", len(ids))
         else:
-            start = version_on_disk(conn, uri, settings)
-            result = _closure(conn, direction, depth, ids=start.ids)
+            start = version_on_disk(conn, uri, settings)  # (also turns JIT off: see there)
+            result = _closure(conn, direction, depth, ids=start.ids, jit_off=True)
     return _graph(uri, result, depth, start)
 
 
