@@ -1,22 +1,33 @@
 """A durable local queue for events the database could not take.
 
-Each process appends to its own JSON-lines file (``<host>-<pid>.jsonl``) under
-the spool directory, one ``write`` per batch followed by ``fsync``, holding an
-exclusive ``flock`` on the file. Replay claims a file under the same lock,
-records its batches in order and deletes it; a line cut short by a crash is
-moved to a ``.bad`` file, never silently dropped. Replaying twice is harmless:
-events are idempotent by UUID.
+Events belong to the database they were meant for. The spool directory
+(``DPT_SPOOL_DIR``) holds one sub-directory per target database, named by a
+digest of its identity (backend, user, host, port, database; never the
+password) and holding a ``target.json`` that names it with the password hidden.
+The store replays only its own database's directory; ``dpt spool status`` lists
+every one. Events spooled while the configuration was broken have no known
+target: they wait under ``unconfigured/`` (as do files an older dpt left at the
+top level) until ``dpt spool replay`` is run by hand, which records them into the
+database configured then.
+
+Each process appends to its own JSON-lines file (``<host>-<pid>.jsonl``) in its
+directory, one ``write`` per batch followed by ``fsync``, holding an exclusive
+``flock`` on the file. Replay claims a file under the same lock, records its
+batches in order and deletes it; a line cut short by a crash is moved to a
+``.bad`` file, never silently dropped. Replaying twice is harmless: events are
+idempotent by UUID.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dpt_core.events import Event, event_from_dict, event_to_dict
@@ -24,6 +35,52 @@ from dpt_core.events import Event, event_from_dict, event_to_dict
 log = logging.getLogger("dpt")
 
 SUFFIX = ".jsonl"
+#: The directory of events whose target database is not known.
+UNCONFIGURED = "unconfigured"
+TARGET_FILE = "target.json"
+
+
+def database_identity(database_url: str) -> str:
+    """What names one database, whatever the driver, options or password in its URL.
+
+    ``postgresql://u:pw@h/db`` and ``postgresql+psycopg://u@h:5432/db?options=...`` are
+    the same database; a SQLite URL is its file's absolute path.
+    """
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return f"sqlite:{os.path.realpath(os.path.expanduser(url.database or ''))}"
+    backend = {"mariadb": "mysql", "postgres": "postgresql"}.get(backend, backend)
+    default_port = {"postgresql": 5432, "mysql": 3306}.get(backend)
+    return f"{backend}://{url.username or ''}@{(url.host or '').lower()}:{url.port or default_port}/{url.database or ''}"
+
+
+def target_key(database_url: str) -> str:
+    """The spool sub-directory of ``database_url`` (``unconfigured`` for none)."""
+    if not database_url:
+        return UNCONFIGURED
+    try:
+        identity = database_identity(database_url)
+    except Exception:  # an unparseable URL is a broken configuration
+        return UNCONFIGURED
+    return "db-" + hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """The events waiting for one database."""
+
+    key: str
+    #: The database's URL with the password hidden; None for ``unconfigured``.
+    database: str | None
+    directory: str
+    files: int
+    batches: int
+    events: int
+    bytes: int
+    bad_files: int
 
 
 @dataclass(frozen=True)
@@ -34,11 +91,24 @@ class SpoolStatus:
     events: int
     bytes: int
     bad_files: int
+    #: Per target database, those with anything waiting (or the current one).
+    databases: list[TargetStatus] = field(default_factory=list)
 
 
 class Spool:
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
+    """The spool of one target database, or (``database_url`` None) the whole spool root
+    for status and inspection; only a database's own spool replays.
+
+    :param directory: the spool root (``DPT_SPOOL_DIR``).
+    :param database_url: the database these events are for ("" when the configuration
+        is broken: they go to ``unconfigured``).
+    """
+
+    def __init__(self, directory: Path, database_url: str | None = None) -> None:
+        self.root = Path(directory)
+        self.database_url = database_url
+        self.key = None if database_url is None else target_key(database_url)
+        self.directory = self.root if self.key is None else self.root / self.key
 
     @property
     def own_file(self) -> Path:
@@ -46,9 +116,13 @@ class Spool:
 
     def append(self, events: Sequence[Event]) -> None:
         """Durably append one batch (a JSON array on one line)."""
+        if self.key is None:
+            raise ValueError("the spool root takes no events: name the database they are for")
         line = json.dumps([event_to_dict(e) for e in events], ensure_ascii=False) + "\n"
         data = line.encode("utf-8", "surrogateescape")
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._write_target()
         while True:
             fd = os.open(self.own_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
@@ -61,12 +135,35 @@ class Spool:
             finally:
                 os.close(fd)
 
-    def files(self) -> list[Path]:
-        if not self.directory.is_dir():
-            return []
-        return sorted(
-            self.directory.glob(f"*{SUFFIX}"), key=lambda p: (p.stat().st_mtime_ns, p.name)
+    def _write_target(self) -> None:
+        """Name the target database (password hidden) beside its events, once."""
+        path = self.directory / TARGET_FILE
+        if self.key == UNCONFIGURED or path.exists():
+            return
+        from dpt_core.store.engine import safe_url
+
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(
+            json.dumps({"database": safe_url(self.database_url or "")}) + "\n", encoding="utf-8"
         )
+        os.replace(temporary, path)
+
+    def _directories(self) -> list[Path]:
+        """The directories this spool covers: its own, or every target's under the root."""
+        if self.key is not None:
+            return [self.directory]
+        if not self.root.is_dir():
+            return []
+        return [self.root] + sorted(p for p in self.root.iterdir() if p.is_dir())
+
+    @staticmethod
+    def _files_in(directory: Path) -> list[Path]:
+        if not directory.is_dir():
+            return []
+        return sorted(directory.glob(f"*{SUFFIX}"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+    def files(self) -> list[Path]:
+        return [path for d in self._directories() for path in self._files_in(d)]
 
     def is_empty(self) -> bool:
         try:
@@ -76,15 +173,50 @@ class Spool:
             return True
 
     def status(self) -> SpoolStatus:
-        files = self.files()
+        """What waits here: in total and per target database (the root's own files, left by
+        an older dpt, count as ``unconfigured``)."""
+        per_target: dict[str, list[Path]] = {}
+        for directory in self._directories():
+            key = UNCONFIGURED if directory == self.root and self.key is None else directory.name
+            per_target.setdefault(key, []).append(directory)
+        targets = [self._target_status(key, dirs) for key, dirs in sorted(per_target.items())]
+        shown = [t for t in targets if t.events or t.bad_files or t.key == self.key]
+        return SpoolStatus(
+            str(self.directory),
+            sum(t.files for t in targets),
+            sum(t.batches for t in targets),
+            sum(t.events for t in targets),
+            sum(t.bytes for t in targets),
+            sum(t.bad_files for t in targets),
+            shown,
+        )
+
+    def _target_status(self, key: str, directories: list[Path]) -> TargetStatus:
+        files = [path for d in directories for path in self._files_in(d)]
         batches = events = size = 0
         for path in files:
             size += path.stat().st_size
             for batch in self._read(path, quarantine=False):
                 batches += 1
                 events += len(batch)
-        bad = len(list(self.directory.glob("*.bad"))) if self.directory.is_dir() else 0
-        return SpoolStatus(str(self.directory), len(files), batches, events, size, bad)
+        bad = sum(len(list(d.glob("*.bad"))) for d in directories if d.is_dir())
+        database = None
+        try:
+            target = json.loads((directories[-1] / TARGET_FILE).read_text(encoding="utf-8"))
+            database = str(target["database"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        where = str(directories[-1]) if key != UNCONFIGURED else str(self.root / UNCONFIGURED)
+        return TargetStatus(key, database, where, len(files), batches, events, size, bad)
+
+    def unconfigured(self) -> list[Spool]:
+        """Spools whose events name no database: ``unconfigured/`` and an older dpt's top-level
+        files. Only ``dpt spool replay``, run by hand, records them (into this database)."""
+        found = [Spool(self.root, "")]
+        legacy = Spool(self.root)
+        legacy.key = UNCONFIGURED
+        legacy.directory = self.root
+        return [s for s in [*found, legacy] if not s.is_empty()]
 
     def _read(self, path: Path, *, quarantine: bool) -> list[list[Event]]:
         batches: list[list[Event]] = []
@@ -120,6 +252,8 @@ class Spool:
         recorded. A batch the database rejects for good (bad data) is moved to a ``.bad``
         file with the error, so it never blocks the events behind it.
         """
+        if self.key is None:
+            raise ValueError("the spool root does not replay: name the database (Spool(root, url))")
         replayed = 0
         for path in self.files():
             try:

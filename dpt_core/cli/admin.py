@@ -34,41 +34,66 @@ def spool() -> None:
 @spool.command()
 @json_option
 def status(as_json: bool) -> None:
-    """How many events wait in the spool."""
-    from dpt_core.spool import Spool
+    """How many events wait in the spool, per database they are for.
 
-    data = dataclasses.asdict(Spool(settings().spool_dir).status())
+    Events wait for the database they were meant for and replay only into it (at its
+    next successful write, or by 'dpt spool replay' with it configured). Events spooled
+    while the configuration was broken wait as 'unconfigured'.
+    """
+    from dpt_core.spool import Spool, target_key
+
+    s = settings()
+    data = dataclasses.asdict(Spool(s.spool_dir).status())
+    current = target_key(s.database_url)
+    for target in data["databases"]:
+        target["current"] = target["key"] == current
     if as_json:
         echo_json(data)
-    else:
-        click.echo(
-            f"{data['events']} event(s) in {data['batches']} batch(es), {data['files']} file(s), {data['bytes']} bytes in {data['directory']}"
-        )
-        if data["bad_files"]:
-            click.echo(
-                f"{data['bad_files']} file(s) of unreadable lines (*.bad) kept for inspection"
-            )
+        return
+    click.echo(
+        f"{data['events']} event(s) in {data['batches']} batch(es), {data['files']} file(s), "
+        f"{data['bytes']} bytes in {data['directory']}"
+    )
+    for target in data["databases"]:
+        name = target["database"] or "unconfigured (no database named: replayed by hand)"
+        mark = " (the configured database)" if target["current"] else ""
+        click.echo(f"  {target['events']} event(s) for {name}{mark}")
+    if data["bad_files"]:
+        click.echo(f"{data['bad_files']} file(s) of unreadable lines (*.bad) kept for inspection")
 
 
 @spool.command()
 @json_option
 def replay(as_json: bool) -> None:
-    """Record every spooled event in the database (safe to run twice)."""
+    """Record the events spooled for the configured database (safe to run twice).
+
+    Also records, into it, events spooled while the configuration was broken (they
+    name no database). Events meant for other databases stay until those are
+    configured: 'dpt spool status' lists them.
+    """
+    from dpt_core.spool import Spool
     from dpt_core.store.plugin import current_store, is_transient
 
     store = current_store(settings())
+    count = 0
     try:
-        count = store.spool.replay(store.record, is_transient)
+        for spool_ in [store.spool, *store.spool.unconfigured()]:
+            count += spool_.replay(store.record, is_transient)
     except Exception as exc:
         from dpt_core.store.engine import describe_db_error
 
         raise CliError(
             f"replay stopped, the rest stays spooled: {describe_db_error(exc)}", 1
         ) from None
+    elsewhere = Spool(store.spool.root).status().events
     if as_json:
         echo_json({"replayed": count})
     else:
         click.echo(f"replayed {count} event(s)")
+    if elsewhere:
+        click.echo(
+            f"{elsewhere} event(s) wait for other databases: see 'dpt spool status'", err=True
+        )
 
 
 @click.command()
@@ -100,10 +125,12 @@ def doctor(as_json: bool) -> None:
         eng = current_store(s).engine
         checks.append({"check": "database", "ok": True, "detail": safe_url(eng.url)})
         checks.append(_statistics(eng))
-        spooled = Spool(s.spool_dir).status().events
-        checks.append(
-            {"check": "spool", "ok": spooled == 0, "detail": f"{spooled} event(s) waiting"}
-        )
+        spooled = Spool(s.spool_dir, s.database_url).status().events
+        elsewhere = Spool(s.spool_dir).status().events - spooled
+        detail = f"{spooled} event(s) waiting"
+        if elsewhere:
+            detail += f"; {elsewhere} more for other databases ('dpt spool status')"
+        checks.append({"check": "spool", "ok": spooled == 0, "detail": detail})
         ok = spooled == 0
     except DptError as exc:
         checks.append({"check": "setup", "ok": False, "detail": str(exc)})

@@ -79,7 +79,7 @@ class Store:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.spool = Spool(settings.spool_dir)
+        self.spool = Spool(settings.spool_dir, settings.database_url)
         self._engine: Engine | None = None
         self._recorder: Recorder | None = None
         self._warned = False

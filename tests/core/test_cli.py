@@ -99,22 +99,35 @@ def test_track_inside_run_attaches_to_the_run(dpt_env, tmp_path):
 
 
 def test_run_with_dead_database_still_runs_the_command_and_spools(dpt_env, tmp_path):
-    dead = {
-        "DPT_DATABASE_URL": "postgresql://postgres@127.0.0.1:9/nope",
-        "DPT_CONNECT_TIMEOUT": "1",
-    }
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the database's directory should be")
+    away = {"DPT_DATABASE_URL": f"sqlite:///{blocker}/away.sqlite3"}
     result = dpt(
-        "run", "-o", "o.txt", "--", "sh", "-c", "echo ok > o.txt; exit 4", cwd=tmp_path, env=dead
+        "run", "-o", "o.txt", "--", "sh", "-c", "echo ok > o.txt; exit 4", cwd=tmp_path, env=away
     )
     assert result.returncode == 4
     assert (tmp_path / "o.txt").read_text() == "ok\n"
     assert "spool" in result.stderr and "Traceback" not in result.stderr
     assert Spool(tmp_path / "spool").status().events == 3  # start, write, finish
-    assert json.loads(dpt("spool", "status", "--json", check=0).stdout)["events"] == 3
-    assert json.loads(dpt("spool", "replay", "--json", check=0).stdout) == {"replayed": 3}
-    (run,) = json.loads(dpt("runs", "--json", check=0).stdout)
+    status = json.loads(dpt("spool", "status", "--json", check=0).stdout)
+    assert status["events"] == 3
+    assert [(t["database"], t["events"], t["current"]) for t in status["databases"]] == [
+        (f"sqlite:///{blocker}/away.sqlite3", 3, False)
+    ]
+    # The configured database is another one: its replay leaves them where they belong.
+    other = dpt("spool", "replay", "--json", check=0)
+    assert json.loads(other.stdout) == {"replayed": 0}
+    assert "3 event(s) wait for other databases" in other.stderr
+    assert json.loads(dpt("runs", "--json", check=0).stdout) == []
+
+    blocker.unlink()  # the database is back
+    replayed = dpt("spool", "replay", "--json", check=0, env=away)
+    assert json.loads(replayed.stdout) == {"replayed": 3}
+    (run,) = json.loads(dpt("runs", "--json", check=0, env=away).stdout)
     assert run["status"] == "failed" and run["error"] == "exit code 4"
-    assert json.loads(dpt("spool", "replay", "--json", check=0).stdout) == {"replayed": 0}
+    assert json.loads(dpt("spool", "replay", "--json", check=0, env=away).stdout) == {
+        "replayed": 0
+    }
 
 
 @pytest.mark.parametrize(

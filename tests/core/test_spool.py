@@ -47,16 +47,21 @@ def test_unreachable_database_spools_and_user_code_goes_on(dpt_env, monkeypatch,
         inv.write(b)
     assert "events kept in the spool" in caplog.text
     assert caplog.text.count("events kept in the spool") == 1  # one warning, not one per event
-    status = Spool(tmp_path / "spool").status()
+    status = Spool(tmp_path / "spool", DEAD_URL).status()
     assert status.events == 4 and status.batches == 4
 
     monkeypatch.setenv("DPT_DATABASE_URL", good_url)
     dpt_core.reset()
     with dpt_core.invocation("online"):
-        pass  # the next successful write replays the spool first
+        pass  # another database's successful write leaves the dead one's events alone
+    assert Spool(tmp_path / "spool", DEAD_URL).status().events == 4
+    assert [r.job for r in dpt_env.rows("SELECT job FROM invocations")] == ["online"]
+
+    # Replayed (here by hand, as if the dead server came back here), they are complete.
+    assert Spool(tmp_path / "spool", DEAD_URL).replay(current_store().record) == 4
     assert Spool(tmp_path / "spool").status().events == 0
     jobs = [r.job for r in dpt_env.rows("SELECT job FROM invocations ORDER BY id")]
-    assert jobs == ["offline", "online"]
+    assert jobs == ["online", "offline"]
     assert dpt_env.scalar("SELECT status FROM invocations WHERE job = 'offline'") == "success"
     assert dpt_env.scalar("SELECT COUNT(*) FROM lineage_edges") == 1
 

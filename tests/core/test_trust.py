@@ -295,3 +295,82 @@ def test_in_strict_mode_a_plugin_failure_raises_after_the_store_recorded(
     with pytest.raises(dpt_core.TrackingError, match="broken plugin says no"):
         dpt_core.get_tracker().start("strict-job", status="success")
     assert dpt_env.scalar("SELECT job FROM invocations") == "strict-job"
+
+
+# --------------------------------------------------------------------------- item 10
+
+
+def _spooled_events_for(root, url):
+    from dpt_core.spool import Spool
+
+    return Spool(root, url).status().events
+
+
+def test_spooled_events_replay_only_into_the_database_they_were_meant_for(
+    dpt_env, monkeypatch, tmp_path
+):
+    from dpt_core.spool import Spool
+
+    spool_root = tmp_path / "spool"
+    home_url = dpt_env.url
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where db_a's directory should be")
+    db_a = f"sqlite:///{blocker}/db_a.sqlite3"  # unreachable until the file goes
+    dead_pg = "postgresql://postgres:hunter2@127.0.0.1:9/db_b"
+    monkeypatch.setenv("DPT_CONNECT_TIMEOUT", "1")
+
+    for url, job in ((db_a, "meant-for-a"), (dead_pg, "meant-for-b")):
+        monkeypatch.setenv("DPT_DATABASE_URL", url)
+        dpt_core.reset()
+        with dpt_core.invocation(job):
+            pass
+        assert _spooled_events_for(spool_root, url) == 2
+
+    monkeypatch.setenv("DPT_DATABASE_URL", home_url)
+    dpt_core.reset()
+    with dpt_core.invocation("home"):
+        pass  # a successful write: replays this database's spool, and only it
+    assert [r.job for r in dpt_env.rows("SELECT job FROM invocations")] == ["home"]
+    status = Spool(spool_root).status()
+    waiting = {t.database: t.events for t in status.databases}
+    assert waiting == {
+        f"sqlite:///{blocker}/db_a.sqlite3": 2,
+        "postgresql://postgres:***@127.0.0.1:9/db_b": 2,
+    }
+    on_disk = b"".join(p.read_bytes() for p in spool_root.rglob("*") if p.is_file())
+    assert b"hunter2" not in on_disk
+
+    blocker.unlink()  # db_a is back
+    monkeypatch.setenv("DPT_DATABASE_URL", db_a)
+    dpt_core.reset()
+    with dpt_core.invocation("later-on-a"):
+        pass
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_a)
+    with engine.connect() as conn:
+        jobs = [r.job for r in conn.execute(text("SELECT job FROM invocations ORDER BY id"))]
+    engine.dispose()
+    assert jobs == ["meant-for-a", "later-on-a"]
+    assert _spooled_events_for(spool_root, db_a) == 0
+    assert _spooled_events_for(spool_root, dead_pg) == 2
+
+
+def test_one_database_is_one_spool_whatever_the_url_spelling(tmp_path):
+    from dpt_core.spool import target_key
+
+    same = [
+        "postgresql://u:pw@DB.example.org/survey",
+        "postgresql+psycopg://u@db.example.org:5432/survey?options=-c%20x%3Dy",
+        "postgres://u:other@db.example.org/survey",
+    ]
+    assert len({target_key(u) for u in same}) == 1
+    others = [
+        "postgresql://u@db.example.org/other",
+        "postgresql://v@db.example.org/survey",
+        "mysql://u@db.example.org/survey",
+        f"sqlite:///{tmp_path}/a.sqlite3",
+        f"sqlite:///{tmp_path}/b.sqlite3",
+    ]
+    assert len({target_key(u) for u in [same[0], *others]}) == 1 + len(others)
+    assert target_key("") == "unconfigured"

@@ -257,7 +257,7 @@ def test_a_batch_the_database_rejects_for_good_is_kept_aside_whole_and_blocks_no
     uris = {u for (u,) in direct_rows(any_env.url, "SELECT uri FROM data_products")}
     assert "s3://bucket/rejected-output" not in uris, "half of the rejected batch was kept"
     assert Spool(any_env.path / "spool").status().events == 0
-    kept = b"".join(p.read_bytes() for p in (any_env.path / "spool").glob("*.bad"))
+    kept = b"".join(p.read_bytes() for p in (any_env.path / "spool").rglob("*.bad"))
     assert b"s3://bucket/rejected-output" in kept and b"rejected for good" in kept
     assert "rejected by the database" in caplog.text
 
