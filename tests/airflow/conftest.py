@@ -4,12 +4,19 @@ Airflow reads its configuration when it is first imported, so the variables are
 set here, at import time, before any test module imports Airflow. The DAG files
 (tests/airflow/dags and examples/airflow_dags) are copied into the session's dags
 folder, which ``dag.test()`` parses to serialise the DAGs it runs.
+
+The corpus (test_corpus.py, airflow_corpus.py) runs the example DAGs shipped inside
+the installed Airflow: each example file is copied into a DAG bundle of its own,
+configured here too, and Airflow's own example plugins (the custom timetables,
+partition mappers and priority strategy those DAGs name) are registered through the
+plugins folder, as ``load_examples`` would.
 """
 
 from __future__ import annotations
 
 import atexit
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import airflow_corpus
 import pytest
 
 HERE = Path(__file__).resolve().parent
@@ -48,6 +56,47 @@ for source in [*(HERE / "dags").glob("*.py"), *(REPO / "examples" / "airflow_dag
     shutil.copy(source, DAGS_FOLDER / source.name)
 sys.path.insert(0, str(DAGS_FOLDER))
 atexit.register(shutil.rmtree, AIRFLOW_HOME, ignore_errors=True)
+
+
+def _example_bundles() -> dict[str, Path]:
+    """One local DAG bundle per example file of the installed Airflow (with its sql/ templates)."""
+    bundles: dict[str, Path] = {}
+    examples = airflow_corpus.examples_folder()
+    for source in airflow_corpus.example_files():
+        folder = AIRFLOW_HOME / "example-bundles" / source.stem
+        folder.mkdir(parents=True)
+        shutil.copy(source, folder / source.name)
+        if (examples / "sql").is_dir():
+            shutil.copytree(examples / "sql", folder / "sql")
+        bundles[airflow_corpus.bundle_name(source)] = folder
+    return bundles
+
+
+EXAMPLE_BUNDLES = airflow_corpus.BUNDLES
+EXAMPLE_BUNDLES.update(_example_bundles())
+_LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
+os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
+    [
+        {"name": "dags-folder", "classpath": _LOCAL_BUNDLE, "kwargs": {}},
+        *(
+            {"name": name, "classpath": _LOCAL_BUNDLE, "kwargs": {"path": str(folder)}}
+            for name, folder in EXAMPLE_BUNDLES.items()
+        ),
+    ]
+)
+(AIRFLOW_HOME / "plugins").mkdir()
+(AIRFLOW_HOME / "plugins" / "airflow_example_plugins.py").write_text(
+    '"""Airflow\'s example plugins that its example DAGs name (not its example listener)."""\n'
+    "from airflow.example_dags.plugins.business_day_window import BusinessDayWindowPlugin\n"
+    "from airflow.example_dags.plugins.custom_partition_mapper import PrefixStripMapperPlugin\n"
+    "from airflow.example_dags.plugins.custom_partition_timetable import (\n"
+    "    ScheduledRuntimePartitionTimetablePlugin,\n"
+    ")\n"
+    "from airflow.example_dags.plugins.decreasing_priority_weight_strategy import (\n"
+    "    DecreasingPriorityWeightStrategyPlugin,\n"
+    ")\n"
+    "from airflow.example_dags.plugins.workday import WorkdayTimetablePlugin\n"
+)
 
 
 def airflow_command(*args: str) -> subprocess.CompletedProcess[str]:
@@ -136,3 +185,20 @@ def airflow_config(monkeypatch: pytest.MonkeyPatch) -> Any:
         monkeypatch.setenv(f"AIRFLOW__DPT__{key.upper()}", value)
 
     return set_option
+
+
+@pytest.fixture(scope="session")
+def example_selection(airflow_db: Path) -> airflow_corpus.Selection:
+    """The example DAGs that run here (synced to Airflow's database once), and those left out."""
+    selection = airflow_corpus.selection()
+    airflow_corpus.sync_to_airflow(selection)
+    return selection
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The corpus table: task tries each example DAG ran vs what dpt recorded."""
+    if not airflow_corpus.OUTCOMES:
+        return
+    terminalreporter.section("Airflow example DAGs: task tries run vs recorded")
+    for line in airflow_corpus.table(airflow_corpus.OUTCOMES, airflow_corpus.EXCLUDED):
+        terminalreporter.write_line(line)
