@@ -38,11 +38,15 @@ RUN_STATUS_EVENTS: dict[str, str] = {
 DEFAULT_MAX_FETCH = 10_000
 #: Partition keys named in one event-log query.
 PARTITIONS_PER_QUERY = 1000
+#: Storage id standing for a materialisation still being made (newer than any stored).
+NOT_YET_STORED = 2**62
 
 #: Tag prefixes Dagster writes on materialisations.
 INPUT_EVENT_POINTER = "dagster/input_event_pointer/"
 INPUT_DATA_VERSION = "dagster/input_data_version/"
 CODE_VERSION_TAG = "dagster/code_version"
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 DATA_VERSION_TAG = "dagster/data_version"
 
 
@@ -247,6 +251,27 @@ def run_records(instance: DagsterInstance, run_ids: Iterable[str]) -> dict[str, 
     return found
 
 
+def run_asset_events(
+    instance: DagsterInstance, run_id: str, event_type: str
+) -> set[tuple[AssetKey, str | None]]:
+    """(asset key, partition) of one run's events of one type, from the event log index.
+
+    ``event_type``: ``"ASSET_MATERIALIZATION"`` or ``"ASSET_MATERIALIZATION_PLANNED"``.
+    A plan for a partition range has no partition here (None).
+    """
+    rows = instance.get_asset_event_summary_records(
+        cast(Any, DagsterEventType[event_type]), run_id=run_id, ascending=True
+    )
+    return {(row.asset_key, row.partition) for row in rows}
+
+
+def run_partition_range(run: Any) -> tuple[str, str] | None:
+    """(first, last) partition of a run over a partition range (a single-run backfill)."""
+    tags = run.tags or {}
+    start, end = tags.get(PARTITION_RANGE_START_TAG), tags.get(PARTITION_RANGE_END_TAG)
+    return (start, end) if start is not None and end is not None else None
+
+
 def run_outcome_logs(instance: DagsterInstance, run_id: str) -> list[Any]:
     """The events of a finished run that say which assets it planned, made, failed or skipped."""
     return list(
@@ -427,6 +452,22 @@ def current_op_context() -> Any | None:
     if ctx is None:
         return None
     return getattr(ctx, "op_execution_context", ctx)
+
+
+def context_asset_graph(ctx: Any) -> Any | None:
+    """The asset graph a running op sees: its code location's, else its job's.
+
+    ``materialize()`` and ``execute_in_process()`` run without a repository; the job's
+    asset layer then holds the graph of the assets it was built from.
+    """
+    try:
+        return ctx.repository_def.asset_graph
+    except Exception:
+        pass
+    try:
+        return ctx.job_def.asset_layer.asset_graph
+    except Exception:
+        return None
 
 
 def context_asset_partition(ctx: Any) -> tuple[AssetKey, str | None] | None:

@@ -7,6 +7,9 @@
   (and at most one partition), ``dpt_core.track()`` and ``dpt_core.invocation()``
   attach to that materialisation's invocation, the one the sensor completes.
 
+Both use the process's active translator (the one given to the dpt sensor), so an
+asset is one product whether the sensor or the asset's own code names it.
+
 This module is loaded by every dpt process. It never imports Dagster: when
 ``dagster`` is not already imported, no Dagster object or run can be here, so
 both hooks answer None at the cost of a dict lookup.
@@ -18,11 +21,12 @@ import sys
 import threading
 from typing import Any
 
-from dpt_core import CurrentContext, hookimpl
+from dpt_core import CurrentContext, Guard, hookimpl
 
 _contexts: dict[str, CurrentContext] = {}
 _contexts_lock = threading.Lock()
 _MAX_CONTEXTS = 4096
+_failures = Guard("the asset's invocation opens without its inputs; the sensor adds them")
 
 
 def _dagster() -> Any | None:
@@ -43,9 +47,9 @@ def dpt_resolve_uri(target: Any) -> str | None:
         key = next(iter(target.keys))
     if key is None:
         return None
-    from dpt_dagster.translator import DagsterTranslator
+    from dpt_dagster.translator import active_translator
 
-    return DagsterTranslator().get_asset_uri(key, None)
+    return active_translator().get_asset_uri(key, None)
 
 
 @hookimpl
@@ -79,7 +83,7 @@ def dpt_current_context() -> CurrentContext | None:
 
 def _start(ctx: Any, run_id: str, asset_key: Any, partition: str | None) -> CurrentContext:
     import dpt_core
-    from dpt_dagster.translator import DagsterTranslator
+    from dpt_dagster.translator import active_translator
 
     run_record = None
     try:
@@ -91,6 +95,46 @@ def _start(ctx: Any, run_id: str, asset_key: Any, partition: str | None) -> Curr
         code_version = ctx.assets_def.code_versions_by_key.get(asset_key)
     except Exception:
         code_version = None
-    return DagsterTranslator().start_in_process(
-        dpt_core.get_tracker(), run_record, run_id, asset_key, partition, code_version
+    tracker = dpt_core.get_tracker()
+    return active_translator().start_in_process(
+        tracker,
+        run_record,
+        run_id,
+        asset_key,
+        partition,
+        code_version,
+        upstream=_upstream(tracker, ctx, run_id, asset_key, partition),
     )
+
+
+def _upstream(tracker: Any, ctx: Any, run_id: str, asset_key: Any, partition: str | None) -> Any:
+    """What the running asset reads, resolved as the sensor will (the same versions).
+
+    Recorded when the invocation opens, so a parent the asset's code names
+    (``track(..., parents=[AssetKey("raw")])``) is the upstream version the sensor links,
+    not a second, "observed" version of the same asset.
+    """
+    import time
+
+    from dpt_dagster import compat
+    from dpt_dagster.sensor import resolve_upstream
+    from dpt_dagster.translator import Materialization
+
+    try:
+        graph = compat.context_asset_graph(ctx)
+        being_made = Materialization(
+            asset_key=asset_key,
+            partition=partition,
+            run_id=run_id,
+            storage_id=compat.NOT_YET_STORED,
+            timestamp=time.time(),
+        )
+        return resolve_upstream(ctx.instance, [being_made], graph)[being_made.storage_id]
+    except Exception as exc:
+        _failures.failed(
+            f"resolving the inputs of {asset_key.to_user_string()}",
+            exc,
+            strict=tracker.settings.strict,
+            key="upstream",
+        )
+        return ()

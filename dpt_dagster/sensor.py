@@ -44,7 +44,12 @@ from dagster import (
 
 import dpt_core
 from dpt_dagster import compat
-from dpt_dagster.translator import DagsterTranslator, Materialization, Upstream
+from dpt_dagster.translator import (
+    DagsterTranslator,
+    Materialization,
+    Upstream,
+    register_translator,
+)
 
 log = logging.getLogger("dpt.dagster")
 
@@ -261,7 +266,7 @@ class _Wanted:
     partitions: list[str | None]
 
 
-def _resolve_upstream(
+def resolve_upstream(
     instance: Any, materializations: Sequence[Materialization], graph: Any, logger: Any = None
 ) -> dict[int, list[Upstream]]:
     """What each materialisation consumed, by its storage id.
@@ -502,7 +507,7 @@ def run_tick(
         r.event_log_entry.run_id for rs, _more in run_events.values() for r in rs
     }
     runs = compat.run_records(instance, run_ids)
-    upstream = _resolve_upstream(
+    upstream = resolve_upstream(
         instance, materializations, compat.asset_graph(repository_def), logger
     )
 
@@ -612,14 +617,22 @@ def _record_run_outcome(
     record: EventLogRecord,
     run_record: Any,
 ) -> int:
-    """Close the run; for a failed or cancelled run, also record the assets it did not make.
+    """Close the run, and every asset (partition) it planned but did not materialise.
+
+    Those are recorded too, so that none stays ``running`` (an asset whose code opened
+    its invocation with ``dpt_core.track()``), and so that a failed run says which
+    assets it did not make: ``failed`` (its step failed), ``cancelled``, or ``skipped``
+    (stopped by another failure, or, in a successful run, an optional output the asset
+    did not emit).
 
     :returns: how many planned-but-unmaterialised assets were recorded.
     """
     translator.finish_run(tracker, record, run_record)
     status = translator.get_status(compat.event_type(record.event_log_entry) or "")
-    if status == "success" or run_record is None:
+    if run_record is None:
         return 0
+    if status == "success":
+        return _record_unmade_of_successful_run(instance, translator, tracker, record, run_record)
     run_id = record.event_log_entry.run_id
     planned: dict[tuple[AssetKey, str | None], str | None] = {}
     made: set[tuple[AssetKey, str | None]] = set()
@@ -655,6 +668,37 @@ def _record_run_outcome(
         )
         count += 1
     return count
+
+
+def _record_unmade_of_successful_run(
+    instance: Any,
+    translator: DagsterTranslator,
+    tracker: dpt_core.Tracker,
+    record: EventLogRecord,
+    run_record: Any,
+) -> int:
+    """A successful run's planned assets it did not materialise (optional outputs not
+    emitted), as ``skipped``. Two index queries; none of the run's own event log."""
+    run_id = record.event_log_entry.run_id
+    planned = compat.run_asset_events(instance, run_id, "ASSET_MATERIALIZATION_PLANNED")
+    if not planned:
+        return 0
+    unmade = planned - compat.run_asset_events(instance, run_id, "ASSET_MATERIALIZATION")
+    if compat.run_partition_range(run_record.dagster_run) is not None:
+        # A range's plan names no partition here; its partitions are not told apart.
+        unmade = {(k, p) for k, p in unmade if p is not None}
+    ended = compat.timestamp_to_datetime(run_record.end_time or record.event_log_entry.timestamp)
+    for key, partition in sorted(unmade, key=lambda i: (i[0].to_string(), i[1] or "")):
+        translator.record_unmaterialized(
+            tracker,
+            run_record,
+            key,
+            partition,
+            "skipped",
+            "the run succeeded without materialising this asset (an optional output not emitted)",
+            ended,
+        )
+    return len(unmade)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -703,12 +747,15 @@ def dpt_asset_sensor(
         last event recorded and the next tick goes on (None: no limit). Keep it below
         Dagster's sensor timeout (60 s by default).
     :param translator: a :class:`~dpt_dagster.DagsterTranslator` (subclass) deciding
-        what is recorded.
+        what is recorded. It becomes the process's active translator
+        (:func:`~dpt_dagster.active_translator`): ``dpt_core.track()`` inside an asset
+        uses it too, in every process that loads these definitions.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     batch = min(int(batch_size), compat.max_fetch())
     the_translator = translator or DagsterTranslator()
+    register_translator(the_translator)
 
     @sensor(
         name=name,

@@ -21,16 +21,20 @@ would break idempotency and the lineage links between tick and tick.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 from dagster import AssetKey, EventLogRecord
 
 import dpt_core
 from dpt_dagster import compat
+
+log = logging.getLogger("dpt.dagster")
 
 ORCHESTRATOR = "dagster"
 #: Materialisation metadata key naming the file (or URI) an asset wrote.
@@ -292,7 +296,7 @@ class DagsterTranslator:
                 changed_since = (
                     os.stat(path).st_mtime > materialization.timestamp + MTIME_TOLERANCE_SECONDS
                 )
-            except OSError:
+            except (OSError, ValueError):  # gone, or not a path this system can stat
                 changed_since = False
             if changed_since:
                 return by_data_version
@@ -458,12 +462,45 @@ class DagsterTranslator:
             status, error=error, ended_at=ended or compat.timestamp_to_datetime(entry.timestamp)
         )
 
-    def upstream_ref(self, upstream: Upstream) -> dpt_core.ProductRef:
+    def upstream_ref(
+        self, upstream: Upstream, tracker: dpt_core.Tracker | None = None
+    ) -> dpt_core.ProductRef:
         """The product (and, when known, the exact version) an upstream stands for."""
         if upstream.materialization is not None:
-            target = self.get_target(upstream.materialization)
+            target, _why = self.recordable_target(
+                tracker or dpt_core.get_tracker(), upstream.materialization
+            )
             return dpt_core.ProductRef(target, version_uuid=upstream.materialization.version_uuid)
         return dpt_core.ProductRef(self.get_asset_uri(upstream.asset_key, upstream.partition))
+
+    def recordable_target(
+        self, tracker: dpt_core.Tracker, materialization: Materialization
+    ) -> tuple[str, str | None]:
+        """:meth:`get_target`, or the asset's URI when that names no product.
+
+        A ``dpt/path`` that dpt cannot record (a NUL byte, a ``file://`` URI without a
+        path...) costs only itself: the materialisation is recorded under
+        :meth:`get_asset_uri`, with a warning naming the value (raised under
+        ``DPT_STRICT=1``), and the reason kept on the version as
+        ``dpt/unrecorded_path``. Readers of the asset use the same rule, so lineage
+        holds. Returns (target, reason or None).
+        """
+        target = self.get_target(materialization)
+        try:
+            tracker.resolve(target)
+        except dpt_core.DptError as exc:
+            if tracker.settings.strict:
+                raise
+            fallback = self.get_asset_uri(materialization.asset_key, materialization.partition)
+            if target == fallback:
+                raise
+            _warn_once(
+                target,
+                f"dpt: asset {materialization.asset_key.to_user_string()} names {target!r} "
+                f"as its product, which dpt cannot record ({exc}); recorded as {fallback}",
+            )
+            return fallback, str(exc)
+        return target, None
 
     def record_materialization(
         self,
@@ -485,11 +522,14 @@ class DagsterTranslator:
         task = self.get_task(materialization.asset_key)
         parameters = self.get_parameters(materialization, run)
         code_version = self.get_code_version(materialization)
-        inputs = [self.upstream_ref(u) for u in upstream]
-        target = self.get_target(materialization)
+        inputs = [self.upstream_ref(u, tracker) for u in upstream]
+        target, unrecorded = self.recordable_target(tracker, materialization)
+        metadata = self.get_version_metadata(materialization)
+        if unrecorded is not None:
+            metadata["dpt/unrecorded_path"] = unrecorded
         output = dpt_core.ProductRef(
             target,
-            metadata=self.get_version_metadata(materialization),
+            metadata=metadata,
             content_hash=self.get_content_hash(materialization, target),
             version_uuid=materialization.version_uuid,
         )
@@ -522,12 +562,15 @@ class DagsterTranslator:
         asset_key: AssetKey,
         partition: str | None,
         code_version: str | None = None,
+        upstream: Sequence[Upstream] = (),
     ) -> dpt_core.CurrentContext:
         """Open, from inside a running asset, the invocation the sensor will complete.
 
         Called when asset code uses ``dpt_core.track()`` / ``dpt_core.invocation()``: the
         invocation is recorded with the asset process's environment, under the same UUID
         the sensor uses, so the sensor later adds the output version and the outcome.
+        ``upstream`` (what the asset reads, resolved as the sensor resolves it) is
+        recorded as its inputs at once.
         """
         run = run_record.dagster_run if run_record is not None else None
         self.start_run(tracker, run_id, run_record)
@@ -549,6 +592,9 @@ class DagsterTranslator:
             code_version=code_version,
             environment=True,
         )
+        inputs = [self.upstream_ref(u, tracker) for u in upstream]
+        if inputs:
+            handle.read(*inputs)
         return dpt_core.CurrentContext(invocation_uuid=handle.uuid, job=job, task=task)
 
     def record_unmaterialized(
@@ -583,14 +629,68 @@ class DagsterTranslator:
         handle.finish(status, error=error, ended_at=ended_at)
 
 
+# ---------------------------------------------------------------------------------------------
+# The active translator
+# ---------------------------------------------------------------------------------------------
+
+_active: DagsterTranslator | None = None
+_active_lock = threading.Lock()
+
+
+def register_translator(translator: DagsterTranslator) -> None:
+    """Make ``translator`` the one dpt uses in this process, outside the sensor too.
+
+    :func:`~dpt_dagster.dpt_asset_sensor` calls it with its translator. Code locations
+    load their definitions in every process that needs them (the daemon's code server
+    that ticks the sensor, each run worker), so the translator given to the sensor is
+    also the one ``dpt_core.track()`` and ``dpt_core.invocation()`` use inside an asset,
+    and the one that turns an ``AssetKey`` handed to dpt into a product URI. The sensor
+    built last in a process wins.
+    """
+    if not isinstance(translator, DagsterTranslator):
+        raise TypeError(
+            f"translator must be a dpt_dagster.DagsterTranslator (or a subclass), "
+            f"got {type(translator).__name__}"
+        )
+    global _active
+    with _active_lock:
+        _active = translator
+
+
+def active_translator() -> DagsterTranslator:
+    """The translator of the dpt sensor built last in this process (default: a plain one)."""
+    global _active
+    with _active_lock:
+        if _active is None:
+            _active = DagsterTranslator()
+        return _active
+
+
 def _local_path(target: str) -> str | None:
-    """The local path a target names (a plain path or a ``file://`` URI), else None."""
+    """The local path a target names (a plain path or a local ``file://`` URI), else None."""
     if target.startswith("file://"):
-        parts = urlsplit(target)
-        return unquote(parts.path) if parts.netloc in ("", "localhost") else None
+        from dpt_core.uri import normalize_uri, uri_to_path
+
+        try:  # own host names resolve here; another host's file is not readable here
+            return uri_to_path(normalize_uri(target))
+        except (dpt_core.DptError, ValueError):
+            return None
     if "://" in target:
         return None
     return target
+
+
+_warned: set[str] = set()
+_MAX_WARNED = 1024
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key in _warned:
+        return
+    if len(_warned) >= _MAX_WARNED:
+        _warned.clear()
+    _warned.add(key)
+    log.warning("%s", message)
 
 
 def _run_started(run_record: Any | None) -> dt.datetime | None:
