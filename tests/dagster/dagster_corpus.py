@@ -208,9 +208,9 @@ class Corpus:
 
 
 def _json(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    return json.loads(value) if isinstance(value, str) else dict(value)
+    if isinstance(value, str):
+        value = json.loads(value)
+    return dict(value or {})
 
 
 def _short(uri: str) -> str:
