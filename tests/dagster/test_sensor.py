@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import uuid
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 from dagster_survey_assets import (
     ASSETS,
     MANY,
@@ -23,6 +28,7 @@ from dagster_survey_assets import (
     season,
     summary,
 )
+from sqlalchemy.engine import make_url
 
 import dpt_core
 import dpt_dagster
@@ -371,36 +377,94 @@ def test_a_tracking_error_is_logged_and_the_sensor_moves_on(
     assert any(isinstance(e, dpt_core.TrackingError) for e in chain)
 
 
+@pytest.mark.postgres
 def test_an_unreachable_database_spools_and_the_sensor_moves_on(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = pipeline.materialize([raw, clean])
-    url = pipeline.db.url
-    monkeypatch.setenv("DPT_DATABASE_URL", "postgresql://dpt@127.0.0.1:9/nowhere")
-    dpt_core.reset()
+    """Events the database refused wait for *that* database, and replay there only."""
+    from dpt_core.testing import POSTGRES_URL, require_server, server_url
 
-    result = pipeline.tick()
+    require_server(POSTGRES_URL)
+    name = f"dpt_later_{uuid.uuid4().hex[:10]}"
+    later = server_url(POSTGRES_URL, name)
+    sqlite_url = pipeline.db.url
+    admin = sa.create_engine(
+        make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        first = pipeline.materialize([raw, clean])
+        monkeypatch.setenv("DPT_DATABASE_URL", later)  # a database that does not exist yet
+        dpt_core.reset()
+        result = pipeline.tick()
 
-    assert "recorded 2 materialisation(s), 1 finished run(s)" in result.skip_message
-    assert cursor_of(result)["materializations"] == pipeline.storage_id("clean", first.run_id)
-    assert list((pipeline.db.path / "spool").glob("*"))
+        assert "recorded 2 materialisation(s), 1 finished run(s)" in result.skip_message
+        assert cursor_of(result)["materializations"] == pipeline.storage_id("clean", first.run_id)
+        assert [f for f in (pipeline.db.path / "spool").rglob("*") if f.is_file()]
 
-    monkeypatch.setenv("DPT_DATABASE_URL", url)
-    dpt_core.reset()
-    second = pipeline.materialize([raw])
-    pipeline.tick(cursor=result.cursor)  # the first write replays the spool, in order
+        # Another database's next write does not take them.
+        monkeypatch.setenv("DPT_DATABASE_URL", sqlite_url)
+        dpt_core.reset()
+        second = pipeline.materialize([raw])
+        result = pipeline.tick(cursor=result.cursor)
+        assert (
+            pipeline.db.scalar(
+                "SELECT COUNT(*) FROM invocations WHERE external_id = :r", r=first.run_id
+            )
+            == 0
+        )
+        assert pipeline.invocation(None, second.run_id).status == "success"
 
-    for run, tasks in ((first, ("raw", "clean")), (second, ("raw",))):
-        run_row = pipeline.invocation(None, run.run_id)
-        assert run_row.status == "success"
-        for task in tasks:
-            assert pipeline.invocation(task, run.run_id).parent_id == run_row.id
-    [clean_version] = pipeline.versions("%/clean.txt")
-    raw_v1 = pipeline.versions("%/raw.txt")[0]
-    assert [p[1] for p in pipeline.parents_of(clean_version.uuid) if p[0].endswith("raw.txt")] == [
-        raw_v1.uuid
-    ]
-    assert pipeline.counts()["invocations"] == 5
+        # The database comes up: its first write replays the spool into it, in order.
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        env = {**os.environ, "DPT_DATABASE_URL": later}
+        done = subprocess.run(
+            [sys.executable, "-m", "dpt_core.cli", "db", "upgrade"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        monkeypatch.setenv("DPT_DATABASE_URL", later)
+        dpt_core.reset()
+        third = pipeline.materialize([raw])
+        pipeline.tick(cursor=result.cursor)
+
+        engine = sa.create_engine(make_url(later).set(drivername="postgresql+psycopg"))
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT external_id, task, status, parent_id, id FROM invocations "
+                        "ORDER BY id"
+                    )
+                ).all()
+                edges = conn.execute(
+                    sa.text(
+                        "SELECT p.uri FROM lineage_edges e "
+                        "JOIN data_product_versions pv ON pv.id = e.parent_version_id "
+                        "JOIN data_products p ON p.id = pv.product_id"
+                    )
+                ).all()
+        finally:
+            engine.dispose()
+        by_run = {(r.external_id, r.task): r for r in rows}
+        assert set(by_run) == {
+            (first.run_id, None),
+            (first.run_id, "raw"),
+            (first.run_id, "clean"),
+            (third.run_id, None),
+            (third.run_id, "raw"),
+        }
+        assert all(r.status == "success" for r in rows)
+        assert by_run[(first.run_id, "clean")].parent_id == by_run[(first.run_id, None)].id
+        assert sorted(e.uri.rsplit("/", 1)[-1] for e in edges) == ["catalog", "raw.txt"]
+    finally:
+        dpt_core.reset()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
 
 
 def test_disabled_records_nothing_and_keeps_the_cursor(
