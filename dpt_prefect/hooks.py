@@ -308,6 +308,10 @@ class FlowHooks:
         handle = translator.start_flow_run(flow, flow_run, state, parent_uuid)
         record = FlowRunRecord(handle.uuid, translator.get_flow_job(flow, flow_run), translator)
         registry.add_flow(flow_run_id, record)
+        # Their materialisations are then recorded as they commit, with their metadata.
+        for found in find_tasks(flow).values():
+            if compat.is_materializing_task(found):
+                add_commit_hook(found)
         return record
 
     @staticmethod
@@ -708,14 +712,13 @@ class TaskHooks:
 
     def dpt_task_commit(self, transaction: Any) -> None:
         """Record a materialisation while Prefect's asset context (with its metadata) is active."""
-        if _enabled():
-            guard("the assets", self._commit)
+        CommitHook()(transaction)
 
     # -- internals ------------------------------------------------------------------------
 
     def _running(self, task: Any, task_run: Any, state: Any) -> None:
         if compat.is_materializing_task(task):
-            self._add_commit_hook(task)
+            add_commit_hook(task)
         record = start_task_run(self.translator, task, task_run, state)
         attempt = int(task_run.run_count or 1)
         now = compat.as_datetime(state.timestamp)
@@ -739,18 +742,6 @@ class TaskHooks:
                 environment=True,
             )
         record.attempt = (attempt, now)
-
-    def _add_commit_hook(self, task: Any) -> None:
-        """Give a ``@materialize`` task dpt's commit hook, once.
-
-        ``@task`` takes no ``on_commit`` argument, so :func:`task_hooks` cannot pass it; the
-        commit hooks of this run are read after the running hooks, so adding it now
-        records this run's materialisation while its asset context (with the metadata
-        the task added) is still active.
-        """
-        commit_hooks = task.on_commit_hooks
-        if not any(getattr(h, "__func__", None) is TaskHooks.dpt_task_commit for h in commit_hooks):
-            commit_hooks.append(self.dpt_task_commit)
 
     def _finished(self, task: Any, task_run: Any, state: Any) -> None:
         translator = self.translator
@@ -810,24 +801,64 @@ class TaskHooks:
                 ),
             )
 
-    def _commit(self) -> None:
-        context = compat.current_task_run_context()
-        assets = compat.current_asset_context()
-        if context is None or assets is None or not assets.downstream_assets:
-            return
-        if assets.task_run_id is not None and assets.task_run_id != context.task_run.id:
-            return
-        record = start_task_run(self.translator, context.task, context.task_run, None)
-        if record.assets_recorded:
-            return
-        self.translator.record_materialization(
-            context.task_run,
-            assets.downstream_assets,
-            set(assets.upstream_assets) | set(assets.direct_asset_dependencies),
-            assets.materialization_metadata,
-            assets.materialized_by,
-        )
-        record.assets_recorded = True
+
+class CommitHook:
+    """dpt's commit hook for a ``@materialize`` task: records the task run's materialisation
+    while Prefect's asset context, with the metadata the task added
+    (``add_asset_metadata``, ``Asset.add_metadata``), is still active.
+
+    ``@task`` takes no ``on_commit`` argument, so the hooks add it to the task object: the
+    task hooks when the task first runs (a run's commit hooks are read after its running
+    hooks), the flow hooks to the ``@materialize`` tasks their flow's function can see
+    when the flow run starts. It records only a task run dpt records here (its task
+    hooks started it, or its flow run has the flow hooks in this process), with that
+    run's translator.
+    """
+
+    __name__ = "dpt_task_commit"
+
+    def __call__(self, transaction: Any) -> None:
+        if _enabled():
+            guard("the assets", _record_commit)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CommitHook)
+
+    def __hash__(self) -> int:
+        return hash(CommitHook)
+
+
+def add_commit_hook(task: Any) -> None:
+    """Give a ``@materialize`` task dpt's :class:`CommitHook`, once."""
+    commit_hooks = task.on_commit_hooks
+    if not any(isinstance(h, CommitHook) for h in commit_hooks):
+        commit_hooks.append(CommitHook())
+
+
+def _record_commit() -> None:
+    context = compat.current_task_run_context()
+    assets = compat.current_asset_context()
+    if context is None or assets is None or not assets.downstream_assets:
+        return
+    task_run = context.task_run
+    if assets.task_run_id is not None and assets.task_run_id != task_run.id:
+        return
+    record = registry.tasks.get(str(task_run.id))
+    if record is None:
+        flow_record = registry.flows.get(str(task_run.flow_run_id))
+        if flow_record is None:
+            return  # neither the task's nor its flow's hooks are here: not dpt's to record
+        record = start_task_run(flow_record.translator, context.task, task_run, None)
+    if record.assets_recorded:
+        return
+    record.translator.record_materialization(
+        task_run,
+        assets.downstream_assets,
+        set(assets.upstream_assets) | set(assets.direct_asset_dependencies),
+        assets.materialization_metadata,
+        assets.materialized_by,
+    )
+    record.assets_recorded = True
 
 
 def _retried_error(state: Any, attempt: int) -> str:
