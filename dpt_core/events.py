@@ -77,6 +77,8 @@ class InvocationStarted:
     #: Set when an already-finished invocation is recorded in one event.
     ended_at: dt.datetime | None = None
     error: str | None = None
+    #: The process recording it (:func:`dpt_core.process.process_token`), when it runs here.
+    process: str | None = None
     kind: str = "invocation_started"
 
 

@@ -574,6 +574,7 @@ class Tracker:
         def build() -> InvocationStarted:
             env = self.environment() if environment else None
             from dpt_core.environment import redact_parameters
+            from dpt_core.process import process_token
 
             return InvocationStarted(
                 uuid=handle.uuid,
@@ -591,6 +592,7 @@ class Tracker:
                 code_version=code_version,
                 environment=env,
                 variables=self._variables(environment, variables),
+                process=process_token() if environment and status == "running" else None,
                 ended_at=ended_at,
                 error=error,
             )

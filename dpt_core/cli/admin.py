@@ -132,6 +132,7 @@ def doctor(as_json: bool) -> None:
             detail += f"; {elsewhere} more for other databases ('dpt spool status')"
         checks.append({"check": "spool", "ok": spooled == 0, "detail": detail})
         ok = spooled == 0
+        checks.append(_running_runs(eng))
     except DptError as exc:
         checks.append({"check": "setup", "ok": False, "detail": str(exc)})
         ok = False
@@ -145,6 +146,32 @@ def doctor(as_json: bool) -> None:
                 click.echo(f"    advice: {c['advice']}")
     if not ok:
         raise SystemExit(1)
+
+
+def _running_runs(engine: Any) -> dict[str, object]:
+    """Close this host's runs whose process died; name the runs still running elsewhere."""
+    import socket
+
+    from dpt_core.store.liveness import close_dead_runs, running_elsewhere
+
+    host = socket.gethostname()
+    closed = close_dead_runs(engine, host)
+    others = running_elsewhere(engine, host)
+    detail = f"{len(closed)} run(s) of this host closed as crashed (their process was gone)"
+    check: dict[str, object] = {"check": "running", "ok": True, "detail": detail}
+    if others:
+        listed = "; ".join(
+            f"{r.runs} on {r.host or 'no host (recorded for another process)'} since "
+            f"{r.oldest_started_at:%Y-%m-%d %H:%M}"
+            if r.oldest_started_at
+            else f"{r.runs} on {r.host or 'no host'}"
+            for r in others
+        )
+        check["advice"] = (
+            f"runs still running that this host cannot check: {listed}; 'dpt doctor' on "
+            "those hosts closes the ones whose process is gone"
+        )
+    return check
 
 
 def _statistics(engine: Any) -> dict[str, object]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -69,8 +70,9 @@ def run(
     """Run COMMAND and record it: environment, inputs and outputs with hashes.
 
     Exits with COMMAND's exit code. A failed command is recorded as failed
-    and its outputs that exist are still recorded. Inside COMMAND,
-    dpt_core.track() and 'dpt track' attach to this run.
+    and its outputs that exist are still recorded. SIGINT, SIGTERM and SIGHUP
+    are passed on to COMMAND and its end is recorded (cancelled). Inside
+    COMMAND, dpt_core.track() and 'dpt track' attach to this run.
 
     \b
     Example:
@@ -100,11 +102,8 @@ def run(
             f"cannot run {command[0]!r}: {exc.strerror}",
             127 if isinstance(exc, FileNotFoundError) else 126,
         ) from None
-    try:
-        returncode = proc.wait()
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        returncode = proc.wait()
+    stopped_by = _wait_forwarding_signals(proc)
+    returncode = proc.returncode
     present = [o for o in outputs if "://" in o or os.path.exists(o)]
     missing = [o for o in outputs if o not in present]
     if present:
@@ -117,12 +116,43 @@ def run(
         returncode = 1
     elif returncode < 0:
         sig = signal.Signals(-returncode)
-        status = "cancelled" if sig in (signal.SIGINT, signal.SIGTERM) else "crashed"
+        status = "cancelled" if sig in _STOP_SIGNALS else "crashed"
         handle.finish(status, error=f"killed by {sig.name}")
         returncode = 128 - returncode
+    elif stopped_by is not None:
+        handle.finish("cancelled", error=f"stopped by {stopped_by.name} (exit code {returncode})")
     else:
         handle.finish("failed", error=f"exit code {returncode}")
     sys.exit(returncode)
+
+
+#: Signals that ask 'dpt run' to stop: forwarded to the command, whose end is then recorded.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _wait_forwarding_signals(proc: subprocess.Popen[bytes]) -> signal.Signals | None:
+    """Wait for ``proc``; SIGINT, SIGTERM and SIGHUP sent to 'dpt run' are passed on to it
+    (a scheduler stopping a job signals dpt, not the command) and the wait goes on, so
+    the run's end is recorded whatever stopped it. Returns the last signal passed on."""
+    received: list[signal.Signals] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signal.Signals(signum))
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        while True:
+            try:
+                proc.wait()
+                break
+            except KeyboardInterrupt:  # SIGINT: Python's own handler raised it here
+                forward(signal.SIGINT, None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return received[-1] if received else None
 
 
 @click.command()

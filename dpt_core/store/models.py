@@ -172,6 +172,8 @@ class Invocation(Base):
     error: Mapped[str | None] = mapped_column(LongText())
     user: Mapped[str | None] = mapped_column(String(255))
     host: Mapped[str | None] = mapped_column(String(255))
+    #: The process that recorded the start (:func:`dpt_core.process.process_token`).
+    process: Mapped[str | None] = mapped_column(String(160))
     command: Mapped[str | None] = mapped_column(LongText())
     parameters: Mapped[json_doc]
     variables: Mapped[json_doc]

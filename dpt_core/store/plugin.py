@@ -85,6 +85,7 @@ class Store:
         self._warned = False
         self._lock = threading.RLock()
         self._worker: _Worker | None = None
+        self._dead_runs_closed = False
 
     @property
     def engine(self) -> Engine:
@@ -140,6 +141,8 @@ class Store:
                 if not self.spool.is_empty():
                     self.spool.replay(self.record, is_transient)
                 self.record(events)
+                if not self._dead_runs_closed:
+                    self._close_dead_runs()
             except Exception as exc:
                 self.spool.append(events)
                 reason = exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc)
@@ -155,6 +158,28 @@ class Store:
                     )
                 if self.settings.strict:
                     raise TrackingError(f"recording failed and was spooled: {reason}") from exc
+
+    def _close_dead_runs(self) -> None:
+        """Once per process, after its first successful write (its spool replayed first, so
+        an end event that waited there wins): close this host's runs whose process died."""
+        import socket
+
+        from dpt_core.store.liveness import close_dead_runs
+
+        self._dead_runs_closed = True
+        try:
+            closed = close_dead_runs(self.engine, socket.gethostname())
+        except Exception as exc:  # (a read-only role, say): the next process tries again
+            log.debug("dpt: looking for runs whose process died failed: %s", exc)
+            return
+        if closed:
+            log.warning(
+                "dpt: closed %d run(s) of this host as crashed: their process ended without "
+                "recording an end (%s%s)",
+                len(closed),
+                ", ".join(closed[:5]),
+                ", ..." if len(closed) > 5 else "",
+            )
 
     def dispose(self) -> None:
         if self._engine is not None:

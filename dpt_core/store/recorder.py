@@ -289,6 +289,7 @@ class Recorder:
             "error": event.error,
             "user": event.user,
             "host": event.host,
+            "process": event.process,
             "command": event.command,
             "parameters": event.parameters,
             "variables": event.variables or None,

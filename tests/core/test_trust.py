@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 
 import pytest
@@ -374,3 +375,120 @@ def test_one_database_is_one_spool_whatever_the_url_spelling(tmp_path):
     ]
     assert len({target_key(u) for u in [same[0], *others]}) == 1 + len(others)
     assert target_key("") == "unconfigured"
+
+
+# --------------------------------------------------------------------------- item 11
+
+
+def _dpt_run(tmp_path, *command):
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "dpt_core.cli", "run", "--name", "long", "--", *command],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(env, sql, expected, timeout=60.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = env.scalar(sql)
+        if value == expected:
+            return value
+        time.sleep(0.1)
+    return env.scalar(sql)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_dpt_run_stopped_by_sigterm_or_sighup_forwards_it_and_records_the_end(
+    dpt_env, tmp_path, sig
+):
+    import signal
+
+    marker = tmp_path / "child-started"
+    proc = _dpt_run(tmp_path, "sh", "-c", f"touch {marker}; exec sleep 60")
+    assert _wait_for(dpt_env, "SELECT status FROM invocations", "running") == "running"
+    while not marker.exists():
+        pass
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + getattr(signal, sig), err
+    row = dpt_env.rows("SELECT status, error FROM invocations")[0]
+    assert (row.status, row.error) == ("cancelled", f"killed by {sig}")
+
+
+def test_a_run_whose_process_was_killed_is_closed_as_crashed_at_the_next_write(
+    dpt_backend, dpt_env, tmp_path
+):
+    import signal
+
+    marker = tmp_path / "child-started"
+    proc = _dpt_run(tmp_path, "sh", "-c", f"echo $$ > {marker}; exec sleep 60")
+    assert _wait_for(dpt_env, "SELECT status FROM invocations", "running") == "running"
+    while not marker.exists() or not marker.read_text().strip():
+        pass
+    proc.send_signal(signal.SIGKILL)  # dpt run dies without a word...
+    proc.wait(timeout=60)
+    os.kill(int(marker.read_text()), signal.SIGKILL)  # ...and its orphaned command too
+    proc.communicate(timeout=60)
+    assert dpt_env.scalar("SELECT status FROM invocations") == "running"
+
+    with dpt_core.invocation("next-write"):  # the next dpt process to write here
+        pass
+    row = dpt_env.rows("SELECT status, error, ended_at FROM invocations WHERE job = 'long'")[0]
+    assert row.status == "crashed" and row.ended_at is not None
+    assert "ended without recording an end" in row.error and "pid " in row.error
+    assert dpt_env.scalar("SELECT status FROM invocations WHERE job = 'next-write'") == "success"
+
+
+def test_a_running_run_whose_process_lives_is_left_alone(dpt_env, tmp_path):
+    import signal
+
+    proc = _dpt_run(tmp_path, "sleep", "60")
+    assert _wait_for(dpt_env, "SELECT status FROM invocations", "running") == "running"
+    with dpt_core.invocation("meanwhile"):
+        pass
+    assert dpt_env.scalar("SELECT status FROM invocations WHERE job = 'long'") == "running"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert dpt_env.scalar("SELECT status FROM invocations WHERE job = 'long'") == "cancelled"
+
+
+def test_doctor_closes_dead_local_runs_and_names_runs_of_other_hosts(dpt_env, tmp_path):
+    import subprocess
+    import sys
+
+    from sqlalchemy import text
+
+    tracker = dpt_core.get_tracker()
+    gone = tracker.start("gone-process")
+    elsewhere = tracker.start("other-host")
+    with dpt_env.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE invocations SET process = :p WHERE uuid = :u"),
+            {"p": "pid:999999999", "u": gone.uuid},
+        )
+        conn.execute(
+            text(
+                "UPDATE invocations SET host = 'far-away-node', process = 'pid:1' WHERE uuid = :u"
+            ),
+            {"u": elsewhere.uuid},
+        )
+    result = subprocess.run(
+        [sys.executable, "-m", "dpt_core.cli", "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    (check,) = [c for c in json.loads(result.stdout) if c["check"] == "running"]
+    assert check["detail"].startswith("1 run(s) of this host closed as crashed")
+    assert "1 on far-away-node" in check["advice"]
+    statuses = dict(dpt_env.rows("SELECT job, status FROM invocations"))
+    assert statuses == {"gone-process": "crashed", "other-host": "running"}

@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-HEAD = "0002"
-KNOWN_REVISIONS = frozenset({"0001", "0002"})
+HEAD = "0003"
+KNOWN_REVISIONS = frozenset({"0001", "0002", "0003"})
 
 _HERE = Path(__file__).parent
 
