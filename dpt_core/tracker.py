@@ -8,6 +8,7 @@ the user's code unless strict mode is on.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import datetime as dt
@@ -101,6 +102,20 @@ _current: contextvars.ContextVar[tuple[InvocationHandle, ...]] = contextvars.Con
 
 _batch_depth: contextvars.ContextVar[int] = contextvars.ContextVar("dpt_batch_depth", default=0)
 
+#: Invocations this process started (with its environment) and has not finished yet.
+_unfinished: dict[str, InvocationHandle] = {}
+
+
+@atexit.register
+def _close_unfinished_at_exit() -> None:
+    """A process that exits leaves none of its runs ``running``: those it never finished
+    are closed as ``crashed`` (the outcome is unknown). A process killed outright cannot
+    do this; the next dpt process on its host does (:mod:`dpt_core.store.liveness`)."""
+    for handle in list(_unfinished.values()):
+        with contextlib.suppress(Exception):
+            handle.finish("crashed", error="the process exited without recording this run's end")
+    _unfinished.clear()
+
 
 class InvocationHandle:
     """One open invocation. Obtained from :meth:`Tracker.start` or :meth:`Tracker.attach`."""
@@ -162,6 +177,7 @@ class InvocationHandle:
             error = redact_text(clean_text(error))
         self.status = status
         self._finished = True
+        _unfinished.pop(self.uuid, None)
         event = InvocationFinished(self.uuid, status, ended_at or utcnow(), error)
         self.tracker._emit("dpt_invocation_finished", event)
 
@@ -600,6 +616,8 @@ class Tracker:
         event = self._guard("start", build)
         if event is not None:
             self._emit("dpt_invocation_started", event)
+            if status == "running" and environment:
+                _unfinished[handle.uuid] = handle
         return handle
 
     def _variables(
@@ -735,4 +753,5 @@ def reset() -> None:
 
     config.reset_settings()
     reset_store()
+    _unfinished.clear()
     _default = None

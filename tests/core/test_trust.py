@@ -492,3 +492,27 @@ def test_doctor_closes_dead_local_runs_and_names_runs_of_other_hosts(dpt_env, tm
     assert "1 on far-away-node" in check["advice"]
     statuses = dict(dpt_env.rows("SELECT job, status FROM invocations"))
     assert statuses == {"gone-process": "crashed", "other-host": "running"}
+
+
+def test_a_process_that_exits_leaves_none_of_its_runs_running(dpt_env, tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import dpt_core\n"
+        "t = dpt_core.get_tracker()\n"
+        "t.start('forgotten')\n"
+        "t.start('finished').finish('success')\n"
+        "t.start('parent-for-others', environment=False)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=120)
+    rows = {
+        r.job: (r.status, r.error)
+        for r in dpt_env.rows("SELECT job, status, error FROM invocations")
+    }
+    assert rows == {
+        "forgotten": ("crashed", "the process exited without recording this run's end"),
+        "finished": ("success", None),
+        # recorded on behalf of another process: that one closes it, not this exit
+        "parent-for-others": ("running", None),
+    }
