@@ -325,9 +325,9 @@ class PrefectTranslator:
 
         The asset's key and properties (name, description, url, owners) and
         ``materialized_by`` under ``"prefect_asset"``, then the materialisation
-        metadata the task added (``AssetContext.add_asset_metadata`` or
-        ``MaterializationResult``) at top level — only the task hooks see that. Example
-        override (drop the properties)::
+        metadata the task added (``add_asset_metadata``, ``Asset.add_metadata``) at top
+        level — seen only when the task's commit is recorded, not by the read-back.
+        Example override (drop the properties)::
 
             def get_asset_metadata(self, asset, metadata, materialized_by=None):
                 return dict(metadata or {})
