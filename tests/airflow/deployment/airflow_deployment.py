@@ -1,0 +1,401 @@
+"""Run a DAG in a real Airflow deployment and read back what dpt recorded.
+
+What it does, each step a real Airflow or dpt command (those of this Python):
+
+1. creates two fresh PostgreSQL databases on ``DPT_TEST_POSTGRES_URL`` (default
+   ``postgresql://postgres@127.0.0.1:5432/postgres``): one for Airflow's metadata, one
+   for dpt's records (``dpt db upgrade``); both are dropped at the end;
+2. ``airflow db migrate``;
+3. starts ``airflow api-server --host 127.0.0.1 --port P``, ``airflow scheduler
+   --skip-serve-logs`` (LocalExecutor: each task try in a task process of its own) and
+   ``airflow dag-processor``, every process with the same ``DPT_*`` environment;
+4. waits for the dag processor to serialise ``dags/dpt_deployment_dag.py``, then
+   ``airflow dags trigger dpt_deployment`` and waits for the run to end;
+5. stops the three processes (SIGTERM to each, by its own pid) and reads, from both
+   databases, every task try Airflow ran and every run dpt recorded.
+
+Run it as a script to print the figures (wall times, tries run vs recorded) and the
+checks as JSON::
+
+    .tox/airflow/bin/python tests/airflow/deployment/airflow_deployment.py [--keep DIR]
+
+``tests/airflow/deployment/test_airflow_deployment.py`` runs it and asserts on the report.
+psycopg 3 drives both of Airflow's connections (``postgresql+psycopg`` and
+``postgresql+psycopg_async``), so no other PostgreSQL driver is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DAG_ID = "dpt_deployment"
+RUN_ID = "dpt_deployment_run_1"
+#: Longest wait for one step (a server to answer, the run to end): a bound, never a figure.
+STEP_TIMEOUT = 300.0
+POSTGRES_URL = os.environ.get(
+    "DPT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@dataclass
+class Report:
+    """What Airflow ran and what dpt recorded, with the figures of the run."""
+
+    figures: dict[str, float] = field(default_factory=dict)
+    dag_run_state: str | None = None
+    #: ``"task_id[map_index] try N"`` -> the state Airflow gave that try
+    airflow_tries: dict[str, str] = field(default_factory=dict)
+    #: the same key -> ``{"status", "variables", "environment_id", "command", "host"}``
+    dpt_tries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dpt_dag_runs: list[dict[str, Any]] = field(default_factory=list)
+    environments: int = 0
+    #: variable names stored in environment rows (not per run)
+    environment_variable_names: list[str] = field(default_factory=list)
+    #: when there is more than one environment: variable -> its value in each (None: absent)
+    environment_differences: dict[str, list[str | None]] = field(default_factory=dict)
+    running: int = 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _url(database: str, driver: str = "") -> str:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(POSTGRES_URL).set(database=database)
+    if driver:
+        url = url.set(drivername=f"postgresql+{driver}")
+    return url.render_as_string(hide_password=False)
+
+
+@contextmanager
+def _databases(*names: str) -> Iterator[None]:
+    import psycopg
+
+    admin = _url("postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            for name in names:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Deployment:
+    """Airflow's components on PostgreSQL with LocalExecutor, dpt recording to PostgreSQL."""
+
+    def __init__(self, workdir: Path, meta_db: str, dpt_db: str) -> None:
+        self.workdir = workdir
+        self.meta_url = _url(meta_db, "psycopg")
+        self.dpt_url = _url(dpt_db)
+        self.port = _free_port()
+        self.processes: list[subprocess.Popen[bytes]] = []
+        home = workdir / "airflow"
+        (home / "dags").mkdir(parents=True)
+        shutil.copy(HERE / "dags" / "dpt_deployment_dag.py", home / "dags")
+        (workdir / "dpt-config.toml").write_text("")
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AIRFLOW", "DPT_", "_AIRFLOW")) or k.startswith("DPT_TEST_")
+        }
+        self.env = {
+            **base,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.meta_url,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": _url(meta_db, "psycopg_async"),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(32),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "DPT_DATABASE_URL": self.dpt_url,
+            "DPT_SPOOL_DIR": str(workdir / "dpt-spool"),
+            "DPT_CACHE_DIR": str(workdir / "dpt-cache"),
+            "DPT_CONFIG": str(workdir / "dpt-config.toml"),
+            "DPT_REDACTION_KEY": "dpt-deployment-test-key",
+            "DPT_DEPLOYMENT_DATA": str(workdir / "data"),
+        }
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def command(self, program: str, *args: str) -> str:
+        """Run ``program`` (``airflow`` or ``dpt`` of this Python) to its end; its output."""
+        result = subprocess.run(
+            [str(Path(sys.executable).with_name(program)), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=STEP_TIMEOUT,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{program} {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
+        return result.stdout
+
+    def start(self, name: str, *args: str) -> None:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
+        self.processes.append(
+            subprocess.Popen(
+                [str(Path(sys.executable).with_name("airflow")), *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its task processes stop with it
+            )
+        )
+
+    def stop(self) -> None:
+        """SIGTERM each process this deployment started (its own session), then SIGKILL."""
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        for process in self.processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name} ---\n{p.read_text(errors='replace')[-4000:]}"
+            for p in sorted(self.workdir.glob("*.log"))
+        )
+
+    # -- waiting on Airflow's database ------------------------------------------------------
+
+    def meta(self, sql: str, **params: Any) -> list[Any]:
+        import psycopg
+
+        with psycopg.connect(_url_plain(self.meta_url)) as conn:
+            return list(conn.execute(sql, params).fetchall())
+
+    def wait(self, what: str, check: Any) -> Any:
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while time.monotonic() < deadline:
+            for process in self.processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{process.args[1]} exited while waiting for {what}")
+            try:
+                value = check()
+            except Exception:  # the schema may not be there yet, a server not up
+                value = None
+            if value:
+                return value
+            time.sleep(0.5)
+        raise TimeoutError(f"no {what} after {STEP_TIMEOUT:.0f} s\n{self.logs()}")
+
+
+def _url_plain(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def _read_back(deployment: Deployment, report: Report) -> None:
+    import psycopg
+
+    history = deployment.meta(
+        "SELECT task_id, map_index, try_number, state FROM task_instance_history"
+        " WHERE dag_id = %(dag)s AND run_id = %(run)s",
+        dag=DAG_ID,
+        run=RUN_ID,
+    )
+    current = deployment.meta(
+        "SELECT task_id, map_index, try_number, state FROM task_instance"
+        " WHERE dag_id = %(dag)s AND run_id = %(run)s AND try_number > 0",
+        dag=DAG_ID,
+        run=RUN_ID,
+    )
+    for task_id, map_index, try_number, state in [*history, *current]:
+        report.airflow_tries[f"{task_id}[{map_index}] try {try_number}"] = state
+
+    with psycopg.connect(deployment.dpt_url) as conn:
+        rows = conn.execute(
+            "SELECT id, task, status, parameters, variables, environment_id, command, host,"
+            " external_id, ended_at FROM invocations WHERE orchestrator = 'airflow'"
+        ).fetchall()
+        for _id, task, status, parameters, variables, env_id, command, host, ext, ended in rows:
+            if task is None:
+                report.dpt_dag_runs.append(
+                    {"run_id": ext, "status": status, "ended": ended is not None}
+                )
+                continue
+            key = f"{task}[{parameters['map_index']}] try {parameters['try_number']}"
+            report.dpt_tries[key] = {
+                "status": status,
+                "variables": variables or {},
+                "environment_id": env_id,
+                "command": command,
+                "host": host,
+                "outputs": [
+                    uri
+                    for (uri,) in conn.execute(
+                        "SELECT p.uri FROM data_product_versions v"
+                        " JOIN data_products p ON p.id = v.product_id"
+                        " WHERE v.produced_by_id = %(id)s",
+                        {"id": _id},
+                    )
+                ],
+            }
+        report.environments = conn.execute("SELECT count(*) FROM environments").fetchone()[0]
+        report.environment_variable_names = sorted(
+            name
+            for (name,) in conn.execute(
+                "SELECT DISTINCT v.key FROM env_variables v"
+                " JOIN environment_variables ev ON ev.variable_id = v.id"
+            )
+        )
+        by_environment: dict[int, dict[str, str | None]] = {}
+        for env_id, name, value in conn.execute(
+            "SELECT ev.environment_id, v.key, coalesce(v.value, v.redacted_digest)"
+            " FROM env_variables v JOIN environment_variables ev ON ev.variable_id = v.id"
+        ):
+            by_environment.setdefault(env_id, {})[name] = value
+        for env_id, fingerprint, facets, hostname, user in conn.execute(
+            'SELECT id, fingerprint, facets, hostname, "user" FROM environments'
+        ):
+            by_environment.setdefault(env_id, {}).update(
+                {
+                    "(fingerprint)": fingerprint,
+                    "(facets)": json.dumps(facets, sort_keys=True),
+                    "(host)": hostname,
+                    "(user)": user,
+                }
+            )
+        if len(by_environment) > 1:
+            names = {n for variables in by_environment.values() for n in variables}
+            for name in sorted(names):
+                values = [by_environment[e].get(name) for e in sorted(by_environment)]
+                if len(set(values)) > 1:
+                    report.environment_differences[name] = values
+        report.running = conn.execute(
+            "SELECT count(*) FROM invocations WHERE status = 'running'"
+        ).fetchone()[0]
+
+
+def run(keep: Path | None = None) -> Report:
+    """Run the deployment once; the report of what Airflow ran and dpt recorded."""
+    workdir = Path(tempfile.mkdtemp(prefix="dpt-airflow-deployment-"))
+    suffix = f"{os.getpid()}_{secrets.token_hex(3)}"
+    meta_db, dpt_db = f"dpt_af_meta_{suffix}", f"dpt_af_records_{suffix}"
+    report = Report()
+    started = time.monotonic()
+    try:
+        with _databases(meta_db, dpt_db):
+            deployment = Deployment(workdir, meta_db, dpt_db)
+            clock = time.monotonic()
+            deployment.command("airflow", "db", "migrate")
+            deployment.command("dpt", "db", "upgrade")
+            report.figures["migrate_s"] = time.monotonic() - clock
+            try:
+                clock = time.monotonic()
+                deployment.start(
+                    "api-server",
+                    "api-server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(deployment.port),
+                )
+                deployment.start("scheduler", "scheduler", "--skip-serve-logs")
+                deployment.start("dag-processor", "dag-processor")
+                deployment.wait(
+                    "serialised DAG",
+                    lambda: deployment.meta(
+                        "SELECT 1 FROM serialized_dag WHERE dag_id = %(dag)s", dag=DAG_ID
+                    ),
+                )
+                deployment.wait("API server", lambda: _answers(deployment.port))
+                report.figures["start_to_dag_parsed_s"] = time.monotonic() - clock
+                clock = time.monotonic()
+                deployment.command("airflow", "dags", "trigger", DAG_ID, "--run-id", RUN_ID)
+                state = deployment.wait(
+                    "end of the DAG run",
+                    lambda: _final(
+                        deployment.meta(
+                            "SELECT state FROM dag_run WHERE run_id = %(run)s", run=RUN_ID
+                        )
+                    ),
+                )
+                report.dag_run_state = state
+                report.figures["trigger_to_run_end_s"] = time.monotonic() - clock
+                deployment.wait("dpt's dag-run record closed", lambda: _dag_run_closed(deployment))
+            finally:
+                deployment.stop()
+            _read_back(deployment, report)
+            if keep is not None:
+                shutil.copytree(workdir, keep, dirs_exist_ok=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report.figures["wall_s"] = time.monotonic() - started
+    return report
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _final(rows: list[Any]) -> str | None:
+    if rows and rows[0][0] in ("success", "failed"):
+        return str(rows[0][0])
+    return None
+
+
+def _dag_run_closed(deployment: Deployment) -> bool:
+    import psycopg
+
+    with psycopg.connect(deployment.dpt_url) as conn:
+        row = conn.execute(
+            "SELECT status FROM invocations WHERE external_id = %(run)s AND task IS NULL",
+            {"run": RUN_ID},
+        ).fetchone()
+    return row is not None and row[0] != "running"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", type=Path, help="copy the work directory (logs) here")
+    args = parser.parse_args()
+    report = run(args.keep)
+    print(json.dumps(asdict(report), indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

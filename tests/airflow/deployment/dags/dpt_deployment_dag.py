@@ -1,0 +1,50 @@
+"""The DAG the real-deployment run triggers (tests/airflow/deployment/airflow_deployment.py).
+
+Seven task tries in a LocalExecutor worker pool, each in its own task process: an
+extract that writes a file asset, a transform mapped over three chips, a flaky task
+whose first try fails (its retry is a second try), and a BashOperator with a token on
+its command line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import Asset, dag, get_current_context, task
+
+DATA = Path(os.environ.get("DPT_DEPLOYMENT_DATA", "/tmp/dpt-airflow-deployment"))
+FRAMES = Asset((DATA / "frames.csv").as_uri())
+SUMMARY = Asset((DATA / "summary.csv").as_uri())
+
+
+@dag(dag_id="dpt_deployment", schedule=None, params={"chips": 3})
+def dpt_deployment() -> None:
+    @task(outlets=[FRAMES])
+    def extract() -> list[int]:
+        DATA.mkdir(parents=True, exist_ok=True)
+        (DATA / "frames.csv").write_text("chip,frames\n1,4\n2,4\n3,4\n")
+        return [1, 2, 3]
+
+    @task(inlets=[FRAMES])
+    def calibrate(chip: int) -> int:
+        (DATA / f"calibrated_{chip}.csv").write_text(f"chip,{chip}\n")
+        return chip
+
+    @task(outlets=[SUMMARY], retries=1, retry_delay=dt.timedelta(0))
+    def summarise(chips: list[int]) -> None:
+        if get_current_context()["ti"].try_number == 1:
+            raise RuntimeError("the first try fails on purpose")
+        (DATA / "summary.csv").write_text(f"chips,{len(list(chips))}\n")
+
+    report = BashOperator(
+        task_id="report",
+        bash_command="echo chips={{ params.chips }} --token hunter3 > /dev/null",
+    )
+
+    summarise(calibrate.expand(chip=extract())) >> report
+
+
+dpt_deployment()

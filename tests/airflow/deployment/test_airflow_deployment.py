@@ -1,0 +1,76 @@
+"""A real Airflow deployment (scheduler, dag processor, API server, LocalExecutor, PostgreSQL)
+runs a DAG; what dpt recorded is read back from its own PostgreSQL database.
+
+``dag.test()`` runs every task in one process and hid what a worker does: there the
+listener opens a try before Airflow exports ``AIRFLOW_CTX_*``, and the task runner
+sets ``_AIRFLOW_PARSING_CONTEXT_*`` per task. See airflow_deployment.py for the steps.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from dpt_core.testing import POSTGRES_URL, require_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+
+@pytest.fixture(scope="module")
+def report() -> Any:
+    require_server(POSTGRES_URL)
+    import airflow_deployment
+
+    return airflow_deployment.run()
+
+
+def test_every_try_is_recorded_once_as_airflow_ran_it(report: Any) -> None:
+    assert report.dag_run_state == "success"
+    # 1 extract, 3 mapped calibrates, summarise twice (its first try fails), 1 report
+    assert len(report.airflow_tries) == 7
+    assert {k: v["status"] for k, v in report.dpt_tries.items()} == {
+        key: {"up_for_retry": "failed"}.get(state, state)
+        for key, state in report.airflow_tries.items()
+    }
+    assert report.dpt_dag_runs == [
+        {"run_id": "dpt_deployment_run_1", "status": "success", "ended": True}
+    ]
+    assert report.running == 0
+
+
+def test_each_try_records_its_own_airflow_context(report: Any) -> None:
+    for key, record in report.dpt_tries.items():
+        task_id = key.split("[", 1)[0]
+        try_number = key.rsplit(" ", 1)[1]
+        variables = record["variables"]
+        assert variables["AIRFLOW_CTX_DAG_ID"] == "dpt_deployment", key
+        assert variables["AIRFLOW_CTX_TASK_ID"] == task_id, key
+        assert variables["AIRFLOW_CTX_TRY_NUMBER"] == try_number, key
+        assert variables["AIRFLOW_CTX_DAG_RUN_ID"] == "dpt_deployment_run_1", key
+        # the worker's parsing context is this try's own, and per run, not per environment
+        assert variables.get("_AIRFLOW_PARSING_CONTEXT_TASK_ID") in (None, task_id), key
+
+
+def test_all_tries_on_this_host_share_one_environment(report: Any) -> None:
+    environments = {r["environment_id"] for r in report.dpt_tries.values()}
+    assert len(environments) == 1 and None not in environments, report.environment_differences
+    assert {r["host"] for r in report.dpt_tries.values()} == {os.uname().nodename}
+    assert report.environments == 1, report.environment_differences
+    per_run = [
+        name
+        for name in report.environment_variable_names
+        if name.startswith(("AIRFLOW_CTX_", "_AIRFLOW_PARSING_CONTEXT_"))
+    ]
+    assert per_run == []
+
+
+def test_outputs_and_the_bash_command(report: Any) -> None:
+    tries = report.dpt_tries
+    assert [u.rsplit("/", 1)[1] for u in tries["extract[-1] try 1"]["outputs"]] == ["frames.csv"]
+    assert tries["summarise[-1] try 1"]["outputs"] == []  # a failed try's outlets are not products
+    assert [u.rsplit("/", 1)[1] for u in tries["summarise[-1] try 2"]["outputs"]] == ["summary.csv"]
+    command = tries["report[-1] try 1"]["command"]
+    assert command.startswith("echo chips=3 --token ")  # rendered in the worker
+    assert "hunter3" not in command
