@@ -194,13 +194,13 @@ def test_assets_on_other_hosts_are_recorded_as_declared(dpt_env: Any, run_dag: A
     assert run_dag("dpt_host_assets").state == "success"
     inputs = products_of(dpt_env, "combine", "inputs")
     outputs = products_of(dpt_env, "combine", "outputs")
-    assert set(inputs) == {"file://incoming/player-stats/team_a.csv"}
+    assert set(inputs) == {"file://incoming/dpt-tests/team_a.csv"}
     assert set(outputs) == {
-        "file://curated/player-stats/combined.csv",
+        "file://curated/dpt-tests/combined.csv",
         "s3://dpt-tests/combined.csv",
     }
-    assert "incoming" in inputs["file://incoming/player-stats/team_a.csv"]["dpt/unhashed"]
-    assert "curated" in outputs["file://curated/player-stats/combined.csv"]["dpt/unhashed"]
+    assert "incoming" in inputs["file://incoming/dpt-tests/team_a.csv"]["dpt/unhashed"]
+    assert "curated" in outputs["file://curated/dpt-tests/combined.csv"]["dpt/unhashed"]
     [combine] = task_runs(dpt_env)
     assert combine.status == "success"
 

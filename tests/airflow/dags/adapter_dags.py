@@ -165,12 +165,13 @@ def inactive_asset_dag() -> None:
 
 @dag(dag_id="dpt_host_assets", schedule=None)
 def host_assets_dag() -> None:
-    """Asset URIs as Airflow's own examples write them: a file on another host, a bucket."""
+    """Asset URIs in the shape of Airflow's own examples: files on other hosts, a bucket
+    (not the examples' own URIs: two names for one URI would make Airflow fail the try)."""
 
     @task(
-        inlets=[Asset("file://incoming/player-stats/team_a.csv")],
+        inlets=[Asset("file://incoming/dpt-tests/team_a.csv")],
         outlets=[
-            Asset("file://curated/player-stats/combined.csv"),
+            Asset("file://curated/dpt-tests/combined.csv"),
             Asset("s3://dpt-tests/combined.csv"),
         ],
     )
