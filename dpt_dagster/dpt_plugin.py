@@ -2,7 +2,9 @@
 
 - ``dpt_resolve_uri``: an ``AssetKey`` (or a one-asset ``AssetSpec`` /
   ``AssetsDefinition``) handed to ``read``/``write``/``track`` becomes
-  ``dagster://asset/<key path>``.
+  ``dagster://asset/<key path>``; inside a running asset, the key of an upstream asset
+  is the product the sensor records for it (its ``dpt/path`` file, or its partition's
+  URI where one partition is read), and the asset's own key is its partition's URI.
 - ``dpt_current_context``: inside a running asset that materialises one asset
   (and at most one partition), ``dpt_core.track()`` and ``dpt_core.invocation()``
   attach to that materialisation's invocation, the one the sensor completes.
@@ -19,13 +21,27 @@ from __future__ import annotations
 
 import sys
 import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from dpt_core import CurrentContext, Guard, hookimpl
 
-_contexts: dict[str, CurrentContext] = {}
-_contexts_lock = threading.Lock()
-_MAX_CONTEXTS = 4096
+
+@dataclass(frozen=True)
+class _Running:
+    """A materialisation whose own code called dpt: its invocation and what it names."""
+
+    context: CurrentContext
+    asset_key: Any
+    partition: str | None
+    #: The product each upstream asset key stands for in this materialisation (its file
+    #: when it reported ``dpt/path``), where the key names one product.
+    upstream_targets: dict[Any, str] = field(default_factory=dict)
+
+
+_running: dict[str, _Running] = {}
+_running_lock = threading.Lock()
+_MAX_RUNNING = 4096
 _failures = Guard("the asset's invocation opens without its inputs; the sensor adds them")
 
 
@@ -49,11 +65,23 @@ def dpt_resolve_uri(target: Any) -> str | None:
         return None
     from dpt_dagster.translator import active_translator
 
+    running = _current()
+    if running is not None:
+        if key == running.asset_key:
+            return active_translator().get_asset_uri(key, running.partition)
+        if key in running.upstream_targets:
+            return running.upstream_targets[key]
     return active_translator().get_asset_uri(key, None)
 
 
 @hookimpl
 def dpt_current_context() -> CurrentContext | None:
+    running = _current()
+    return running.context if running is not None else None
+
+
+def _current() -> _Running | None:
+    """The materialisation running on this thread, its invocation opened on first use."""
     if _dagster() is None:
         return None
     from dpt_dagster import compat
@@ -69,19 +97,19 @@ def dpt_current_context() -> CurrentContext | None:
     from dpt_dagster.translator import materialization_invocation_uuid
 
     uuid = materialization_invocation_uuid(run_id, asset_key, partition)
-    with _contexts_lock:
-        cached = _contexts.get(uuid)
+    with _running_lock:
+        cached = _running.get(uuid)
     if cached is not None:
         return cached
-    context = _start(ctx, run_id, asset_key, partition)
-    with _contexts_lock:
-        if len(_contexts) >= _MAX_CONTEXTS:
-            _contexts.clear()
-        _contexts[uuid] = context
-    return context
+    running = _start(ctx, run_id, asset_key, partition)
+    with _running_lock:
+        if len(_running) >= _MAX_RUNNING:
+            _running.clear()
+        _running[uuid] = running
+    return running
 
 
-def _start(ctx: Any, run_id: str, asset_key: Any, partition: str | None) -> CurrentContext:
+def _start(ctx: Any, run_id: str, asset_key: Any, partition: str | None) -> _Running:
     import dpt_core
     from dpt_dagster.translator import active_translator
 
@@ -96,15 +124,20 @@ def _start(ctx: Any, run_id: str, asset_key: Any, partition: str | None) -> Curr
     except Exception:
         code_version = None
     tracker = dpt_core.get_tracker()
-    return active_translator().start_in_process(
-        tracker,
-        run_record,
-        run_id,
-        asset_key,
-        partition,
-        code_version,
-        upstream=_upstream(tracker, ctx, run_id, asset_key, partition),
+    translator = active_translator()
+    upstream = _upstream(tracker, ctx, run_id, asset_key, partition)
+    context = translator.start_in_process(
+        tracker, run_record, run_id, asset_key, partition, code_version, upstream=upstream
     )
+    by_key: dict[Any, list[Any]] = {}
+    for u in upstream:
+        by_key.setdefault(u.asset_key, []).append(u)
+    targets = {
+        key: translator.upstream_ref(ups[0], tracker).target
+        for key, ups in by_key.items()
+        if len(ups) == 1
+    }
+    return _Running(context, asset_key, partition, targets)
 
 
 def _upstream(tracker: Any, ctx: Any, run_id: str, asset_key: Any, partition: str | None) -> Any:

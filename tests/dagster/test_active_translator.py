@@ -165,3 +165,53 @@ def test_the_run_worker_uses_the_sensors_translator(
     assert _products(dpt_env) == ["lake://survey/raw_table", "lake://survey/summary_table"]
     statuses = [r.status for r in dpt_env.rows("SELECT status FROM invocations")]
     assert statuses == ["success"] * 3  # the run, raw_table, summary_table
+
+
+@dg.asset
+def raw_file(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    path = Path(os.environ["DPT_TEST_DATA"]) / "raw.csv"
+    path.write_text("a,b\n1,2\n")
+    return dg.MaterializeResult(metadata={"dpt/path": str(path)})
+
+
+@dg.asset(partitions_def=dg.StaticPartitionsDefinition(["x", "y"]), deps=[raw_file])
+def split_file(context: dg.AssetExecutionContext) -> None:
+    """Names its parent and itself by asset key, as the asset's own code would."""
+    with dpt_core.invocation() as inv:
+        inv.read(dg.AssetKey("raw_file"))
+    dpt_core.track(context.asset_key)
+
+
+def test_an_asset_key_names_the_product_the_sensor_records(
+    dpt_env: Any, dagster_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside an asset, an upstream's key is its file (dpt/path); the asset's own key is
+    the product of this partition."""
+    monkeypatch.setenv("DPT_TEST_DATA", str(tmp_path))
+    sensor = dpt_dagster.dpt_asset_sensor(translator=LakeTranslator())
+    defs = dg.Definitions(assets=[raw_file, split_file], sensors=[sensor])
+    instance = dg.DagsterInstance.local_temp(str(dagster_home))
+    try:
+        dg.materialize([raw_file], instance=instance)
+        run = dg.materialize(
+            [raw_file, split_file], instance=instance, selection=[split_file], partition_key="x"
+        )
+        sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+    finally:
+        instance.dispose()
+
+    raw_uri = (tmp_path / "raw.csv").resolve().as_uri()
+    assert _products(dpt_env) == sorted([raw_uri, "lake://survey/split_file/x"])
+    [row] = dpt_env.rows(
+        "SELECT id, status FROM invocations WHERE external_id = :r AND task IS NOT NULL",
+        r=run.run_id,
+    )
+    assert row.status == "success"
+    inputs = dpt_env.rows(
+        "SELECT p.uri, v.produced_by_id FROM invocation_inputs i "
+        "JOIN data_product_versions v ON v.id = i.version_id "
+        "JOIN data_products p ON p.id = v.product_id WHERE i.invocation_id = :i",
+        i=row.id,
+    )
+    assert [(i.uri, i.produced_by_id is not None) for i in inputs] == [(raw_uri, True)]
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 3
