@@ -35,6 +35,7 @@ __all__ = [
     "current_task_instance",
     "hookimpl",
     "is_runtime_task_instance",
+    "mask_airflow_secrets",
     "task_instance_states",
     "task_key",
     "template_context",
@@ -113,6 +114,27 @@ def task_instance_states(dag_run: Any) -> dict[tuple[str, int], tuple[int, str]]
         map_index = -1 if ti.map_index is None else int(ti.map_index)
         states[(ti.task_id, map_index)] = (int(ti.try_number or 0), str(state))
     return states
+
+
+def mask_airflow_secrets(value: Any) -> Any:
+    """``value`` (text, or JSON-able data) with the secrets Airflow's own masker knows
+    replaced by ``<redacted>`` wherever they occur, as Airflow masks its task logs.
+
+    That masker knows secrets dpt cannot see: the passwords of connections and the
+    values of sensitive Variables the task fetched (from the metadata database or a
+    secrets backend), and values given to ``mask_secret``. Only string values are
+    masked, not keys: a value under a secret-looking key is left to dpt's redaction
+    (in the tracker, after this), which keeps a keyed digest so a change still shows.
+    """
+    from airflow.sdk._shared.secrets_masker import redact
+
+    if isinstance(value, str):
+        return redact(value, replacement="<redacted>")
+    if isinstance(value, dict):
+        return {key: mask_airflow_secrets(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_airflow_secrets(item) for item in value]
+    return value
 
 
 def current_task_instance() -> Any | None:

@@ -143,8 +143,8 @@ class DptListener:
             uuid=ask("get_invocation_uuid", ti),
             parent=parent or "",
             external_id=ask("get_external_id", ti),
-            parameters=ask("get_parameters", ti, context),
-            command=ask("get_command", ti, context),
+            parameters=compat.mask_airflow_secrets(ask("get_parameters", ti, context)),
+            command=compat.mask_airflow_secrets(ask("get_command", ti, context)),
             code_version=ask("get_code_version", ti, context),
             variables=ask("get_context_variables", ti, context),
             started_at=getattr(ti, "start_date", None),
@@ -183,7 +183,7 @@ class DptListener:
                     handle.write(*outputs)
         finally:
             # Closed whatever failed above: a try never stays running because of dpt.
-            handle.finish(status, error=ask("get_error", error))
+            handle.finish(status, error=compat.mask_airflow_secrets(ask("get_error", error)))
 
     def current_context(self) -> dpt_core.CurrentContext | None:
         """The task try running on this thread, for the ``dpt_current_context`` hook."""
@@ -218,7 +218,9 @@ class DptListener:
             uuid=uuid,
             parent=False,  # a dag run is a root, whatever dpt invocation is open around it
             external_id=str(dag_run.run_id),
-            parameters=self._ask(translator, "get_dag_run_parameters", dag_run),
+            parameters=compat.mask_airflow_secrets(
+                self._ask(translator, "get_dag_run_parameters", dag_run)
+            ),
             started_at=getattr(dag_run, "start_date", None),
             environment=False,
         )
@@ -242,7 +244,11 @@ class DptListener:
             handle = dpt_core.get_tracker().attach(uuid, str(dag_run.dag_id))
             handle.finish(
                 status,
-                error=self._ask(translator, "get_error", msg) if status == "failed" else None,
+                error=(
+                    compat.mask_airflow_secrets(self._ask(translator, "get_error", msg))
+                    if status == "failed"
+                    else None
+                ),
                 ended_at=getattr(dag_run, "end_date", None),
             )
 

@@ -190,6 +190,21 @@ def test_translator_failures_cost_only_their_own_field(
     assert set(products_of(dpt_env, "extract", "outputs")) == {(data_dir / "clean.csv").as_uri()}
 
 
+def test_an_inlet_that_names_no_product_costs_only_itself(
+    dpt_env: Any,
+    run_dag: Any,
+    test_dags: dict[str, Any],
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    task = test_dags["dpt_consumer"].get_task("consume")
+    monkeypatch.setattr(task, "inlets", [object(), *task.inlets])
+    assert run_dag("dpt_producer").state == "success"
+    assert run_dag("dpt_consumer").state == "success"
+    assert set(products_of(dpt_env, "consume", "inputs")) == {(data_dir / "shared.csv").as_uri()}
+    assert set(products_of(dpt_env, "consume", "outputs")) == {(data_dir / "derived.csv").as_uri()}
+
+
 def test_assets_on_other_hosts_are_recorded_as_declared(dpt_env: Any, run_dag: Any) -> None:
     assert run_dag("dpt_host_assets").state == "success"
     inputs = products_of(dpt_env, "combine", "inputs")
@@ -220,6 +235,26 @@ def test_bash_command_is_recorded_rendered_with_its_secrets_redacted(
     assert "--api-key=" in command and "PGPASSWORD=" in command and "Authorization:" in command
     for secret in ("hunter3", "hunter4", "hunter5", "hunter6abcdef"):
         assert secret not in command, f"{secret} stored in clear: {command}"
+
+
+def test_secrets_airflow_masks_are_masked_in_commands_and_errors(
+    dpt_env: Any, run_dag: Any
+) -> None:
+    from airflow.models import Variable
+
+    secret = "vAr1able-s3cret-7781"
+    Variable.set("dpt_api_secret", secret)
+    try:
+        result = run_dag("dpt_airflow_secret")
+    finally:
+        Variable.delete("dpt_api_secret")
+    assert result.task_states == {("sync", -1): "success", ("log_in", -1): "failed"}
+
+    rows = {r.task: r for r in task_runs(dpt_env)}
+    assert rows["sync"].command.startswith("echo sync ")
+    assert rows["log_in"].error.startswith("RuntimeError: could not log in as ")
+    stored = json.dumps([tuple(r) for r in runs(dpt_env)], default=str)
+    assert secret not in stored
 
 
 def test_airflow_error_names_stay_readable(dpt_env: Any, run_dag: Any) -> None:

@@ -211,6 +211,24 @@ def track_asset_dag() -> None:
     publish()
 
 
+@dag(dag_id="dpt_airflow_secret", schedule=None)
+def airflow_secret_dag() -> None:
+    """A secret only Airflow knows (a Variable with a sensitive name, in its database)
+    reaches a command line and an error message, in places no name or shape gives away."""
+    BashOperator(
+        task_id="sync",
+        bash_command="echo sync {{ var.value.dpt_api_secret }} > /dev/null",
+    )
+
+    @task
+    def log_in() -> None:
+        from airflow.sdk import Variable
+
+        raise RuntimeError(f"could not log in as {Variable.get('dpt_api_secret')}")
+
+    log_in()
+
+
 DAGS = {
     d.dag_id: d
     for d in (
@@ -228,5 +246,6 @@ DAGS = {
         host_assets_dag(),
         chain_dag(),
         track_asset_dag(),
+        airflow_secret_dag(),
     )
 }
