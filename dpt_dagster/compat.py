@@ -422,9 +422,17 @@ def mapped_parent_partitions(
         raise PartitionMappingUnknown(
             f"asset {missing.to_user_string()} is not in this code location's asset graph"
         )
-    if graph.get(parent).partitions_def is None:
+    parent_def = graph.get(parent).partitions_def
+    if parent_def is None:
         return None
     try:
+        mapping = graph.get_partition_mapping(child, parent)
+        if (
+            isinstance(mapping, dg.IdentityPartitionMapping)
+            and child_partition is not None
+            and graph.get(child).partitions_def == parent_def
+        ):
+            return [child_partition]  # the same partition: no subset to build
         with dg.partition_loading_context(dynamic_partitions_store=instance):
             result = graph.get_parent_partition_keys_for_child(child_partition, parent, child)
             return [str(k) for k in result.partitions_subset.get_partition_keys()]

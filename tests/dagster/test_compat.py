@@ -41,6 +41,10 @@ def previous_day() -> None: ...
 def all_days() -> None: ...
 
 
+@dg.asset(partitions_def=DAILY, deps=[days])
+def same_day() -> None: ...
+
+
 @dg.asset(
     partitions_def=dg.MultiPartitionsDefinition({"date": DAILY, "region": REGIONS}),
     deps=[days],
@@ -61,7 +65,9 @@ def fails() -> None:
 def never() -> None: ...
 
 
-DEFS = dg.Definitions(assets=[days, previous_day, all_days, by_region, plain, fails, never])
+DEFS = dg.Definitions(
+    assets=[days, previous_day, all_days, same_day, by_region, plain, fails, never]
+)
 
 
 @pytest.fixture
@@ -136,6 +142,7 @@ def test_partition_mappings_of_the_asset_graph(instance: dg.DagsterInstance) -> 
         return compat.mapped_parent_partitions(graph, instance, child.key, partition, parent.key)
 
     assert mapped(previous_day, "2024-01-03", days) == ["2024-01-02"]
+    assert mapped(same_day, "2024-01-03", days) == ["2024-01-03"]  # identity
     assert mapped(previous_day, "2024-01-01", days) == []  # the day before the first one
     assert mapped(all_days, None, days) == [f"2024-01-0{d}" for d in range(1, 6)]
     assert mapped(by_region, "2024-01-02|eu", days) == ["2024-01-02"]
