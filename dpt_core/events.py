@@ -88,6 +88,8 @@ class InvocationFinished:
     status: str
     ended_at: dt.datetime = field(default_factory=utcnow)
     error: str | None = None
+    #: Close it only if it is still ``running`` (a closer that may come after the real end).
+    only_if_running: bool = False
     kind: str = "invocation_finished"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -102,6 +103,9 @@ _current: contextvars.ContextVar[tuple[InvocationHandle, ...]] = contextvars.Con
 
 _batch_depth: contextvars.ContextVar[int] = contextvars.ContextVar("dpt_batch_depth", default=0)
 
+#: The process token of a run handed over to a process not known yet (see ``detach``).
+DETACHED_PROCESS = "detached"
+
 #: Invocations this process started (with its environment) and has not finished yet.
 _unfinished: dict[str, InvocationHandle] = {}
 
@@ -130,6 +134,8 @@ class InvocationHandle:
         self.status = "running"
         self._read_uris: set[str] = set()
         self._finished = False
+        #: The start event this handle recorded (None for attached handles).
+        self._started: InvocationStarted | None = None
 
     def __repr__(self) -> str:
         return f"<Invocation {self.uuid} {self.job or ''}{'/' + self.task if self.task else ''} {self.status}>"
@@ -163,8 +169,15 @@ class InvocationHandle:
         status: str = "success",
         error: str | BaseException | None = None,
         ended_at: dt.datetime | None = None,
+        *,
+        only_if_running: bool = False,
     ) -> None:
-        """Close the invocation with a final ``status`` (success, failed, crashed, cancelled, skipped)."""
+        """Close the invocation with a final ``status`` (success, failed, crashed, cancelled, skipped).
+
+        :param only_if_running: close it only if no end was recorded yet: for a closer
+            that may come after the real end (a scheduler sweeping a finished DAG run's
+            tries), so it never overwrites what the run's own process recorded.
+        """
         if status not in FINAL_STATUSES:
             raise ValueError(
                 f"status {status!r} is not final: use one of {', '.join(FINAL_STATUSES)}"
@@ -178,8 +191,21 @@ class InvocationHandle:
         self.status = status
         self._finished = True
         _unfinished.pop(self.uuid, None)
-        event = InvocationFinished(self.uuid, status, ended_at or utcnow(), error)
+        event = InvocationFinished(
+            self.uuid, status, ended_at or utcnow(), error, only_if_running=only_if_running
+        )
         self.tracker._emit("dpt_invocation_finished", event)
+
+    def detach(self) -> None:
+        """Hand the run over: it goes on in another process (an Airflow task that deferred
+        or is rescheduled, say). Neither this process's exit nor a later dpt process on
+        this host closes it as crashed; the process that resumes it (starting it again
+        with the same uuid) owns it from then on."""
+        _unfinished.pop(self.uuid, None)
+        started = self._started
+        if started is not None and not self._finished:
+            released = dataclasses.replace(started, process=DETACHED_PROCESS)
+            self.tracker._emit("dpt_invocation_started", released)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -616,6 +642,7 @@ class Tracker:
         event = self._guard("start", build)
         if event is not None:
             self._emit("dpt_invocation_started", event)
+            handle._started = event
             if status == "running" and environment:
                 _unfinished[handle.uuid] = handle
         return handle

@@ -69,6 +69,12 @@ _FINISH = (
         status=bindparam("b_status"), ended_at=bindparam("b_ended_at"), error=bindparam("b_error")
     )
 )
+_FINISH_IF_RUNNING = _FINISH.where(I.c.status == "running")
+_HANDOVER = (
+    update(I)
+    .where(I.c.uuid == bindparam("b_uuid"), I.c.status == "running")
+    .values(process=bindparam("b_process"))
+)
 _INPUTS_OF = (
     select(INPUTS.c.version_id, V.c.product_id, V.c.content_hash, V.c.produced_by_id)
     .join(V, V.c.id == INPUTS.c.version_id)
@@ -312,10 +318,14 @@ class Recorder:
                     error=event.error,
                 ),
             )
+        elif event.process is not None:
+            # Started again by another process (a deferred task resumed), or handed over
+            # (see InvocationHandle.detach): the run belongs to that process now.
+            conn.execute(_HANDOVER, {"b_uuid": event.uuid, "b_process": event.process})
 
     def _finish(self, conn: Connection, event: InvocationFinished) -> None:
         conn.execute(
-            _FINISH,
+            _FINISH_IF_RUNNING if event.only_if_running else _FINISH,
             {
                 "b_uuid": event.uuid,
                 "b_status": event.status,

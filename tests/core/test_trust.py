@@ -516,3 +516,42 @@ def test_a_process_that_exits_leaves_none_of_its_runs_running(dpt_env, tmp_path)
         # recorded on behalf of another process: that one closes it, not this exit
         "parent-for-others": ("running", None),
     }
+
+
+def test_a_late_closer_never_overwrites_the_real_end(dpt_backend, dpt_env):
+    tracker = dpt_core.get_tracker()
+    done = tracker.start("task", task="done")
+    done.finish("success")
+    tracker.attach(done.uuid).finish("crashed", error="swept", only_if_running=True)
+    open_ = tracker.start("task", task="lost")
+    tracker.attach(open_.uuid).finish("crashed", error="swept", only_if_running=True)
+    rows = {
+        r.task: (r.status, r.error)
+        for r in dpt_env.rows("SELECT task, status, error FROM invocations")
+    }
+    assert rows == {"done": ("success", None), "lost": ("crashed", "swept")}
+
+
+def test_a_detached_run_goes_on_elsewhere_and_is_not_closed_at_exit(dpt_env, tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import dpt_core\n"
+        "dpt_core.get_tracker().start('deferred').detach()\n"
+        "dpt_core.get_tracker().start('abandoned')\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=120)
+    rows = dict(dpt_env.rows("SELECT job, status FROM invocations"))
+    assert rows == {"deferred": "running", "abandoned": "crashed"}
+    with dpt_core.invocation("a-later-write"):  # its process is gone: still not crashed
+        pass
+    assert dpt_env.scalar("SELECT status FROM invocations WHERE job = 'deferred'") == "running"
+    uuid = dpt_env.scalar("SELECT uuid FROM invocations WHERE job = 'deferred'")
+    resumed = dpt_core.get_tracker().start("deferred", uuid=uuid)  # the resuming process
+    own = dpt_env.scalar("SELECT process FROM invocations WHERE uuid = :u", u=uuid)
+    from dpt_core.process import process_token
+
+    assert own == process_token()
+    resumed.finish("success")
+    assert dpt_env.scalar("SELECT status FROM invocations WHERE job = 'deferred'") == "success"
