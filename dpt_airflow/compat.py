@@ -99,6 +99,38 @@ def task_key(task_instance: Any) -> tuple[str, str, str, int, int]:
     )
 
 
+def dag_run_tries(dag_id: str, run_id: str) -> list[Any] | None:
+    """The current try of each task instance of a dag run, read from Airflow's metadata
+    database in a session of its own: ``(dag_id, run_id, task_id, map_index, try_number,
+    state)`` rows, or None where this process has no metadata database (a task runner).
+
+    Never through the listener's ``dag_run`` (``dag_run.get_task_instances()`` opens
+    Airflow's thread-scoped session, the scheduler's own, and closing it detaches the
+    scheduler's objects: the scheduler loop then dies on a ``DetachedInstanceError``).
+    """
+    from airflow import settings
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    if settings.engine is None:
+        return None
+    ti = TaskInstance
+    with Session(bind=settings.engine) as session:
+        return list(
+            session.execute(
+                select(
+                    ti.dag_id, ti.run_id, ti.task_id, ti.map_index, ti.try_number, ti.state
+                ).where(ti.dag_id == dag_id, ti.run_id == run_id)
+            ).all()
+        )
+
+
+def state_text(state: Any) -> str:
+    """A task instance state as text (``"success"``, ...; ``"None"`` for none)."""
+    return str(getattr(state, "value", state))
+
+
 def task_instance_states(dag_run: Any) -> dict[tuple[str, int], tuple[int, str]]:
     """``{(task_id, map_index): (try_number, state)}`` of a dag run's task instances.
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -170,9 +171,11 @@ class DptListener:
             handle = self._task_started(ti)
             with self._lock:
                 self._running.pop(compat.task_key(ti), None)
+        from_elsewhere = handle is None
         if handle is None:
             # An ORM TaskInstance from the scheduler or API server (a heartbeat timeout,
-            # a state set by hand): close the try the worker opened, if it did.
+            # a state set by hand): close the try the worker opened, if it did and if the
+            # worker did not record its end itself.
             handle = dpt_core.get_tracker().attach(
                 ask("get_invocation_uuid", ti), ask("get_job", ti), ask("get_task", ti)
             )
@@ -183,7 +186,11 @@ class DptListener:
                     handle.write(*outputs)
         finally:
             # Closed whatever failed above: a try never stays running because of dpt.
-            handle.finish(status, error=compat.mask_airflow_secrets(ask("get_error", error)))
+            handle.finish(
+                status,
+                error=compat.mask_airflow_secrets(ask("get_error", error)),
+                only_if_running=from_elsewhere,
+            )
 
     def current_context(self) -> dpt_core.CurrentContext | None:
         """The task try running on this thread, for the ``dpt_current_context`` hook."""
@@ -253,19 +260,65 @@ class DptListener:
             )
 
     def _close_unfinished_tries(self, dag_run: Any) -> None:
-        """Close this run's tries that started in this process but whose end event never
-        came (another listener failed first, the task runner gave up): as Airflow says the
-        try ended, else ``crashed``."""
+        """No try of a finished dag run stays running.
+
+        Tries that started in this process but whose end event never came (another
+        listener failed first, the task runner gave up) are closed as Airflow says the try
+        ended, else ``crashed``. Where Airflow's metadata database is at hand (the
+        scheduler, ``dag.test()``), every current try of the run is closed the same way if,
+        and only if, no end was recorded for it (the translator's ``get_invocation_uuid``
+        is asked with the try's ids only: dag_id, run_id, task_id, map_index, try_number): a worker killed mid-try, or one whose end
+        events were lost, never leaves its try running; a worker's own record is never
+        overwritten (its end may still be on its way: Airflow learns a task's state before
+        the worker's end listeners run).
+        """
+        import dpt_core
+
         with self._lock:
             keys = [k for k in self._running if k[:2] == (dag_run.dag_id, dag_run.run_id)]
             left = [(key, self._running.pop(key)) for key in keys]
-        if not left:
-            return
-        states = compat.task_instance_states(dag_run)
+        # (dag_run.get_task_instances() only where tries were open here: dag.test(); in the
+        # scheduler it would close the scheduler's own session, see compat.dag_run_tries)
+        states = compat.task_instance_states(dag_run) if left else {}
         for (_, _, task_id, map_index, try_number), handle in left:
             known = states.get((task_id, map_index))
             state = known[1] if known is not None and known[0] == try_number else None
             handle.finish(_STATUS_OF_STATE.get(state or "", "crashed"))
+        closed = {key for key, _ in left}
+        tries = compat.dag_run_tries(str(dag_run.dag_id), str(dag_run.run_id)) or []
+        tracker = dpt_core.get_tracker()
+        translator = self.translator
+        with tracker.batch():
+            for row in tries:
+                ti = types.SimpleNamespace(
+                    dag_id=row.dag_id,
+                    run_id=row.run_id,
+                    task_id=row.task_id,
+                    map_index=row.map_index,
+                    try_number=row.try_number,
+                )
+                key = compat.task_key(ti)
+                if key[4] < 1 or key in closed:
+                    continue  # never ran (try 0), or closed above
+                status = _STATUS_OF_STATE.get(compat.state_text(row.state), "crashed")
+                uuid = self._ask(translator, "get_invocation_uuid", ti)
+                tracker.attach(uuid).finish(status, only_if_running=True)
+
+    # -- Airflow hooks: the task runner stopping ---------------------------------------------
+
+    @compat.hookimpl
+    def before_stopping(self, component: Any) -> None:
+        self._guard("task runner stop", self._hand_over_open_tries)
+
+    def _hand_over_open_tries(self) -> None:
+        """A try still open when its task runner stops did not end: it deferred (the
+        triggerer and then another worker process resume it) or is up for reschedule.
+        Hand it over, so this process's exit does not close it as crashed."""
+        with self._lock:
+            left = list(self._running.values())
+            self._running.clear()
+        for handle in left:
+            handle.detach()
 
     # -- asking the translator --------------------------------------------------------------
 

@@ -38,3 +38,15 @@ def test_airflows_masker_masks_the_secrets_it_knows_in_string_values(airflow_db:
     assert masked == {"note": "login <redacted> ok", "password": "left-to-dpt", "n": [1, "a"]}
     assert compat.mask_airflow_secrets("zq-compat-secret-9917") == "<redacted>"
     assert compat.mask_airflow_secrets(None) is None
+
+
+def test_dag_run_tries_reads_the_current_tries_in_a_session_of_its_own(
+    dpt_env: object, run_dag: object
+) -> None:
+    result = run_dag("dpt_failure")  # type: ignore[operator]
+    rows = compat.dag_run_tries("dpt_failure", result.run_id)
+    assert rows is not None
+    assert [
+        (r.dag_id, r.task_id, r.map_index, r.try_number, compat.state_text(r.state)) for r in rows
+    ] == [("dpt_failure", "explode", -1, 1, "failed")]
+    assert rows[0].run_id == result.run_id

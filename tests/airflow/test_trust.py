@@ -166,6 +166,30 @@ def test_try_whose_end_event_never_came_is_closed_with_the_dag_run(
     assert dpt_env.scalar("SELECT count(*) FROM invocations WHERE ended_at IS NULL") == 0
 
 
+def test_tries_opened_elsewhere_whose_end_never_came_are_closed_with_the_dag_run(
+    dpt_env: Any, run_dag: Any, end_events_lost: None
+) -> None:
+    """The scheduler ends the dag run; the tries were opened by workers (other processes)
+    and their ends were lost: each is closed as Airflow says it ended."""
+    assert run_dag("dpt_opened_elsewhere").state == "failed"
+    statuses = {(r.job, r.task): r.status for r in runs(dpt_env)}
+    assert statuses == {
+        ("dpt_opened_elsewhere", None): "failed",
+        ("dpt_opened_elsewhere", "work"): "success",
+        ("dpt_opened_elsewhere", "fail"): "failed",
+    }
+
+
+def test_a_sweep_never_overwrites_what_a_worker_recorded(dpt_env: Any, run_dag: Any) -> None:
+    """Ends heard (no listener swallows them): the dag-run sweep finds every try closed,
+    and the status and error each try recorded stay as they were."""
+    assert run_dag("dpt_opened_elsewhere").state == "failed"
+    rows = {r.task: r for r in runs(dpt_env) if r.task}
+    assert rows["fail"].status == "failed"
+    assert rows["fail"].error == "ValueError: failed in a worker"
+    assert rows["work"].status == "success" and rows["work"].error is None
+
+
 def test_translator_failures_cost_only_their_own_field(
     dpt_env: Any, run_dag: Any, airflow_config: Any, data_dir: Path
 ) -> None:

@@ -229,6 +229,28 @@ def airflow_secret_dag() -> None:
     log_in()
 
 
+@dag(dag_id="dpt_opened_elsewhere", schedule=None)
+def opened_elsewhere_dag() -> None:
+    """Its tries look, to the process that ends the dag run, as if another process (a
+    worker) had opened them: each empties the listener's own registry of open tries."""
+
+    @task
+    def work() -> None:
+        from dpt_airflow.listener import dpt_listener
+
+        dpt_listener._running.clear()
+
+    @task
+    def fail() -> None:
+        from dpt_airflow.listener import dpt_listener
+
+        dpt_listener._running.clear()
+        raise ValueError("failed in a worker")
+
+    work()
+    fail()
+
+
 DAGS = {
     d.dag_id: d
     for d in (
@@ -247,5 +269,6 @@ DAGS = {
         chain_dag(),
         track_asset_dag(),
         airflow_secret_dag(),
+        opened_elsewhere_dag(),
     )
 }

@@ -7,11 +7,14 @@ What it does, each step a real Airflow or dpt command (those of this Python):
    for dpt's records (``dpt db upgrade``); both are dropped at the end;
 2. ``airflow db migrate``;
 3. starts ``airflow api-server --host 127.0.0.1 --port P``, ``airflow scheduler
-   --skip-serve-logs`` (LocalExecutor: each task try in a task process of its own) and
-   ``airflow dag-processor``, every process with the same ``DPT_*`` environment;
+   --skip-serve-logs`` (LocalExecutor: each task try in a task process of its own),
+   ``airflow dag-processor`` and ``airflow triggerer``, every process with the same
+   ``DPT_*`` environment;
 4. waits for the dag processor to serialise ``dags/dpt_deployment_dag.py``, then
-   ``airflow dags trigger dpt_deployment`` and waits for the run to end;
-5. stops the three processes (SIGTERM to each, by its own pid) and reads, from both
+   ``airflow dags trigger dpt_deployment``; while the deferrable sensor ``wait`` is
+   deferred (its first task process has exited), reads the status dpt holds for its
+   try, over and over; then waits for the run to end;
+5. stops the processes (SIGTERM to each, by its own pid) and reads, from both
    databases, every task try Airflow ran and every run dpt recorded.
 
 Run it as a script to print the figures (wall times, tries run vs recorded) and the
@@ -70,6 +73,10 @@ class Report:
     #: when there is more than one environment: variable -> its value in each (None: absent)
     environment_differences: dict[str, list[str | None]] = field(default_factory=dict)
     running: int = 0
+    #: dpt's status of the deferred try, read while Airflow said it was deferred
+    while_deferred: list[str] = field(default_factory=list)
+    #: the process token dpt holds for that try at the end
+    deferred_try_process: str | None = None
 
 
 def _free_port() -> int:
@@ -304,6 +311,8 @@ def _read_back(deployment: Deployment, report: Report) -> None:
         report.running = conn.execute(
             "SELECT count(*) FROM invocations WHERE status = 'running'"
         ).fetchone()[0]
+    last = _deferred_try(deployment)
+    report.deferred_try_process = None if last is None else last[1]
 
 
 def run(keep: Path | None = None) -> Report:
@@ -332,6 +341,7 @@ def run(keep: Path | None = None) -> Report:
                 )
                 deployment.start("scheduler", "scheduler", "--skip-serve-logs")
                 deployment.start("dag-processor", "dag-processor")
+                deployment.start("triggerer", "triggerer")
                 deployment.wait(
                     "serialised DAG",
                     lambda: deployment.meta(
@@ -342,6 +352,7 @@ def run(keep: Path | None = None) -> Report:
                 report.figures["start_to_dag_parsed_s"] = time.monotonic() - clock
                 clock = time.monotonic()
                 deployment.command("airflow", "dags", "trigger", DAG_ID, "--run-id", RUN_ID)
+                _watch_the_deferral(deployment, report)
                 state = deployment.wait(
                     "end of the DAG run",
                     lambda: _final(
@@ -356,12 +367,41 @@ def run(keep: Path | None = None) -> Report:
             finally:
                 deployment.stop()
             _read_back(deployment, report)
-            if keep is not None:
-                shutil.copytree(workdir, keep, dirs_exist_ok=True)
     finally:
+        if keep is not None:
+            shutil.copytree(workdir, keep, dirs_exist_ok=True)
         shutil.rmtree(workdir, ignore_errors=True)
     report.figures["wall_s"] = time.monotonic() - started
     return report
+
+
+def _deferred_try(deployment: Deployment) -> tuple[str, str | None] | None:
+    """(status, process) dpt holds for the ``wait`` sensor's try, or None before its start."""
+    import psycopg
+
+    with psycopg.connect(deployment.dpt_url) as conn:
+        row = conn.execute("SELECT status, process FROM invocations WHERE task = 'wait'").fetchone()
+    return None if row is None else (str(row[0]), row[1])
+
+
+def _watch_the_deferral(deployment: Deployment, report: Report) -> None:
+    """Read dpt's status of the sensor's try while Airflow says it is deferred: its task
+    process has exited, but the try goes on (the triggerer, then another task process)."""
+
+    def deferred() -> bool:
+        rows = deployment.meta(
+            "SELECT state FROM task_instance WHERE run_id = %(run)s AND task_id = 'wait'",
+            run=RUN_ID,
+        )
+        return bool(rows) and rows[0][0] == "deferred"
+
+    deployment.wait("the sensor deferred", deferred)
+    time.sleep(2.0)  # the first task process has exited (its atexit handlers have run)
+    while deferred():
+        seen = _deferred_try(deployment)
+        if seen is not None:
+            report.while_deferred.append(seen[0])
+        time.sleep(0.5)
 
 
 def _answers(port: int) -> bool:

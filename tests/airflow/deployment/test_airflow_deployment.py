@@ -28,8 +28,9 @@ def report() -> Any:
 
 def test_every_try_is_recorded_once_as_airflow_ran_it(report: Any) -> None:
     assert report.dag_run_state == "success"
-    # 1 extract, 3 mapped calibrates, summarise twice (its first try fails), 1 report
-    assert len(report.airflow_tries) == 7
+    # 1 extract, 3 mapped calibrates, summarise twice (its first try fails), 1 report,
+    # 1 deferred sensor (one try, two task processes)
+    assert len(report.airflow_tries) == 8
     assert {k: v["status"] for k, v in report.dpt_tries.items()} == {
         key: {"up_for_retry": "failed"}.get(state, state)
         for key, state in report.airflow_tries.items()
@@ -74,3 +75,13 @@ def test_outputs_and_the_bash_command(report: Any) -> None:
     command = tries["report[-1] try 1"]["command"]
     assert command.startswith("echo chips=3 --token ")  # rendered in the worker
     assert "hunter3" not in command
+
+
+def test_a_deferred_try_stays_running_between_its_task_processes(report: Any) -> None:
+    """Its first task process exits when it defers: the try is handed over, not closed as
+    crashed by that process's exit nor by another dpt process on the host, and the task
+    process that resumes it owns it and records its end."""
+    assert report.while_deferred, "the sensor was never seen deferred with a dpt record"
+    assert set(report.while_deferred) == {"running"}, report.while_deferred
+    assert report.dpt_tries["wait[-1] try 1"]["status"] == "success"
+    assert (report.deferred_try_process or "").startswith("linux:")  # the resuming process

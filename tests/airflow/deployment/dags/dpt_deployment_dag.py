@@ -1,9 +1,10 @@
 """The DAG the real-deployment run triggers (tests/airflow/deployment/airflow_deployment.py).
 
-Seven task tries in a LocalExecutor worker pool, each in its own task process: an
+Eight task tries in a LocalExecutor worker pool, each in its own task process: an
 extract that writes a file asset, a transform mapped over three chips, a flaky task
-whose first try fails (its retry is a second try), and a BashOperator with a token on
-its command line.
+whose first try fails (its retry is a second try), a BashOperator with a token on
+its command line, and a deferrable sensor whose one try leaves its first task process
+for the triggerer and ends in another task process.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from pathlib import Path
 
 from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
 from airflow.sdk import Asset, dag, get_current_context, task
 
 DATA = Path(os.environ.get("DPT_DEPLOYMENT_DATA", "/tmp/dpt-airflow-deployment"))
@@ -44,7 +46,15 @@ def dpt_deployment() -> None:
         bash_command="echo chips={{ params.chips }} --token hunter3 > /dev/null",
     )
 
+    #: Deferred until this long after the run was triggered (the triggerer holds it).
+    wait = TimeDeltaSensor(
+        task_id="wait",
+        delta=dt.timedelta(seconds=float(os.environ.get("DPT_DEPLOYMENT_DEFER_S", "30"))),
+        deferrable=True,
+    )
+
     summarise(calibrate.expand(chip=extract())) >> report
+    wait >> report
 
 
 dpt_deployment()
