@@ -570,7 +570,9 @@ class DagsterTranslator:
         invocation is recorded with the asset process's environment, under the same UUID
         the sensor uses, so the sensor later adds the output version and the outcome.
         ``upstream`` (what the asset reads, resolved as the sensor resolves it) is
-        recorded as its inputs at once.
+        recorded as its inputs at once. The invocation is handed over to the sensor
+        (:meth:`dpt_core.InvocationHandle.detach`): the process's exit does not close it,
+        the run's outcome does.
         """
         run = run_record.dagster_run if run_record is not None else None
         self.start_run(tracker, run_id, run_record)
@@ -595,6 +597,9 @@ class DagsterTranslator:
         inputs = [self.upstream_ref(u, tracker) for u in upstream]
         if inputs:
             handle.read(*inputs)
+        # The sensor closes it, from the run's outcome in the event log (made, failed,
+        # skipped, cancelled): not this process's exit, which comes before or after.
+        handle.detach()
         return dpt_core.CurrentContext(invocation_uuid=handle.uuid, job=job, task=task)
 
     def record_unmaterialized(

@@ -142,3 +142,54 @@ def test_an_asset_that_opened_its_invocation_and_made_nothing_is_closed(corpus: 
     )
     [error] = corpus.db.rows("SELECT error FROM invocations WHERE task = 'maybe_report'")
     assert "without materialising" in error.error
+
+
+SAME_PROCESS = """
+import sys
+import dagster as dg
+import dpt_core
+import dpt_dagster
+
+
+@dg.asset
+def noted() -> None:
+    with dpt_core.invocation() as inv:  # opened from the asset, completed by the sensor
+        inv.read(sys.argv[1])
+
+
+defs = dg.Definitions(assets=[noted], sensors=[dpt_dagster.dpt_asset_sensor()])
+with dg.DagsterInstance.get() as instance:
+    assert dg.materialize([noted], instance=instance).success
+    sensor = defs.resolve_sensor_def("dpt_tracker")
+    print(sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs)).skip_message)
+"""
+
+
+def test_the_sensor_closes_an_in_asset_invocation_for_good(
+    dpt_env: Any, dagster_home: Path, tmp_path: Path
+) -> None:
+    """Materialised and recorded in one process, which then exits: the sensor's outcome
+    stands (the asset's process handed the invocation over to the sensor)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "same_process.py"
+    script.write_text(SAME_PROCESS)
+    source = tmp_path / "input.txt"
+    source.write_text("input\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DPT_")}
+    env.update(dpt_env.environ())
+    done = subprocess.run(
+        [sys.executable, str(script), str(source)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "recorded 1 materialisation(s), 1 finished run(s)" in done.stdout
+    rows = dpt_env.rows("SELECT task, status, error FROM invocations ORDER BY id")
+    assert [(r.task, r.status, r.error) for r in rows] == [
+        (None, "success", None),
+        ("noted", "success", None),
+    ]
