@@ -686,6 +686,7 @@ def test_closures_probe_the_edge_indexes_without_planner_statistics(dpt_backend,
         up = lineage(f"grid://p{deep}", "upstream")
         limited = lineage(f"grid://p{deep}", "upstream", depth=5)
         down = lineage(f"grid://p{top}", "downstream", depth=10)
+        every = lineage(f"grid://p{top}", "downstream", all_versions=True)
         with engine.connect() as conn:
             reached = closure(conn, [deep], "upstream", depth=3)
     finally:
@@ -694,7 +695,8 @@ def test_closures_probe_the_edge_indexes_without_planner_statistics(dpt_backend,
     assert len(up.nodes) == sum(min(d + 1, width) for d in range(levels))
     assert [n.depth for n in limited.nodes][-1] == 5 and len(limited.nodes) == 21
     assert len(down.nodes) == 66 and len(reached.depths) == 10
-    assert len(plans) == 4
+    assert len(every.nodes) == len(up.nodes)  # the grid is as wide down as up
+    assert len(plans) == 5
     for plan, jit, jit_above_cost in plans:
         scans = scans_of(plan["Plan"], "lineage_edges")
         assert scans and all(
