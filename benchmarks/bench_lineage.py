@@ -403,7 +403,7 @@ def main() -> None:
     parser.add_argument(
         "--slow-runs",
         type=int,
-        default=5,
+        default=3,
         help="runs, before ANALYZE, of the walk and of the pre-item-9 statement (both slow there)",
     )
     parser.add_argument("--big", action="store_true", help="1 000 000 products / 2 000 000 edges")
