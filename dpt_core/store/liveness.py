@@ -72,10 +72,12 @@ class RunningElsewhere:
 def running_elsewhere(engine: Engine, host: str) -> list[RunningElsewhere]:
     """Per other host (or unknown host), how many runs are still ``running``, oldest first."""
     with engine.connect() as conn:
-        rows: list[Any] = conn.execute(
-            select(I.c.host, func.count(), func.min(I.c.started_at))
-            .where(and_(I.c.status == "running", (I.c.host != host) | I.c.host.is_(None)))
-            .group_by(I.c.host)
-        ).all()
+        rows: list[Any] = list(
+            conn.execute(
+                select(I.c.host, func.count(), func.min(I.c.started_at))
+                .where(and_(I.c.status == "running", (I.c.host != host) | I.c.host.is_(None)))
+                .group_by(I.c.host)
+            ).all()
+        )
     found = [RunningElsewhere(r[0], int(r[1]), r[2]) for r in rows]
     return sorted(found, key=lambda r: (r.oldest_started_at is None, r.oldest_started_at))
