@@ -9,14 +9,26 @@ as the variables, lower-case and without the prefix, at top level or under a
     database_url = "postgresql+psycopg://pipeline@db/dpt"
     hash = "blake3"
     redact_names = ["*_DSN"]
+
+The redaction key (the key of the digests kept for redacted values) comes from
+``DPT_REDACTION_KEY`` or ``DPT_REDACTION_KEY_FILE`` (a file holding it; a team
+shares one key so that digests compare across hosts), else from the file's
+``redaction_key`` / ``redaction_key_file``, else from a random per-user key file in
+the data directory. It is never a constant: when no key can be read or stored, the
+process gets a random key of its own and says so once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
+import logging
 import os
 import secrets
+import threading
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +39,7 @@ from dpt_core.errors import ConfigError
 
 HASH_ALGORITHMS = ("xxh3_128", "blake3", "sha256", "none")
 APP = "dpt"
+log = logging.getLogger("dpt")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -70,8 +83,10 @@ class Settings:
     volatile_names: tuple[str, ...] = ()
     #: Glob patterns of variable names not recorded at all.
     ignore_names: tuple[str, ...] = ()
-    #: Key for the keyed digest of redacted values; from DPT_REDACTION_KEY or a local key file.
+    #: Key for the keyed digest of redacted values (see the module docstring for its sources).
     redaction_key: bytes = b""
+    #: A file holding the redaction key (read into ``redaction_key`` by :func:`load_settings`).
+    redaction_key_file: Path | None = None
     connect_timeout: float = 10.0
     statement_timeout: float = 10.0
     config_file: Path | None = None
@@ -133,6 +148,14 @@ def _as_url(name: str, value: Any) -> str:
     return value
 
 
+def _as_key(name: str, value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"{name} must be a string (a random key, e.g. from 'openssl rand -hex 32')"
+        )
+    return value.encode("utf-8", "surrogateescape")
+
+
 _KEYS: dict[str, tuple[str, Any]] = {
     "database_url": ("database_url", _as_url),
     "spool_dir": ("spool_dir", _as_path),
@@ -144,7 +167,8 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "redact_names": ("redact_names", _as_list),
     "volatile_names": ("volatile_names", _as_list),
     "ignore_names": ("ignore_names", _as_list),
-    "redaction_key": ("redaction_key", lambda n, v: str(v).encode()),
+    "redaction_key": ("redaction_key", _as_key),
+    "redaction_key_file": ("redaction_key_file", lambda n, v: _as_path(n, v) if v else None),
     "connect_timeout": ("connect_timeout", _as_float),
     "statement_timeout": ("statement_timeout", _as_float),
 }
@@ -184,26 +208,121 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def redaction_key_id(key: bytes) -> str:
+    """A short id of ``key`` (12 hex of an HMAC under it), recorded beside its digests.
+
+    Two environments whose ids differ had their secrets digested under different keys:
+    their digests cannot be compared. The id tells keys apart; it is not the key.
+    """
+    return hmac.new(key, b"dpt redaction key id", hashlib.sha256).hexdigest()[:12]
+
+
+_process_key: bytes | None = None
+_process_key_lock = threading.Lock()
+
+
+def _random_process_key(reason: str) -> bytes:
+    """A random key for this process only, with one warning naming ``reason``.
+
+    Never a constant: a key anyone can know would let a guess list be checked against
+    the digests. Digests made under it compare only within this process; environments
+    record the key's id, so ``dpt env diff`` says so instead of reporting a change.
+    """
+    global _process_key
+    with _process_key_lock:
+        if _process_key is None:
+            _process_key = secrets.token_hex(32).encode()
+            log.warning(
+                "dpt: %s; redacted values are digested under a random key for this process "
+                "only, not comparable with other runs: set DPT_REDACTION_KEY or "
+                "DPT_REDACTION_KEY_FILE (see docs/security.md)",
+                reason,
+            )
+        return _process_key
+
+
+def _read_key_file(path: Path) -> bytes:
+    """The key in ``path`` (surrounding whitespace stripped); OSError or ValueError if none."""
+    key = path.read_bytes().strip()
+    if not key:
+        raise ValueError("it is empty")
+    return key
+
+
 def _local_redaction_key() -> bytes:
-    """A per-user random key, created once (mode 0600) beside the default database."""
+    """A per-user random key, created once (mode 0600) beside the default database.
+
+    The file is written under a temporary name and linked into place, so a process that
+    races another one reads the winner's complete key. When the data directory cannot
+    hold or give the key: a random key for this process (:func:`_random_process_key`).
+    """
     path = data_dir() / "redaction.key"
     try:
-        return path.read_bytes().strip()
+        return _read_key_file(path)
     except FileNotFoundError:
         pass
-    except OSError:
-        return b"dpt-unkeyed"
+    except (OSError, ValueError) as exc:
+        return _random_process_key(f"the redaction key file {path} cannot be used ({_why(exc)})")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_hex(32).encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return _create_key_file(path)
+    except (OSError, ValueError) as exc:
+        return _random_process_key(f"the redaction key file {path} cannot be created ({_why(exc)})")
+
+
+def _why(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
+def _create_key_file(path: Path) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(key)
-        return key
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temporary, path)
     except FileExistsError:
-        return path.read_bytes().strip()
-    except OSError:
-        return b"dpt-unkeyed"
+        return _read_key_file(path)  # another process was first: its key is everyone's
+    finally:
+        temporary.unlink(missing_ok=True)
+    return key
+
+
+def _resolve_redaction_key(settings: Settings) -> Settings:
+    """``settings`` with ``redaction_key`` read from its key file or the local key file."""
+    if settings.redaction_key or settings.disabled:
+        return settings
+    path = settings.redaction_key_file
+    if path is None:
+        return settings.replace(redaction_key=_local_redaction_key())
+    try:
+        return settings.replace(redaction_key=_read_key_file(path))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"redaction key file {path} (redaction_key_file) cannot be read ({_why(exc)}): "
+            "fix the path or its permissions, or set DPT_REDACTION_KEY"
+        ) from None
+
+
+def _apply_layer(values: dict[str, Any], layer: dict[str, Any], source: str) -> None:
+    """Merge one source of settings; its key or key file replaces a lower source's.
+
+    An empty ``DPT_REDACTION_KEY`` (or ``DPT_REDACTION_KEY_FILE``) means "not set here".
+    """
+    unset = [k for k in ("redaction_key", "redaction_key_file") if k in layer and not layer[k]]
+    layer = {k: v for k, v in layer.items() if k not in unset}
+    if layer.get("redaction_key") and layer.get("redaction_key_file") is not None:
+        raise ConfigError(
+            f"{source} sets both redaction_key and redaction_key_file: keep one of them"
+        )
+    if layer.get("redaction_key"):
+        values.pop("redaction_key_file", None)
+    if layer.get("redaction_key_file") is not None:
+        values.pop("redaction_key", None)
+    values.update(layer)
 
 
 def load_settings(
@@ -214,21 +333,24 @@ def load_settings(
     values: dict[str, Any] = {}
     path = config_file_path(environ)
     if path is not None:
+        from_file: dict[str, Any] = {}
         for key, value in _read_file(path).items():
             attr, convert = _KEYS[key]
-            values[attr] = convert(f"{path}: {key}", value)
+            from_file[attr] = convert(f"{path}: {key}", value)
+        _apply_layer(values, from_file, f"config file {path}")
         values["config_file"] = path
+    from_environ: dict[str, Any] = {}
     for key, (attr, convert) in _KEYS.items():
         name = f"DPT_{key.upper()}"
         if name in environ:
-            values[attr] = convert(name, environ[name])
-    for attr, value in explicit.items():
-        if value is not None:
-            values[attr] = value
-    settings = Settings(**values)
-    if not settings.redaction_key and not settings.disabled:
-        settings = settings.replace(redaction_key=_local_redaction_key())
-    return settings
+            from_environ[attr] = convert(name, environ[name])
+    _apply_layer(
+        values, from_environ, "the environment (DPT_REDACTION_KEY, DPT_REDACTION_KEY_FILE)"
+    )
+    _apply_layer(
+        values, {k: v for k, v in explicit.items() if v is not None}, "the explicit arguments"
+    )
+    return _resolve_redaction_key(Settings(**values))
 
 
 _cached: Settings | None = None
@@ -243,8 +365,9 @@ def get_settings() -> Settings:
 
 
 def reset_settings(settings: Settings | None = None) -> None:
-    global _cached
+    global _cached, _unconfigured_key
     _cached = settings
+    _unconfigured_key = None
 
 
 def unconfigured_settings() -> Settings:
@@ -253,10 +376,55 @@ def unconfigured_settings() -> Settings:
     Tracking code must not fail the user's pipeline over a bad ``DPT_*`` value or
     config file (unless strict): it keeps the events in the spool (``DPT_SPOOL_DIR``
     if that one is usable) until the configuration is fixed and they are replayed.
+    The redaction key is the best one still readable (:func:`_unconfigured_redaction_key`).
     """
-    fallback = Settings(database_url="", redaction_key=b"dpt-unconfigured")
+    fallback = Settings(database_url="", redaction_key=_unconfigured_redaction_key())
     spool = os.environ.get("DPT_SPOOL_DIR")
     return fallback.replace(spool_dir=Path(spool).expanduser()) if spool else fallback
+
+
+_unconfigured_key: bytes | None = None
+
+
+def _unconfigured_redaction_key() -> bytes:
+    """The key a broken configuration would most likely have given, read once per process.
+
+    ``DPT_REDACTION_KEY``, then ``DPT_REDACTION_KEY_FILE``, then the config file's
+    ``redaction_key`` / ``redaction_key_file`` (read leniently: the file may be what is
+    broken), then the per-user key file; and if none can be read, a random key for the
+    process (:func:`_random_process_key`). Never a constant.
+    """
+    global _unconfigured_key
+    if _unconfigured_key is None:
+        _unconfigured_key = (
+            next((key for key in _candidate_keys() if key), None) or _local_redaction_key()
+        )
+    return _unconfigured_key
+
+
+def _candidate_keys() -> Iterator[bytes | None]:
+    key = os.environ.get("DPT_REDACTION_KEY")
+    yield key.encode("utf-8", "surrogateescape") if key else None
+    yield _key_from_file(os.environ.get("DPT_REDACTION_KEY_FILE"))
+    try:
+        path = config_file_path()
+        data = tomllib.loads(path.read_text("utf-8")) if path is not None else {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        data = {}
+    if isinstance(data.get("dpt"), dict):
+        data = data["dpt"]
+    key = data.get("redaction_key")
+    yield key.encode("utf-8", "surrogateescape") if isinstance(key, str) and key else None
+    yield _key_from_file(data.get("redaction_key_file"))
+
+
+def _key_from_file(path: Any) -> bytes | None:
+    if not isinstance(path, str) or not path:
+        return None
+    try:
+        return _read_key_file(Path(path).expanduser())
+    except (OSError, ValueError):
+        return None
 
 
 def settings_for_recording() -> Settings:

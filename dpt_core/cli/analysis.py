@@ -428,13 +428,29 @@ def env_diff(run_a: str, run_b: str, as_json: bool) -> None:
         for key, value in part["removed"].items():
             table.add_row(section, escape(key), _shown(value), "[dim](absent)[/]")
         for key, change in part["changed"].items():
-            if change.get("redacted"):
+            if change.get("comparable") is False:
+                table.add_row(
+                    section,
+                    escape(key),
+                    "[dim]<redacted>[/]",
+                    f"[dim]<redacted, not comparable: {escape(change['reason'])}>[/]",
+                )
+            elif change.get("redacted"):
                 table.add_row(
                     section, escape(key), "[dim]<redacted>[/]", "[dim]<redacted, changed>[/]"
                 )
             else:
                 table.add_row(section, escape(key), _shown(change["a"]), _shown(change["b"]))
     console.print(table)
+    blind = [k for k, c in diff["variables"]["changed"].items() if c.get("comparable") is False]
+    if blind:
+        console.print(
+            f"{len(blind)} secret variable(s) not comparable: run {run_a} recorded them under "
+            f"redaction key {diff['a']['redaction_key']}, run {run_b} under "
+            f"{diff['b']['redaction_key']}. Give every host one key (DPT_REDACTION_KEY or "
+            "DPT_REDACTION_KEY_FILE) to compare secrets across hosts.",
+            highlight=False,
+        )
 
 
 def _shown(value: Any) -> str:

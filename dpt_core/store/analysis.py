@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, bindparam, func, select
 
 from dpt_core.config import HASH_ALGORITHMS, Settings, get_settings
+from dpt_core.environment import REDACTION_KEY_FACET
 from dpt_core.errors import NotFound
 from dpt_core.store.lineage import (
     Closure,
@@ -695,10 +696,14 @@ def diff_environments(
     """``dpt env diff``: what differs between the environments of two runs.
 
     Redacted variables never show a value: added or removed ones have value None,
-    changed ones (their keyed digests differ) are ``{"redacted": true}``.
+    changed ones (their keyed digests differ) are ``{"redacted": true}``. When the two
+    environments were recorded under different redaction keys (another host without
+    the team's shared key, say), differing digests say nothing: such a variable is
+    ``{"redacted": true, "comparable": false, "reason": "different redaction keys"}``.
 
     :returns: ``{"a", "b", "same", "fields", "packages", "variables", "facets"}``, where
-        ``packages``, ``variables`` and ``facets`` each hold ``added``, ``removed``, ``changed``.
+        ``packages``, ``variables`` and ``facets`` each hold ``added``, ``removed``, ``changed``;
+        ``a`` and ``b`` name the run, its environment and the id of its redaction key.
     :raises NotFound: a run is unknown or has no recorded environment.
     """
     eng = _engine(engine)
@@ -719,12 +724,14 @@ def diff_environments(
             "uuid": info_a["uuid"],
             "environment": env_a["id"],
             "fingerprint": env_a["fingerprint"],
+            "redaction_key": _redaction_key(env_a),
         },
         "b": {
             "run": info_b["id"],
             "uuid": info_b["uuid"],
             "environment": env_b["id"],
             "fingerprint": env_b["fingerprint"],
+            "redaction_key": _redaction_key(env_b),
         },
         "same": env_a["fingerprint"] == env_b["fingerprint"],
         "fields": fields,
@@ -735,9 +742,21 @@ def diff_environments(
     return result
 
 
+def _redaction_key(env: dict[str, Any]) -> str | None:
+    """The id of the key the environment's digests were made with (None: no digests, or
+    recorded before key ids were)."""
+    key = env["facets"].get(REDACTION_KEY_FACET)
+    return key if isinstance(key, str) else None
+
+
+NOT_COMPARABLE = "different redaction keys"
+
+
 def _diff_variables(env_a: dict[str, Any], env_b: dict[str, Any]) -> dict[str, Any]:
     a_vals, b_vals = env_a["variables"], env_b["variables"]
     a_dig, b_dig = env_a["_digests"], env_b["_digests"]
+    key_a, key_b = _redaction_key(env_a), _redaction_key(env_b)
+    other_keys = key_a is not None and key_b is not None and key_a != key_b
 
     def shown(key: str, values: dict[str, Any], digests: dict[str, str]) -> Any:
         return None if key in digests else values[key]
@@ -746,7 +765,11 @@ def _diff_variables(env_a: dict[str, Any], env_b: dict[str, Any]) -> dict[str, A
     for key in sorted(a_vals.keys() & b_vals.keys()):
         secret = key in a_dig or key in b_dig
         if secret:
-            if (a_dig.get(key), a_vals[key]) != (b_dig.get(key), b_vals[key]):
+            if (a_dig.get(key), a_vals[key]) == (b_dig.get(key), b_vals[key]):
+                continue
+            if other_keys and key in a_dig and key in b_dig and a_vals[key] == b_vals[key]:
+                changed[key] = {"redacted": True, "comparable": False, "reason": NOT_COMPARABLE}
+            else:
                 changed[key] = {"redacted": True}
         elif a_vals[key] != b_vals[key]:
             changed[key] = {"a": a_vals[key], "b": b_vals[key]}

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import shlex
 import string
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dpt_core.config import Settings
+from dpt_core.config import Settings, redaction_key_id
 from dpt_core.environment import (
     capture_environment,
     clear_environment_cache,
@@ -397,7 +398,7 @@ def test_capture_records_host_interpreter_and_sorted_variables() -> None:
     assert snapshot.implementation == "CPython"
     assert snapshot.hostname == os.uname().nodename
     assert snapshot.user
-    assert snapshot.facets == {"git": None}
+    assert snapshot.facets == {"git": None, "dpt/redaction_key": redaction_key_id(KEY)}
     assert snapshot.variables == (
         ("API_TOKEN", None, expected_digest("API_TOKEN", "t0k")),
         ("HOME", "/root", None),
@@ -647,3 +648,371 @@ def test_git_facet_without_git_executable(repo: Path, monkeypatch: pytest.Monkey
     assert git_facet(str(repo)) is not None
     monkeypatch.setenv("PATH", str(repo / "sub"))  # a directory with no git in it
     assert git_facet(str(repo)) is None
+
+
+# --------------------------------------------------------------------------- identifiers (issue 15, item 5)
+
+IDENTIFIER_TEXTS = [
+    "AirflowInactiveAssetInInletOrOutletException: Task has the following inactive assets",
+    "airflow.exceptions.AirflowInactiveAssetInInletOrOutletException",
+    "DagsterInvalidDefinitionError: @asset 'daily_partitioned_events' has no partitions",
+    "prefect.exceptions.PrefectHTTPStatusError: Client error '404 Not Found'",
+    "KeyError: 'partition_key_range_for_time_window_partitions_definition'",
+    "File /opt/airflow/dags/ExampleAssetPartitionDagProcessor.py, line 42, in execute",
+    "run 0f6b3c1e-4d2a-4b8e-9f3a-2c1d5e6f7a8b of flow 1c9e7a52-0b6d-4f3e-8a21-7d5c3b9e4f10",
+    "manual__2024-05-01T12:00:00.123456+00:00 scheduled__2024-05-02T00:00:00+00:00",
+    "commit da39a3ee5e6b4b0d3255bfef95601890afd80709 broke getUserAccountSettingsFromCache",
+    "SparkSubmitArgumentsParserConfiguration failed after 3 retries (exit 137)",
+]
+
+
+@pytest.mark.parametrize("text", IDENTIFIER_TEXTS)
+def test_identifiers_are_not_secrets_in_text(text: str) -> None:
+    from dpt_core.environment import redact_text
+
+    assert redact_text(text) == text
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "AirflowInactiveAssetInInletOrOutletException",
+        "org.apache.spark.deploy.SparkSubmitArgumentsParser",
+        "DagsterUserCodeUnreachableErrorHandler",
+        "0f6b3c1e-4d2a-4b8e-9f3a-2c1d5e6f7a8b",
+        "flow-run-0f6b3c1e-4d2a-4b8e-9f3a-2c1d5e6f7a8b",
+    ],
+)
+def test_identifiers_are_not_secrets_in_variables(value: str) -> None:
+    assert redact("PIPELINE_SETTING", value, SETTINGS) == (value, None)
+
+
+def test_run_ids_are_context_not_secrets() -> None:
+    """Prefect worker runs: the run ids are what a user looks for (issue 15, item 5)."""
+    run, flow, deployment = (
+        "0f6b3c1e-4d2a-4b8e-9f3a-2c1d5e6f7a8b",
+        "1c9e7a52-0b6d-4f3e-8a21-7d5c3b9e4f10",
+        "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+    )
+    environ = {
+        "PREFECT__FLOW_RUN_ID": run,
+        "PREFECT__FLOW_ID": flow,
+        "PREFECT__DEPLOYMENT_ID": deployment,
+        "PREFECT__API_KEY": run,  # a UUID under a secret name stays a secret
+    }
+    assert volatile_variables(SETTINGS, environ=environ) == {
+        "PREFECT__API_KEY": f"<redacted:{expected_digest('PREFECT__API_KEY', run)}>",
+        "PREFECT__DEPLOYMENT_ID": deployment,
+        "PREFECT__FLOW_ID": flow,
+        "PREFECT__FLOW_RUN_ID": run,
+    }
+
+
+# --------------------------------------------------------------------------- commands (item 5)
+
+
+def test_the_command_line_of_the_issue() -> None:
+    from dpt_core.environment import redact_text
+
+    command = shlex.join(
+        ["tool", "--token", "hunter3", "--api-key=hunter4", "PGPASSWORD=hunter5",
+         "Authorization: Bearer hunter6abcdef"]
+    )  # fmt: skip
+    assert redact_text(command) == (
+        "tool --token <redacted> --api-key=<redacted> PGPASSWORD=<redacted> "
+        "'Authorization: Bearer <redacted>'"
+    )
+
+
+TEXT_CASES = [
+    # flags, both forms, long and single-dash, quoted by shlex
+    ("tool --password s3cr3t -v", "tool --password <redacted> -v"),
+    ("tool --client-secret=abc123 --page 2", "tool --client-secret=<redacted> --page 2"),
+    (
+        "keytool -storepass changeit1 -keypass changeit2",
+        "keytool -storepass <redacted> -keypass <redacted>",
+    ),
+    ("vault -token hvs.abcdef login", "vault -token <redacted> login"),
+    ("tool '--token=two words' --x", "tool '--token=<redacted>' --x"),
+    ("tool --token 'two words' --x", "tool --token '<redacted>' --x"),
+    ("tool --secret 'it'\"'\"'s' --x", "tool --secret <redacted> --x"),
+    # assignments and key = value text
+    ("env PGPASSWORD=hunter5 psql", "env PGPASSWORD=<redacted> psql"),
+    (
+        "java -Djavax.net.ssl.keyStorePassword=changeit -jar x.jar",
+        "java -Djavax.net.ssl.keyStorePassword=<redacted> -jar x.jar",
+    ),
+    (
+        "connect(user='app', password='pw1234', host='db')",
+        "connect(user='app', password='<redacted>', host='db')",
+    ),
+    (
+        "login failed: password = hunter2, user = app",
+        "login failed: password = <redacted>, user = app",
+    ),
+    ("{'user': 'app', 'password': 'pw1234'}", "{'user': 'app', 'password': '<redacted>'}"),
+    ('{"api_key": "k-123456", "page": 2}', '{"api_key": "<redacted>", "page": 2}'),
+    # headers
+    (
+        "curl -H 'Authorization: Bearer abc.def' https://x",
+        "curl -H 'Authorization: Bearer <redacted>' https://x",
+    ),
+    ('curl -H "X-Api-Key: k123456" https://x', 'curl -H "X-Api-Key: <redacted>" https://x'),
+    ("curl -H 'Cookie: theme=dark; session=zzz' x", "curl -H 'Cookie: <redacted>' x"),
+    ("Proxy-Authorization: Basic dXNlcjpwYXNz", "Proxy-Authorization: Basic <redacted>"),
+    ("curl -u alice:wonderland https://x", "curl -u alice:<redacted> https://x"),
+    ("mysql -u root -phunter2 warehouse", "mysql -u root -p<redacted> warehouse"),
+    # not secrets: the value is a path, a switch, a reference, a port, a parameter, an id
+    ("tool --token-file /run/secrets/token --password-env DB_PW", None),
+    ("psql --no-password --password -h db warehouse", None),
+    ('tool --token "$GITHUB_TOKEN" --api-key ${API_KEY}', None),
+    ("psql -p 5432 -U app warehouse", None),
+    ("dpt run -p gain=1.5 -p partition_key=2024-01-01 -- calibrate", None),
+    ("docker run -u 1000:1000 image", None),
+    ("sort_key=name asset_key=raw/events auth_type=basic", None),
+    ("token expired: refresh the session and retry", None),
+    ("KeyError: 'token'", None),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), TEXT_CASES)
+def test_secret_flags_assignments_and_headers_in_text(text: str, expected: str | None) -> None:
+    from dpt_core.environment import redact_text
+
+    assert redact_text(text) == (text if expected is None else expected)
+
+
+def test_variable_values_holding_secret_flags_are_masked() -> None:
+    value = "-Xmx2g -Djavax.net.ssl.trustStorePassword=changeit1 -Dfile.encoding=UTF-8"
+    assert redact("JAVA_OPTS", value, SETTINGS) == (
+        "-Xmx2g -Djavax.net.ssl.trustStorePassword=<redacted> -Dfile.encoding=UTF-8",
+        expected_digest("JAVA_OPTS", value),
+    )
+
+
+def test_secret_fields_by_name() -> None:
+    from dpt_core.environment import is_secret_field
+
+    for name in ("--api-key", "client_secret", "PGPASSWORD", "X-Auth-Token", "keyStorePassword",
+                 "storepass", "auth", "db_pwd", "sessionId", "AWS_SECRET_ACCESS_KEY"):  # fmt: skip
+        assert is_secret_field(name), name
+    for name in ("--token-file", "no_password", "auth_type", "partition_key", "asset_key",
+                 "author", "keyboard", "password_env", "monkey"):  # fmt: skip
+        assert not is_secret_field(name), name
+
+
+# --------------------------------------------------------------------------- known secrets (item 5)
+
+
+@pytest.fixture
+def environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """``monkeypatch`` whose environment changes the known secrets see."""
+    yield monkeypatch
+    monkeypatch.undo()
+    clear_environment_cache()
+
+
+def test_values_of_secret_variables_are_masked_wherever_text_is_stored(
+    environ: pytest.MonkeyPatch,
+) -> None:
+    from dpt_core.environment import redact_parameters, redact_text
+
+    environ.setenv("WAREHOUSE_PASSWORD", "hunter5x")
+    environ.setenv("SURVEY_UPLOAD_TOKEN", "c0ffee-Upload-Token-Value")
+    environ.setenv("MIRROR", "https://mirror:MirrorPw99@mirror.example.org/simple")
+    clear_environment_cache()
+    assert redact_text("psql -W hunter5x warehouse") == "psql -W <redacted> warehouse"
+    assert (
+        redact_text("upload failed for token c0ffee-Upload-Token-Value/part-2")
+        == "upload failed for token <redacted>/part-2"
+    )
+    assert redact_text("retry with MirrorPw99 later") == "retry with <redacted> later"
+    assert redact_parameters({"note": "pw hunter5x"}, SETTINGS) == {"note": "pw <redacted>"}
+    # whole words only below 16 characters: other words containing it stay
+    assert redact_text("hunter5xyz and xhunter5x") == "hunter5xyz and xhunter5x"
+
+
+def test_short_values_paths_and_descriptors_are_not_known_secrets(
+    environ: pytest.MonkeyPatch,
+) -> None:
+    from dpt_core.environment import redact_text
+
+    environ.setenv("DB_PASSWORD", "12345")  # shorter than MIN_KNOWN_SECRET_LENGTH
+    environ.setenv("XDG_SESSION_TYPE", "wayland")
+    environ.setenv("DESKTOP_SESSION", "ubuntu")
+    environ.setenv("SSH_AUTH_SOCK", "/tmp/ssh-XXXX/agent.42")
+    environ.setenv("GIT_AUTHOR_NAME", "Vera Rubin")
+    clear_environment_cache()
+    text = "docker run ubuntu on wayland as Vera Rubin: 12345 rows, /tmp/ssh-XXXX/agent.42"
+    assert redact_text(text) == text
+
+
+def test_known_secrets_follow_the_environment_after_clearing_the_cache(
+    environ: pytest.MonkeyPatch,
+) -> None:
+    from dpt_core.environment import redact_text
+
+    assert redact_text("login with Late-Secret-1234") == "login with Late-Secret-1234"
+    environ.setenv("LATE_TOKEN", "Late-Secret-1234")
+    clear_environment_cache()
+    assert redact_text("login with Late-Secret-1234") == "login with <redacted>"
+
+
+def test_register_secret() -> None:
+    from dpt_core.environment import redact_text, register_secret
+
+    assert redact_text("conn pw Reg1stered-Pw") == "conn pw Reg1stered-Pw"
+    register_secret("Reg1stered-Pw")
+    register_secret("abc")  # too short to mask in text: ignored
+    assert redact_text("conn pw Reg1stered-Pw") == "conn pw <redacted>"
+    assert redact_text("abc") == "abc"
+    clear_environment_cache()  # registered secrets survive it
+    assert redact_text("conn pw Reg1stered-Pw") == "conn pw <redacted>"
+    with pytest.raises(TypeError):
+        register_secret(b"bytes")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- redaction key (item 8)
+
+
+def test_environments_with_digests_record_the_key_id() -> None:
+    from dpt_core.config import redaction_key_id
+    from dpt_core.environment import REDACTION_KEY_FACET
+
+    with_secret = capture({"API_TOKEN": "t0k", "HOME": "/root"})
+    assert with_secret.facets == {"note": "test", REDACTION_KEY_FACET: redaction_key_id(KEY)}
+    assert redaction_key_id(KEY) not in dumped(capture({"HOME": "/root"}))
+    assert KEY.decode() not in dumped(with_secret)
+    other = capture_environment(SETTINGS.replace(redaction_key=b"other"), {"note": "test"},
+                                environ={"API_TOKEN": "t0k", "HOME": "/root"})  # fmt: skip
+    assert other.facets[REDACTION_KEY_FACET] != with_secret.facets[REDACTION_KEY_FACET]
+    assert len(redaction_key_id(KEY)) == 12
+
+
+def data_home_that_cannot_hold_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the data directory should be")
+    monkeypatch.setenv("XDG_DATA_HOME", str(blocker))
+
+
+@pytest.fixture
+def fresh_keys(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    from dpt_core import config
+
+    monkeypatch.setattr(config, "_process_key", None)
+    config.reset_settings()
+    yield
+    config.reset_settings()
+
+
+def test_unusable_data_dir_gives_a_random_process_key_with_one_warning(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fresh_keys: None,
+) -> None:
+    from dpt_core import config
+
+    data_home_that_cannot_hold_a_key(tmp_path, monkeypatch)
+    first = config._local_redaction_key()
+    second = config._local_redaction_key()
+    assert first == second and len(first) == 64
+    assert first not in (b"dpt-unkeyed", b"dpt-unconfigured")
+    warnings = [r for r in caplog.records if "random key for this process" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "DPT_REDACTION_KEY" in warnings[0].getMessage()
+    assert "not-a-directory" in warnings[0].getMessage()
+
+
+def run_python(code: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+KEY_ID = "from dpt_core.config import load_settings, redaction_key_id; print(redaction_key_id(load_settings().redaction_key))"
+UNCONFIGURED_KEY_ID = "from dpt_core.config import unconfigured_settings, redaction_key_id; print(redaction_key_id(unconfigured_settings().redaction_key))"
+
+
+def key_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("DPT_") or k.startswith("DPT_TEST")
+    }
+    env.update(XDG_DATA_HOME=str(tmp_path / "data"), DPT_CONFIG=str(tmp_path / "none.toml"))
+    (tmp_path / "none.toml").write_text("")
+    return {**env, **extra}
+
+
+def test_processes_without_a_usable_key_file_never_share_a_constant(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    env = key_env(tmp_path, XDG_DATA_HOME=str(blocker))
+    ids = {run_python(KEY_ID, env) for _ in range(2)}
+    ids |= {run_python(UNCONFIGURED_KEY_ID, {**env, "DPT_HASH": "bogus"}) for _ in range(2)}
+    assert len(ids) == 4  # every process its own random key
+    from dpt_core.config import redaction_key_id
+
+    assert not ids & {redaction_key_id(b"dpt-unkeyed"), redaction_key_id(b"dpt-unconfigured")}
+
+
+def test_broken_configuration_keeps_the_key_it_can_still_read(tmp_path: Path) -> None:
+    from dpt_core.config import redaction_key_id
+
+    broken = {"DPT_HASH": "bogus"}
+    env = key_env(tmp_path, **broken)
+    local = run_python(UNCONFIGURED_KEY_ID, env)
+    assert local == run_python(KEY_ID, key_env(tmp_path))  # the per-user key file
+    assert run_python(
+        UNCONFIGURED_KEY_ID, {**env, "DPT_REDACTION_KEY": "team"}
+    ) == redaction_key_id(b"team")
+    (tmp_path / "team.key").write_text("team-from-file\n")
+    assert run_python(
+        UNCONFIGURED_KEY_ID, {**env, "DPT_REDACTION_KEY_FILE": str(tmp_path / "team.key")}
+    ) == redaction_key_id(b"team-from-file")
+    (tmp_path / "broken.toml").write_text('redaction_key = "from-config"\nunknown_key = 1\n')
+    assert run_python(
+        UNCONFIGURED_KEY_ID, {**env, "DPT_CONFIG": str(tmp_path / "broken.toml")}
+    ) == redaction_key_id(b"from-config")
+
+
+def test_processes_racing_to_create_the_key_file_agree(tmp_path: Path) -> None:
+    env = key_env(tmp_path)
+    processes = [
+        subprocess.Popen([sys.executable, "-c", KEY_ID], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(8)
+    ]
+    ids = {p.communicate()[0].strip() for p in processes}
+    assert len(ids) == 1 and "" not in ids
+    key_file = tmp_path / "data" / "dpt" / "redaction.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in key_file.parent.iterdir()) == ["redaction.key"]
+
+
+def test_team_key_from_a_file_from_the_environment_or_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_keys: None
+) -> None:
+    from dpt_core.config import load_settings
+    from dpt_core.errors import ConfigError
+
+    key_file = tmp_path / "team.key"
+    key_file.write_text("  team-secret-key\n")
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'redaction_key_file = "{key_file}"\n')
+    base = {"DPT_CONFIG": str(config_file), "XDG_DATA_HOME": str(tmp_path / "data")}
+    assert load_settings(base).redaction_key == b"team-secret-key"
+    assert load_settings({**base, "DPT_REDACTION_KEY": "env-key"}).redaction_key == b"env-key"
+    config_file.write_text('redaction_key = "config-key"\n')
+    assert load_settings(base).redaction_key == b"config-key"
+    assert (
+        load_settings({**base, "DPT_REDACTION_KEY_FILE": str(key_file)}).redaction_key
+        == b"team-secret-key"
+    )
+    with pytest.raises(ConfigError, match="both redaction_key and redaction_key_file"):
+        load_settings({**base, "DPT_REDACTION_KEY": "a", "DPT_REDACTION_KEY_FILE": str(key_file)})
+    with pytest.raises(ConfigError, match=r"redaction key file .*missing\.key.*cannot be read"):
+        load_settings({**base, "DPT_REDACTION_KEY_FILE": str(tmp_path / "missing.key")})
+    (tmp_path / "empty.key").write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        load_settings({**base, "DPT_REDACTION_KEY_FILE": str(tmp_path / "empty.key")})

@@ -14,9 +14,11 @@ import io
 import json
 import logging
 import os
+import secrets
 import shutil
 import string
 import subprocess
+import uuid
 
 import pytest
 from conftest import cli, dpt, one_line_error
@@ -324,3 +326,198 @@ def test_database_url_password_hidden_when_the_url_works(pg_env, monkeypatch, ca
     assert "***" in cli("doctor", "--json", check=0).stdout
     assert password not in caplog.text
     assert password not in database_bytes(pg_env).decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------- issue 15, item 5
+
+
+def stored_run(env, run_uuid: str) -> dict[str, object]:
+    row = env.rows(
+        "SELECT command, error, parameters, variables FROM invocations WHERE uuid = :u", u=run_uuid
+    )[0]
+    decode = lambda v: json.loads(v) if isinstance(v, str) else v  # noqa: E731
+    return {
+        "command": row.command,
+        "error": row.error,
+        "parameters": decode(row.parameters),
+        "variables": decode(row.variables),
+    }
+
+
+def newest_run_uuid(env) -> str:
+    return env.scalar("SELECT uuid FROM invocations ORDER BY id DESC LIMIT 1")
+
+
+def test_secret_flags_assignments_and_headers_of_a_command_never_stored(dpt_env):
+    """The command line of the issue, through a real ``dpt run``."""
+    result = dpt(
+        "run", "--", "true", "--token", "hunter3", "--api-key=hunter4", "PGPASSWORD=hunter5",
+        "Authorization: Bearer hunter6abcdef", "-H", "X-Api-Key: hunter7key",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    stored = stored_run(dpt_env, newest_run_uuid(dpt_env))
+    assert stored["command"] == (
+        "true --token <redacted> --api-key=<redacted> PGPASSWORD=<redacted> "
+        "'Authorization: Bearer <redacted>' -H 'X-Api-Key: <redacted>'"
+    )
+    dumped = database_bytes(dpt_env).decode("utf-8", "replace")
+    shown = cli("runs", "--json", check=0).stdout + cli("export", "--format", "prov").stdout
+    for needle in ("hunter3", "hunter4", "hunter5", "hunter6abcdef", "hunter7key"):
+        assert needle not in dumped and needle not in shown, f"{needle} stored in clear"
+
+
+def test_values_of_secret_variables_never_stored_in_commands_errors_or_parameters(
+    dpt_env, monkeypatch
+):
+    """Known-secret masking: the value of a secret variable wherever free text is stored."""
+    secret = "QzEnvSecret-4417"
+    result = dpt(
+        "run", "-p", f"note=uses {secret}", "--",
+        "sh", "-c", f"echo {secret} >/dev/null; exit 3",
+        env={"SURVEY_ARCHIVE_TOKEN": secret},
+    )  # fmt: skip
+    assert result.returncode == 3
+    stored = stored_run(dpt_env, newest_run_uuid(dpt_env))
+    assert stored["command"] == "sh -c 'echo <redacted> >/dev/null; exit 3'"
+    assert stored["parameters"]["note"] == "uses <redacted>"
+    monkeypatch.setenv("SURVEY_ARCHIVE_TOKEN", secret)
+    dpt_core.reset()
+    clear_environment_cache()
+    try:
+        with pytest.raises(PermissionError), dpt_core.invocation("upload") as inv:
+            raise PermissionError(f"archive refused token {secret} (expired)")
+    finally:
+        clear_environment_cache()
+    assert stored_run(dpt_env, inv.uuid)["error"] == (
+        "PermissionError: archive refused token <redacted> (expired)"
+    )
+    assert secret not in database_bytes(dpt_env).decode("utf-8", "replace")
+
+
+class AirflowInactiveAssetInInletOrOutletException(Exception):
+    """The exception of the issue (Airflow's own, recreated: no Airflow in this suite)."""
+
+
+def test_errors_keep_exception_names_and_runs_keep_their_run_ids(dpt_env, monkeypatch):
+    flow_run, flow, deployment = (str(uuid.uuid4()) for _ in range(3))
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", flow_run)
+    monkeypatch.setenv("PREFECT__FLOW_ID", flow)
+    monkeypatch.setenv("PREFECT__DEPLOYMENT_ID", deployment)
+    dpt_core.reset()
+    clear_environment_cache()
+    message = "Task has the following inactive assets: [Asset(name='raw', uri='s3://b/raw')]"
+    with (
+        pytest.raises(AirflowInactiveAssetInInletOrOutletException),
+        dpt_core.invocation("asset-task") as inv,
+    ):
+        raise AirflowInactiveAssetInInletOrOutletException(message)
+    stored = stored_run(dpt_env, inv.uuid)
+    assert stored["error"] == f"AirflowInactiveAssetInInletOrOutletException: {message}"
+    variables = stored["variables"]
+    assert variables["PREFECT__FLOW_RUN_ID"] == flow_run
+    assert variables["PREFECT__FLOW_ID"] == flow
+    assert variables["PREFECT__DEPLOYMENT_ID"] == deployment
+    shown = json.loads(cli("env", "show", inv.uuid, "--json", check=0).stdout)
+    assert shown["run_variables"]["PREFECT__FLOW_RUN_ID"] == flow_run
+
+
+# --------------------------------------------------------------------------- issue 15, item 8
+
+
+def record_as_host(monkeypatch, tmp_path, host: str, variables, *, key_file=None) -> str:
+    """One invocation as a process on ``host`` would record it: that host's own data
+    directory (so its own per-host redaction key), unless a team key file is given."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "hosts" / host))
+    monkeypatch.setenv("DPT_IGNORE_NAMES", "XDG_DATA_HOME")  # the host's, not a difference
+    monkeypatch.delenv("DPT_REDACTION_KEY", raising=False)
+    if key_file is None:
+        monkeypatch.delenv("DPT_REDACTION_KEY_FILE", raising=False)
+    else:
+        monkeypatch.setenv("DPT_REDACTION_KEY_FILE", str(key_file))
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    dpt_core.reset()
+    clear_environment_cache()
+    try:
+        with dpt_core.invocation("nightly") as inv:
+            pass
+    finally:
+        clear_environment_cache()
+    return inv.uuid
+
+
+def stored_digest(env, run_uuid: str, name: str) -> str:
+    return env.scalar(
+        "SELECT v.redacted_digest FROM invocations i"
+        " JOIN environment_variables ev ON ev.environment_id = i.environment_id"
+        " JOIN env_variables v ON v.id = ev.variable_id"
+        " WHERE i.uuid = :u AND v.key = :k",
+        u=run_uuid,
+        k=name,
+    )
+
+
+def test_env_diff_across_hosts_compares_secrets_only_under_one_key(
+    dpt_backend, dpt_env, monkeypatch, tmp_path
+):
+    secret = {"WAREHOUSE_PASSWORD": "same-secret-on-every-host"}
+    a = record_as_host(monkeypatch, tmp_path, "host-a", secret)
+    b = record_as_host(monkeypatch, tmp_path, "host-b", secret)
+    assert stored_digest(dpt_env, a, "WAREHOUSE_PASSWORD") != stored_digest(
+        dpt_env, b, "WAREHOUSE_PASSWORD"
+    )  # per-host keys: the same secret, two digests
+    diff = json.loads(cli("env", "diff", a, b, "--json", check=0).stdout)
+    assert diff["variables"]["changed"] == {
+        "WAREHOUSE_PASSWORD": {
+            "redacted": True,
+            "comparable": False,
+            "reason": "different redaction keys",
+        }
+    }
+    keys = (diff["a"]["redaction_key"], diff["b"]["redaction_key"])
+    assert None not in keys and keys[0] != keys[1]
+    assert diff["facets"]["changed"] == {"dpt/redaction_key": {"a": keys[0], "b": keys[1]}}
+    text = cli("env", "diff", a, b, check=0).stdout
+    assert "not comparable: different redaction keys" in text
+    assert "DPT_REDACTION_KEY" in text and "redacted, changed" not in text
+
+    team_key = tmp_path / "team.key"
+    team_key.write_text(secrets.token_hex(32) + "\n")
+    team_key.chmod(0o600)
+    c = record_as_host(monkeypatch, tmp_path, "host-a", secret, key_file=team_key)
+    d = record_as_host(monkeypatch, tmp_path, "host-b", secret, key_file=team_key)
+    assert stored_digest(dpt_env, c, "WAREHOUSE_PASSWORD") == stored_digest(
+        dpt_env, d, "WAREHOUSE_PASSWORD"
+    )
+    same = json.loads(cli("env", "diff", c, d, "--json", check=0).stdout)
+    assert same["same"] is True and same["variables"]["changed"] == {}
+    rotated = {"WAREHOUSE_PASSWORD": "rotated-secret"}
+    e = record_as_host(monkeypatch, tmp_path, "host-b", rotated, key_file=team_key)
+    changed = json.loads(cli("env", "diff", c, e, "--json", check=0).stdout)
+    assert changed["variables"]["changed"] == {"WAREHOUSE_PASSWORD": {"redacted": True}}
+    assert "redacted, changed" in cli("env", "diff", c, e, check=0).stdout
+    if dpt_env.backend != "mysql":  # database_bytes reads SQLite files and pg_dump
+        assert team_key.read_text().strip().encode() not in database_bytes(dpt_env)
+
+
+def test_team_key_from_the_config_file_across_processes(dpt_env, tmp_path):
+    """Two hosts (two processes, two data directories) sharing ``redaction_key`` in their
+    config file record one digest for one secret."""
+    config = tmp_path / "team.toml"
+    config.write_text(f'redaction_key = "{secrets.token_hex(32)}"\n')
+    uuids = []
+    for host in ("host-a", "host-b"):
+        env = {
+            "DPT_CONFIG": str(config),
+            "DPT_REDACTION_KEY": "",
+            "XDG_DATA_HOME": str(tmp_path / host),
+            "DPT_IGNORE_NAMES": "XDG_DATA_HOME",
+            "WAREHOUSE_PASSWORD": "same-secret-on-every-host",
+        }
+        result = dpt("run", "--", "true", env=env)
+        assert result.returncode == 0, result.stderr
+        uuids.append(newest_run_uuid(dpt_env))
+    digests = {stored_digest(dpt_env, u, "WAREHOUSE_PASSWORD") for u in uuids}
+    assert len(digests) == 1 and None not in digests
+    diff = json.loads(cli("env", "diff", *uuids, "--json", check=0).stdout)
+    assert diff["same"] is True
