@@ -143,9 +143,10 @@ def _is_ignored(key: str, settings: Settings) -> bool:
 
 # --------------------------------------------------------------------------- value shapes
 
+_PEM_HEADER: Final = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----")
+#: Well-known token formats; each is 15+ characters of :data:`_KNOWN_TOKEN_RUN`.
 _KNOWN_TOKENS: Final = re.compile(
-    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----"
-    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
+    r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
     r"|\bgh[pousr]_[A-Za-z0-9]{20,}"
     r"|\bgithub_pat_[A-Za-z0-9_]{20,}"
     r"|\bglpat-[A-Za-z0-9_\-]{20,}"
@@ -157,6 +158,10 @@ _KNOWN_TOKENS: Final = re.compile(
     r"|\bnpm_[A-Za-z0-9]{36}"
     r"|\bpypi-AgE[A-Za-z0-9_\-]{50,}"
 )
+KNOWN_TOKEN_MIN_LENGTH: Final = 15
+#: Runs of the characters well-known tokens are made of, long enough to hold one: the
+#: token patterns are tried there only (over a whole text they cost ~10 times more).
+_KNOWN_TOKEN_RUN: Final = re.compile(rf"[A-Za-z0-9_.\-]{{{KNOWN_TOKEN_MIN_LENGTH},}}")
 #: A PEM private key block, whole (free text); an unterminated one runs to the end.
 _PEM_BLOCK: Final = re.compile(
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----|\Z)",
@@ -366,7 +371,11 @@ def _has_random_token(value: str, hex_is_identifier: bool = False) -> bool:
 
 
 def _has_known_token(value: str) -> bool:
-    return _KNOWN_TOKENS.search(value) is not None
+    if "PRIVATE KEY" in value and _PEM_HEADER.search(value):
+        return True
+    return len(value) >= KNOWN_TOKEN_MIN_LENGTH and any(
+        _KNOWN_TOKENS.search(run) for run in _KNOWN_TOKEN_RUN.findall(value)
+    )
 
 
 def secret_value_shape(value: str) -> bool:
@@ -440,20 +449,24 @@ def redact(
     replacement = plugin_redact(key, value) if plugin_redact is not None else None
     if replacement is not None:
         return replacement, _digest(key, value, settings)
-    if _withheld(key, value, settings):
+    masked = _url_masked_unless_withheld(key, value, settings)
+    if masked is None:
         return None, _digest(key, value, settings)
-    masked = _mask_named_secrets(mask_url_credentials(value))
+    masked = _mask_named_secrets(masked)
     if masked != value:
         return masked, _digest(key, value, settings)
     return value, None
 
 
-def _withheld(key: str, value: str, settings: Settings) -> bool:
-    """True when the variable is kept as a digest only: secret by name or by value shape."""
+def _url_masked_unless_withheld(key: str, value: str, settings: Settings) -> str | None:
+    """None when the variable is kept as a digest only (secret by name or by value shape),
+    else its value with URL credentials masked."""
     if is_secret_name(key, settings) or _has_known_token(value):
-        return True
+        return None
     masked = mask_url_credentials(value)
-    return _has_random_token(masked, hex_is_identifier=_matches(key, _IDENTIFIER_NAMES))
+    if _has_random_token(masked, hex_is_identifier=_matches(key, _IDENTIFIER_NAMES)):
+        return None
+    return masked
 
 
 # --------------------------------------------------------------------------- free text
@@ -497,11 +510,6 @@ def _redact_text(text: str) -> str:
     text = _mask_named_secrets(mask_url_credentials(text))
     text = _KNOWN_TOKEN_RUN.sub(_mask_known_tokens, text)
     return _TOKEN_CANDIDATE.sub(_mask_random_token, text)
-
-
-#: Runs of the characters well-known tokens are made of, long enough to hold one: the
-#: token patterns are tried there only (over a whole text they cost ~10 times more).
-_KNOWN_TOKEN_RUN: Final = re.compile(r"[A-Za-z0-9_.\-]{15,}")
 
 
 def _mask_known_tokens(match: re.Match[str]) -> str:
@@ -607,6 +615,8 @@ _REFERENCE: Final = re.compile(r"\$(?:[A-Z_][A-Z0-9_]*$|\{[A-Za-z_][A-Za-z0-9_]*
 #: Characters before a name that make it part of something else (a URL, a variable).
 _NOT_BEFORE_NAME: Final = frozenset("/$@%+?&:\\")
 _QUOTES: Final = "'\""
+#: A name is followed by its value after one of these.
+_SEPARATORS: Final = frozenset("= :\t")
 
 Span = tuple[int, int, str]
 
@@ -617,6 +627,8 @@ def _mask_named_secrets(text: str) -> str:
     Looks only where a secret word occurs (``str.find`` over the text), then reads the
     name around it and what follows: cheap for texts without any.
     """
+    if not _SEPARATORS.intersection(text):
+        return text  # no name is followed by a value
     spans: list[Span] = []
     for start in _name_starts(text):
         spans += _spans_at(text, start)
@@ -833,7 +845,7 @@ def _environment_secrets(environ: Mapping[str, str], settings: Settings) -> set[
     for key, value in environ.items():
         if not value or _matches(key, _DESCRIPTOR_NAMES):
             continue
-        if _withheld(key, value, settings):
+        if _url_masked_unless_withheld(key, value, settings) is None:
             found.update((value, value.strip()))
         elif "://" in value:
             found.update(_url_secrets(value))
