@@ -125,9 +125,7 @@ def test_run_with_dead_database_still_runs_the_command_and_spools(dpt_env, tmp_p
     assert json.loads(replayed.stdout) == {"replayed": 3}
     (run,) = json.loads(dpt("runs", "--json", check=0, env=away).stdout)
     assert run["status"] == "failed" and run["error"] == "exit code 4"
-    assert json.loads(dpt("spool", "replay", "--json", check=0, env=away).stdout) == {
-        "replayed": 0
-    }
+    assert json.loads(dpt("spool", "replay", "--json", check=0, env=away).stdout) == {"replayed": 0}
 
 
 @pytest.mark.parametrize(
