@@ -8,6 +8,7 @@ The public API (everything else is internal)::
         inv.write("cal.fits", parents=["raw.fits"])
     dpt_core.track("lc.fits", parents=["cal.fits"])
     dpt_core.lineage("lc.fits", direction="upstream")
+    dpt_core.register_secret(token)  # masked wherever dpt stores free text
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ __all__ = [
     "invocation_uuid",
     "jsonable",
     "lineage",
+    "register_secret",
     "reset",
     "strict_mode",
     "track",
@@ -77,6 +79,14 @@ def invocation(job: str | None = None, **kwargs: Any) -> Any:
 def track(*targets: Any, parents: Any = None, metadata: dict[str, Any] | None = None) -> list[str]:
     """Record ``targets`` as outputs of the current invocation (or of a new one-off one)."""
     return get_tracker().track(*targets, parents=parents, metadata=metadata)
+
+
+def register_secret(value: str) -> None:
+    """Mask ``value`` wherever dpt stores free text from now on (commands, errors, parameters):
+    for secrets the environment does not show (a token fetched at run time)."""
+    from dpt_core.environment import register_secret as _register_secret
+
+    _register_secret(value)
 
 
 def hash_file(path: Any, algorithm: str | None = None) -> str:

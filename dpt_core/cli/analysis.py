@@ -400,7 +400,9 @@ def env_diff(run_a: str, run_b: str, as_json: bool) -> None:
 
     Packages and variables added, removed or changed; Python, platform, host
     and user; facets (git commit, ...). A secret variable that changed is
-    reported as changed, without its values.
+    reported as changed, without its values; when the two runs used different
+    redaction keys (hosts without a shared DPT_REDACTION_KEY), its digests cannot
+    be compared and it is reported as not comparable.
 
     \b
     Example:

@@ -555,3 +555,19 @@ def test_a_detached_run_goes_on_elsewhere_and_is_not_closed_at_exit(dpt_env, tmp
     assert own == process_token()
     resumed.finish("success")
     assert dpt_env.scalar("SELECT status FROM invocations WHERE job = 'deferred'") == "success"
+
+
+def test_a_registered_secret_never_reaches_the_database(dpt_env):
+    dpt_core.register_secret("s3kr1t-fetched-at-runtime")
+    with (
+        pytest.raises(RuntimeError),
+        dpt_core.invocation(
+            "login",
+            command=["tool", "--as", "s3kr1t-fetched-at-runtime"],
+            parameters={"note": "x s3kr1t-fetched-at-runtime"},
+        ),
+    ):
+        raise RuntimeError("login s3kr1t-fetched-at-runtime refused")
+    row = dpt_env.rows("SELECT command, parameters, error FROM invocations")[0]
+    assert "s3kr1t" not in f"{row.command} {row.parameters} {row.error}"
+    assert row.command.startswith("tool --as ") and row.error.startswith("RuntimeError: login ")
