@@ -141,10 +141,12 @@ class Store:
                 if not self.spool.is_empty():
                     self.spool.replay(self.record, is_transient)
                 self.record(events)
+                _outcome.set("recorded")
                 if not self._dead_runs_closed:
                     self._close_dead_runs()
             except Exception as exc:
                 self.spool.append(events)
+                _outcome.set("spooled")
                 reason = exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc)
                 if not self._warned and self.settings.database_url:
                     # (no URL: the configuration is broken and the tracker already said so)
@@ -188,6 +190,18 @@ class Store:
 
 _store: Store | None = None
 _store_lock = threading.Lock()
+
+#: What became of the last events this context submitted: "recorded" or "spooled".
+_outcome: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "dpt_store_outcome", default=None
+)
+
+
+def last_outcome() -> str | None:
+    """What became of the events this context (thread, task) submitted last: ``"recorded"``
+    (in the database), ``"spooled"`` (kept durably, replayed later), or None (nothing
+    submitted yet). For a receiver that must say which (``dpt serve``: 200 or 202)."""
+    return _outcome.get()
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -112,3 +112,17 @@ def test_truncated_spool_line_is_quarantined_not_lost(dpt_env):
     bad = list(store.spool.directory.glob("*.bad"))
     assert len(bad) == 1 and b"cut sho" in bad[0].read_bytes()
     assert dpt_env.scalar("SELECT COUNT(*) FROM invocations") == 1
+
+
+def test_the_outcome_of_a_submit_says_recorded_or_spooled(dpt_env, monkeypatch):
+    from dpt_core.store.plugin import last_outcome
+
+    with dpt_core.invocation("here"):
+        pass
+    assert last_outcome() == "recorded"
+    monkeypatch.setenv("DPT_DATABASE_URL", DEAD_URL)
+    monkeypatch.setenv("DPT_CONNECT_TIMEOUT", "1")
+    dpt_core.reset()
+    with dpt_core.invocation("away"):
+        pass
+    assert last_outcome() == "spooled"
