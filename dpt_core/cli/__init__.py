@@ -88,9 +88,9 @@ def cli(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from dpt_core.cli import admin, db, query, run
+    from dpt_core.cli import admin, db, query, run, serve
 
-    for module in (db, run, query, admin):
+    for module in (db, run, query, admin, serve):
         module.register(cli)
     try:
         from dpt_core.cli import analysis
