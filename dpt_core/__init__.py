@@ -39,6 +39,7 @@ from dpt_core.tracker import (
 )
 
 if TYPE_CHECKING:
+    from dpt_core.reproduce import Recipe
     from dpt_core.store.lineage import LineageGraph
 
 __version__ = "0.1.0"
@@ -64,6 +65,7 @@ __all__ = [
     "invocation_uuid",
     "jsonable",
     "lineage",
+    "recipe",
     "register_secret",
     "reset",
     "strict_mode",
@@ -120,3 +122,17 @@ def lineage(
     return _lineage(
         target, direction=direction, depth=depth, version=version, all_versions=all_versions
     )
+
+
+def recipe(target: Any, version: str | None = None) -> Recipe:
+    """The recipe that rebuilds ``target`` (a product path or URI, or a run id / UUID).
+
+    From the sources to the target's version (the one on disk, else the newest, or
+    ``version``), in dependency order: each step's command or task, working
+    directory, code version, Python, pinned distributions, kept variables and input
+    versions, and the problems that would stop a rebuild. :mod:`dpt_core.reproduce`
+    checks (``check``), exports (``export``) and rebuilds (``rebuild``) it.
+    """
+    from dpt_core.reproduce import recipe as _recipe
+
+    return _recipe(target, version)

@@ -98,6 +98,9 @@ def _register() -> None:
         pass
     else:
         analysis.register(cli)
+    from dpt_core.cli import reproduce
+
+    reproduce.register(cli)
 
 
 _registered = False
