@@ -499,7 +499,7 @@ async def receive_lineage(request: Request, config: ServerConfig) -> Response:
     Params(request, ())
     body = await read_body(request, config.max_body)
     try:
-        document = json.loads(body)
+        document = json.loads(body.decode("utf-8-sig"))  # JSON is UTF-8 (RFC 8259)
     except UnicodeDecodeError:
         raise ApiError(400, "the body is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:

@@ -243,3 +243,68 @@ def pg_server(pg_dpt_env: DptTestEnv, tmp_path: Path) -> Iterator[DptServer]:
         yield server
     finally:
         server.close()
+
+
+# =========================================================================== OpenLineage events
+
+SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
+PRODUCER = "https://github.com/data-product-tracker/tests"
+
+
+def run_event(
+    run_id: str,
+    event_type: str = "COMPLETE",
+    *,
+    job: str = "job",
+    namespace: str = "tests",
+    inputs: tuple[tuple[str, str], ...] = (),
+    outputs: tuple[tuple[str, str], ...] = (),
+    when: str = "2026-01-02T03:04:05.000Z",
+) -> dict[str, Any]:
+    """One OpenLineage RunEvent as the HTTP transport posts it (datasets as (namespace, name))."""
+    return {
+        "eventType": event_type,
+        "eventTime": when,
+        "run": {"runId": run_id},
+        "job": {"namespace": namespace, "name": job},
+        "inputs": [{"namespace": ns, "name": name} for ns, name in inputs],
+        "outputs": [{"namespace": ns, "name": name} for ns, name in outputs],
+        "producer": PRODUCER,
+        "schemaURL": SCHEMA_URL,
+    }
+
+
+def raw_http(port: int, head: bytes, body_parts: list[bytes] = ()) -> Any:  # type: ignore[assignment]
+    """Send ``head`` and ``body_parts`` over a plain socket; return (status, headers, body)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=HANG) as sock:
+        sock.sendall(head)
+        for part in body_parts:
+            try:
+                sock.sendall(part)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        return read_response(sock)
+
+
+def read_response(sock: Any) -> tuple[int, dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {
+        k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
+    }
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return status, headers, rest
