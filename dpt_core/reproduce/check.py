@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dpt_core.config import Settings, get_settings
+from dpt_core.environment import REDACTION_KEY_FACET
 from dpt_core.reproduce.model import (
     CheckResult,
     EnvironmentCheck,
@@ -302,7 +303,29 @@ def _environment_problems(
                 blocks_run=False,
             )
         )
+    facets = _other_facets(diff)
+    if facets:
+        notes.append(
+            Problem(
+                "environment_differs",
+                f"environment facets differ from {steps}'s: {', '.join(facets)}",
+                "see 'dpt env show' for the recorded values",
+                blocks_run=False,
+            )
+        )
     return causes, notes
+
+
+def _other_facets(diff: Mapping[str, Any]) -> list[str]:
+    """Facets that differ, except git's (this process's directory says nothing of the
+    code a step ran: the code checks do) and the redaction key's id."""
+    names = {
+        name
+        for part in ("added", "removed", "changed")
+        for name in diff["facets"][part]
+        if not name.startswith("git.") and name != REDACTION_KEY_FACET
+    }
+    return sorted(names)
 
 
 # --------------------------------------------------------------------------- code
@@ -411,9 +434,12 @@ def check_recipe(
         env_causes, env_notes = _environment_problems(recipe, spec, diff)
         causes += env_causes
         notes += env_notes
-        same = not any(diff[k] for k in ("fields",)) and not any(
-            diff[s][part] for s in ("packages", "variables", "facets") for part in diff[s]
+        same = not diff["fields"] and not any(
+            diff[section][part]
+            for section in ("packages", "variables")
+            for part in ("added", "removed", "changed")
         )
+        same = same and not _other_facets(diff)
         env_checks.append(EnvironmentCheck(spec.id, same, diff))
     code_causes, code_notes = _code_problems(recipe, root_map)
     causes += code_causes

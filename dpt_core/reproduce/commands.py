@@ -141,8 +141,9 @@ def infer_cwd(
     ``paths`` are the local files the run read and wrote (absolute); a relative
     argument that names one of them says where the command ran. ``PWD`` is kept when it
     agrees (a shell sets it; a process started by another one inherits a stale value),
-    and only if it lies inside the recorded git work tree, when there is one (git's
-    facet is taken from the real working directory).
+    only if it lies inside the recorded git work tree, when there is one (git's facet is
+    taken from the real working directory), and only if a file the command names
+    relatively is there.
     """
     candidates: dict[str, int] = {}
     for token in _relative_paths(tokens[1:]):
@@ -154,9 +155,15 @@ def infer_cwd(
                 base = path[: len(path) - len(rel) - 1] or "/"
                 candidates[base] = candidates.get(base, 0) + 1
     pwd_ok = bool(pwd) and os.path.isabs(str(pwd))
+    why_not = ""
     if pwd_ok and repo:
         inside = os.path.normpath(str(pwd)) + "/"
         pwd_ok = inside.startswith(os.path.normpath(repo).rstrip("/") + "/")
+        why_not = f"it lies outside its git work tree ({repo})"
+    files = [t for t in _relative_paths(tokens[1:]) if _looks_like_file(t)]
+    if pwd_ok and files and not any(os.path.exists(os.path.join(str(pwd), f)) for f in files):
+        pwd_ok = False
+        why_not = f"it holds none of {', '.join(files)}"
     if candidates:
         if pwd_ok and pwd in candidates:
             return pwd, "PWD", None
@@ -171,11 +178,7 @@ def infer_cwd(
     if pwd_ok:
         return pwd, "PWD", None
     if pwd and not pwd_ok:
-        return (
-            None,
-            None,
-            f"its PWD variable ({pwd}) lies outside its git work tree ({repo}): not trusted",
-        )
+        return None, None, f"its PWD variable ({pwd}) is not where it ran: {why_not}"
     return None, None, None
 
 
