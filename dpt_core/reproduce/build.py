@@ -543,7 +543,7 @@ def _step_problems(
     found: list[Problem] = []
     for step in steps:
         code = step.code
-        if code.dirty:
+        if code.dirty and step.rerun.kind == "dpt-run":
             found.append(
                 Problem(
                     "dirty_tree",
@@ -554,6 +554,20 @@ def _step_problems(
                     "'--run --allow-dirty' rebuilds with the committed code and compares",
                     step.index,
                     code.repo,
+                )
+            )
+        elif code.dirty:
+            found.append(
+                Problem(
+                    "dirty_tree",
+                    f"step {step.index}'s process ran in a work tree with uncommitted changes "
+                    f"({code.repo}, commit {(code.commit or '?')[:12]}): if its code lives "
+                    "there, that code was not recorded",
+                    "keep the orchestrator's code in a committed tree (or a versioned "
+                    "bundle), so the recorded commit or code version names it",
+                    step.index,
+                    code.repo,
+                    blocks_run=False,
                 )
             )
         if step.run.status != "success":

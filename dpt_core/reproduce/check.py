@@ -28,8 +28,6 @@ from dpt_core.reproduce.model import (
     Recipe,
 )
 
-#: Recipe problems that are reported by --check but do not fail it.
-_NOTE_KINDS = frozenset({"step_failed", "no_environment", "version_cycle"})
 #: Distributions whose version does not change what a step computes.
 _TOOLING = frozenset({"data-product-tracker"})
 
@@ -421,11 +419,9 @@ def check_recipe(
     inputs = tuple(check_file(s, settings, root_map) for s in recipe.sources)
     causes, notes = _input_problems(inputs, recipe)
     for problem in recipe.problems:
-        if problem.kind == "version_cycle" or problem.kind in _NOTE_KINDS:
-            if problem.kind != "version_cycle":
-                notes.append(problem)
-            continue
-        causes.append(problem)
+        if problem.kind == "version_cycle":
+            continue  # a cause only when the version it starts from is not on disk (above)
+        (causes if problem.blocks_run else notes).append(problem)
     here = current if current is not None else current_environment()
     env_checks = []
     for spec in recipe.environments:
