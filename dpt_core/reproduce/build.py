@@ -418,10 +418,12 @@ def build_recipe(
         walk = _walk(conn, seeds, forced)
         env_ids = {r.environment_id for r in walk.runs.values() if r.environment_id is not None}
         environments = _environments(conn, env_ids)
-    return _assemble(tgt, walk, environments)
+    return _assemble(tgt, walk, environments, seeds)
 
 
-def _assemble(tgt: Target, walk: _Walk, environments: dict[int, EnvironmentSpec]) -> Recipe:
+def _assemble(
+    tgt: Target, walk: _Walk, environments: dict[int, EnvironmentSpec], seeds: Sequence[int] = ()
+) -> Recipe:
     made_by_id = {vid: step for step, ids in walk.writes.items() for vid in ids}
     # A version a step read may have been written by it (or recorded by it) only.
     for vid, v in walk.versions.items():
@@ -501,6 +503,20 @@ def _assemble(tgt: Target, walk: _Walk, environments: dict[int, EnvironmentSpec]
         ]
         notes += [f"step {index[step]}: {n}" for n in plan.notes]
     problems += _step_problems(steps, environments)
+    for vid in seeds:
+        seed = walk.versions[vid]
+        producer = seed.produced_by_id
+        if producer is None or producer not in walk.steps:
+            sources.setdefault(vid, _product(seed, None))
+            notes.append(
+                f"{seed.uri} (version {seed.content_hash or seed.uuid}) was not written by a "
+                "recorded run (it was only read or observed): it is a source, nothing here makes it"
+            )
+        elif vid not in walk.writes.get(producer, ()):
+            notes.append(
+                f"run {walk.runs[producer].id} wrote {seed.uri} again after this version: "
+                "a rebuild leaves (and compares) the last one it wrote"
+            )
     source_list = sorted(sources.values(), key=lambda p: (p.uri, p.version))
     cycles = _version_cycles(steps, source_list)
     problems += cycles

@@ -729,6 +729,15 @@ def rebuild_recipe(
                 ),
             ),
         )
+    if not recipe.steps:
+        return RebuildResult(
+            recipe.target,
+            str(work),
+            True,
+            notes=(
+                "the recipe has no step: nothing recorded makes the target, nothing to rebuild",
+            ),
+        )
     blocking = _preflight(recipe, options, settings)
     if blocking:
         return RebuildResult(recipe.target, str(work), False, problems=tuple(blocking))

@@ -202,7 +202,9 @@ def rebuild_text(result: RebuildResult) -> str:
                 extra = f": {o.detail}"
             lines.append(f"  {o.outcome:<12} {o.uri} (step {o.step}){extra}")
     lines.append("")
-    if result.ok:
+    if result.ok and not result.outcomes:
+        lines.append("Nothing was rebuilt.")
+    elif result.ok:
         lines.append("Every output is identical to the recorded one.")
     elif not result.completed and not result.runs:
         lines.append("Nothing was run:")

@@ -270,10 +270,47 @@ def test_a_deterministic_chain_rebuilds_identical(dpt_backend, dpt_env, tmp_path
     assert [(r.uri, r.content_hash) for r in rebuilt_versions] == [
         (rebuilt.as_uri(), originals[chain.summary][0])
     ]
-    # Its environment is the rebuild's virtual environment.
+    # Its environment is the rebuild's virtual environment, with the recorded pins.
     (venv,) = result["venvs"].values()
-    assert Path(venv, "bin", "python").exists()
-    assert Path(venv, "lib").is_dir()
+    original_env = dpt_core.recipe(chain.summary).environments[0]
+    rebuilt_env = dpt_core.recipe(rebuilt).environments[0]
+    assert rebuilt_env.distributions == original_env.distributions
+    assert rebuilt_env.id != original_env.id  # another interpreter path, another PATH
+    assert dict(rebuilt_env.variables)["VIRTUAL_ENV"] == venv
+
+
+def test_a_fresh_venv_installs_every_recorded_pin(dpt_env, tmp_path):
+    """--venv fresh: all recorded pins installed (by uv, offline: from the cache that built
+    this environment), nothing shared with this interpreter."""
+    if shutil.which("uv") is None:
+        pytest.fail("uv is not on PATH: a fresh venv of this environment's pins needs it offline")
+    # uv's own cache (the dpt_env fixture points XDG_CACHE_HOME into tmp_path).
+    environ = {k: v for k, v in os.environ.items() if k != "XDG_CACHE_HOME"}
+    cache = subprocess.run(["uv", "cache", "dir"], capture_output=True, text=True, env=environ)
+    chain = make_chain(tmp_path / "orig")
+    work = tmp_path / "w"
+    offline = {"UV_OFFLINE": "1", "UV_CACHE_DIR": cache.stdout.strip()}
+    result = dpt("reproduce", str(chain.summary), "--run", str(work), "--json",
+                 "--venv", "fresh", env=offline)  # fmt: skip
+    data = json.loads(ok(result).stdout)
+    assert [o["outcome"] for o in data["outcomes"]] == ["identical", "identical"]
+    recorded = dpt_core.recipe(chain.summary).environments[0]
+    assert any(f"{len(recorded.distributions) - 1} distribution(s) installed (fresh)" in n
+               for n in data["notes"])  # fmt: skip
+    (venv,) = data["venvs"].values()
+    pth = next(Path(venv).glob("lib/python*/site-packages/_dpt_reproduce.pth")).read_text()
+    assert pth.strip() == str(work / "venvs" / "dpt-lib")  # only dpt itself comes from here
+    rebuilt = dpt_core.recipe(work / "tree" / "summary.txt").environments[0]
+    assert rebuilt.distributions == recorded.distributions
+
+
+def test_a_source_has_nothing_to_rebuild(dpt_env, tmp_path):
+    chain = make_chain(tmp_path / "orig")
+    found = dpt_core.recipe(chain.raw)
+    assert found.steps == () and [s.uri for s in found.sources] == [chain.raw.as_uri()]
+    assert any("it is a source" in n for n in found.notes)
+    text = ok(dpt("reproduce", str(chain.raw), "--run", str(tmp_path / "w"))).stdout
+    assert "Nothing was rebuilt." in text
 
 
 def test_a_step_that_writes_a_timestamp_differs(dpt_env, tmp_path):
