@@ -8,6 +8,7 @@ logs safe.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -81,7 +82,7 @@ _INPUTS_OF = (
     .where(INPUTS.c.invocation_id == bindparam("inv_id"))
 )
 _READ_BEFORE = (
-    select(V.c.id, V.c.product_id, V.c.content_hash)
+    select(V.c.id, V.c.product_id, V.c.content_hash, V.c.produced_by_id)
     .join(INPUTS, INPUTS.c.version_id == V.c.id)
     .where(INPUTS.c.invocation_id == bindparam("inv_id"))
 )
@@ -134,6 +135,39 @@ def _remember(cache: dict[str, int], ids: dict[str, int]) -> None:
     if len(cache) + len(ids) > ID_CACHE_SIZE:
         cache.clear()
     cache.update(ids)
+
+
+#: The orchestrator (and job) of a placeholder invocation: one named before its start.
+PLACEHOLDER = "unknown"
+#: Columns a later start of an invocation fills when they are still empty.
+_FILLED = (
+    I.c.task,
+    I.c.external_id,
+    I.c.parent_id,
+    I.c.user,
+    I.c.host,
+    I.c.command,
+    I.c.code_version,
+    I.c.environment_id,
+)
+
+
+def _aware(value: Any) -> Any:
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def _merged(current: Any, given: Any) -> dict[str, Any] | None:
+    """``current`` with the keys of ``given`` it lacks, or None when nothing is added."""
+    if not isinstance(given, dict) or not given:
+        return None
+    if current is None:
+        return dict(given)
+    if not isinstance(current, dict):
+        return None
+    missing = {k: v for k, v in given.items() if k not in current}
+    return {**current, **missing} if missing else None
 
 
 def uri_digest(uri: str) -> str:
@@ -306,7 +340,11 @@ class Recorder:
         if inserted:  # the next events of this invocation need not look it up
             self._invocation_ids[event.uuid] = inserted[0].id
             self._new_here[event.uuid] = set()
-        elif event.status != "running":
+            return
+        # Recorded before: this start fills in what the row does not know yet, and
+        # never changes what it does (its status included).
+        self._fill_in(conn, row)
+        if event.status != "running":
             # Recorded before (started elsewhere, e.g. from inside the task it stands
             # for): a start that carries the outcome also closes it.
             self._finish(
@@ -322,6 +360,42 @@ class Recorder:
             # Started again by another process (a deferred task resumed), or handed over
             # (see InvocationHandle.detach): the run belongs to that process now.
             conn.execute(_HANDOVER, {"b_uuid": event.uuid, "b_process": event.process})
+
+    def _fill_in(self, conn: Connection, row: dict[str, Any]) -> None:
+        """Complete an existing invocation with what a later start of it knows.
+
+        A start may come after other records of its run: products recorded first (the
+        row is then a placeholder, orchestrator ``unknown``), a child naming it as its
+        parent, or another reporter of the same run (an OpenLineage producer next to
+        dpt's own adapter). Whatever order they come in, the row ends the same: the
+        placeholder's names are replaced, empty columns filled, ``started_at`` is the
+        earliest start heard of, parameters and variables gain the keys they lack.
+        Nothing a record already holds is overwritten, and the status never changes.
+        """
+        query = select(
+            I.c.orchestrator, I.c.started_at, I.c.parameters, I.c.variables, *_FILLED
+        ).where(I.c.uuid == row["uuid"])
+        if conn.dialect.name != "sqlite":
+            query = query.with_for_update()
+        current = conn.execute(query).one_or_none()
+        if current is None:  # pragma: no cover - inserted or found by the caller
+            return
+        changes: dict[str, Any] = {}
+        if current.orchestrator == PLACEHOLDER and row["orchestrator"] != PLACEHOLDER:
+            changes.update(orchestrator=row["orchestrator"], job=row["job"], task=row["task"])
+        for column in _FILLED:
+            name = column.name
+            if name not in changes and getattr(current, name) is None and row[name] is not None:
+                changes[name] = row[name]
+        started = _aware(row["started_at"])
+        if started is not None and current.started_at is not None and started < current.started_at:
+            changes["started_at"] = started
+        for name in ("parameters", "variables"):
+            merged = _merged(getattr(current, name), row[name])
+            if merged is not None:
+                changes[name] = merged
+        if changes:
+            conn.execute(update(I).where(I.c.uuid == row["uuid"]).values(changes))
 
     def _finish(self, conn: Connection, event: InvocationFinished) -> None:
         conn.execute(
@@ -355,8 +429,8 @@ class Recorder:
                 [
                     {
                         "uuid": uuid,
-                        "orchestrator": "unknown",
-                        "job": "unknown",
+                        "orchestrator": PLACEHOLDER,
+                        "job": PLACEHOLDER,
                         "status": "running",
                         "started_at": utcnow(),
                     }
@@ -460,9 +534,15 @@ class Recorder:
         # (Neither lookup is needed when every read names a version that exists.)
         unresolved = {products[o.uri] for o in existing if o.version_uuid not in known}
         already: dict[tuple[int, str | None], int] = {}
+        #: Versions of unknown content nobody produced that this invocation read (another
+        #: reporter of the run named the product without a version): a hashed read of the
+        #: same product by the same run is that read, and fills the version in.
+        unknown_read: dict[int, int] = {}
         for r in conn.execute(_READ_BEFORE, {"inv_id": inv_id}) if unresolved else ():
             already[(r.product_id, r.content_hash)] = r.id
             already[(r.product_id, None)] = max(already.get((r.product_id, None), 0), r.id)
+            if r.content_hash is None and r.produced_by_id is None:
+                unknown_read[r.product_id] = max(unknown_read.get(r.product_id, 0), r.id)
 
         # Otherwise the version each read saw: the exact one named, else the newest with the
         # same content hash, else (no hash) the newest at all, else a newly observed version.
@@ -474,6 +554,7 @@ class Recorder:
 
         chosen: dict[str, int] = {}
         new_rows = []
+        filled: dict[int, ProductObservation] = {}
         now = utcnow()
         for o in observations:
             pid = products[o.uri]
@@ -486,8 +567,13 @@ class Recorder:
             vid = latest_by_hash.get((pid, o.content_hash)) if o.content_hash else latest.get(pid)
             if vid is not None:
                 chosen[o.version_uuid] = vid
+            elif o.content_hash is not None and pid in unknown_read and pid not in created:
+                filled[unknown_read[pid]] = o
+                chosen[o.version_uuid] = unknown_read[pid]
             else:
                 new_rows.append(self._version_row(o, pid, None, now))
+        if filled:
+            self._fill_versions(conn, filled, chosen, new_rows, products, now)
         if new_rows:
             made, replayed = _insert_then_find(
                 conn, V, new_rows, "uuid", [V.c.id, V.c.uuid], self._version_rows
@@ -513,6 +599,48 @@ class Recorder:
             conn, [(p, c) for c in implicit_outputs for p in input_ids if p not in own], inv_id
         )
 
+    def _fill_versions(
+        self,
+        conn: Connection,
+        filled: dict[int, ProductObservation],
+        chosen: dict[str, int],
+        new_rows: list[dict[str, Any]],
+        products: dict[str, int],
+        now: Any,
+    ) -> None:
+        """Give versions of unknown content the hash, size and mtime a read observed;
+        a version that says why it has no hash (``dpt/unhashed``: the file was missing)
+        is another observation, and the read gets a version of its own instead."""
+        known = {
+            r.id: r.known_metadata
+            for r in conn.execute(
+                select(V.c.id, V.c["metadata"].label("known_metadata")).where(
+                    V.c.id.in_(sorted(filled))
+                )
+            )
+        }
+        for version_id, o in filled.items():
+            metadata = known.get(version_id)
+            if isinstance(metadata, dict) and "dpt/unhashed" in metadata:
+                del chosen[o.version_uuid]
+                new_rows.append(self._version_row(o, products[o.uri], None, now))
+                continue
+            conn.execute(
+                update(V)
+                .where(V.c.id == version_id, V.c.content_hash.is_(None))
+                .values(
+                    {
+                        k: v
+                        for k, v in (
+                            ("content_hash", o.content_hash),
+                            ("size", o.size),
+                            ("mtime", o.mtime),
+                        )
+                        if v is not None
+                    }
+                )
+            )
+
     def _latest_versions(self, conn: Connection, product_ids: Sequence[int]) -> list[Any]:
         return self._rows_in(conn, _LATEST_VERSIONS, product_ids)
 
@@ -535,6 +663,8 @@ class Recorder:
     def _write(self, conn: Connection, event: ProductsWritten) -> None:
         inv_id = self._require_invocation(conn, event.invocation_uuid)
         outputs = list(event.outputs)
+        seen = self._new_here.get(event.invocation_uuid)
+        wrote_before = seen is None or "write" in seen  # (else no version is its own yet)
         created: set[int] = set()
         products = self.product_ids(
             conn, [o.uri for o in outputs], likely_new=True, created=created
@@ -560,7 +690,10 @@ class Recorder:
         # Another invocation may have seen this very file first (a reader naming it as a
         # parent before its producer's record arrived): the same content, size and mtime
         # as the product's newest version, which nobody produced, is that version.
-        reused.update(self._same_observations(conn, inv_id, outputs, products, created, reused))
+        same, merged = self._same_observations(
+            conn, inv_id, outputs, products, created, reused, wrote_before
+        )
+        reused.update(same)
         fresh = [o for o in outputs if o.version_uuid not in reused]
         now = utcnow()
         # Versions already there (a replay, or one a reader saw first) are looked up.
@@ -579,14 +712,19 @@ class Recorder:
         claims = {**adopted, **reused}
         for o in outputs:
             if o.version_uuid in claims:
+                explicit, metadata = o.parents is not None, o.metadata or None
+                if o.version_uuid in merged:  # its own version, reported again: add to it
+                    known_explicit, known_metadata = merged[o.version_uuid]
+                    explicit = explicit or known_explicit
+                    metadata = {**(o.metadata or {}), **(known_metadata or {})} or None
                 conn.execute(
                     update(V)
                     .where(V.c.id == claims[o.version_uuid])
                     .values(
                         {
                             "produced_by_id": inv_id,
-                            "explicit_parents": o.parents is not None,
-                            "metadata": o.metadata or None,
+                            "explicit_parents": explicit,
+                            "metadata": metadata,
                             **{
                                 k: v
                                 for k, v in (
@@ -644,40 +782,76 @@ class Recorder:
         products: dict[str, int],
         created: set[int],
         reused: dict[str, int],
-    ) -> dict[str, int]:
-        """Outputs (by version uuid) that are the newest, unproduced version of their
-        product: same content hash, and same size and mtime where both sides know them.
+        wrote_before: bool,
+    ) -> tuple[dict[str, int], dict[str, tuple[bool, Any]]]:
+        """Outputs (by version uuid) that are an observation already recorded: the
+        product's newest version, with size and mtime the same where both sides know them,
+        and
 
-        A version this invocation produced counts too, so a replayed write finds the
-        version it claimed the first time instead of adding its own.
+        * the same content hash, the version unproduced (a reader saw it first) or
+          produced by this invocation (a replay); or
+        * produced by this invocation, one side without a content hash (two reporters of
+          one run, dpt's adapter and an OpenLineage producer, in either order: the one
+          version gains what the other knows). Not for an observation that says why it
+          has no hash (``dpt/unhashed``: a missing file is a new observation).
+
+        :returns: ``(same, merged)``: version uuid -> the version's id, and for the second
+            kind version uuid -> (explicit_parents, metadata) of the version as recorded.
         """
+
+        def unhashed(metadata: Any) -> bool:
+            return isinstance(metadata, dict) and "dpt/unhashed" in metadata
+
         wanted = {
             products[o.uri]
             for o in outputs
-            if o.content_hash is not None
-            and o.version_uuid not in reused
+            if o.version_uuid not in reused
             and products[o.uri] not in created  # new products have no versions at all
+            and (o.content_hash is not None or (wrote_before and not unhashed(o.metadata)))
         }
         if not wanted:
-            return {}
+            return {}, {}
         newest = {r.product_id: r for r in self._rows_in(conn, _NEWEST_VERSIONS, list(wanted))}
         same: dict[str, int] = {}
+        candidates: dict[str, int] = {}
         for o in outputs:
             row = newest.get(products[o.uri])
             if (
-                row is not None
-                and o.version_uuid not in reused
-                and row.produced_by_id in (None, inv_id)
-                and row.content_hash == o.content_hash
-                and (row.size is None or o.size is None or row.size == o.size)
-                and (
-                    row.mtime is None
-                    or o.mtime is None
-                    or abs(row.mtime - o.mtime) <= MTIME_TOLERANCE
+                row is None
+                or o.version_uuid in reused
+                or (row.size is not None and o.size is not None and row.size != o.size)
+                or (
+                    row.mtime is not None
+                    and o.mtime is not None
+                    and abs(row.mtime - o.mtime) > MTIME_TOLERANCE
                 )
             ):
-                same[o.version_uuid] = row.id
-        return same
+                continue
+            if o.content_hash is not None and row.content_hash == o.content_hash:
+                if row.produced_by_id in (None, inv_id):
+                    same[o.version_uuid] = row.id
+            elif (
+                row.produced_by_id == inv_id
+                and (o.content_hash is None or row.content_hash is None)
+                and not unhashed(o.metadata)
+            ):
+                candidates[o.version_uuid] = row.id
+        merged: dict[str, tuple[bool, Any]] = {}
+        if candidates:
+            known = {
+                r.id: r
+                for r in conn.execute(
+                    select(
+                        V.c.id, V.c.explicit_parents, V.c["metadata"].label("known_metadata")
+                    ).where(V.c.id.in_(sorted(set(candidates.values()))))
+                )
+            }
+            for version_uuid, version_id in candidates.items():
+                row = known[version_id]
+                if not unhashed(row.known_metadata):
+                    same[version_uuid] = version_id
+                    merged[version_uuid] = (bool(row.explicit_parents), row.known_metadata)
+        return same, merged
 
     @staticmethod
     def _rows_in(conn: Connection, statement: Any, product_ids: Sequence[int]) -> list[Any]:
