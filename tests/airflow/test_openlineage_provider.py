@@ -1,0 +1,182 @@
+"""Airflow's OpenLineage provider posting to a real ``dpt serve``, next to dpt's listener.
+
+A real ``dpt serve`` (subprocess, a free port) records into the test's dpt database;
+``airflow dags test`` runs tests/airflow/dags/openlineage_provider_dags.py in a process
+of its own with both listeners on: dpt's (the entry-point plugin) and the provider's,
+its HTTP transport pointed at the server (``[openlineage] transport``) and its task
+events emitted on a thread the task runner waits for (``execute_in_thread``), so every
+task event has reached the server when the task ends. The provider's dag-run events go
+through its process pool, drained before the process exits.
+
+Asserted: one dpt run per task try and one per dag run, not two; the provider's run ids
+linked; the statuses; dpt's environment and command kept; inputs and outputs, including
+those only the provider's extractors know; one version per file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dpt_core
+from dpt_core.uri import normalize_uri
+
+DAG_ID = "dpt_openlineage_provider"
+
+
+class Server:
+    """A ``dpt serve`` process on a free port."""
+
+    def __init__(self, environ: dict[str, str], directory: Path) -> None:
+        self.log = directory / "serve.out"
+        self.errors = directory / "serve.err"
+        with open(self.log, "wb") as out, open(self.errors, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dpt_core.cli", "serve", "--port", "0"],
+                stdout=out,
+                stderr=err,
+                env=environ,
+            )
+        self.url = self._url()
+
+    def _url(self) -> str:
+        while True:  # the server prints its URL once it listens
+            for line in self.log.read_text(errors="replace").splitlines():
+                if line.startswith("dpt serve: http"):
+                    return line.split()[2].rstrip("/")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"dpt serve exited: {self.errors.read_text()}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait()
+
+
+@pytest.fixture
+def dpt_serve(dpt_env: Any, tmp_path: Path) -> Iterator[Server]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OPENLINEAGE")}
+    server = Server(environ, tmp_path)
+    yield server
+    server.close()
+
+
+def rows(env: Any, sql: str, **params: Any) -> list[Any]:
+    return env.rows(sql, **params)
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return (json.loads(value) if isinstance(value, str) else value) or {}
+
+
+def test_a_task_try_reported_by_the_provider_and_by_dpt_is_one_run(dpt_env, dpt_serve, data_dir):
+    (data_dir / "ol_raw.csv").write_text("alpha\nbeta\n")
+    environ = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OPENLINEAGE")},
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "http", "url": dpt_serve.url}),
+        "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "survey-airflow",
+    }
+    airflow = Path(sys.executable).with_name("airflow")
+    done = subprocess.run(
+        [str(airflow), "dags", "test", DAG_ID],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=600,
+        check=False,
+    )
+    log = done.stdout + done.stderr
+    assert "Successfully emitted OpenLineage" in log, log[-4000:]
+    assert "Failed to emit OpenLineage" not in log, log[-4000:]
+
+    runs = rows(
+        dpt_env,
+        "SELECT uuid, orchestrator, job, task, status, parent_id, environment_id, command, "
+        "parameters, external_id, error, id FROM invocations ORDER BY id",
+    )
+    by_task = {r.task: r for r in runs}
+    # one run per task try and one for the dag run: not one more per reporter
+    assert sorted((r.job, r.task or "") for r in runs) == [
+        (DAG_ID, ""),
+        (DAG_ID, "explode"),
+        (DAG_ID, "extract"),
+        (DAG_ID, "publish"),
+        (DAG_ID, "transform"),
+    ]
+    assert {r.orchestrator for r in runs} == {"airflow"}
+    dag_run = by_task[None]
+    for task_id in ("extract", "transform", "publish", "explode"):
+        run = by_task[task_id]
+        parameters = as_dict(run.parameters)
+        # the provider's run id is linked to dpt's run: its events were recorded on it
+        assert parameters.get("openlineage/run_id"), (task_id, parameters)
+        assert parameters["openlineage/job_namespace"] == "survey-airflow"
+        assert parameters["try_number"] == 1  # dpt's listener's parameters, merged
+        assert run.parent_id == dag_run.id
+        assert run.environment_id is not None  # dpt's own record of where it ran
+        assert run.uuid == dpt_core.invocation_uuid(
+            "airflow", "task", DAG_ID, dag_run.external_id, task_id, -1, 1
+        )
+    assert {t: by_task[t].status for t in ("extract", "transform", "publish", "explode")} == {
+        "extract": "success",
+        "transform": "success",
+        "publish": "success",
+        "explode": "failed",
+    }
+    assert "boom" in by_task["explode"].error
+    assert dag_run.status == "failed"
+    assert dag_run.uuid == dpt_core.invocation_uuid(
+        "airflow", "dag_run", DAG_ID, dag_run.external_id
+    )
+    assert as_dict(dag_run.parameters).get("openlineage/run_id")
+    assert "tr a-z A-Z" in by_task["extract"].command
+
+    def uri(name: str) -> str:
+        return normalize_uri(data_dir / name)
+
+    inputs = {
+        (r.task, r.uri, r.content_hash)
+        for r in rows(
+            dpt_env,
+            "SELECT i.task, p.uri, v.content_hash FROM invocation_inputs x "
+            "JOIN invocations i ON i.id = x.invocation_id "
+            "JOIN data_product_versions v ON v.id = x.version_id "
+            "JOIN data_products p ON p.id = v.product_id",
+        )
+    }
+    raw, mid, out = (
+        dpt_core.hash_file(data_dir / n) for n in ("ol_raw.csv", "ol_mid.csv", "ol_out.csv")
+    )
+    assert inputs == {
+        ("extract", uri("ol_raw.csv"), raw),
+        ("transform", uri("ol_mid.csv"), mid),
+        ("publish", uri("ol_out.csv"), out),  # from the provider's DefaultExtractor only
+    }
+    versions = sorted(
+        (r.uri, r.content_hash, r.task)
+        for r in rows(
+            dpt_env,
+            "SELECT p.uri, v.content_hash, i.task FROM data_product_versions v "
+            "JOIN data_products p ON p.id = v.product_id "
+            "LEFT JOIN invocations i ON i.id = v.produced_by_id",
+        )
+    )
+    # one version per file (dpt's content hash), whoever reported it first
+    assert versions == sorted(
+        [
+            (uri("ol_raw.csv"), raw, None),
+            (uri("ol_mid.csv"), mid, "extract"),
+            (uri("ol_out.csv"), out, "transform"),
+            ("s3://survey-public/lightcurves/ol_out.csv", None, "publish"),
+        ]
+    )
