@@ -124,7 +124,7 @@ def problems_text(problems: Iterable[Problem], title: str) -> list[str]:
         return []
     lines = [f"{title} ({len(found)}):"]
     for p in found:
-        where = f"step {p.step}: " if p.step else ""
+        where = f"step {p.step}: " if p.step and not p.message.startswith(f"step {p.step}") else ""
         lines += _wrap(f"- [{p.kind}] {where}{p.message}", "  ")
         lines += _wrap(f"what can be done: {p.remedy}", "      ")
     return lines
