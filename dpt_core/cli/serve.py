@@ -144,6 +144,16 @@ def serve(host: str, port: int, read_only: bool, max_body: int | None, access_lo
             2,
         ) from None
 
+    from dpt_core.export.openlineage_live import configured as forwarding_configured
+
+    if not read_only and forwarding_configured():
+        click.echo(
+            "dpt serve: OpenLineage forwarding (OPENLINEAGE_URL, OPENLINEAGE__TRANSPORT..., "
+            "openlineage.yml) is off in this process: events it receives are not sent on, "
+            "so a producer pointed at it cannot loop",
+            err=True,
+        )
+    os.environ["OPENLINEAGE_DISABLED"] = "true"
     config = ServerConfig(
         read_only=read_only,
         token=token,

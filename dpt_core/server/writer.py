@@ -118,7 +118,23 @@ class GroupWriter:
             size += len(item.events)
         return group
 
+    @staticmethod
+    def _warm() -> None:
+        """Load the plugins, the mapping and the database engine before the first request
+        needs them (a second or so otherwise paid by whoever posts first)."""
+        from dpt_core.export.openlineage_live import client
+        from dpt_core.store.plugin import current_store
+        from dpt_core.tracker import get_tracker
+
+        try:
+            get_tracker().pm  # noqa: B018 - loads the plugins
+            client()  # imports openlineage-python once (forwarding itself is off: dpt serve)
+            current_store().engine  # noqa: B018 - checks the schema
+        except Exception as exc:  # noqa: BLE001 - the database may be away: the spool takes over
+            log.warning("dpt serve: the database is not ready yet: %s", exc)
+
     def _run(self) -> None:
+        self._warm()
         while True:
             with self._cond:
                 if not self._queue and not self._stopping:

@@ -338,3 +338,34 @@ def test_an_internal_error_is_one_json_line_with_an_id_and_the_trace_goes_to_the
     assert f"internal error {body['id']}" in log and "Traceback" in log
     # the server goes on serving
     assert dpt_server.get("/api/stats").status_code == 200
+
+
+def test_events_received_are_not_forwarded_back_by_dpts_openlineage_plugin(
+    dpt_env: DptTestEnv, tmp_path
+) -> None:
+    """A server whose own environment names an OpenLineage URL (a shared container
+    environment, an openlineage.yml in its directory) must not re-emit what it receives:
+    pointed at itself, that would loop."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = DptServer(dpt_env.environ(), tmp_path)
+    server.start("--port", str(port), extra_env={"OPENLINEAGE_URL": f"http://127.0.0.1:{port}"})
+    try:
+        assert server.port == port
+        assert "forwarding" in server.stderr
+        response = server.post("/api/v1/lineage", [
+            run_event(str(uuid.uuid4()), "START", job="once"),
+            run_event(str(uuid.uuid4()), "COMPLETE", job="twice"),
+        ])  # fmt: skip
+        assert response.status_code == 200, response.text
+        time.sleep(3)  # what a forwarding plugin would send back would have come by now
+        writer = server.get("/api/health").json()["writer"]
+        assert (writer["requests"], writer["events"]) == (1, 2)
+        assert dpt_server_runs(server) == ["once", "twice"]
+    finally:
+        server.close()
+
+
+def dpt_server_runs(server: DptServer) -> list[str]:
+    return sorted(r["job"] for r in server.get("/api/runs").json())
