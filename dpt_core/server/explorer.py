@@ -985,8 +985,9 @@ class Explorer:
                 on_disk = conn.execute(
                     select(versions.c.uuid).where(versions.c.id == start.ids[0])
                 ).scalar()
-        reasons = stale([uri], engine, settings)
-        downstream = impact_of_product(uri, engine=engine)
+        # (a product with no version yet has nothing to judge and nothing downstream)
+        reasons = stale([uri], engine, settings) if data["versions"] else []
+        downstream = impact_of_product(uri, engine=engine) if data["versions"] else []
         return "product.html", {
             "nav": "products",
             "api": ask.url("/api/products", uri=uri),

@@ -14,6 +14,8 @@
     svg.setAttribute("preserveAspectRatio", "xMinYMin meet");
 
     var view = { x: 0, y: 0, scale: 1 };
+    var BOX_W = parseFloat(wrap.getAttribute("data-box-width")) || 232;
+    var BOX_H = parseFloat(wrap.getAttribute("data-box-height")) || 46;
     var MIN = 0.05, MAX = 4;
 
     function size() {
@@ -44,10 +46,9 @@
     function centreOn(box) {
       var s = size();
       view.scale = 1;
-      var rect = box.querySelector("rect");
-      var x = parseFloat(rect.getAttribute("x")), y = parseFloat(rect.getAttribute("y"));
-      view.x = x + 116 - s.w / 2;
-      view.y = y + 23 - s.h / 2;
+      var x = parseFloat(box.getAttribute("data-x")), y = parseFloat(box.getAttribute("data-y"));
+      view.x = x + BOX_W / 2 - s.w / 2;
+      view.y = y + BOX_H / 2 - s.h / 2;
       apply();
     }
     function start() {

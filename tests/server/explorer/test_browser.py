@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from survey_pipeline import FAN_OUT, SECRETS, XSS_FILE, XSS_JOB
+
+from .survey_pipeline import FAN_OUT, SECRETS, XSS_FILE, XSS_JOB
 
 pytestmark = pytest.mark.slow
 
@@ -125,9 +126,9 @@ def test_click_through_product_lineage_run_and_environment_diff(
     assert str(site.survey / "observations.csv") in title
     assert obs["content_hash"] in title
     assert f"made by run {ingest['uuid'][:8]} ingest (success)" in title
-    observations.hover()
-    shot = shoot(page, shots, "lineage")
+    shot = shoot(page, shots, "lineage", full=True)
     publish(shot, "explorer-lineage.png")
+    observations.hover()
 
     # click a box: the graph is centred on it
     observations.click()
@@ -201,6 +202,7 @@ def test_hostile_names_open_no_dialog_and_show_as_text(survey_site: Any, page: A
         page.wait_for_load_state("load")
         for box in page.locator("svg.lineage a.node").all():
             box.hover()
+    assert page.dialogs == []  # no name ran as code (the CSP would stop most; not all)
     page.goto(f"{site.url}/lineage?uri={xss}")
     box = page.locator("svg.lineage a.node.root")
     assert box.locator(".label").text_content() == XSS_FILE
@@ -312,3 +314,18 @@ def test_themes_and_phone_width(
         finally:
             context.close()
     assert backgrounds == {"rgb(255, 255, 255)"} if scheme == "light" else {"rgb(15, 20, 25)"}
+
+
+def test_a_picture_wider_than_the_screen_opens_on_where_it_starts(
+    survey_site: Any, phone_page: Any
+) -> None:
+    phone_page.goto(f"{survey_site.url}/lineage?uri={survey_site.survey / 'catalog.json'}")
+    phone_page.wait_for_selector(".graph-controls")
+    wrap = phone_page.locator(".graph-wrap").bounding_box()
+    root = phone_page.locator("svg.lineage a.node.root rect").first.bounding_box()
+    assert wrap is not None and root is not None
+    centre = (root["x"] + root["width"] / 2, root["y"] + root["height"] / 2)
+    assert wrap["x"] < centre[0] < wrap["x"] + wrap["width"], (wrap, root)
+    assert wrap["y"] < centre[1] < wrap["y"] + wrap["height"], (wrap, root)
+    assert root["width"] >= 0.5 * 232  # readable, not the whole picture squeezed in
+    assert phone_page.errors == []

@@ -14,7 +14,8 @@ from urllib.parse import urlencode
 
 import pytest
 from markupsafe import escape
-from survey_pipeline import FAN_OUT, SECRETS, XSS_FILE, XSS_JOB
+
+from .survey_pipeline import FAN_OUT, SECRETS, XSS_FILE, XSS_JOB
 
 pytestmark = pytest.mark.slow
 
