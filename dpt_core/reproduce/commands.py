@@ -129,6 +129,15 @@ def _relative_paths(tokens: Sequence[str]) -> list[str]:
     ]
 
 
+def program_and_arguments(tokens: Sequence[str]) -> list[str]:
+    """The arguments that may name files: every argument, and the program itself when it is
+    given as a path (``./run.sh``, ``bin/step``) rather than looked up on PATH."""
+    if not tokens:
+        return []
+    first = [tokens[0]] if "/" in tokens[0] else []
+    return [*first, *_path_tokens(tokens[1:])]
+
+
 def _looks_like_file(token: str) -> bool:
     return "/" in token or bool(re.search(r"\.[A-Za-z0-9]{1,8}$", token))
 
@@ -160,7 +169,7 @@ def infer_cwd(
         inside = os.path.normpath(str(pwd)) + "/"
         pwd_ok = inside.startswith(os.path.normpath(repo).rstrip("/") + "/")
         why_not = f"it lies outside its git work tree ({repo})"
-    files = [t for t in _relative_paths(tokens[1:]) if _looks_like_file(t)]
+    files = [t for t in _relative_paths(program_and_arguments(tokens)) if _looks_like_file(t)]
     if pwd_ok and files and not any(os.path.exists(os.path.join(str(pwd), f)) for f in files):
         pwd_ok = False
         why_not = f"it holds none of {', '.join(files)}"
@@ -285,7 +294,9 @@ def _dpt_run_plan(
     problems: list[Problem] = []
     notes = [note] if note else []
     if cwd is None:
-        relative = [t for t in _relative_paths(tokens[1:]) if _looks_like_file(t)]
+        relative = [
+            t for t in _relative_paths(program_and_arguments(tokens)) if _looks_like_file(t)
+        ]
         if relative:
             problems.append(
                 _problem(

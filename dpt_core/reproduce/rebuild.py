@@ -211,7 +211,7 @@ def _command_files(step: Step) -> list[str]:
     argv = list(step.rerun.argv)
     command = argv[argv.index("--") + 1 :] if "--" in argv else argv
     found = []
-    for token in commands._path_tokens(command[1:]) if command else []:
+    for token in commands.program_and_arguments(command):
         if "://" in token or "\n" in token:
             continue
         path = token if os.path.isabs(token) else os.path.join(step.rerun.cwd or "", token)

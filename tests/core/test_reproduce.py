@@ -589,6 +589,23 @@ def test_a_command_whose_directory_cannot_be_told_is_named(dpt_env, tmp_path):
     assert (step.cwd, step.cwd_source) == (str(root), "PWD")
 
 
+def test_a_script_run_by_its_path_is_taken_along(dpt_env, tmp_path):
+    root = tmp_path / "orig"
+    (root / "bin").mkdir(parents=True)
+    script = root / "bin" / "upper.sh"
+    script.write_text('#!/bin/sh\ntr a-z A-Z < "$1" > "$2"\n')
+    script.chmod(0o755)
+    (root / "raw.txt").write_text("abc\n")
+    ok(dpt("run", "--name", "upper", "-i", "raw.txt", "-o", "out.txt", "--",
+           "bin/upper.sh", "raw.txt", "out.txt", cwd=root))  # fmt: skip
+    data = json.loads(
+        ok(dpt("reproduce", str(root / "out.txt"), "--run", str(tmp_path / "w"), "--json")).stdout
+    )
+    assert [o["outcome"] for o in data["outcomes"]] == ["identical"]
+    assert any(f"copied {script} as they are now" in n for n in data["notes"])
+    assert os.access(tmp_path / "w" / "tree" / "bin" / "upper.sh", os.X_OK)
+
+
 def test_a_command_with_a_masked_secret_is_not_re_run(dpt_env, tmp_path):
     root = tmp_path / "orig"
     root.mkdir()
