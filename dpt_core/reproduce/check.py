@@ -51,39 +51,74 @@ def _algorithm(content_hash: str | None) -> str | None:
     return name if name in HASH_ALGORITHMS and name != "none" else None
 
 
-def check_file(
-    product: ProductVersion, settings: Settings, root_map: tuple[str, str] | None = None
-) -> InputCheck:
-    """What the disk says about ``product`` (through the stat cache)."""
+def check_files(
+    products: Sequence[ProductVersion],
+    settings: Settings,
+    root_map: tuple[str, str] | None = None,
+) -> list[InputCheck]:
+    """What the disk says about each of ``products`` (one stat each; a file whose size and
+    mtime the stat cache knows is not read again)."""
     from dpt_core.errors import HashError
-    from dpt_core.hashing import StatCache, observe
+    from dpt_core.hashing import StatCache, observe_many
 
-    path = map_path(product.path, root_map)
+    results: list[InputCheck | None] = [None] * len(products)
+    wanted: dict[str, list[tuple[int, str]]] = {}
+    for index, product in enumerate(products):
+        path = map_path(product.path, root_map)
 
-    def result(
-        state: InputState, current: str | None = None, detail: str | None = None
-    ) -> InputCheck:
-        return InputCheck(
-            product.uri, product.version, product.content_hash, state, current, path, detail
-        )
+        def result(
+            state: InputState,
+            current: str | None = None,
+            detail: str | None = None,
+            product: ProductVersion = product,
+            path: str | None = path,
+        ) -> InputCheck:
+            return InputCheck(
+                product.uri, product.version, product.content_hash, state, current, path, detail
+            )
 
-    if path is None:
-        return result("not_local", detail="not a file on this host: dpt cannot look at it")
-    algorithm = _algorithm(product.content_hash)
-    if not os.path.lexists(path):
-        return result("missing")
-    if algorithm is None:
-        return result("unhashed", detail="no content hash was recorded")
-    try:
+        algorithm = _algorithm(product.content_hash)
+        if path is None:
+            results[index] = result(
+                "not_local", detail="not a file on this host: dpt cannot look at it"
+            )
+        elif not os.path.lexists(path):
+            results[index] = result("missing")
+        elif algorithm is None:
+            results[index] = result("unhashed", detail="no content hash was recorded")
+        else:
+            wanted.setdefault(algorithm, []).append((index, path))
+    if wanted:
         with StatCache(settings.cache_dir / "statcache.sqlite3") as cache:
-            facts = observe(path, algorithm, cache=cache)
-    except HashError as exc:
-        return result("unreadable", detail=str(exc))
-    if not facts.exists:
-        return result("missing")
-    if facts.content_hash == product.content_hash:
-        return result("same", facts.content_hash)
-    return result("changed", facts.content_hash)
+            for algorithm, items in wanted.items():
+                for start in range(0, len(items), _BATCH):
+                    part = items[start : start + _BATCH]
+                    try:
+                        facts = observe_many([p for _, p in part], algorithm, cache=cache)
+                        found: list[Any] = list(facts)
+                    except HashError:  # find which one: each on its own
+                        found = []
+                        for _, path in part:
+                            try:
+                                found.append(observe_many([path], algorithm, cache=cache)[0])
+                            except HashError as exc:
+                                found.append(exc)
+                    for (index, path), fact in zip(part, found, strict=True):
+                        product = products[index]
+                        base = (product.uri, product.version, product.content_hash)
+                        if isinstance(fact, HashError):
+                            results[index] = InputCheck(*base, "unreadable", None, path, str(fact))
+                        elif not fact.exists:
+                            results[index] = InputCheck(*base, "missing", None, path)
+                        else:
+                            same = fact.content_hash == product.content_hash
+                            state: InputState = "same" if same else "changed"
+                            results[index] = InputCheck(*base, state, fact.content_hash, path)
+    return [r for r in results if r is not None]
+
+
+#: Files hashed per stat-cache transaction.
+_BATCH = 256
 
 
 def _input_problems(
@@ -416,7 +451,7 @@ def check_recipe(
         (from the store), so a changed secret shows without its value.
     """
     settings = settings or get_settings()
-    inputs = tuple(check_file(s, settings, root_map) for s in recipe.sources)
+    inputs = tuple(check_files(recipe.sources, settings, root_map))
     causes, notes = _input_problems(inputs, recipe)
     for problem in recipe.problems:
         if problem.kind == "version_cycle":

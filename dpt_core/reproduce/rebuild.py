@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 from dpt_core.config import Settings, get_settings
 from dpt_core.reproduce import commands
-from dpt_core.reproduce.check import _input_problems, check_file
+from dpt_core.reproduce.check import _input_problems, check_files
 from dpt_core.reproduce.model import (
     EnvironmentSpec,
     Outcome,
@@ -171,7 +171,7 @@ def _preflight(recipe: Recipe, options: RebuildOptions, settings: Settings) -> l
         if problem.kind == "dirty_tree" and options.allow_dirty:
             continue
         blocking.append(problem)
-    checks = [check_file(s, settings) for s in recipe.sources]
+    checks = check_files(recipe.sources, settings)
     causes, _ = _input_problems(checks, recipe)
     blocking += causes
     blocking += _interleaved(_units(recipe))
