@@ -510,8 +510,13 @@ async def receive_lineage(request: Request, config: ServerConfig) -> Response:
         events = await run_in_threadpool(parse_events, document)
     except InvalidEvent as exc:
         raise ApiError(422, str(exc), field=exc.field) from None
+    from dpt_core.server.writer import Rejected
+
     writer = request.app.state.writer
-    outcome = await writer.submit(events)
+    try:
+        outcome = await writer.submit(events)
+    except Rejected as exc:
+        raise ApiError(422, str(exc), field=None) from None
     return json_response(
         {"status": outcome, "events": len(events)}, 200 if outcome == "recorded" else 202
     )

@@ -12,8 +12,14 @@ later). A request is answered only after its group committed or reached the spoo
 
 Validation happens before a request is queued (``parse_events`` in the request's own
 worker thread), so an invalid event is its own request's 422 and never reaches a
-group. A request whose mapping fails unexpectedly is answered 500 alone; the others
-of its group are recorded.
+group. Each request's events are mapped and collected apart
+(:func:`dpt_core.store.plugin.collecting`), then the group is recorded with
+:meth:`~dpt_core.store.plugin.Store.submit_or_raise`: the spool takes the group only when
+the database is away. If the database refuses the group for good (a value its columns
+cannot hold), each request is recorded alone and only the refused ones are answered 422:
+one request's events never cost another's, and nothing is acknowledged that could not
+be stored. A request whose mapping fails unexpectedly is answered 500 alone, with
+nothing of it recorded.
 
 While idle with events in the spool (the database came back and nobody posted since),
 the writer replays the spool every :data:`REPLAY_INTERVAL` seconds, so acknowledged
@@ -41,22 +47,28 @@ REPLAY_INTERVAL = 5.0
 RECORDED, SPOOLED = "recorded", "spooled"
 
 
+class Rejected(Exception):
+    """The database refused a request's events for good (not because it is away): the
+    request is answered 422 and nothing of it is stored or spooled."""
+
+
 @dataclass
 class _Pending:
     events: Sequence[Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[str]
+    outcome: str | None = field(default=None)
     error: BaseException | None = field(default=None)
 
 
-def _answer(pending: _Pending, outcome: str | None, error: BaseException | None) -> None:
+def _answer(pending: _Pending) -> None:
     def resolve() -> None:
         if pending.future.done():  # the request went away meanwhile
             return
-        if error is not None:
-            pending.future.set_exception(error)
+        if pending.error is not None:
+            pending.future.set_exception(pending.error)
         else:
-            pending.future.set_result(outcome or RECORDED)
+            pending.future.set_result(pending.outcome or RECORDED)
 
     with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
         pending.loop.call_soon_threadsafe(resolve)
@@ -149,29 +161,36 @@ class GroupWriter:
 
     def _record(self, group: list[_Pending]) -> None:
         try:
-            outcome = contextvars.Context().run(self._record_group, group)
+            contextvars.Context().run(self._record_group, group)
         except BaseException as exc:  # noqa: BLE001 - answered to every request of the group
             log.exception("dpt serve: recording a group of %d request(s) failed", len(group))
             for pending in group:
-                _answer(pending, None, exc)
-            return
-        self._last_outcome = outcome
+                if pending.error is None and pending.outcome is None:
+                    pending.error = exc
         self.groups += 1
         for pending in group:
             if pending.error is None:
                 self.requests += 1
                 self.events += len(pending.events)
-            _answer(pending, outcome, pending.error)
+                self._last_outcome = pending.outcome
+            _answer(pending)
 
     @staticmethod
-    def _record_group(group: list[_Pending]) -> str:
-        """Runs in a fresh context: ``last_outcome()`` is this group's alone."""
-        from dpt_core.ingest import ingest
-        from dpt_core.store.plugin import last_outcome
-        from dpt_core.tracker import get_tracker
+    def _record_group(group: list[_Pending]) -> None:
+        """Map each request's events on its own, then record the group in one transaction.
 
-        with get_tracker().batch():  # every ingest() below joins this one batch
-            for pending in group:
+        A request whose mapping fails is answered with that error and nothing of it is
+        recorded (its events are collected apart, then dropped). When the database refuses
+        the group for good, each request is recorded alone, so only the requests it
+        refuses are answered :class:`Rejected`. Runs in a fresh context.
+        """
+        from dpt_core.ingest import ingest
+        from dpt_core.store.engine import describe_db_error
+        from dpt_core.store.plugin import collecting, current_store
+
+        mapped: list[tuple[_Pending, list[Any]]] = []
+        for pending in group:
+            with collecting() as events:
                 try:
                     ingest(pending.events)
                 except Exception as exc:  # noqa: BLE001 - this request's 500, not the group's
@@ -179,7 +198,23 @@ class GroupWriter:
                         "dpt serve: mapping a request's %d event(s) failed", len(pending.events)
                     )
                     pending.error = exc
-        return last_outcome() or RECORDED
+                    continue
+            mapped.append((pending, events))
+        store = current_store()
+        try:
+            outcome = store.submit_or_raise([e for _, events in mapped for e in events])
+        except Exception:  # refused for good: find whose events the database refuses
+            for pending, events in mapped:
+                try:
+                    pending.outcome = store.submit_or_raise(events)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("dpt serve: the database refused a request: %s", exc)
+                    pending.error = Rejected(
+                        f"the database refused these events: {describe_db_error(exc)}"
+                    )
+            return
+        for pending, _ in mapped:
+            pending.outcome = outcome
 
     def _replay_idle(self) -> None:
         """Replay this database's spool when it holds events and no request is waiting."""

@@ -8,11 +8,12 @@ happened.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Engine
@@ -161,6 +162,39 @@ class Store:
                 if self.settings.strict:
                     raise TrackingError(f"recording failed and was spooled: {reason}") from exc
 
+    def submit_or_raise(self, events: Sequence[Event]) -> str:
+        """Record ``events`` now (the spool replayed first), or spool them when the database
+        is away: returns ``"recorded"`` or ``"spooled"``.
+
+        Unlike :meth:`submit`, a batch the database rejects for good (a value out of a
+        column's range, say) is neither stored nor spooled: the error is raised, for a
+        caller that must tell its own client -- ``dpt serve`` answers that request 422 and
+        records the other requests of its group -- where :meth:`submit` would spool a batch
+        that can never be replayed.
+        """
+        with self._lock:
+            try:
+                if not self.spool.is_empty():
+                    self.spool.replay(self.record, is_transient)
+                self.record(events)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self.spool.append(events)
+                if not self._warned:
+                    self._warned = True
+                    log.warning(
+                        "dpt: cannot record to %s (%s); events kept in the spool %s, "
+                        "replayed on the next successful write or by 'dpt spool replay'",
+                        safe_url(self.settings.database_url),
+                        exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc),
+                        self.spool.directory,
+                    )
+                return "spooled"
+            if not self._dead_runs_closed:
+                self._close_dead_runs()
+            return "recorded"
+
     def _close_dead_runs(self) -> None:
         """Once per process, after its first successful write (its spool replayed first, so
         an end event that waited there wins): close this host's runs whose process died."""
@@ -234,12 +268,38 @@ def reset_store() -> None:
 _pending: contextvars.ContextVar[list[Event] | None] = contextvars.ContextVar(
     "dpt_store_pending", default=None
 )
+#: Inside :func:`collecting`: where the events go instead of the database.
+_collector: contextvars.ContextVar[list[Event] | None] = contextvars.ContextVar(
+    "dpt_store_collector", default=None
+)
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[list[Event]]:
+    """Inside the block the built-in store records nothing: every event it would submit
+    (a ``tracker.batch()``'s at its end, or one by one) is appended to the yielded list.
+
+    For a caller that records many callers' events together and must answer each of them
+    on its own (``dpt serve``'s group commit): it collects each request's events, then
+    records them in one transaction with :meth:`Store.submit_or_raise`. Other plugins
+    receive their hook calls as usual.
+    """
+    events: list[Event] = []
+    token = _collector.set(events)
+    try:
+        yield events
+    finally:
+        _collector.reset(token)
 
 
 def _submit(event: Event) -> None:
     pending = _pending.get()
     if pending is not None:
         pending.append(event)
+        return
+    collector = _collector.get()
+    if collector is not None:
+        collector.append(event)
     else:
         current_store().submit([event])
 
@@ -253,7 +313,12 @@ def dpt_batch_started() -> None:
 def dpt_batch_finished() -> None:
     events = _pending.get()
     _pending.set(None)
-    if events:
+    if not events:
+        return
+    collector = _collector.get()
+    if collector is not None:
+        collector.extend(events)
+    else:
         current_store().submit(events)
 
 

@@ -365,7 +365,44 @@ def test_events_received_are_not_forwarded_back_by_dpts_openlineage_plugin(
         assert dpt_server_runs(server) == ["once", "twice"]
     finally:
         server.close()
+    # nothing tried to send the events on (it stalls the writer for minutes, then loops)
+    assert "Retrying" not in server.stderr and "not forwarded" not in server.stderr
 
 
 def dpt_server_runs(server: DptServer) -> list[str]:
     return sorted(r["job"] for r in server.get("/api/runs").json())
+
+
+def test_events_the_database_refuses_are_422_and_cost_no_other_request(
+    pg_server: DptServer,
+) -> None:
+    """An event can pass the spec and still not fit a column (a size beyond bigint): the
+    database refuses it for good. It must be answered 422, and neither stored nor spooled
+    (a spooled batch that can never be replayed would be an acknowledged event lost); the
+    requests recorded in the same group must not pay for it."""
+    import concurrent.futures
+
+    bad = one_event("too-big")
+    bad["outputs"][0]["outputFacets"] = {
+        "outputStatistics": {
+            "_producer": "https://github.com/data-product-tracker/tests",
+            "_schemaURL": "https://openlineage.io/spec/facets/1-0-2/"
+            "OutputStatisticsOutputDatasetFacet.json#/$defs/OutputStatisticsOutputDatasetFacet",
+            "rowCount": 1,
+            "size": 10**30,
+        }
+    }
+    good = [one_event(f"good-{i}") for i in range(30)]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:  # many requests, one group or few
+        answers = list(
+            pool.map(lambda e: pg_server.post("/api/v1/lineage", e), [*good[:15], bad, *good[15:]])
+        )
+    refused = answers[15]
+    assert refused.status_code == 422, refused.text
+    assert "bigint" in refused.json()["error"] or "range" in refused.json()["error"]
+    assert_no_trace(refused.text)
+    assert [a.status_code for a in answers[:15] + answers[16:]] == [200] * 30
+    assert dpt_server_runs(pg_server) == sorted(f"good-{i}" for i in range(30))
+    health = pg_server.get("/api/health").json()
+    assert health["spool"] == {"events": 0, "bad_files": 0}
+    assert pg_server.env.scalar("SELECT COUNT(*) FROM invocations WHERE job = 'too-big'") == 0
