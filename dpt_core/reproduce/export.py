@@ -157,8 +157,21 @@ def _split(text: str, width: int = 96) -> list[str]:
 
 
 def export_recipe(recipe: Recipe, directory: str | os.PathLike[str]) -> list[Path]:
-    """Write the export files into ``directory`` (created if needed); returns their paths."""
-    out = Path(directory)
+    """Write the export files into ``directory`` (created if needed); returns their paths.
+
+    :raises DptError: ``directory`` cannot be written.
+    """
+    from dpt_core.errors import DptError
+
+    try:
+        return _export(recipe, Path(directory))
+    except OSError as exc:
+        raise DptError(
+            f"cannot write the export to {exc.filename or directory}: {exc.strerror or exc}"
+        ) from None
+
+
+def _export(recipe: Recipe, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "requirements").mkdir(exist_ok=True)
     written = []

@@ -40,6 +40,7 @@ ProblemKind = Literal[
     "original_touched",
     "interleaved",
     "workdir_not_empty",
+    "cannot_write",
 ]
 
 RerunKind = Literal["dpt-run", "airflow", "dagster", "prefect", "none"]

@@ -708,7 +708,39 @@ def rebuild_recipe(
     settings: Settings | None = None,
     progress: Progress | None = None,
 ) -> RebuildResult:
-    """Rebuild ``recipe`` in ``workdir`` (which must be empty or absent)."""
+    """Rebuild ``recipe`` in ``workdir`` (which must be empty or absent).
+
+    Never raises for what the disk does: a directory that cannot be written, a file
+    that cannot be copied... ends the rebuild with a ``cannot_write`` problem.
+    """
+    try:
+        return _rebuild(recipe, workdir, options, settings=settings, progress=progress)
+    except OSError as exc:
+        where = exc.filename or workdir
+        return RebuildResult(
+            recipe.target,
+            str(workdir),
+            False,
+            problems=(
+                Problem(
+                    "cannot_write",
+                    f"the rebuild stopped: {where}: {exc.strerror or exc}",
+                    "give a WORKDIR you can write, with room for the code, the sources and the "
+                    "virtual environments",
+                    subject=str(where),
+                ),
+            ),
+        )
+
+
+def _rebuild(
+    recipe: Recipe,
+    workdir: str | os.PathLike[str],
+    options: RebuildOptions | None,
+    *,
+    settings: Settings | None,
+    progress: Progress | None,
+) -> RebuildResult:
     from dpt_core.reproduce.check import _algorithm
 
     options = options or RebuildOptions()

@@ -216,7 +216,10 @@ def test_a_version_of_the_target_can_be_named(dpt_env, tmp_path):
 
 def test_bad_targets_and_options_are_one_line_errors(dpt_env, tmp_path):
     chain = make_chain(tmp_path / "orig")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
     for args, needle in [
+        ((str(chain.summary), "--export", str(a_file / "x")), "cannot write the export"),
         ((str(tmp_path / "nothing.txt"),), "neither a recorded product nor a run"),
         ((str(chain.summary), "--version", "feedfacefeed"), "has no version"),
         ((str(chain.summary), "--check", "--run", str(tmp_path / "w")), "not several"),
@@ -483,6 +486,16 @@ def test_a_python_not_like_this_one_is_named_for_an_overlay(dpt_env, tmp_path):
     assert problem.kind == "python_unavailable" and "2.7.18" in problem.message
     assert "--venv fresh" in problem.remedy
     assert result.runs == () and not result.ok
+
+
+def test_a_workdir_that_cannot_be_written_is_named(dpt_env, tmp_path):
+    chain = make_chain(tmp_path / "orig")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    result = ok(dpt("reproduce", str(chain.summary), "--run", str(a_file / "w"), "--json"), 1)
+    (problem,) = json.loads(result.stdout)["problems"]
+    assert problem["kind"] == "cannot_write" and str(a_file) in problem["message"]
+    assert a_file.read_text() == "not a directory"
 
 
 def test_the_workdir_must_be_new_or_empty(dpt_env, tmp_path):
