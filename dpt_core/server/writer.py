@@ -4,7 +4,7 @@ The store records a batch per transaction and serialises its writers under one l
 so a server that opened one transaction per request would spend its time in commits
 (an fsync each on a server database). Instead every ``POST /api/v1/lineage`` hands its
 events, already validated, to :class:`GroupWriter` and waits. The writer thread takes
-everything queued at that moment (up to :data:`MAX_GROUP_EVENTS` OpenLineage events),
+everything queued at that moment (up to :data:`MAX_GROUP_EVENTS` OpenLineage events, more only when one request alone has more),
 records it inside one ``tracker.batch()`` -- one transaction, or one spool append when
 the database is away -- and answers each waiting request with what became of the
 group: ``"recorded"`` (committed) or ``"spooled"`` (durably in the spool, replayed
@@ -39,8 +39,11 @@ from typing import Any
 
 log = logging.getLogger("dpt.server")
 
-#: Largest group (in OpenLineage events) recorded in one transaction.
-MAX_GROUP_EVENTS = 2000
+#: Largest group (in OpenLineage events) recorded in one transaction. Kept small enough
+#: that a group records well within the store's watchdog (DPT_CONNECT_TIMEOUT +
+#: DPT_STATEMENT_TIMEOUT, 20 s by default) on a slow database: a batch that overruns it
+#: is taken for an unreachable database and spooled, and would overrun it again on replay.
+MAX_GROUP_EVENTS = 256
 #: Seconds between replay attempts of a non-empty spool while no request comes.
 REPLAY_INTERVAL = 5.0
 
