@@ -32,6 +32,7 @@ and every page works without it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -152,6 +153,7 @@ class Ask:
 # =========================================================================== formatting
 
 
+@functools.lru_cache(maxsize=16384)
 def display(uri: str) -> str:
     """A local file as its path, anything else as its URI (as the CLI shows them)."""
     from dpt_core.uri import uri_to_path
@@ -842,18 +844,34 @@ class Explorer:
             result.headers.update(PAGE_HEADERS)
             return result
         template, context = result
-        return self._render(ask, template, context)
+        return HTMLResponse(
+            self.page_html(ask, template, context), status_code=200, headers=PAGE_HEADERS
+        )
 
-    def _render(
-        self, ask: Ask, template: str, context: dict[str, Any], status: int = 200
-    ) -> Response:
-        html = self.templates.get_template(template).render(
+    def page_html(self, ask: Ask, template: str, context: dict[str, Any]) -> str:
+        """The HTML of a page from what its handler returned."""
+        if context.get("picture") is not None:
+            # One string for the picture, not thousands of fragments passed up through
+            # every enclosing block (a third of the rendering time at 2 000 boxes).
+            context = {
+                **context,
+                "picture_svg": Markup(self._render_text(ask, "_graph.html", context)),
+            }
+        return self._render_text(ask, template, context)
+
+    def _render_text(self, ask: Ask, template: str, context: dict[str, Any]) -> str:
+        return self.templates.get_template(template).render(
             url=ask.url,
             static=lambda name: ask.url(f"/static/{name}", v=self.templates.globals["dpt_version"]),
             ask=ask,
             read_only=self.config.read_only,
             **context,
         )
+
+    def _render(
+        self, ask: Ask, template: str, context: dict[str, Any], status: int = 200
+    ) -> Response:
+        html = self._render_text(ask, template, context)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
     def _error(self, ask: Ask, status: int, title: str, message: str) -> Response:

@@ -241,7 +241,9 @@ def test_a_big_fan_out_is_one_box_linking_to_its_listing(survey_site: Any) -> No
     assert f">{label}</text>" in page
     boxes = re.findall(r'<a class="node[^"]*"', page)
     assert len(boxes) < 20  # 486 cutouts drawn as 6 boxes and a group
-    link = re.search(r'<a class="node group" href="([^"]+)"', page).group(1)
+    found = re.search(r'<a class="node group"[^>]* href="([^"]+)"', page)
+    assert found, "no group box"
+    link = found.group(1)
     table = ok(survey_site, html.unescape(link).split("#")[0].replace(survey_site.url, ""))
     section = table.split(f'<section id="{html.unescape(link).split("#")[1]}">')[1].split(
         "</section>"
