@@ -338,3 +338,27 @@ def test_static_files_are_our_own_and_small(survey_site: Any) -> None:
         content = response.content.replace(b'xmlns="http://www.w3.org/2000/svg"', b"")
         assert not re.search(rb"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", content), name
         assert b"@import" not in response.content and b"url(http" not in response.content
+
+
+def test_every_json_twin_link_answers_json(survey_site: Any) -> None:
+    """The "this page as JSON" link of a page is the read API's answer for the same view."""
+    checked = 0
+    for path, params in pages(survey_site):
+        body = ok(survey_site, path, **params)
+        found = re.search(r'<a href="([^"]+)" rel="alternate" type="application/json">', body)
+        if found is None:
+            continue
+        link = html.unescape(found.group(1))
+        assert link.startswith("/api/"), link
+        response = survey_site.get(link)
+        assert response.status_code == 200, (path, link, response.text[:300])
+        assert response.headers["content-type"].startswith("application/json")
+        response.json()
+        checked += 1
+    assert checked >= 15
+    catalog = str(survey_site.survey / "catalog.json")
+    page = ok(survey_site, "/lineage", uri=catalog, direction="upstream")
+    link = html.unescape(re.search(r'<a href="([^"]+)" rel="alternate"', page).group(1))
+    graph = survey_site.get(link).json()
+    assert figure(page, "upstream-nodes") == len(graph["nodes"])
+    assert figure(page, "upstream-edges") == len(graph["edges"])
