@@ -860,13 +860,14 @@ class Explorer:
         return self._render_text(ask, template, context)
 
     def _render_text(self, ask: Ask, template: str, context: dict[str, Any]) -> str:
-        return self.templates.get_template(template).render(
+        text: str = self.templates.get_template(template).render(
             url=ask.url,
             static=lambda name: ask.url(f"/static/{name}", v=self.templates.globals["dpt_version"]),
             ask=ask,
             read_only=self.config.read_only,
             **context,
         )
+        return text
 
     def _render(
         self, ask: Ask, template: str, context: dict[str, Any], status: int = 200
