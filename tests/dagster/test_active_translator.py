@@ -7,6 +7,7 @@ translator in each process. Here once in process, once with the asset materialis
 """
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -214,4 +215,15 @@ def test_an_asset_key_names_the_product_the_sensor_records(
         i=row.id,
     )
     assert [(i.uri, i.produced_by_id is not None) for i in inputs] == [(raw_uri, True)]
-    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 3
+    # One version per product: the asset's own track() of its key and the sensor's record
+    # of the same materialisation (same run, no content hash) are one version, which
+    # carries the materialisation's metadata.
+    versions = dpt_env.rows(
+        "SELECT p.uri, v.metadata FROM data_product_versions v "
+        "JOIN data_products p ON p.id = v.product_id ORDER BY p.uri"
+    )
+    assert [v.uri for v in versions] == [raw_uri, "lake://survey/split_file/x"]
+    split_metadata = versions[1].metadata
+    if isinstance(split_metadata, str):
+        split_metadata = json.loads(split_metadata)
+    assert split_metadata["dagster/partition"] == "x"
