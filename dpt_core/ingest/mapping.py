@@ -463,24 +463,32 @@ def _observations(datasets: Sequence[Dataset], settings: Any) -> tuple[ProductOb
     )
 
 
-def to_dpt_events(run: OpenLineageRun, settings: Any) -> list[Event]:
-    """The dpt events that record ``run`` (secrets redacted with ``settings``)."""
+def _placeholder(parent: RunRef, time: dt.datetime, settings: Any) -> InvocationStarted:
+    """The start of a run named as a parent: what the child's event knows of it."""
+    from dpt_core.environment import redact_parameters
+
+    return InvocationStarted(
+        uuid=parent.uuid,
+        orchestrator=parent.orchestrator,
+        job=clean_text(parent.job) or PLACEHOLDER,
+        task=clean_text(parent.task) if parent.task else None,
+        external_id=clean_text(parent.external_id) if parent.external_id else None,
+        started_at=time,
+        parameters=redact_parameters(jsonable(parent.parameters), settings),
+    )
+
+
+def to_dpt_events(run: OpenLineageRun, settings: Any, *, parent: bool = True) -> list[Event]:
+    """The dpt events that record ``run`` (secrets redacted with ``settings``).
+
+    :param parent: start with the placeholder start of its parent (False when the
+        caller records that once for many runs).
+    """
     from dpt_core.environment import redact, redact_parameters, redact_text
 
     events: list[Event] = []
-    parent = run.parent
-    if parent is not None:
-        events.append(
-            InvocationStarted(
-                uuid=parent.uuid,
-                orchestrator=parent.orchestrator,
-                job=clean_text(parent.job) or PLACEHOLDER,
-                task=clean_text(parent.task) if parent.task else None,
-                external_id=clean_text(parent.external_id) if parent.external_id else None,
-                started_at=run.time,
-                parameters=redact_parameters(jsonable(parent.parameters), settings),
-            )
-        )
+    if parent and run.parent is not None:
+        events.append(_placeholder(run.parent, run.time, settings))
     environment = _environment(run.environment, settings) if run.environment is not None else None
     variables: dict[str, str] = {}
     for key, value in sorted(run.variables.items()):
@@ -494,7 +502,7 @@ def to_dpt_events(run: OpenLineageRun, settings: Any) -> list[Event]:
             job=clean_text(run.job),
             task=clean_text(run.task) if run.task is not None else None,
             external_id=clean_text(run.external_id) if run.external_id else None,
-            parent_uuid=parent.uuid if parent is not None else None,
+            parent_uuid=run.parent.uuid if run.parent is not None else None,
             started_at=run.time,
             user=environment.user if environment else None,
             host=environment.hostname if environment else None,
@@ -550,7 +558,16 @@ def ingest(events: Iterable[ParsedEvent], tracker: Tracker | None = None) -> Ing
     if not runs:
         return result
     settings = tracker.settings
-    records = [e for run in runs for e in to_dpt_events(run, settings)]
+    # One placeholder start per parent (its earliest time), before every child's events:
+    # the same rows as one per event (a start only adds what a run lacks), fewer writes.
+    parents: dict[str, tuple[RunRef, dt.datetime]] = {}
+    for run in runs:
+        if run.parent is not None:
+            known = parents.get(run.parent.uuid)
+            if known is None or run.time < known[1]:
+                parents[run.parent.uuid] = (run.parent, run.time)
+    records: list[Event] = [_placeholder(p, t, settings) for p, t in parents.values()]
+    records.extend(e for run in runs for e in to_dpt_events(run, settings, parent=False))
     with tracker.batch():
         for record in records:
             tracker._emit(_HOOKS[type(record)], record)

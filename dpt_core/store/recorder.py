@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, bindparam, func, select, update
@@ -152,6 +153,47 @@ _FILLED = (
 )
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What an invocation's row is known to hold, for :meth:`Recorder._fill_in`."""
+
+    placeholder: bool
+    started_at: Any
+    filled: frozenset[str]
+    parameter_keys: frozenset[str]
+    variable_keys: frozenset[str]
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> _Facts:
+        def keys(value: Any) -> frozenset[str]:
+            return frozenset(value) if isinstance(value, dict) else frozenset()
+
+        return cls(
+            placeholder=row["orchestrator"] == PLACEHOLDER,
+            started_at=_aware(row["started_at"]),
+            filled=frozenset(c.name for c in _FILLED if row.get(c.name) is not None),
+            parameter_keys=keys(row.get("parameters")),
+            variable_keys=keys(row.get("variables")),
+        )
+
+    def covers(self, row: Mapping[str, Any]) -> bool:
+        """True when a start with ``row`` would add nothing to the row."""
+        started = _aware(row["started_at"])
+        return (
+            not (self.placeholder and row["orchestrator"] != PLACEHOLDER)
+            and (started is None or self.started_at is None or started >= self.started_at)
+            and all(row[c.name] is None or c.name in self.filled for c in _FILLED)
+            and self.parameter_keys.issuperset(row["parameters"] or ())
+            and self.variable_keys.issuperset(row["variables"] or ())
+        )
+
+
+_FILL_IN = select(I.c.orchestrator, I.c.started_at, I.c.parameters, I.c.variables, *_FILLED).where(
+    I.c.uuid == bindparam("uuid")
+)
+_FILL_IN_LOCKED = _FILL_IN.with_for_update()
+
+
 def _aware(value: Any) -> Any:
     if isinstance(value, dt.datetime) and value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
@@ -192,6 +234,10 @@ class Recorder:
         #: starting over when full.
         self._product_ids: dict[str, int] = {}
         self._version_ids: dict[str, int] = {}
+        #: uuid -> what this process knows an invocation's row holds (see _Facts): a
+        #: start that adds nothing to it is not looked up. Only ever an underestimate of
+        #: the row (columns are filled, never emptied; started_at only gets earlier).
+        self._facts: dict[str, _Facts] = {}
         #: Invocations inserted by the current transaction -> the kinds of events
         #: ("read", "write") applied to them since. Nobody else can have given such an
         #: invocation inputs or outputs yet, so what was not applied here is empty.
@@ -213,6 +259,7 @@ class Recorder:
             self._invocation_ids.clear()
             self._product_ids.clear()
             self._version_ids.clear()
+            self._facts.clear()
 
         try:
             try:
@@ -340,6 +387,7 @@ class Recorder:
         if inserted:  # the next events of this invocation need not look it up
             self._invocation_ids[event.uuid] = inserted[0].id
             self._new_here[event.uuid] = set()
+            self._know(row)
             return
         # Recorded before: this start fills in what the row does not know yet, and
         # never changes what it does (its status included).
@@ -372,12 +420,11 @@ class Recorder:
         earliest start heard of, parameters and variables gain the keys they lack.
         Nothing a record already holds is overwritten, and the status never changes.
         """
-        query = select(
-            I.c.orchestrator, I.c.started_at, I.c.parameters, I.c.variables, *_FILLED
-        ).where(I.c.uuid == row["uuid"])
-        if conn.dialect.name != "sqlite":
-            query = query.with_for_update()
-        current = conn.execute(query).one_or_none()
+        facts = self._facts.get(row["uuid"])
+        if facts is not None and facts.covers(row):
+            return
+        query = _FILL_IN_LOCKED if conn.dialect.name != "sqlite" else _FILL_IN
+        current = conn.execute(query, {"uuid": row["uuid"]}).one_or_none()
         if current is None:  # pragma: no cover - inserted or found by the caller
             return
         changes: dict[str, Any] = {}
@@ -396,6 +443,12 @@ class Recorder:
                 changes[name] = merged
         if changes:
             conn.execute(update(I).where(I.c.uuid == row["uuid"]).values(changes))
+        self._know({**current._asdict(), **changes, "uuid": row["uuid"]})
+
+    def _know(self, row: dict[str, Any]) -> None:
+        if len(self._facts) >= ID_CACHE_SIZE:
+            self._facts.clear()
+        self._facts[row["uuid"]] = _Facts.of(row)
 
     def _finish(self, conn: Connection, event: InvocationFinished) -> None:
         conn.execute(
