@@ -714,6 +714,11 @@ class Tracker:
                     yield joined
                 return
             job = _script_name()
+        if kwargs.get("orchestrator", "python") == "python" and kwargs.get("environment", True):
+            # How the script was started and where (an inherited PWD may be stale): what
+            # `dpt reproduce` needs to run it again.
+            kwargs.setdefault("command", _script_command())
+            kwargs["variables"] = {"PWD": os.getcwd(), **(kwargs.get("variables") or {})}
         handle = self.start(job, **kwargs)
         with self.activate(handle):
             try:
@@ -753,6 +758,16 @@ def _stat_only(path: str) -> Any:
     except OSError:
         return FileFacts(None, None, None, False)
     return FileFacts(None, st.st_size, st.st_mtime, True)
+
+
+def _script_command() -> list[str] | None:
+    """How this Python process was started (``python script.py args``), for a block of the
+    Python API to record as its command: what ``dpt reproduce`` re-runs. None for
+    ``python -c`` and the interactive interpreter, which cannot be run again as they were."""
+    if not sys.argv or sys.argv[0] in ("", "-c"):
+        return None
+    interpreter = os.path.basename(sys.executable) or "python"
+    return [interpreter, *sys.argv]
 
 
 def _script_name() -> str:

@@ -91,7 +91,14 @@ def run(
         parameters[key] = value
     tracker = dpt_core.get_tracker()
     job = name or os.path.basename(command[0])
-    handle = tracker.start(job, orchestrator="cli", command=list(command), parameters=parameters)
+    handle = tracker.start(
+        job,
+        orchestrator="cli",
+        command=list(command),
+        parameters=parameters,
+        # where the command ran (an inherited PWD may be stale): what a rebuild needs
+        variables={"PWD": os.getcwd()},
+    )
     handle.read(*inputs)
     env = dict(os.environ, **{RUN_ENV_VAR: handle.uuid})
     try:

@@ -77,7 +77,8 @@ def _variables(row: Any) -> dict[str, str]:
 
 
 def unit_of(row: Any, runs: Mapping[int, Any]) -> Any:
-    """The run to re-run for step ``row``: itself, its ``dpt run``, or its flow run."""
+    """The run to re-run for step ``row``: itself, its ``dpt run``, its flow run, or (for
+    Python blocks of one script) the first block of its process, so the script runs once."""
     if row.orchestrator == "python":
         seen = 0
         parent = runs.get(row.parent_id) if row.parent_id is not None else None
@@ -86,6 +87,16 @@ def unit_of(row: Any, runs: Mapping[int, Any]) -> Any:
                 return parent
             parent = runs.get(parent.parent_id) if parent.parent_id is not None else None
             seen += 1
+        process = getattr(row, "process", None)
+        if process and row.command:
+            siblings = [
+                r
+                for r in runs.values()
+                if r.orchestrator == "python"
+                and getattr(r, "process", None) == process
+                and r.command == row.command
+            ]
+            return min(siblings, key=lambda r: r.id, default=row)
         return row
     if row.orchestrator == "prefect" and row.task is not None:
         parent = runs.get(row.parent_id) if row.parent_id is not None else None
@@ -211,18 +222,30 @@ def _script_argv(tokens: list[str]) -> list[str]:
 def _dpt_run_plan(
     row: Any,
     unit: Any,
+    runs: Mapping[int, Any],
     env: EnvironmentSpec | None,
     unit_env: EnvironmentSpec | None,
     paths: Sequence[str],
     io: tuple[Sequence[str], Sequence[str]],
 ) -> Plan:
     under_dpt_run = unit.orchestrator == "cli" and unit.id != row.id
+    # Python blocks of one script run (one process, one command): the script runs once for
+    # all of them, and each block records its own inputs and outputs again.
+    script_blocks = (
+        sorted(
+            r.id for r in runs.values() if r.orchestrator == "python" and unit_of(r, runs) is unit
+        )
+        if unit.orchestrator == "python"
+        else []
+    )
     if row.orchestrator == "cli":
         what = f"dpt run {row.job!r}: {row.command or '(no command)'}"
     else:
         what = f"Python block {row.job!r}" + (f"/{row.task}" if row.task else "")
         if under_dpt_run:
             what += f" inside dpt run {unit.id} ({unit.command})"
+        elif len(script_blocks) > 1:
+            what += f" of the script run {unit.command}"
     details: dict[str, Any] = {"job": row.job, "task": row.task}
     if unit.id != row.id:
         details["unit"] = {"id": unit.id, "uuid": unit.uuid, "job": unit.job}
@@ -307,8 +330,12 @@ def _dpt_run_plan(
                     "paths of its inputs and outputs)",
                 )
             )
-    argv = ["dpt", "run", "--name", str(unit.job)]
+    name = str(unit.job)
     inputs, outputs = io
+    if len(script_blocks) > 1:
+        name = os.path.basename(program_and_arguments(tokens)[0]) if tokens else name
+        inputs, outputs = (), ()
+    argv = ["dpt", "run", "--name", name]
     for path in inputs:
         argv += ["-i", _rel(path, cwd)]
     for path in outputs:
@@ -321,6 +348,8 @@ def _dpt_run_plan(
     rerun_note = "re-runs the command under 'dpt run', so the rebuild is recorded"
     if under_dpt_run:
         rerun_note += f"; it runs every block of run {unit.id}'s script again"
+    elif len(script_blocks) > 1:
+        rerun_note += f"; it runs every block of the script again ({len(script_blocks)} here)"
     return Plan(
         what=what,
         rerun=Rerun("dpt-run", str(unit.uuid), tuple(argv), cwd=cwd, note=rerun_note),
@@ -512,7 +541,7 @@ def plan(
     :param io: the unit's own ``-i`` / ``-o`` products (paths or URIs) for ``dpt run``.
     """
     if row.orchestrator in ("cli", "python"):
-        return _dpt_run_plan(row, unit, env, unit_env, paths, io)
+        return _dpt_run_plan(row, unit, runs, env, unit_env, paths, io)
     if row.orchestrator == "airflow":
         return _airflow_plan(row, env)
     if row.orchestrator == "dagster":

@@ -134,9 +134,9 @@ def test_recipe_of_a_dpt_run_chain_in_dependency_order(dpt_backend, dpt_env, tmp
     first, second = data["steps"]
     assert (first["index"], first["run"]["job"], second["run"]["job"]) == (1, "clean", "summary")
     assert first["command"].endswith("step1.py raw.txt clean.txt")
-    # The PWD these runs inherited is not where they ran: the relative paths say where.
+    # The PWD these runs inherited is not where they ran; dpt run records where they did.
     assert os.environ.get("PWD") != str(chain.dir)
-    assert (first["cwd"], first["cwd_source"]) == (str(chain.dir), "paths")
+    assert (first["cwd"], first["cwd_source"]) == (str(chain.dir), "PWD")
     assert [(i["uri"], i["content_hash"], i["made_by"]) for i in second["inputs"]] == [
         (chain.clean.as_uri(), digest(chain.clean), 1)
     ]
@@ -582,22 +582,32 @@ def test_a_clean_tree_rebuilds_from_the_recorded_commit_not_the_current_files(dp
     assert any(f"commit {commit[:12]} (git archive)" in n for n in data["notes"])
 
 
-def test_a_command_whose_directory_cannot_be_told_is_named(dpt_env, tmp_path):
+def test_a_command_whose_directory_cannot_be_told_is_named(dpt_env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside any git work tree, as the recorded run was
     root = tmp_path / "orig"
     root.mkdir()
     (root / "fixed.py").write_text("open('out.txt', 'w').write(open('raw.txt').read())\n")
     (root / "raw.txt").write_text("x\n")
-    # No argument names a recorded file, and the PWD it inherited is elsewhere.
-    ok(dpt("run", "--name", "fixed", "-i", "raw.txt", "-o", "out.txt", "--",
-           sys.executable, "fixed.py", cwd=root))  # fmt: skip
+    (root / "out.txt").write_text("x\n")
+    # Recorded as an older dpt run did: no argument names a recorded file, and the PWD it
+    # kept was inherited from elsewhere.
+    handle = dpt_core.get_tracker().start(
+        "fixed",
+        orchestrator="cli",
+        command=[sys.executable, "fixed.py"],
+        variables={"PWD": str(tmp_path)},
+    )
+    handle.read(root / "raw.txt")
+    handle.write(root / "out.txt")
+    handle.finish("success")
     found = dpt_core.recipe(root / "out.txt")
     (problem,) = found.problems
     assert problem.kind == "cwd_unknown" and "fixed.py" in problem.message
     check = json.loads(ok(dpt("reproduce", str(root / "out.txt"), "--check", "--json"), 1).stdout)
     assert [c["kind"] for c in check["causes"]] == ["cwd_unknown"]
-    # Run from a shell (PWD right), the same command's directory is known.
+    # dpt run records where the command ran, whatever PWD it inherited.
     ok(dpt("run", "--name", "fixed", "-i", "raw.txt", "-o", "out.txt", "--",
-           sys.executable, "fixed.py", cwd=root, env={"PWD": str(root)}))  # fmt: skip
+           sys.executable, "fixed.py", cwd=root, env={"PWD": str(tmp_path)}))  # fmt: skip
     step = dpt_core.recipe(root / "out.txt").steps[-1]
     assert (step.cwd, step.cwd_source) == (str(root), "PWD")
 
@@ -725,11 +735,42 @@ def test_python_api_blocks_inside_dpt_run_rebuild_through_its_command(dpt_env, t
     assert [c.job for c in children] == ["observe", "calibrate", "lightcurve"]
 
 
-def test_python_api_blocks_without_a_command_name_what_can_be_done(dpt_env, tmp_path):
+def test_python_api_blocks_of_a_script_rebuild_by_running_the_script_once(dpt_env, tmp_path):
     data = tmp_path / "data"
     subprocess.run(
         [sys.executable, str(QUICKSTART), str(data)], check=True, capture_output=True, cwd=tmp_path
     )
+    found = dpt_core.recipe(data / "lightcurve.csv")
+    assert found.problems == ()
+    assert [s.run.job for s in found.steps] == ["observe", "calibrate", "lightcurve"]
+    # One re-run for the three blocks: the script, from where it ran.
+    assert len({s.rerun.unit for s in found.steps}) == 1
+    step = found.steps[0]
+    assert (step.cwd, step.cwd_source) == (str(tmp_path), "PWD")
+    assert step.rerun.argv[-2:] == (str(QUICKSTART), str(data))
+    result = json.loads(
+        ok(
+            dpt("reproduce", str(data / "lightcurve.csv"), "--run", str(tmp_path / "w"), "--json")
+        ).stdout  # fmt: skip
+    )
+    assert [(Path(o["uri"]).name, o["outcome"]) for o in result["outcomes"]] == [
+        ("flat.txt", "identical"),
+        ("raw.csv", "identical"),
+        ("calibrated.csv", "identical"),
+        ("lightcurve.csv", "identical"),
+    ]
+    (rebuilt,) = result["runs"]
+    assert rebuilt["steps"] == [1, 2, 3]
+
+
+def test_python_api_blocks_without_a_command_name_what_can_be_done(dpt_env, tmp_path):
+    data = tmp_path / "data"
+    # python -c cannot be run again as it was: its blocks record no command.
+    code = (
+        f"import sys; sys.argv[1:] = [{str(data)!r}]; "
+        f"exec(open({str(QUICKSTART)!r}).read(), {{'__name__': '__main__'}})"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=tmp_path)
     found = dpt_core.recipe(data / "lightcurve.csv")
     assert {p.kind for p in found.problems} == {"no_command"}
     assert all("dpt run" in p.remedy for p in found.problems)

@@ -571,3 +571,32 @@ def test_a_registered_secret_never_reaches_the_database(dpt_env):
     row = dpt_env.rows("SELECT command, parameters, error FROM invocations")[0]
     assert "s3kr1t" not in f"{row.command} {row.parameters} {row.error}"
     assert row.command.startswith("tool --as ") and row.error.startswith("RuntimeError: login ")
+
+
+def test_dpt_run_records_where_it_ran_and_python_blocks_how_they_were_started(dpt_env, tmp_path):
+    import subprocess
+    import sys
+
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "PWD": "/somewhere/stale"}
+    subprocess.run(
+        [sys.executable, "-m", "dpt_core.cli", "run", "--name", "here", "--", "true"],
+        cwd=work,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    script = tmp_path / "step.py"
+    script.write_text("import dpt_core\nwith dpt_core.invocation('step'):\n    pass\n")
+    subprocess.run(
+        [sys.executable, str(script), "--night", "7"], cwd=work, env=env, check=True, timeout=120
+    )
+    rows = {r.job: r for r in dpt_env.rows("SELECT job, command, variables FROM invocations")}
+    variables = rows["here"].variables
+    variables = json.loads(variables) if isinstance(variables, str) else variables
+    assert variables["PWD"] == str(work)
+    assert rows["step"].command.split(" ")[1:] == [str(script), "--night", "7"]
+    variables = rows["step"].variables
+    variables = json.loads(variables) if isinstance(variables, str) else variables
+    assert variables["PWD"] == str(work)
