@@ -188,8 +188,10 @@ def serve(host: str, port: int, read_only: bool, max_body: int | None, access_lo
                 for sig, handler in original.items():
                     signal.signal(sig, handler)
 
+    app = create_app(config)
+    app.state.loopback_only = is_loopback(host)
     uv_config = uvicorn.Config(
-        create_app(config),
+        app,
         lifespan="on",
         access_log=access_log,
         log_level="info",

@@ -4,9 +4,10 @@
 explorer's pages (:mod:`dpt_core.server.explorer`) behind one pure-ASGI
 middleware, :class:`RequestRules`, which applies, in this order:
 
+0. on a loopback server, a ``Host`` that is not a loopback name gets 400 (DNS rebinding);
 1. ``--read-only``: any write (a method other than GET, HEAD, OPTIONS) gets 405;
 2. ``DPT_SERVER_TOKEN``: a write without ``Authorization: Bearer <token>`` gets 401
-   (compared in constant time);
+   (compared in constant time); a write whose ``Content-Type`` is not JSON gets 415;
 3. the body limit: a declared ``Content-Length`` above it gets 413 before a byte of
    the body is read; a body that turns out longer (chunked, or a lying header) is
    cut off with 413 as soon as it passes the limit, so no request holds more than
@@ -110,8 +111,42 @@ def bearer_matches(authorization: bytes | None, token: str) -> bool:
     return ok_scheme and ok_token
 
 
+def is_loopback_name(host_header: bytes | None) -> bool:
+    """True when a ``Host`` header names this machine's loopback: ``localhost`` (or a
+    ``*.localhost`` name), ``127.x.y.z`` or ``[::1]``, with or without a port."""
+    import ipaddress
+
+    text = (host_header or b"").decode("latin-1").strip().lower()
+    if text.startswith("["):
+        name = text[1:].partition("]")[0]
+    else:
+        name = text.rpartition(":")[0] if text.count(":") == 1 else text
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_json(content_type: bytes) -> bool:
+    media = content_type.split(b";")[0].strip().lower()
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
+
+
 class RequestRules:
-    """Read-only, token, body limit and error rules around the whole application."""
+    """Host, read-only, token, content type, body limit and error rules around the whole
+    application.
+
+    Two guards protect a server on loopback from web pages its user visits: a browser can
+    post a "simple" cross-origin request (``text/plain``, a form) without asking, so a
+    write must be JSON (or name no type at all, as no browser does), else 415; and a page
+    whose domain is re-pointed at 127.0.0.1 (DNS rebinding) still sends its own name in
+    ``Host``, so a server listening on loopback (``app.state.loopback_only``, set by
+    ``dpt serve``) answers only requests addressed to a loopback name, else 400.
+    """
 
     def __init__(self, app: ASGIApp, config: ServerConfig) -> None:
         self.app = app
@@ -122,6 +157,21 @@ class RequestRules:
             await self.app(scope, receive, send)
             return
         config = self.config
+        application = scope.get("app")
+        loopback_only = getattr(getattr(application, "state", None), "loopback_only", False)
+        if loopback_only and not is_loopback_name(_header(scope, b"host")):
+            await _send_json(
+                send,
+                400,
+                {
+                    "error": "this dpt server listens on loopback and answers only requests "
+                    "addressed to localhost, 127.0.0.1 or [::1] (Host header), a guard "
+                    "against DNS rebinding; serve on another address (--host) to be reached "
+                    "by other names"
+                },
+                [],
+            )
+            return
         if scope["method"] not in SAFE_METHODS:
             if config.read_only:
                 await _send_json(
@@ -141,6 +191,19 @@ class RequestRules:
                         "error": "writes need 'Authorization: Bearer <token>' with the server's DPT_SERVER_TOKEN"
                     },
                     [(b"www-authenticate", b'Bearer realm="dpt"')],
+                )
+                return
+            content_type = _header(scope, b"content-type")
+            if content_type is not None and not _is_json(content_type):
+                await _send_json(
+                    send,
+                    415,
+                    {
+                        "error": f"Content-Type {content_type.decode('latin-1')!r}: send "
+                        "application/json (what OpenLineage clients send; a web page's form "
+                        "or text/plain post is not taken)"
+                    },
+                    [],
                 )
                 return
         declared = _header(scope, b"content-length")

@@ -81,7 +81,9 @@ def test_a_non_loopback_address_is_served_with_a_token_or_read_only(
         server.start(*args, token=token)
         try:
             with socket.create_connection(("127.0.0.1", server.port)) as sock:
-                sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                sock.sendall(
+                    b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                )
                 status, _, body = read_response(sock)
             assert status == 200 and json.loads(body)["read_only"] == ("--read-only" in args)
         finally:
@@ -101,7 +103,7 @@ def test_a_request_in_flight_is_answered_after_the_stop_signal(
     event = one_event("in-flight")
     body = json.dumps(event).encode()
     head = (
-        f"POST /api/v1/lineage HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"POST /api/v1/lineage HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", dpt_server.port)) as sock:
@@ -112,7 +114,7 @@ def test_a_request_in_flight_is_answered_after_the_stop_signal(
         assert dpt_server.proc.poll() is None, "the server quit with a request in flight"
         # a new connection is no longer accepted once the stop began
         with pytest.raises(OSError), socket.create_connection(("127.0.0.1", dpt_server.port)) as s2:
-            s2.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            s2.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             if not s2.recv(1):
                 raise ConnectionResetError
         sock.sendall(body[40:])
@@ -184,7 +186,7 @@ def test_the_token_lets_writes_in_and_reads_need_none(dpt_server: DptServer) -> 
 def test_a_declared_body_over_the_limit_is_413_before_it_is_sent(dpt_server: DptServer) -> None:
     dpt_server.restart("--max-body", "2000")
     head = (
-        b"POST /api/v1/lineage HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /api/v1/lineage HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: 1000000000\r\n\r\n"
     )
     status, headers, body = raw_http(dpt_server.port, head)  # not one byte of the body sent
@@ -196,7 +198,7 @@ def test_a_declared_body_over_the_limit_is_413_before_it_is_sent(dpt_server: Dpt
 def test_a_chunked_body_over_the_limit_is_cut_off_with_413(dpt_server: DptServer) -> None:
     dpt_server.restart("--max-body", "2000")
     head = (
-        b"POST /api/v1/lineage HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /api/v1/lineage HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n"
     )
     chunk = b"[" + b" " * 999
@@ -210,7 +212,7 @@ def test_a_lying_content_length_reads_only_what_it_declared(dpt_server: DptServe
     dpt_server.restart("--max-body", "2000")
     body = json.dumps([one_event()] * 10).encode()  # > 2000 bytes, declared as 100
     head = (
-        b"POST /api/v1/lineage HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /api/v1/lineage HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: 100\r\n\r\n"
     )
     status, _, answer = raw_http(dpt_server.port, head, [body])
@@ -406,3 +408,57 @@ def test_events_the_database_refuses_are_422_and_cost_no_other_request(
     health = pg_server.get("/api/health").json()
     assert health["spool"] == {"events": 0, "bad_files": 0}
     assert pg_server.env.scalar("SELECT COUNT(*) FROM invocations WHERE job = 'too-big'") == 0
+
+
+# =========================================================================== web pages
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+)
+def test_a_write_a_web_page_could_send_is_415(dpt_server: DptServer, content_type: str) -> None:
+    """A browser sends these cross-origin without asking (simple requests): a page the
+    user visits must not be able to write lineage into the server on their loopback."""
+    response = dpt_server.post(
+        "/api/v1/lineage",
+        content=json.dumps(one_event()).encode(),
+        headers={"Content-Type": content_type},
+    )
+    assert response.status_code == 415, response.text
+    assert counts(dpt_server.env) == (0, 0, 0)
+    for accepted in ("application/json", "application/json; charset=utf-8", None):
+        headers = {"Content-Type": accepted} if accepted else {}  # (httpx adds none itself)
+        response = dpt_server.post(
+            "/api/v1/lineage", content=json.dumps(one_event("json")).encode(), headers=headers
+        )
+        assert response.status_code == 200, (accepted, response.text)
+    assert dpt_server.env.scalar("SELECT COUNT(*) FROM invocations") == 3
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("evil.example", 400),
+        ("evil.example:80", 400),
+        ("10.0.0.1:8765", 400),
+        ("localhost", 200),
+        ("LOCALHOST:1234", 200),
+        ("app.localhost", 200),
+        ("127.0.0.1", 200),
+        ("127.1.2.3:99", 200),
+        ("[::1]:8765", 200),
+    ],
+)
+def test_a_loopback_server_answers_only_loopback_host_names(
+    dpt_server: DptServer, host: str, status: int
+) -> None:
+    """DNS rebinding: a page whose domain now resolves to 127.0.0.1 sends its own name."""
+    for request in (
+        b"GET /api/runs HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host.encode(),
+        b"POST /api/v1/lineage HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 2\r\nConnection: close\r\n\r\n[]" % host.encode(),
+    ):
+        got, _, body = raw_http(dpt_server.port, request)
+        assert got == status, body
+    assert counts(dpt_server.env) == (0, 0, 0)
