@@ -258,8 +258,9 @@ def _dpt_run_plan(
             )
         else:
             message = (
-                f"Python block {row.job!r} recorded no command: dpt cannot tell which script "
-                "to run again"
+                f"Python block {row.job!r} recorded no command (it ran from 'python -c', a "
+                "notebook or the interactive interpreter, or an older dpt recorded it): dpt cannot "
+                "tell what to run again"
             )
         return Plan(
             what=what,
@@ -269,9 +270,10 @@ def _dpt_run_plan(
                 _problem(
                     "no_command",
                     message,
-                    "run the script under 'dpt run' (its command is then recorded and "
-                    "re-run), or give dpt_core.invocation(..., command=sys.argv); meanwhile "
-                    "run it by hand and compare with 'dpt reproduce --check'",
+                    "run the code as a script ('python script.py ...': its command and "
+                    "directory are recorded) or under 'dpt run', or give "
+                    "dpt_core.invocation(..., command=[...]); meanwhile run it by hand and "
+                    "compare with 'dpt reproduce --check'",
                 ),
             ),
         )
