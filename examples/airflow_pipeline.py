@@ -6,7 +6,7 @@ a ``file://`` Asset, which the dpt plugin records with its content hash.
 
 How to run, from the repository root::
 
-    pip install 'data-product-tracker[airflow]'      # installs the plugin: nothing else to set up
+    pip install '.[airflow]'      # installs the plugin: nothing else to set up
     export AIRFLOW_HOME=/tmp/dpt-airflow-home
     export AIRFLOW__CORE__DAGS_FOLDER=$PWD/examples/airflow_dags
     export AIRFLOW__CORE__LOAD_EXAMPLES=False

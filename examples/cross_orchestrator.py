@@ -18,7 +18,7 @@ the version Airflow wrote, so it *is* that version.
 
 How to run, from the repository root::
 
-    pip install 'data-product-tracker[airflow,dagster]'
+    pip install '.[airflow,dagster]'
     python examples/cross_orchestrator.py /tmp/dpt-cross-orchestrator
 
 The script runs Airflow and Dagster on throw-away metadata databases: it points

@@ -5,10 +5,11 @@ Every asset writes a real file and names it in its materialisation metadata
 records each materialisation with the file's content hash and the exact
 upstream versions it consumed.
 
-Run it as a script (materialises everything on a local Dagster instance, then
-evaluates one sensor tick so the lineage is there at once)::
+From the root of a clone of the dpt repository (dpt is not on PyPI), run it as a
+script (materialises everything on a local Dagster instance, then evaluates one
+sensor tick so the lineage is there at once)::
 
-    pip install 'data-product-tracker[dagster]'
+    pip install '.[dagster]'
     python examples/dagster_pipeline.py /tmp/dpt-dagster-example
 
 Or serve it, and let the Dagster daemon run the sensor every 30 s::

@@ -1,8 +1,9 @@
 """A small Prefect pipeline whose runs, environments and file lineage dpt records.
 
-How to run it (Python 3.11+)::
+How to run it (Python 3.11+), from the root of a clone of the dpt repository (dpt is
+not on PyPI)::
 
-    pip install "data-product-tracker[prefect]"
+    pip install '.[prefect]'
     python examples/prefect_pipeline.py --data-dir /tmp/dpt-prefect-demo
 
 Prefect needs an API. With ``PREFECT_API_URL`` unset, Prefect starts a temporary
