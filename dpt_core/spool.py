@@ -16,6 +16,11 @@ directory, one ``write`` per batch followed by ``fsync``, holding an exclusive
 batches in order and deletes it; a line cut short by a crash is moved to a
 ``.bad`` file, never silently dropped. Replaying twice is harmless: events are
 idempotent by UUID.
+
+A batch the database rejected for good is kept in the ``.bad`` file with its error.
+Once the cause is fixed (a schema upgrade, a setting), ``dpt spool replay --bad``
+records those batches (``--dry-run`` first says what it would write); what the database
+rejects again stays, with the new error, and unreadable lines stay as they are.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dpt_core.events import Event, event_from_dict, event_to_dict
@@ -35,6 +40,8 @@ from dpt_core.events import Event, event_from_dict, event_to_dict
 log = logging.getLogger("dpt")
 
 SUFFIX = ".jsonl"
+#: Quarantined lines: unreadable ones as they were, rejected batches with their error.
+BAD_SUFFIX = ".bad"
 #: The directory of events whose target database is not known.
 UNCONFIGURED = "unconfigured"
 TARGET_FILE = "target.json"
@@ -199,7 +206,7 @@ class Spool:
             for batch in self._read(path, quarantine=False):
                 batches += 1
                 events += len(batch)
-        bad = sum(len(list(d.glob("*.bad"))) for d in directories if d.is_dir())
+        bad = sum(len(list(d.glob(f"*{BAD_SUFFIX}"))) for d in directories if d.is_dir())
         database = None
         try:
             target = json.loads((directories[-1] / TARGET_FILE).read_text(encoding="utf-8"))
@@ -231,10 +238,7 @@ class Spool:
             except (ValueError, TypeError, KeyError):
                 bad.append(raw)
         if bad and quarantine:
-            with open(path.with_suffix(".bad"), "ab") as handle:
-                handle.write(b"\n".join(bad) + b"\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+            _append_locked(path.with_suffix(BAD_SUFFIX), b"\n".join(bad) + b"\n")
             log.warning(
                 "dpt: %d unreadable spool line(s) kept in %s", len(bad), path.with_suffix(".bad")
             )
@@ -297,13 +301,167 @@ class Spool:
         line = json.dumps(
             {"error": reason, "events": [event_to_dict(e) for e in batch]}, ensure_ascii=False
         )
-        with open(path.with_suffix(".bad"), "ab") as handle:
-            handle.write(line.encode("utf-8", "surrogateescape") + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        _append_locked(
+            path.with_suffix(BAD_SUFFIX), line.encode("utf-8", "surrogateescape") + b"\n"
+        )
         log.warning(
             "dpt: a spooled batch of %d event(s) was rejected by the database (%s); kept in %s",
             len(batch),
             reason,
             path.with_suffix(".bad"),
         )
+
+
+def _append_locked(path: Path, data: bytes) -> None:
+    """Durably append ``data`` to ``path`` under its lock (a ``.bad`` file, which
+    :meth:`Spool.replay_bad` rewrites under the same lock)."""
+    while True:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink == 0:  # replaced by replay_bad while we waited
+                continue
+            os.write(fd, data)
+            os.fsync(fd)
+            return
+        finally:
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class BadBatch:
+    """One line of a ``.bad`` file and what ``replay_bad`` did (or would do) with it.
+
+    :param file: the ``.bad`` file.
+    :param line: its 1-based line number (before the file was rewritten).
+    :param error: why the database rejected the batch when it was spooled; None for a
+        line that could not be read.
+    :param events: how many events it holds (0 for an unreadable line).
+    :param runs: ``(uuid, job)`` of the runs it starts, and the uuids of runs it only
+        finishes or adds to (job None).
+    :param products: the product URIs it reads or writes.
+    :param outcome: ``recorded``, ``would_record`` (dry run), ``rejected`` (again: stays,
+        ``new_error`` says why) or ``unreadable`` (stays as it is).
+    """
+
+    file: str
+    line: int
+    error: str | None
+    events: int
+    runs: list[tuple[str, str | None]]
+    products: list[str]
+    outcome: str
+    new_error: str | None = None
+
+
+def _describe(events: Sequence[Event]) -> tuple[list[tuple[str, str | None]], list[str]]:
+    from dpt_core.events import InvocationFinished, InvocationStarted, ProductsRead, ProductsWritten
+
+    runs: dict[str, str | None] = {}
+    products: dict[str, None] = {}
+    for event in events:
+        if isinstance(event, InvocationStarted):
+            runs[event.uuid] = event.job
+        elif isinstance(event, InvocationFinished):
+            runs.setdefault(event.uuid, None)
+        elif isinstance(event, ProductsRead):
+            runs.setdefault(event.invocation_uuid, None)
+            products.update(dict.fromkeys(o.uri for o in event.inputs))
+        elif isinstance(event, ProductsWritten):
+            runs.setdefault(event.invocation_uuid, None)
+            products.update(dict.fromkeys(o.uri for o in event.outputs))
+    return list(runs.items()), list(products)
+
+
+def replay_bad(
+    spools: Sequence[Spool],
+    record: Callable[[Sequence[Event]], None],
+    is_transient: Callable[[BaseException], bool] = lambda exc: True,
+    *,
+    dry_run: bool = False,
+) -> list[BadBatch]:
+    """Record the batches the database rejected for good, once their cause is fixed.
+
+    Each ``.bad`` file of ``spools`` is rewritten under its lock: a batch recorded now
+    leaves it; one rejected again stays with its new error; an unreadable line stays as
+    it was. A transient failure (the database went away) stops the replay and leaves
+    every batch not yet recorded in place. With ``dry_run`` nothing is recorded or
+    changed: the answer says what would be.
+    """
+    found: list[BadBatch] = []
+    for spool in spools:
+        if spool.key is None:
+            raise ValueError("the spool root does not replay: name the database")
+        if not spool.directory.is_dir():
+            continue
+        for path in sorted(spool.directory.glob(f"*{BAD_SUFFIX}")):
+            found.extend(_replay_bad_file(path, record, is_transient, dry_run))
+    return found
+
+
+def _replay_bad_file(
+    path: Path,
+    record: Callable[[Sequence[Event]], None],
+    is_transient: Callable[[BaseException], bool],
+    dry_run: bool,
+) -> list[BadBatch]:
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return []
+    found: list[BadBatch] = []
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink == 0:
+            return []
+        lines = path.read_bytes().splitlines()
+        kept: list[bytes] = []
+        stop: BaseException | None = None
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                entry = json.loads(raw.decode("utf-8", "surrogateescape"))
+                error = str(entry["error"])
+                events = [event_from_dict(d) for d in entry["events"]]
+            except (ValueError, TypeError, KeyError, AttributeError):
+                found.append(BadBatch(str(path), number, None, 0, [], [], "unreadable"))
+                kept.append(raw)
+                continue
+            runs, products = _describe(events)
+            batch = BadBatch(str(path), number, error, len(events), runs, products, "would_record")
+            if dry_run or stop is not None:
+                found.append(batch)
+                kept.append(raw)
+                continue
+            try:
+                record(events)
+            except Exception as exc:
+                if is_transient(exc):
+                    stop = exc
+                    found.append(batch)
+                    kept.append(raw)
+                    continue
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                entry["error"] = reason[:500]
+                kept.append(
+                    json.dumps(entry, ensure_ascii=False).encode("utf-8", "surrogateescape")
+                )
+                found.append(replace(batch, outcome="rejected", new_error=reason[:500]))
+                continue
+            found.append(replace(batch, outcome="recorded"))
+        changed = any(b.outcome in ("recorded", "rejected") for b in found)
+        if changed and kept:
+            temporary = path.with_suffix(".bad-tmp")
+            with open(temporary, "wb") as handle:
+                handle.write(b"\n".join(kept) + b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        elif changed:
+            path.unlink()
+        if stop is not None:
+            raise stop
+    finally:
+        os.close(fd)
+    return found

@@ -63,18 +63,38 @@ def status(as_json: bool) -> None:
 
 
 @spool.command()
+@click.option(
+    "--bad",
+    is_flag=True,
+    help="Record the batches the database rejected for good (kept in *.bad files), once "
+    "their cause is fixed; a batch rejected again stays, with the new error.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="With --bad: say what would be recorded (runs, products, the error kept), change nothing.",
+)
 @json_option
-def replay(as_json: bool) -> None:
+def replay(bad: bool, dry_run: bool, as_json: bool) -> None:
     """Record the events spooled for the configured database (safe to run twice).
 
     Also records, into it, events spooled while the configuration was broken (they
     name no database). Events meant for other databases stay until those are
     configured: 'dpt spool status' lists them.
+
+    With --bad, records instead the batches the database once rejected for good, each
+    in its own transaction; exits 1 when any is rejected again. Unreadable lines stay in
+    their *.bad file for inspection.
     """
     from dpt_core.spool import Spool
     from dpt_core.store.plugin import current_store, is_transient
 
+    if dry_run and not bad:
+        raise CliError("--dry-run goes with --bad: 'dpt spool replay --bad --dry-run'", 2)
     store = current_store(settings())
+    if bad:
+        _replay_bad(store, dry_run, as_json)
+        return
     count = 0
     try:
         for spool_ in [store.spool, *store.spool.unconfigured()]:
@@ -94,6 +114,50 @@ def replay(as_json: bool) -> None:
         click.echo(
             f"{elsewhere} event(s) wait for other databases: see 'dpt spool status'", err=True
         )
+
+
+def _replay_bad(store: Any, dry_run: bool, as_json: bool) -> None:
+    from dpt_core.spool import replay_bad
+    from dpt_core.store.engine import describe_db_error
+    from dpt_core.store.plugin import is_transient
+
+    try:
+        batches = replay_bad(
+            [store.spool, *store.spool.unconfigured()],
+            store.record,
+            is_transient,
+            dry_run=dry_run,
+        )
+    except Exception as exc:
+        raise CliError(
+            f"replay stopped, the rest stays in the *.bad files: {describe_db_error(exc)}", 1
+        ) from None
+    rejected = [b for b in batches if b.outcome == "rejected"]
+    if as_json:
+        echo_json({"dry_run": dry_run, "batches": [dataclasses.asdict(b) for b in batches]})
+    else:
+        for b in batches:
+            where = f"{b.file}:{b.line}"
+            if b.outcome == "unreadable":
+                click.echo(f"unreadable    {where} (kept as it is)")
+                continue
+            runs = ", ".join(f"{job or '?'} ({uuid[:8]})" for uuid, job in b.runs)
+            click.echo(f"{b.outcome:<13} {where}: {b.events} event(s); runs: {runs or '-'}")
+            for uri in b.products[:10]:
+                click.echo(f"                {uri}")
+            if len(b.products) > 10:
+                click.echo(f"                ... {len(b.products) - 10} more product(s)")
+            click.echo(f"                rejected before: {b.error}")
+            if b.new_error:
+                click.echo(f"                rejected again: {b.new_error}")
+        done = sum(b.events for b in batches if b.outcome in ("recorded", "would_record"))
+        verb = "would record" if dry_run else "recorded"
+        click.echo(
+            f"{verb} {done} event(s) of {len(batches)} quarantined line(s)"
+            + (f"; {len(rejected)} batch(es) rejected again" if rejected else "")
+        )
+    if rejected:
+        raise SystemExit(1)
 
 
 @click.command()

@@ -262,6 +262,77 @@ def test_a_batch_the_database_rejects_for_good_is_kept_aside_whole_and_blocks_no
     assert "rejected by the database" in caplog.text
 
 
+UNREJECT_EDGES = {
+    "postgresql": [
+        "DROP TRIGGER dpt_test_reject ON lineage_edges",
+        "DROP FUNCTION dpt_test_reject()",
+    ],
+    "sqlite": ["DROP TRIGGER dpt_test_reject"],
+}
+
+
+def test_rejected_batches_are_recorded_by_replay_bad_once_their_cause_is_fixed(any_env, tmp_path):
+    (tmp_path / "raw").write_text("raw")
+    dpt_core.track(tmp_path / "raw")
+    engine = create_engine(any_env.url.replace("postgresql://", "postgresql+psycopg://", 1))
+
+    def run_sql(statements: list[str]) -> None:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+
+    run_sql(REJECT_EDGES[any_env.backend])
+    with dpt_core.invocation("rejected") as inv:
+        inv.read(tmp_path / "raw")
+        inv.write("s3://bucket/rejected-output")
+    dpt_core.reset()
+    # and a line nobody can read, quarantined by a replay
+    spool = Spool(any_env.path / "spool", any_env.url)
+    with open(spool.own_file, "ab") as handle:
+        handle.write(b'[{"kind": "invocation_started", "uuid": "cut sho\n')
+    cli("spool", "replay", check=0)
+    (bad_file,) = (any_env.path / "spool").rglob("*.bad")
+    before, kept = table_counts(any_env.url), bad_file.read_bytes()
+
+    dry = cli_json("spool", "replay", "--bad", "--dry-run")
+    assert dry["dry_run"] is True
+    outcomes = sorted((b["outcome"], b["events"]) for b in dry["batches"])
+    assert [o for o, _ in outcomes] == ["unreadable", "would_record"]
+    (batch,) = [b for b in dry["batches"] if b["outcome"] == "would_record"]
+    (rejected_uuid,) = direct_rows(
+        any_env.url, "SELECT uuid FROM invocations WHERE job = 'rejected'"
+    )
+    assert [uuid for uuid, _job in batch["runs"]] == [rejected_uuid[0]]
+    assert "s3://bucket/rejected-output" in batch["products"]
+    assert "rejected for good" in batch["error"]
+    assert table_counts(any_env.url) == before and bad_file.read_bytes() == kept
+
+    # The cause is still there: rejected again, kept with the new error, nothing half-written.
+    again = cli("spool", "replay", "--bad", check=1)
+    assert "rejected again" in again.stdout
+    assert table_counts(any_env.url) == before
+    assert b"s3://bucket/rejected-output" in bad_file.read_bytes()
+
+    run_sql(UNREJECT_EDGES[any_env.backend])
+    engine.dispose()
+    done = cli("spool", "replay", "--bad", check=0)
+    assert "recorded" in done.stdout
+    rows = direct_rows(
+        any_env.url,
+        "SELECT i.job, i.status, p.uri FROM invocations i "
+        "JOIN data_product_versions v ON v.produced_by_id = i.id "
+        "JOIN data_products p ON p.id = v.product_id WHERE i.job = 'rejected'",
+    )
+    assert [tuple(r) for r in rows] == [("rejected", "success", "s3://bucket/rejected-output")]
+    edges = direct_scalar(any_env.url, "SELECT COUNT(*) FROM lineage_edges")
+    assert edges == 1
+    # Only the unreadable line is left; a second replay records nothing twice.
+    assert bad_file.read_bytes().strip() == b'[{"kind": "invocation_started", "uuid": "cut sho'
+    after = table_counts(any_env.url)
+    cli("spool", "replay", "--bad", check=0)
+    assert table_counts(any_env.url) == after
+
+
 # --------------------------------------------------------------------------- URIs
 
 
