@@ -192,20 +192,55 @@ def clip(text: str | None, width: int) -> str:
 _NAMED_STATUSES = ("failed", "crashed", "running", "cancelled", "skipped")
 
 
+#: A box's second line keeps at least this much of the name of what made it before the
+#: short hash gives way to it.
+_SUB_NAME = 8
+
+
 def node_sub(node: drawing.GraphNode, stale: bool = False, width: int = 31) -> str:
-    """A box's second line: status if not success, STALE, short hash, job and run."""
-    parts = []
+    """A box's second line: status if not success, STALE, short hash, then what made it and
+    the run's short id (or ``observed``).
+
+    What made it is the task (an Airflow task, a Prefect task, a Dagster asset), else the
+    job: a Dagster asset materialised ad hoc belongs to ``__ephemeral_asset_job__``, which
+    names nothing. The run's id is never cut; the name is, and the hash goes first when
+    the marks leave no room for a name.
+    """
+    marks = []
     if node.status in _NAMED_STATUSES:
-        parts.append(node.status.upper())
+        marks.append(node.status.upper())
     if stale:
-        parts.append("STALE")
-    if node.content_hash:
-        parts.append(short_hash(node.content_hash))
-    if node.produced_by:
-        parts.append(f"{clip(node.job, 16)} {node.produced_by[:6]}")
-    else:
-        parts.append("observed")
-    return clip(" · ".join(parts), width)
+        marks.append("STALE")
+    hashes = [short_hash(node.content_hash)] if node.content_hash else []
+    if not node.produced_by:
+        return clip(" · ".join([*marks, *hashes, "observed"]), width)
+    run = node.produced_by[:6]
+    for shown in (hashes, []):
+        prefix = " · ".join([*marks, *shown])
+        prefix = f"{prefix} · " if prefix else ""
+        room = width - len(prefix) - len(run) - 1
+        if room >= _SUB_NAME:
+            break
+    name = clip(node.task or node.job, room) if room > 0 else ""
+    return f"{prefix}{name} {run}" if name else f"{prefix}{run}"
+
+
+def made_by(job: str | None, task: str | None) -> str:
+    return f"{job}/{task}" if task else (job or "")
+
+
+def line_title(count: int, makers: set[tuple[str | None, str | None, str | None]] | None) -> str:
+    """An edge's hover text: how many lineage edges it stands for and the run(s) that made
+    them (``dpt lineage --json`` gives each edge's ``invocation``, ``job`` and ``task``)."""
+    text = f"{count} lineage edge{'s' if count > 1 else ''}"
+    runs = {run for run, _, _ in makers or () if run}
+    if not runs:
+        return text
+    names = {made_by(job, task) for run, job, task in makers or () if run}
+    if len(runs) == 1:
+        return f"{text}, made by run {next(iter(runs))[:8]} {' '.join(sorted(names))}"
+    of = f" of {next(iter(names))}" if len(names) == 1 else ""
+    return f"{text}, made by {len(runs)} runs{of}"
 
 
 def first_line(text: str | None) -> str:
@@ -308,6 +343,7 @@ def template_environment() -> jinja2.Environment:
     )
     env.globals.update(
         duration=duration,
+        line_title=line_title,
         statuses=_statuses(),
         directions=DIRECTIONS,
         depths=DEPTHS,
@@ -448,6 +484,7 @@ def run_detail(engine: Engine, run: str) -> dict[str, Any]:
                 producer.c.id.label("run_id"),
                 producer.c.uuid.label("run"),
                 producer.c.job,
+                producer.c.task,
                 producer.c.status,
             )
             .select_from(inputs)

@@ -115,6 +115,10 @@ class Folded:
     shown_as: dict[str, str]
     #: ``(parent key, child key) -> number of version edges it stands for``, between drawn keys.
     edges: dict[tuple[str, str], int]
+    #: ``(parent key, child key) -> {(run, job, task)}``: the runs that made those edges.
+    makers: dict[tuple[str, str], set[tuple[str | None, str | None, str | None]]] = field(
+        default_factory=dict
+    )
     #: Versions not drawn because the picture reached ``max_drawn`` (their levels were cut).
     cut: list[GraphNode] = field(default_factory=list)
     #: The farthest level still drawn when levels were cut, else None.
@@ -189,13 +193,15 @@ def collapse(
         shown_as.setdefault(node.key, node.key)
     drawn = [n for n in nodes if shown_as[n.key] == n.key]
     folded_edges: dict[tuple[str, str], int] = defaultdict(int)
+    makers: dict[tuple[str, str], set[tuple[str | None, str | None, str | None]]] = defaultdict(set)
     for edge in edges:
         if edge.parent not in by_key or edge.child not in by_key:
             continue
         ends = (shown_as[edge.parent], shown_as[edge.child])
         if ends[0] != ends[1]:
             folded_edges[ends] += 1
-    result = Folded(drawn, groups, shown_as, dict(folded_edges))
+            makers[ends].add((edge.run, edge.job, edge.task))
+    result = Folded(drawn, groups, shown_as, dict(folded_edges), dict(makers))
     _cut(result, max_drawn)
     return result
 

@@ -30,25 +30,8 @@ from typing import Any
 
 import pytest
 
+from .browser import Watched, chromium_browser, watched
 from .explorer_site import Serve, Site, fill, isolated_environ
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def missing(reason: str) -> None:
-    if in_ci():
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -73,75 +56,23 @@ def survey_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[Any]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        missing("no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("playwright is not installed (tox -e server installs it)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-class Watched:
-    """A Playwright page with what it requested, the dialogs it opened and its errors."""
-
-    def __init__(self, context: Any) -> None:
-        self.context = context
-        self.page = context.new_page()
-        self.requests: list[str] = []
-        self.dialogs: list[str] = []
-        self.errors: list[str] = []
-        self.page.on("request", lambda request: self.requests.append(request.url))
-        self.page.on("dialog", self._dialog)
-        self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
-        self.page.on(
-            "console",
-            lambda message: (
-                self.errors.append(f"console {message.type}: {message.text}")
-                if message.type in ("error", "warning")
-                else None
-            ),
-        )
-
-    def _dialog(self, dialog: Any) -> None:
-        self.dialogs.append(f"{dialog.type}: {dialog.message}")
-        dialog.dismiss()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.page, name)
-
-
-def _watched(chromium: Any, **options: Any) -> Iterator[Watched]:
-    context = chromium.new_context(**options)
-    try:
-        yield Watched(context)
-    finally:
-        context.close()
+    with chromium_browser() as browser:
+        yield browser
 
 
 @pytest.fixture
 def page(chromium: Any) -> Iterator[Watched]:
-    yield from _watched(chromium, viewport={"width": 1280, "height": 800})
+    yield from watched(chromium, viewport={"width": 1280, "height": 800})
 
 
 @pytest.fixture
 def nojs_page(chromium: Any) -> Iterator[Watched]:
-    yield from _watched(
-        chromium, viewport={"width": 1280, "height": 800}, java_script_enabled=False
-    )
+    yield from watched(chromium, viewport={"width": 1280, "height": 800}, java_script_enabled=False)
 
 
 @pytest.fixture
 def phone_page(chromium: Any) -> Iterator[Watched]:
-    yield from _watched(
+    yield from watched(
         chromium, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
     )
 

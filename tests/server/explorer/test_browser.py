@@ -15,30 +15,10 @@ from typing import Any
 
 import pytest
 
+from .browser import figure, same_origin, shoot
 from .survey_pipeline import FAN_OUT, SECRETS, XSS_FILE, XSS_JOB
 
 pytestmark = pytest.mark.slow
-
-
-def same_origin(page: Any, site: Any) -> None:
-    """Every request the page made went to the server it was opened from."""
-    assert page.requests, "the page made no request at all"
-    strangers = [u for u in page.requests if not u.startswith(site.origin + "/")]
-    assert strangers == [], strangers
-
-
-def figure(page: Any, name: str) -> int:
-    text = page.locator(f'[data-figure="{name}"]').first.inner_text()
-    match = re.match(r"\s*(\d+)", text)
-    assert match, (name, text)
-    return int(match.group(1))
-
-
-def shoot(page: Any, shots: Path, name: str, full: bool = False) -> Path:
-    path = shots / f"{name}.png"
-    page.screenshot(path=str(path), full_page=full)
-    assert path.stat().st_size > 5_000
-    return path
 
 
 def every_page(site: Any) -> list[str]:
