@@ -115,10 +115,17 @@ def _failed(what: str, exc: Exception) -> None:
 
 def client() -> Any:
     """The OpenLineage client for the current configuration, or None (not installed/configured)."""
-    module = _openlineage()
-    if module is None:
-        return None
     key = _config_key()
+    with _lock:
+        if key in _clients:
+            return _clients[key]
+    # Nothing configured: nothing to import (openlineage-python costs a fresh process
+    # about 0.4 s of imports, for nothing).
+    module = _openlineage() if configured() else None
+    if module is None:
+        with _lock:
+            _clients[key] = None
+        return None
     with _lock:
         if key in _clients:
             return _clients[key]

@@ -368,6 +368,32 @@ def test_live_plugin_is_silent_without_a_transport(
     assert dpt_env.scalar("SELECT COUNT(*) FROM invocations") == 1
 
 
+def test_a_process_with_no_transport_configured_never_imports_openlineage(dpt_env, tmp_path):
+    """openlineage-python costs a fresh process about 0.4 s of imports: only a configured
+    transport pays for it (the plugin is loaded from its entry point either way)."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENLINEAGE")}
+    env["HOME"] = str(tmp_path)
+    code = (
+        "import sys, dpt_core\n"
+        "with dpt_core.invocation('fresh') as inv:\n"
+        "    inv.write('s3://bucket/fresh')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('openlineage')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert dpt_env.scalar("SELECT COUNT(*) FROM invocations WHERE job = 'fresh'") == 1
+
+
 def test_live_plugin_is_a_no_op_without_openlineage_installed(
     dpt_backend, dpt_env, live_plugin, monkeypatch, tmp_path
 ):
