@@ -232,24 +232,39 @@ def stale(targets: tuple[str, ...], as_json: bool) -> None:
     stale product is stale too. With TARGETs, only those are judged (with
     everything upstream of them).
 
+    Exits 1 when something is stale and 0 when nothing is, with --json too (like
+    'git diff --exit-code'), so a script or CI job can branch on it; 2 when it
+    could not tell (a bad TARGET or setting, a database that cannot be reached).
+
     \b
     Examples:
       dpt stale
       dpt stale lc.fits cal.fits --json
+      dpt stale lc.fits > /dev/null || make lc.fits
     """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from dpt_core.cli import CliError
+    from dpt_core.errors import DptError
     from dpt_core.store.analysis import stale as _stale
+    from dpt_core.store.engine import describe_db_error
 
     stats: dict[str, int] = {}
-    with _progress("hashing changed inputs") as update:
-        found = _stale(
-            [resolve_target(t) for t in targets] if targets else None,
-            engine(),
-            stats=stats,
-            progress=update,
-        )
+    try:  # exit 1 means "stale": a check that could not be made exits 2, whatever went wrong
+        with _progress("hashing changed inputs") as update:
+            found = _stale(
+                [resolve_target(t) for t in targets] if targets else None,
+                engine(),
+                stats=stats,
+                progress=update,
+            )
+    except DptError as exc:
+        raise CliError(str(exc), 2) from None
+    except SQLAlchemyError as exc:
+        raise CliError(f"database error: {describe_db_error(exc)}", 2) from None
     if as_json:
         echo_json(found)
-        return
+        raise SystemExit(1 if found else 0)
     console = _console()
     summary = (
         f"{stats.get('products', 0)} product(s) with recorded inputs checked, "
@@ -266,6 +281,7 @@ def stale(targets: tuple[str, ...], as_json: bool) -> None:
         )
     console.print(table)
     console.print(f"[dim]{summary}[/]")
+    raise SystemExit(1)
 
 
 # =========================================================================== impact

@@ -175,26 +175,48 @@ def test_lineage_all_versions_excludes_version(strict, tmp_path):
 
 
 def test_stale_json_and_table(dpt_backend, chain):
+    """Exit 1 when something is stale, 0 when nothing is, --json or not (git diff --exit-code)."""
     raw, cal, lc, _ = chain
-    assert json.loads(dpt("stale", "--json").stdout) == []
-    assert "nothing is stale" in dpt("stale").stdout
+    assert json.loads(dpt("stale", "--json", code=0).stdout) == []
+    assert "nothing is stale" in dpt("stale", code=0).stdout
     raw.write_text("new raw")
-    found = json.loads(dpt("stale", "--json").stdout)
+    found = json.loads(dpt("stale", "--json", code=1).stdout)
     assert [(i["uri"], [r["kind"] for r in i["reasons"]]) for i in found] == [
         (uri(cal), ["changed"]),
         (uri(lc), ["upstream"]),
     ]
     assert found[1]["reasons"][0]["input"] == uri(raw)
-    only = json.loads(dpt("stale", str(lc), "--json").stdout)
+    only = json.loads(dpt("stale", str(lc), "--json", code=1).stdout)
     assert [i["uri"] for i in only] == [uri(lc)]
-    table = dpt("stale").stdout
+    table = dpt("stale", code=1).stdout
     assert "2 stale product(s)" in table and "changed on disk" in table
     assert "1 re-hashed" in table
+    raw.write_text("raw")  # put back: nothing is stale again
+    assert json.loads(dpt("stale", "--json", code=0).stdout) == []
+    assert "nothing is stale" in dpt("stale", str(lc), code=0).stdout
 
 
 def test_stale_unknown_target_exits_2(strict, tmp_path):
     message = one_line_error(dpt("stale", str(tmp_path / "nope.fits"), code=2))
     assert "nope.fits" in message and "no product" in message
+
+
+def test_stale_that_cannot_reach_its_database_exits_2_not_1(dpt_env, tmp_path):
+    """1 means "something is stale": a check that could not be made must not look like one."""
+    result = subprocess.run(
+        [sys.executable, "-m", "dpt_core.cli", "stale", "--json"],
+        capture_output=True,
+        text=True,
+        env=dict(
+            os.environ,
+            PYTHONPATH=str(ROOT),
+            DPT_DATABASE_URL="postgresql://nobody@127.0.0.1:1/dpt",
+            DPT_SPOOL_DIR=str(tmp_path / "spool"),
+        ),
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == "" and "cannot reach the database" in result.stderr
 
 
 # --------------------------------------------------------------------------- impact
