@@ -212,6 +212,53 @@ def _merged(current: Any, given: Any) -> dict[str, Any] | None:
     return {**current, **missing} if missing else None
 
 
+def start_row(event: InvocationStarted, env_id: Any, parent_id: Any) -> dict[str, Any]:
+    """The ``invocations`` row a start records (every column a start may set)."""
+    return {
+        "uuid": event.uuid,
+        "orchestrator": event.orchestrator[:64],
+        "job": event.job[:512],
+        "task": event.task[:512] if event.task else None,
+        "external_id": event.external_id[:512] if event.external_id else None,
+        "parent_id": parent_id,
+        "status": event.status,
+        "started_at": event.started_at,
+        "ended_at": event.ended_at,
+        "error": event.error,
+        "user": event.user,
+        "host": event.host,
+        "process": event.process,
+        "command": event.command,
+        "parameters": event.parameters,
+        "variables": event.variables or None,
+        "code_version": event.code_version,
+        "environment_id": env_id,
+    }
+
+
+def fill_changes(current: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+    """What a later start (``row``, from :func:`start_row`) changes in an invocation's
+    ``current`` row (see :meth:`Recorder._fill_in`): the placeholder's names replaced,
+    empty columns filled, the earliest start, the parameter and variable keys it lacks.
+    Never the status, nor anything the row already holds."""
+    changes: dict[str, Any] = {}
+    if current["orchestrator"] == PLACEHOLDER and row["orchestrator"] != PLACEHOLDER:
+        changes.update(orchestrator=row["orchestrator"], job=row["job"], task=row["task"])
+    for column in _FILLED:
+        name = column.name
+        if name not in changes and current.get(name) is None and row[name] is not None:
+            changes[name] = row[name]
+    started = _aware(row["started_at"])
+    known = _aware(current["started_at"])
+    if started is not None and known is not None and started < known:
+        changes["started_at"] = started
+    for name in ("parameters", "variables"):
+        merged = _merged(current.get(name), row[name])
+        if merged is not None:
+            changes[name] = merged
+    return changes
+
+
 def uri_digest(uri: str) -> str:
     return hashlib.sha256(uri.encode("utf-8", "surrogateescape")).hexdigest()
 
@@ -242,14 +289,30 @@ class Recorder:
         #: ("read", "write") applied to them since. Nobody else can have given such an
         #: invocation inputs or outputs yet, so what was not applied here is empty.
         self._new_here: dict[str, set[str]] = {}
+        #: Record batches set-wise (False: event by event, the reference the bulk
+        #: path is tested against).
+        self.bulk = True
 
     # -- entry point -------------------------------------------------------------------
 
     def record(self, events: Sequence[Event], *, attempts: int = 5) -> None:
-        """Record ``events`` in one transaction, retrying transient lock conflicts."""
+        """Record ``events`` in one transaction, retrying transient lock conflicts.
+
+        A batch of several events goes through the set-based path
+        (:mod:`dpt_core.store.bulk`: a few statements per batch, the events it cannot
+        decide set-wise handed to the per-event code in the same transaction). If that
+        path meets a row it did not expect (a concurrent writer's), the transaction is
+        rolled back and the batch recorded again event by event.
+        """
+        from dpt_core.store.bulk import BulkConflict, record_bulk
+
+        set_based = self.bulk and len(events) > 1
 
         def apply_all(conn: Connection) -> None:
             self._new_here.clear()
+            if set_based:
+                record_bulk(self, conn, events)
+                return
             for event in events:
                 self._apply(conn, event)
 
@@ -264,10 +327,13 @@ class Recorder:
         try:
             try:
                 in_transaction(self.engine, apply_all, attempts=attempts, on_retry=on_retry)
-            except IntegrityError:
+            except (IntegrityError, BulkConflict):
                 # A cached id whose row is gone (the database was emptied or replaced
-                # under this process): once more, looking everything up.
+                # under this process), or a row the set-based path found missing that a
+                # concurrent writer inserted: once more, event by event, looking
+                # everything up.
                 on_retry()
+                set_based = False
                 in_transaction(self.engine, apply_all, attempts=attempts, on_retry=on_retry)
         except BaseException:
             on_retry()
@@ -363,26 +429,7 @@ class Recorder:
     def _start(self, conn: Connection, event: InvocationStarted) -> None:
         env_id = self.environment_id(conn, event.environment) if event.environment else None
         parent_id = self.invocation_id(conn, event.parent_uuid) if event.parent_uuid else None
-        row = {
-            "uuid": event.uuid,
-            "orchestrator": event.orchestrator[:64],
-            "job": event.job[:512],
-            "task": event.task[:512] if event.task else None,
-            "external_id": event.external_id[:512] if event.external_id else None,
-            "parent_id": parent_id,
-            "status": event.status,
-            "started_at": event.started_at,
-            "ended_at": event.ended_at,
-            "error": event.error,
-            "user": event.user,
-            "host": event.host,
-            "process": event.process,
-            "command": event.command,
-            "parameters": event.parameters,
-            "variables": event.variables or None,
-            "code_version": event.code_version,
-            "environment_id": env_id,
-        }
+        row = start_row(event, env_id, parent_id)
         inserted = insert_returning(conn, I, [row], ["uuid"], [I.c.id])
         if inserted:  # the next events of this invocation need not look it up
             self._invocation_ids[event.uuid] = inserted[0].id
@@ -427,20 +474,7 @@ class Recorder:
         current = conn.execute(query, {"uuid": row["uuid"]}).one_or_none()
         if current is None:  # pragma: no cover - inserted or found by the caller
             return
-        changes: dict[str, Any] = {}
-        if current.orchestrator == PLACEHOLDER and row["orchestrator"] != PLACEHOLDER:
-            changes.update(orchestrator=row["orchestrator"], job=row["job"], task=row["task"])
-        for column in _FILLED:
-            name = column.name
-            if name not in changes and getattr(current, name) is None and row[name] is not None:
-                changes[name] = row[name]
-        started = _aware(row["started_at"])
-        if started is not None and current.started_at is not None and started < current.started_at:
-            changes["started_at"] = started
-        for name in ("parameters", "variables"):
-            merged = _merged(getattr(current, name), row[name])
-            if merged is not None:
-                changes[name] = merged
+        changes = fill_changes(current._asdict(), row)
         if changes:
             conn.execute(update(I).where(I.c.uuid == row["uuid"]).values(changes))
         self._know({**current._asdict(), **changes, "uuid": row["uuid"]})

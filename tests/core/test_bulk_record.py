@@ -1,0 +1,397 @@
+"""The set-based recording path (dpt_core.store.bulk) against the per-event path.
+
+The per-event recorder is the reference: for the same batches of the same events, in
+any order and with duplicates, the set-based path must leave every tracking table
+exactly as the per-event path does (rows compared by their stable identities, and the
+order of each product's versions, which says which one is the newest). The events are
+drawn from a small universe so that they collide: runs named before they start,
+parents, placeholders, replays, reads of versions that do and do not exist, writes
+with and without parents, conditional and unconditional ends, starts that close or
+hand over their run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, event, select
+
+from dpt_core.events import (
+    Event,
+    InvocationFinished,
+    InvocationStarted,
+    ProductObservation,
+    ProductsRead,
+    ProductsWritten,
+)
+from dpt_core.store.models import (
+    DataProduct,
+    DataProductVersion,
+    Environment,
+    Invocation,
+    InvocationInput,
+    LineageEdge,
+)
+from dpt_core.store.plugin import current_store
+from dpt_core.store.recorder import Recorder
+from dpt_core.testing import empty_tracking
+
+NS = uuid.UUID("6c1c4a4e-8f0e-4d57-9a43-0d8f5a1b2c3d")
+T0 = dt.datetime(2020, 5, 1, 12, 0, tzinfo=dt.UTC)
+RUNS = [str(uuid.uuid5(NS, f"run-{i}")) for i in range(4)]
+URIS = [f"s3://bucket/p{i}" for i in range(4)]
+
+
+def version(product: int, k: int) -> tuple[str, str | None]:
+    """The uuid of version ``k`` of product ``product`` and its content hash (k=2: none)."""
+    return str(uuid.uuid5(NS, f"v-{product}-{k}")), (f"sha256:{product}{k}" if k < 2 else None)
+
+
+# --------------------------------------------------------------------------- events
+
+
+@st.composite
+def observations(draw: Any, *, write: bool) -> tuple[ProductObservation, ...]:
+    out = []
+    for _ in range(draw(st.integers(1, 3))):
+        product = draw(st.integers(0, len(URIS) - 1))
+        k = draw(st.integers(0, 2))
+        version_uuid, content_hash = version(product, k)
+        parents = None
+        if write and draw(st.integers(0, 3)) == 0:
+            parents = tuple(draw(st.lists(st.sampled_from(URIS), max_size=2)))
+        out.append(
+            ProductObservation(
+                uri=URIS[product],
+                version_uuid=version_uuid,
+                content_hash=content_hash,
+                size=draw(st.sampled_from([None, 10 * (k + 1)])),
+                metadata=draw(st.sampled_from([{}, {"k": k}])),
+                parents=parents,
+            )
+        )
+    return tuple(out)
+
+
+@st.composite
+def dpt_events(draw: Any) -> Event:
+    run = draw(st.sampled_from(RUNS))
+    kind = draw(st.sampled_from(["start", "start", "end", "read", "write", "write"]))
+    minute = dt.timedelta(minutes=draw(st.integers(0, 5)))
+    if kind == "start":
+        # (mostly what the set-based path takes, so that it takes long stretches)
+        closed = draw(st.integers(0, 9)) == 0
+        return InvocationStarted(
+            uuid=run,
+            orchestrator=draw(st.sampled_from(["airflow", "unknown"])),
+            job=draw(st.sampled_from(["nightly", "unknown"])),
+            task=draw(st.sampled_from([None, "t"])),
+            parent_uuid=draw(st.sampled_from([None, *[r for r in RUNS if r != run]])),
+            started_at=T0 + minute,
+            host=draw(st.sampled_from([None, "h1"])),
+            parameters=draw(st.sampled_from([{}, {"a": 1}, {"a": 2, "b": 3}])),
+            variables=draw(st.sampled_from([{}, {"X": "1"}])),
+            status="success" if closed else "running",
+            ended_at=T0 + minute if closed else None,
+            process=draw(st.sampled_from([None] * 5 + ["host:123"])),
+        )
+    if kind == "end":
+        return InvocationFinished(
+            uuid=run,
+            status=draw(st.sampled_from(["success", "failed", "success", "failed", "running"])),
+            ended_at=T0 + minute,
+            error=draw(st.sampled_from([None, "boom"])),
+            only_if_running=draw(st.booleans()),
+        )
+    if kind == "read":
+        return ProductsRead(run, draw(observations(write=False)))
+    return ProductsWritten(run, draw(observations(write=True)))
+
+
+# --------------------------------------------------------------------------- snapshot
+
+
+def _now_or(value: Any) -> Any:
+    """Times the recorder takes from the clock (a placeholder's start) as one marker."""
+    if isinstance(value, dt.datetime) and value.replace(tzinfo=dt.UTC) > T0 + dt.timedelta(
+        days=365
+    ):
+        return "<now>"
+    return value
+
+
+def _doc(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def snapshot(engine: Engine) -> dict[str, Any]:
+    """Every tracking table, row ids replaced by what they identify."""
+    inv, P, V = Invocation.__table__, DataProduct.__table__, DataProductVersion.__table__
+    IN, E, ENV = InvocationInput.__table__, LineageEdge.__table__, Environment.__table__
+    with engine.connect() as conn:
+        run_uuid = {r.id: r.uuid for r in conn.execute(select(inv.c.id, inv.c.uuid))}
+        env = {r.id: r.fingerprint for r in conn.execute(select(ENV.c.id, ENV.c.fingerprint))}
+        uri = {r.id: r.uri for r in conn.execute(select(P.c.id, P.c.uri))}
+        runs = {}
+        for r in conn.execute(select(inv)):
+            row = dict(r._mapping)
+            row.pop("id")
+            row["parent_id"] = run_uuid.get(row["parent_id"])
+            row["environment_id"] = env.get(row["environment_id"])
+            row["started_at"] = _now_or(row["started_at"])
+            row["parameters"], row["variables"] = _doc(row["parameters"]), _doc(row["variables"])
+            runs[row["uuid"]] = row
+        versions = {}
+        newest_first: dict[str, list[str]] = {}
+        for r in conn.execute(select(V).order_by(V.c.id)):
+            row = dict(r._mapping)
+            row.pop("id")
+            row.pop("recorded_at")
+            row["product_id"] = uri[row["product_id"]]
+            row["produced_by_id"] = run_uuid.get(row["produced_by_id"])
+            row["metadata"] = _doc(row["metadata"])
+            row["explicit_parents"] = bool(row["explicit_parents"])
+            versions[row["uuid"]] = row
+            newest_first.setdefault(row["product_id"], []).insert(0, row["uuid"])
+        vuuid = {r.id: r.uuid for r in conn.execute(select(V.c.id, V.c.uuid))}
+        inputs = sorted(
+            (run_uuid[r.invocation_id], vuuid[r.version_id]) for r in conn.execute(select(IN))
+        )
+        edges = sorted(
+            (vuuid[r.parent_version_id], vuuid[r.child_version_id], run_uuid.get(r.invocation_id))
+            for r in conn.execute(select(E))
+        )
+    return {
+        "runs": runs,
+        "products": sorted(uri.values()),
+        "versions": versions,
+        "version_order": newest_first,
+        "inputs": inputs,
+        "edges": edges,
+    }
+
+
+def record_with(engine: Engine, batches: list[list[Event]], *, bulk: bool) -> dict[str, Any]:
+    empty_tracking(engine)
+    recorder = Recorder(engine)
+    recorder.bulk = bulk
+    for batch in batches:
+        recorder.record(batch)
+    return snapshot(engine)
+
+
+def assert_same_rows(engine: Engine, batches: list[list[Event]]) -> dict[str, Any]:
+    reference = record_with(engine, batches, bulk=False)
+    assert record_with(engine, batches, bulk=True) == reference
+    return reference
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@settings(max_examples=300)
+@given(
+    events=st.lists(dpt_events(), min_size=1, max_size=30),
+    cuts=st.lists(st.integers(1, 30), max_size=3),
+    replay=st.booleans(),
+)
+def test_the_set_based_path_records_what_the_per_event_path_does(
+    dpt_backend, dpt_env, events, cuts, replay
+):
+    """Any events, cut into any batches, some replayed: the same rows either way."""
+    engine = current_store().engine
+    bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
+    batches = [events[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    if replay:  # a spool replay, or the same events posted twice
+        batches.append(events + events[: len(events) // 2])
+    assert_same_rows(engine, batches)
+
+
+ENDS = [
+    InvocationFinished(RUNS[1], status, T0 + dt.timedelta(minutes=m), error, only_if_running=c)
+    for status, m, error, c in (
+        ("success", 1, None, True),
+        ("failed", 2, "boom", True),
+        ("success", 3, None, False),
+        ("cancelled", 4, "stop", False),
+    )
+]
+
+
+def test_every_sequence_of_ends_after_any_state_of_the_run(dpt_backend, dpt_env):
+    """Up to three ends (conditional or not) of a run, after a start in the same batch,
+    or on a run already recorded running or already ended: the end that prevails is the
+    per-event path's."""
+    import itertools
+
+    engine = current_store().engine
+    start = InvocationStarted(uuid=RUNS[1], orchestrator="spark", job="j", started_at=T0)
+    befores: list[list[list[Event]]] = [
+        [],
+        [[start]],
+        [[start, InvocationFinished(RUNS[1], "skipped", T0, only_if_running=False)]],
+    ]
+    sequences = [
+        list(s) for n in (1, 2, 3) for s in itertools.product(ENDS, repeat=n) if len(set(s)) == n
+    ]
+    if dpt_env.backend != "sqlite":
+        sequences = sequences[::5]
+    statuses = set()
+    for before in befores:
+        for ends in sequences:
+            rows = assert_same_rows(engine, [*before, [start, *ends] if not before else ends])
+            statuses.add(rows["runs"][RUNS[1]]["status"])
+    assert {"success", "cancelled", "skipped"} <= statuses
+
+
+def _seen(k: int, **fields: Any) -> ProductObservation:
+    version_uuid, content_hash = version(0, k)
+    return ProductObservation(URIS[0], version_uuid, content_hash, **fields)
+
+
+def _again(k: int) -> ProductObservation:
+    """Version ``k`` of product 0 observed again under another uuid (same content)."""
+    _, content_hash = version(0, k)
+    return ProductObservation(URIS[0], str(uuid.uuid5(NS, f"again-{k}")), content_hash)
+
+
+#: Events that meet a version another event of the same batch made, of a new product.
+SAME_PRODUCT = {
+    "a read without hash finds the version written before": [
+        ProductsWritten(RUNS[1], (_seen(0),)),
+        ProductsRead(RUNS[2], (_seen(2),)),
+    ],
+    "a write of the same content again is that version": [
+        ProductsWritten(RUNS[1], (_seen(0, size=10),)),
+        ProductsWritten(RUNS[1], (_again(0),)),
+    ],
+    "a run writes what it read first (the version is claimed)": [
+        ProductsRead(RUNS[1], (_seen(0),)),
+        ProductsWritten(RUNS[1], (_again(0),)),
+    ],
+    "another run read it first (the version is claimed)": [
+        ProductsRead(RUNS[2], (_seen(1),)),
+        ProductsWritten(RUNS[1], (_again(1),)),
+    ],
+    "a hashless read, then the hashed write": [
+        ProductsRead(RUNS[1], (_seen(2),)),
+        ProductsWritten(RUNS[1], (_seen(0),)),
+        ProductsRead(RUNS[2], (_seen(0),)),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", sorted(SAME_PRODUCT))
+def test_versions_made_earlier_in_the_same_batch(dpt_backend, dpt_env, case):
+    """Every order of events that meet a version made by another event of the batch."""
+    import itertools
+
+    engine = current_store().engine
+    start = InvocationStarted(uuid=RUNS[1], orchestrator="spark", job="j", started_at=T0)
+    for order in itertools.permutations(SAME_PRODUCT[case]):
+        assert_same_rows(engine, [[start, *order]])
+
+
+def _life(run: str, parent: str, n: int) -> list[Event]:
+    """What ingest makes of an OpenLineage run: its parent's placeholder start, then the
+    START (start, read) and COMPLETE (start, read, write, conditional end)."""
+    source, _ = version(0, 0)
+    output = ProductObservation(uri=f"s3://out/{n}", version_uuid=str(uuid.uuid5(NS, run)))
+    read = ProductsRead(run, (ProductObservation(URIS[0], source, "sha256:00"),))
+    start = InvocationStarted(
+        uuid=run, orchestrator="spark", job=f"job-{n}", parent_uuid=parent, started_at=T0
+    )
+    return [
+        InvocationStarted(uuid=parent, orchestrator="airflow", job="dag", started_at=T0),
+        start,
+        read,
+        InvocationStarted(
+            uuid=run,
+            orchestrator="spark",
+            job=f"job-{n}",
+            parent_uuid=parent,
+            started_at=T0 + dt.timedelta(minutes=1),
+            parameters={"late": True},
+        ),
+        read,
+        ProductsWritten(run, (output,)),
+        InvocationFinished(run, "success", T0 + dt.timedelta(minutes=2), only_if_running=True),
+    ]
+
+
+def test_every_order_of_a_runs_events_in_one_batch(dpt_backend, dpt_env):
+    """All 120 orders of a run's five own events (after its parent's start), each as one
+    batch on top of a database that already holds another run: the same rows as the
+    per-event path, and the run complete (no event dropped)."""
+    import itertools
+
+    engine = current_store().engine
+    parent = RUNS[0]
+    before = _life(RUNS[3], parent, 3)
+    events = _life(RUNS[1], parent, 1)
+    head, own = events[:1], [events[1], events[2], events[3], events[5], events[6]]
+    orders = list(itertools.permutations(own))
+    if dpt_env.backend != "sqlite":
+        orders = orders[::10]  # every 10th order on the servers (12 of 120)
+    for order in orders:
+        rows = assert_same_rows(engine, [before, head + list(order)])
+        run = rows["runs"][RUNS[1]]
+        assert run["parent_id"] == parent and run["orchestrator"] == "spark"
+        assert run["parameters"] == {"late": True}
+        # (an end before any record of its run has no row to end)
+        ended = order.index(events[6]) > 0
+        assert run["status"] == ("success" if ended else "running")
+        assert (RUNS[1], version(0, 0)[0]) in rows["inputs"]
+        assert [e for e in rows["edges"] if e[2] == RUNS[1]] == [
+            (version(0, 0)[0], str(uuid.uuid5(NS, RUNS[1])), RUNS[1])
+        ]
+
+
+def test_a_batch_costs_a_constant_number_of_statements(dpt_backend, dpt_env):
+    """8 or 64 runs' STARTs, then their COMPLETEs: the same number of statements per
+    batch (the per-event path's grows with the batch), and every run, input, version
+    and edge recorded once."""
+    engine = current_store().engine
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    def batches(n: int, offset: int) -> tuple[list[Event], list[Event]]:
+        starts: list[Event] = []
+        completes: list[Event] = []
+        for i in range(offset, offset + n):
+            life = _life(str(uuid.uuid5(NS, f"many-{i}")), RUNS[0], i)
+            starts += life[:3]
+            completes += life[3:]
+        return starts, completes
+
+    recorder = Recorder(engine)
+    for batch in batches(1, 1000):  # the parent, the shared input
+        recorder.record(batch)
+    costs = {}
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for n, offset in ((8, 0), (64, 100)):
+            for phase, batch in zip(("start", "complete"), batches(n, offset), strict=True):
+                statements.clear()
+                recorder.record(batch)
+                costs[(phase, n)] = len(statements)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert costs[("start", 8)] == costs[("start", 64)], costs
+    assert costs[("complete", 8)] == costs[("complete", 64)], costs
+    assert costs[("complete", 8)] < 8 * 2, costs  # (per event: about 8 per COMPLETE)
+    rows = snapshot(engine)
+    runs = [u for u, r in rows["runs"].items() if r["job"].startswith("job-")]
+    assert len(runs) == 1 + 8 + 64
+    assert all(rows["runs"][u]["status"] == "success" for u in runs)
+    assert len(rows["inputs"]) == len(runs)
+    assert len(rows["edges"]) == len(runs)
+    assert len(rows["versions"]) == 1 + len(runs)
