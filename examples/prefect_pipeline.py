@@ -9,8 +9,14 @@ not on PyPI)::
 Prefect needs an API. With ``PREFECT_API_URL`` unset, Prefect starts a temporary
 server for the run (15-30 s the first time); to keep one running instead::
 
-    prefect server start &          # then, in the shell that runs the pipeline:
-    export PREFECT_API_URL=http://127.0.0.1:4200/api
+    PREFECT_SERVER_ANALYTICS_ENABLED=false prefect server start &
+    export PREFECT_API_URL=http://127.0.0.1:4200/api    # in the shell that runs the pipeline
+
+The script turns Prefect's own telemetry off (``PREFECT_SERVER_ANALYTICS_ENABLED=false``
+for the server's heartbeat, ``DO_NOT_TRACK=1`` for the client's usage events) unless
+you set them: the temporary server's heartbeat writes to its SQLite database while the
+flow does, and when the two collide it logs a ``database is locked`` traceback that
+has nothing to do with the pipeline.
 
 dpt records into ``DPT_DATABASE_URL`` (default: a SQLite file in your user data
 directory). See what it recorded::
@@ -31,16 +37,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task, unmapped
-from prefect.assets import materialize
+# Before Prefect reads its settings (see the docstring): no telemetry heartbeat traceback.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
-import dpt_core
-import dpt_prefect
+from prefect import flow, task, unmapped  # noqa: E402
+from prefect.assets import materialize  # noqa: E402
+
+import dpt_core  # noqa: E402
+import dpt_prefect  # noqa: E402
 
 
 def build_pipeline(data_dir: Path, frames: int = 3) -> Any:
