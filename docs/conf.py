@@ -8,7 +8,10 @@ import sys
 sys.path.insert(0, os.path.abspath(".."))
 
 project = "dpt — data-product-tracker"
-author = "dpt developers"
+author = "the dpt developers"
+# Alabaster's footer reads "©{copyright}."; without it the footer is a bare "©." and
+# names no project.
+copyright = f" {project}, by its developers"  # noqa: A001 - the name Sphinx reads
 extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon"]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 myst_enable_extensions = ["colon_fence"]
