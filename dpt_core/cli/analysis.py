@@ -70,9 +70,18 @@ def _progress(description: str) -> Iterator[Any]:
 # =========================================================================== lineage
 
 
+def _made_by(job: str | None, task: str | None) -> str:
+    """``job/task``, or the task alone when the job names nothing (``__ephemeral_asset_job__``)."""
+    from dpt_core.store.lineage import made_up_job
+
+    if task and made_up_job(job):
+        return task
+    return f"{job or ''}/{task}" if task else (job or "")
+
+
 def _node_text(node: Any) -> str:
     made = (
-        f" [dim]<- {escape(node.job)}{'/' + escape(node.task) if node.task else ''} "
+        f" [dim]<- {escape(_made_by(node.job, node.task))} "
         f"(run {node.produced_by[:8]}, {node.status})[/]"
         if node.produced_by
         else " [dim](observed, no producer recorded)[/]"
@@ -114,7 +123,8 @@ def _tree(graph: Any) -> Tree:
         label = f"version [cyan]{_short(root.content_hash)}[/] {root.version[:8]}"
         if root.produced_by:
             label += (
-                f" [dim]<- {escape(root.job or '')} (run {root.produced_by[:8]}, {root.status})[/]"
+                f" [dim]<- {escape(_made_by(root.job, root.task))} "
+                f"(run {root.produced_by[:8]}, {root.status})[/]"
             )
         grow(top.add(label) if len(roots) > 1 else top, root.version)
     if len(roots) == 1:

@@ -2,7 +2,9 @@
 
 One node per product *version* (label: the file name and a short content hash),
 the root's versions drawn bold; one arrow per lineage edge, from parent to
-child, labelled with the job of the invocation that made the child.
+child, labelled with the job of the invocation that made the child (its task when
+the job is a made-up name such as Dagster's ``__ephemeral_asset_job__``: see
+:func:`~dpt_core.store.lineage.run_label`).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def to_dot(graph: LineageGraph) -> str:
     for edge in graph.edges:
         if edge.parent_version not in ids or edge.child_version not in ids:
             continue
-        label = f' [label="{_dot_text(edge.job)}"]' if edge.job else ""
+        label = f' [label="{_dot_text(edge.label)}"]' if edge.label else ""
         lines.append(f"  {ids[edge.parent_version]} -> {ids[edge.child_version]}{label};")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -79,7 +81,7 @@ def to_mermaid(graph: LineageGraph) -> str:
     for edge in graph.edges:
         if edge.parent_version not in ids or edge.child_version not in ids:
             continue
-        arrow = f'-- "{_mermaid_text(edge.job)}" -->' if edge.job else "-->"
+        arrow = f'-- "{_mermaid_text(edge.label)}" -->' if edge.label else "-->"
         lines.append(f"  {ids[edge.parent_version]} {arrow} {ids[edge.child_version]}")
     roots = [ids[n.version] for n in graph.nodes if n.depth == 0]
     if roots:

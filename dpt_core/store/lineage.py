@@ -151,6 +151,24 @@ class Node(NamedTuple):
         return data
 
 
+def made_up_job(job: str | None) -> bool:
+    """Whether ``job`` is a name the orchestrator made up for runs nobody named.
+
+    Dagster reserves job names that start with ``__`` for its own: ``dg.materialize()``
+    and a launch of selected assets from the UI run in ``__ephemeral_asset_job__``, the
+    implicit job of all assets is ``__ASSET_JOB``. Such a name says nothing about what
+    ran; the task (the asset) does.
+    """
+    return job is not None and job.startswith("__")
+
+
+def run_label(job: str | None, task: str | None) -> str | None:
+    """One name for the run that made a version, as lineage pictures label their edges:
+    its job (a DAG, a flow, a Dagster job, a ``dpt run`` name), or its task when the job
+    is :func:`made up <made_up_job>` (``__ephemeral_asset_job__`` -> the asset key)."""
+    return task if task and made_up_job(job) else job
+
+
 class Edge(NamedTuple):
     """``child`` was derived from ``parent`` by ``invocation`` (a run UUID)."""
 
@@ -161,6 +179,11 @@ class Edge(NamedTuple):
     child_version: str
     job: str | None = None
     task: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        """What a picture writes on the edge: :func:`run_label` of its run."""
+        return run_label(self.job, self.task)
 
     def to_dict(self) -> dict[str, Any]:
         return self._asdict()
