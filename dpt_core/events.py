@@ -17,6 +17,13 @@ STATUSES = ("running", "success", "failed", "crashed", "cancelled", "skipped")
 FINAL_STATUSES = STATUSES[1:]
 
 
+def error_text(error: BaseException) -> str:
+    """How a run's error is recorded: ``ValueError: bad gain``, or the type alone when the
+    exception says nothing more (``KeyboardInterrupt``, not ``KeyboardInterrupt: ``)."""
+    message = str(error)
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
 def clean_text(text: str, *, keep_nul: bool = False) -> str:
     """``text`` as storable, printable Unicode.
 

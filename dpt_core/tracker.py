@@ -39,6 +39,7 @@ from dpt_core.events import (
     ProductsRead,
     ProductsWritten,
     clean_text,
+    error_text,
     utcnow,
 )
 from dpt_core.guard import Guard
@@ -183,7 +184,7 @@ class InvocationHandle:
                 f"status {status!r} is not final: use one of {', '.join(FINAL_STATUSES)}"
             )
         if isinstance(error, BaseException):
-            error = f"{type(error).__name__}: {error}"
+            error = error_text(error)
         if error is not None:
             from dpt_core.environment import redact_text
 
@@ -588,7 +589,7 @@ class Tracker:
             handle._finished = True
             ended_at = ended_at or utcnow()
         if isinstance(error, BaseException):
-            error = f"{type(error).__name__}: {error}"
+            error = error_text(error)
         if error is not None:
             from dpt_core.environment import redact_text
 

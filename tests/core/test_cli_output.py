@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -147,3 +148,35 @@ def test_show_piped_keeps_each_version_and_parent_on_one_line(dpt_env, tmp_path)
     ]
     assert f"    <- {parent['uri']} ({parent['content_hash']})" in lines
     assert not any(ln.strip().startswith(("xxh3", "(xxh3", "sha256")) for ln in lines)
+
+
+def test_an_interrupted_run_reads_keyboardinterrupt_without_a_dangling_colon(dpt_env, tmp_path):
+    """Ctrl-C (a real SIGINT) in a Python block: the run is cancelled, its error the type alone."""
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import sys, time, dpt_core\n"
+        "with dpt_core.invocation('slow_step'):\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    child = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode != 0 and b"KeyboardInterrupt" in err
+
+    [run] = json.loads(dpt("runs", "--json"))
+    assert (run["job"], run["status"], run["error"]) == (
+        "slow_step",
+        "cancelled",
+        "KeyboardInterrupt",
+    )
+    assert "error: KeyboardInterrupt\n" in dpt("show", str(run["id"]))
+
+    with pytest.raises(ValueError), dpt_core.invocation("failing_step"):
+        raise ValueError("bad gain")
+    failed = json.loads(dpt("runs", "--json", "--job", "failing_step"))[0]
+    assert failed["error"] == "ValueError: bad gain"  # a message still follows its type
