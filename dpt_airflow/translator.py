@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import dpt_core
 from dpt_airflow import compat
+from dpt_core.events import error_text
 
 #: The ``orchestrator`` column of everything the Airflow adapter records.
 ORCHESTRATOR = "airflow"
@@ -194,7 +195,7 @@ class AirflowTranslator:
         if error is None:
             return None
         if isinstance(error, BaseException):
-            return f"{type(error).__name__}: {error}"
+            return error_text(error)
         return str(error)
 
     # -- products ---------------------------------------------------------------------------

@@ -297,7 +297,7 @@ class Spool:
         os.replace(temporary, path)
 
     def _reject(self, path: Path, batch: Sequence[Event], exc: BaseException) -> None:
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+        reason = _reason(exc)
         line = json.dumps(
             {"error": reason, "events": [event_to_dict(e) for e in batch]}, ensure_ascii=False
         )
@@ -310,6 +310,12 @@ class Spool:
             reason,
             path.with_suffix(".bad"),
         )
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a batch was rejected: the exception's type and first line (500 characters)."""
+    lines = str(exc).splitlines()
+    return (f"{type(exc).__name__}: {lines[0]}" if lines and lines[0] else type(exc).__name__)[:500]
 
 
 def _append_locked(path: Path, data: bytes) -> None:
@@ -442,12 +448,12 @@ def _replay_bad_file(
                     found.append(batch)
                     kept.append(raw)
                     continue
-                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                entry["error"] = reason[:500]
+                reason = _reason(exc)
+                entry["error"] = reason
                 kept.append(
                     json.dumps(entry, ensure_ascii=False).encode("utf-8", "surrogateescape")
                 )
-                found.append(replace(batch, outcome="rejected", new_error=reason[:500]))
+                found.append(replace(batch, outcome="rejected", new_error=reason))
                 continue
             found.append(replace(batch, outcome="recorded"))
         changed = any(b.outcome in ("recorded", "rejected") for b in found)

@@ -335,3 +335,13 @@ def test_no_run_is_left_running(dpt_env: Any, run_dag: Any) -> None:
     for dag_id in ("dpt_success", "dpt_failure", "dpt_skip", "dpt_inactive_asset"):
         run_dag(dag_id)
     assert dpt_env.scalar("SELECT count(*) FROM invocations WHERE status = 'running'") == 0
+
+
+def test_an_error_without_a_message_is_its_type_alone() -> None:
+    """``KeyboardInterrupt``, not ``KeyboardInterrupt: `` (a dangling colon)."""
+    from dpt_airflow.translator import AirflowTranslator
+
+    translator = AirflowTranslator()
+    assert translator.get_error(KeyboardInterrupt()) == "KeyboardInterrupt"
+    assert translator.get_error(ValueError("bad gain")) == "ValueError: bad gain"
+    assert translator.get_error("given as text") == "given as text"
