@@ -1,19 +1,23 @@
 """dpt: record where every data product came from.
 
-The public API (everything else is internal)::
+The public API (everything else is internal; reference: docs/api.md)::
 
     import dpt_core
     with dpt_core.invocation("calibrate", parameters={"gain": 1.5}) as inv:
         inv.read("raw.fits")
         inv.write("cal.fits", parents=["raw.fits"])
-    dpt_core.track("lc.fits", parents=["cal.fits"])
+    async with dpt_core.invocation("calibrate") as inv:  # in a coroutine
+        await inv.write("cal.fits")
+
+    dpt_core.read("flat.fits")                         # inputs of the current run
+    dpt_core.track("lc.fits", parents=["cal.fits"])    # outputs of the current run
     dpt_core.lineage("lc.fits", direction="upstream")
     dpt_core.register_secret(token)  # masked wherever dpt stores free text
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from dpt_core.errors import (
     ConfigError,
@@ -29,7 +33,9 @@ from dpt_core.events import ProductRef
 from dpt_core.guard import Guard, strict_mode
 from dpt_core.hookspecs import hookimpl
 from dpt_core.tracker import (
+    AsyncInvocationHandle,
     CurrentContext,
+    InvocationBlock,
     InvocationHandle,
     Tracker,
     get_tracker,
@@ -39,12 +45,16 @@ from dpt_core.tracker import (
 )
 
 if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Mapping, Sequence
+
     from dpt_core.reproduce import Recipe
     from dpt_core.store.lineage import LineageGraph
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncInvocationHandle",
     "ConfigError",
     "CurrentContext",
     "DatabaseUnavailable",
@@ -52,6 +62,7 @@ __all__ = [
     "Guard",
     "HashError",
     "InvalidTarget",
+    "InvocationBlock",
     "InvocationHandle",
     "MigrationRequired",
     "NotFound",
@@ -65,6 +76,7 @@ __all__ = [
     "invocation_uuid",
     "jsonable",
     "lineage",
+    "read",
     "recipe",
     "register_secret",
     "reset",
@@ -73,14 +85,93 @@ __all__ = [
 ]
 
 
-def invocation(job: str | None = None, **kwargs: Any) -> Any:
-    """Context manager for one invocation on the process tracker (see :meth:`Tracker.invocation`)."""
-    return get_tracker().invocation(job, **kwargs)
+def invocation(
+    job: str | None = None,
+    *,
+    task: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    orchestrator: str = "python",
+    command: str | Sequence[str] | None = None,
+    code_version: str | None = None,
+    uuid: str | None = None,
+    parent: InvocationHandle | str | Literal[False] | None = None,
+    external_id: str | None = None,
+    started_at: dt.datetime | None = None,
+    environment: bool = True,
+    variables: Mapping[str, str | None] | None = None,
+) -> InvocationBlock:
+    """One invocation for a ``with`` or ``async with`` block, on the process tracker.
+
+    ::
+
+        with dpt_core.invocation("calibrate", parameters={"gain": 1.5}) as inv:
+            inv.read("raw.fits")
+            inv.write("cal.fits")
+
+        async with dpt_core.invocation("calibrate") as inv:  # in a coroutine
+            await inv.write("cal.fits")  # hashing and database work off the event loop
+
+    The run is recorded when the block is entered (a crash leaves it visible as
+    ``running``) and ends as ``success``, or ``failed`` with the error when the block
+    raises (``cancelled`` on Ctrl-C or asyncio cancellation). ``with`` gives an
+    :class:`InvocationHandle`, ``async with`` an :class:`AsyncInvocationHandle`. Inside
+    the block the run is the current one: :func:`track`, :func:`read`, nested blocks
+    and tracked functions attach to it, also from the tasks and threads the block
+    starts with its context (asyncio does). To record every call of a function,
+    decorate it with :func:`tracked`: this is not a decorator.
+
+    :param job: what ran (a script, a pipeline step). None inside an orchestrator task
+        or another block: the block joins the run there instead of opening a new one;
+        None elsewhere: the script's name.
+    :param task: the step within ``job``, if any.
+    :param parameters: JSON-able settings of this run (a non-JSON value is kept as its
+        ``repr``; secrets are redacted).
+    :param orchestrator: what ran it (``python`` for a script).
+    :param command: the command line that ran it. Default for ``python``: how this
+        script was started, which ``dpt reproduce`` runs again.
+    :param code_version: a git commit, a release, ...
+    :param uuid: a stable id (see :func:`invocation_uuid`) makes the record idempotent.
+    :param parent: the enclosing run (a handle or a UUID); None: the current one, if
+        any; False: no parent, even inside another block.
+    :param external_id: the orchestrator's own id for this run.
+    :param started_at: when it started (default: now).
+    :param environment: False for a run recorded on behalf of another process (the
+        environment here would be the wrong one).
+    :param variables: per-run variables, replacing the process's of the same names.
+    """
+    return get_tracker().invocation(
+        job,
+        task=task,
+        parameters=parameters,
+        orchestrator=orchestrator,
+        command=command,
+        code_version=code_version,
+        uuid=uuid,
+        parent=parent,
+        external_id=external_id,
+        started_at=started_at,
+        environment=environment,
+        variables=variables,
+    )
 
 
-def track(*targets: Any, parents: Any = None, metadata: dict[str, Any] | None = None) -> list[str]:
-    """Record ``targets`` as outputs of the current invocation (or of a new one-off one)."""
+def track(
+    *targets: Any, parents: Sequence[Any] | None = None, metadata: dict[str, Any] | None = None
+) -> list[str]:
+    """Record ``targets`` as outputs of the current invocation (or of a new one-off one);
+    returns their URIs.
+
+    :param parents: what every target was made from (default: every input of the
+        invocation).
+    :param metadata: JSON-able facts kept on each new version.
+    """
     return get_tracker().track(*targets, parents=parents, metadata=metadata)
+
+
+def read(*targets: Any, metadata: dict[str, Any] | None = None) -> list[str]:
+    """Record ``targets`` as inputs of the current invocation (or of a new one-off one);
+    returns their URIs. The twin of :func:`track`."""
+    return get_tracker().read(*targets, metadata=metadata)
 
 
 def register_secret(value: str) -> None:
@@ -100,7 +191,7 @@ def hash_file(path: Any, algorithm: str | None = None) -> str:
 
 def lineage(
     target: Any,
-    direction: str = "upstream",
+    direction: Literal["upstream", "downstream"] = "upstream",
     depth: int | None = None,
     *,
     version: str | None = None,

@@ -22,7 +22,7 @@ import uuid as uuidlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import pluggy
 
@@ -701,35 +701,62 @@ class Tracker:
         finally:
             _current.reset(token)
 
-    @contextlib.contextmanager
-    def invocation(self, job: str | None = None, **kwargs: Any) -> Iterator[InvocationHandle]:
-        """Open an invocation for the block: success when it ends, failed (with the error) when it raises.
-
-        Inside an orchestrator task with no ``job`` given, the block joins the
-        task's invocation instead of opening a new one.
+    def invocation(
+        self,
+        job: str | None = None,
+        *,
+        task: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        orchestrator: str = "python",
+        command: str | Sequence[str] | None = None,
+        code_version: str | None = None,
+        uuid: str | None = None,
+        parent: InvocationHandle | str | Literal[False] | None = None,
+        external_id: str | None = None,
+        started_at: dt.datetime | None = None,
+        environment: bool = True,
+        variables: Mapping[str, str | None] | None = None,
+    ) -> InvocationBlock:
+        """An invocation for a ``with`` (or ``async with``) block: success when the block
+        ends, failed (with the error) when it raises, cancelled on ``KeyboardInterrupt``
+        or asyncio cancellation. The parameters are :func:`dpt_core.invocation`'s.
         """
-        if job is None:
-            joined = self.current()
-            if joined is not None:
-                with self.activate(joined):
-                    yield joined
-                return
-            job = _script_name()
-        if kwargs.get("orchestrator", "python") == "python" and kwargs.get("environment", True):
-            # How the script was started and where (an inherited PWD may be stale): what
-            # `dpt reproduce` needs to run it again.
-            kwargs.setdefault("command", _script_command())
-            kwargs["variables"] = {"PWD": os.getcwd(), **(kwargs.get("variables") or {})}
-        handle = self.start(job, **kwargs)
-        with self.activate(handle):
-            try:
-                yield handle
-            except BaseException as exc:
-                status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
-                handle.finish(status, error=exc)
-                raise
-        if not handle._finished:
-            handle.finish("success")
+        if job is not None and not isinstance(job, str):
+            raise TypeError(
+                f"invocation() takes a job name, not {type(job).__name__}: to record each call "
+                "of a function as an invocation, decorate it with @dpt_core.tracked(...)"
+            )
+        options: dict[str, Any] = {
+            "task": task,
+            "parameters": dict(parameters) if parameters is not None else None,
+            "orchestrator": orchestrator,
+            "command": command,
+            "code_version": code_version,
+            "uuid": uuid,
+            "parent": parent,
+            "external_id": external_id,
+            "started_at": started_at,
+            "environment": environment,
+            "variables": variables,
+        }
+        return InvocationBlock(self, job, options)
+
+    def read(self, *targets: Any, metadata: dict[str, Any] | None = None) -> list[str]:
+        """Record ``targets`` as read by the current invocation, or by a new one-off invocation."""
+        current = self.current()
+        if current is not None:
+            return current.read(*targets, metadata=metadata)
+        if not self._resolvable(targets):
+            return []
+        with self.invocation(_script_name(), task="read") as handle:
+            return handle.read(*targets, metadata=metadata)
+
+    def _resolvable(self, targets: Sequence[Any]) -> bool:
+        """True when some target names a product: a one-off run is opened only then."""
+        found = self._guard(
+            "track", lambda: [u for u in map(self.resolve_or_skip, targets) if u is not None]
+        )
+        return bool(found)
 
     def track(
         self,
@@ -742,13 +769,201 @@ class Tracker:
         if current is not None:
             return current.write(*targets, parents=parents, metadata=metadata)
         # Resolve first: targets that name no product must not leave an empty one-off run.
-        resolvable = self._guard(
-            "track", lambda: [u for u in map(self.resolve_or_skip, targets) if u is not None]
-        )
-        if not resolvable:
+        if not self._resolvable(targets):
             return []
         with self.invocation(_script_name(), task="track") as handle:
             return handle.write(*targets, parents=parents, metadata=metadata)
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """A run stopped from outside (Ctrl-C, an asyncio task cancelled), not one that failed."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    asyncio = sys.modules.get("asyncio")  # not loaded: nothing can be an asyncio cancellation
+    return asyncio is not None and isinstance(exc, asyncio.CancelledError)
+
+
+class InvocationBlock:
+    """What :meth:`Tracker.invocation` returns: enter it once, with ``with`` (giving an
+    :class:`InvocationHandle`) or ``async with`` (giving an :class:`AsyncInvocationHandle`).
+
+    Inside the block the invocation is the current one (a context variable, so it
+    follows the block into the tasks and threads it starts with the context copied,
+    as asyncio does): ``dpt_core.track()``, ``dpt_core.read()`` and nested blocks
+    attach to it.
+    """
+
+    def __init__(self, tracker: Tracker, job: str | None, options: dict[str, Any]) -> None:
+        self._tracker = tracker
+        self._job = job
+        self._options = options
+        self._handle: InvocationHandle | None = None
+        self._owned = False
+        self._token: contextvars.Token[tuple[InvocationHandle, ...]] | None = None
+        self._entered = False
+
+    def __repr__(self) -> str:
+        return f"<InvocationBlock {self._job or '(joins the current invocation)'}>"
+
+    def __call__(self, func: object) -> NoReturn:
+        raise TypeError(
+            "dpt_core.invocation(...) is a context manager, not a decorator: to record each "
+            "call of a function as an invocation, decorate it with @dpt_core.tracked(...)"
+        )
+
+    # -- sync -------------------------------------------------------------------------------
+
+    def __enter__(self) -> InvocationHandle:
+        joined, job, options = self._prepare()
+        handle = joined if joined is not None else self._tracker.start(job, **options)
+        return self._activate(handle, owned=joined is None)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: object,
+    ) -> None:
+        handle = self._close()
+        if handle is None:
+            return
+        if exc is not None:
+            handle.finish("cancelled" if _cancelled(exc) else "failed", error=exc)
+        elif not handle._finished:
+            handle.finish("success")
+
+    # -- async ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncInvocationHandle:
+        import asyncio
+
+        joined, job, options = self._prepare()
+        if joined is not None:
+            handle = joined
+        else:  # the environment capture and the database write run in a worker thread
+            handle = await asyncio.to_thread(self._tracker.start, job, **options)
+        return AsyncInvocationHandle(self._activate(handle, owned=joined is None))
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: object,
+    ) -> None:
+        import asyncio
+
+        handle = self._close()
+        if handle is None:
+            return
+        if exc is not None:
+            status = "cancelled" if _cancelled(exc) else "failed"
+            await asyncio.to_thread(handle.finish, status, error=exc)
+        elif not handle._finished:
+            await asyncio.to_thread(handle.finish, "success")
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _prepare(self) -> tuple[InvocationHandle | None, str, dict[str, Any]]:
+        """``(the invocation to join, or None; job; options for Tracker.start)``. Everything
+        that depends on where the block runs is settled here, on the caller's thread."""
+        if self._entered:
+            raise RuntimeError(
+                "an invocation block is entered once: call dpt_core.invocation(...) again"
+            )
+        self._entered = True
+        tracker = self._tracker
+        job = self._job
+        if job is None:
+            joined = tracker.current()
+            if joined is not None:
+                return joined, joined.job or "", {}
+            job = _script_name()
+        options = dict(self._options)
+        if options["orchestrator"] == "python" and options["environment"]:
+            # How the script was started and where (an inherited PWD may be stale): what
+            # `dpt reproduce` needs to run it again.
+            if options["command"] is None:
+                options["command"] = _script_command()
+            options["variables"] = {"PWD": os.getcwd(), **(options["variables"] or {})}
+        if options["parent"] is None and tracker.enabled:
+            # Settled here: in a worker thread the orchestrator's "what runs now" may differ.
+            enclosing = tracker.current()
+            options["parent"] = enclosing if enclosing is not None else False
+        return None, job, options
+
+    def _activate(self, handle: InvocationHandle, *, owned: bool) -> InvocationHandle:
+        self._handle, self._owned = handle, owned
+        self._token = _current.set((*_current.get(), handle))
+        return handle
+
+    def _close(self) -> InvocationHandle | None:
+        """Leave the block; the handle to finish (None when the block joined another run)."""
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
+        return self._handle if self._owned else None
+
+
+class AsyncInvocationHandle:
+    """An open invocation in ``async with dpt_core.invocation(...) as inv``.
+
+    ``await inv.read(...)`` / ``await inv.write(...)`` record like
+    :class:`InvocationHandle`'s methods, with the hashing and the database work in a
+    worker thread (``asyncio.to_thread``), so other coroutines run meanwhile.
+    :attr:`handle` is the synchronous handle, for code that is not async.
+    """
+
+    def __init__(self, handle: InvocationHandle) -> None:
+        self.handle = handle
+
+    def __repr__(self) -> str:
+        return f"<Async{self.handle!r}>"
+
+    @property
+    def uuid(self) -> str:
+        return self.handle.uuid
+
+    @property
+    def job(self) -> str | None:
+        return self.handle.job
+
+    @property
+    def task(self) -> str | None:
+        return self.handle.task
+
+    @property
+    def status(self) -> str:
+        return self.handle.status
+
+    async def read(self, *targets: Any, metadata: dict[str, Any] | None = None) -> list[str]:
+        """Record that this invocation read ``targets``; returns their URIs."""
+        import asyncio
+
+        return await asyncio.to_thread(self.handle.read, *targets, metadata=metadata)
+
+    async def write(
+        self,
+        *targets: Any,
+        parents: Sequence[Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """Record that this invocation wrote ``targets`` (see :meth:`InvocationHandle.write`)."""
+        import asyncio
+
+        return await asyncio.to_thread(
+            self.handle.write, *targets, parents=parents, metadata=metadata
+        )
+
+    async def finish(
+        self,
+        status: str = "success",
+        error: str | BaseException | None = None,
+        ended_at: dt.datetime | None = None,
+    ) -> None:
+        """Close the invocation now (see :meth:`InvocationHandle.finish`)."""
+        import asyncio
+
+        await asyncio.to_thread(self.handle.finish, status, error, ended_at)
 
 
 def _stat_only(path: str) -> Any:
