@@ -9,6 +9,9 @@ The public API (everything else is internal; reference: docs/api.md)::
     async with dpt_core.invocation("calibrate") as inv:  # in a coroutine
         await inv.write("cal.fits")
 
+    @dpt_core.tracked(inputs="raw", outputs="out")      # each call is one run
+    def calibrate(raw: str, out: str) -> None: ...
+
     dpt_core.read("flat.fits")                         # inputs of the current run
     dpt_core.track("lc.fits", parents=["cal.fits"])    # outputs of the current run
     dpt_core.lineage("lc.fits", direction="upstream")
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
+from dpt_core.api import tracked
 from dpt_core.errors import (
     ConfigError,
     DatabaseUnavailable,
@@ -82,6 +86,7 @@ __all__ = [
     "reset",
     "strict_mode",
     "track",
+    "tracked",
 ]
 
 
