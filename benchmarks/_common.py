@@ -117,10 +117,10 @@ def isolated_dpt(url: str, **env: str) -> Iterator[Path]:
             }
         )
         Path(f"{tmp}/none.toml").write_text("")
-        dpt_core.reset()
+        dpt_core.plugin_api.reset()
         try:
             yield Path(tmp)
         finally:
             os.environ.clear()
             os.environ.update(saved)
-            dpt_core.reset()
+            dpt_core.plugin_api.reset()

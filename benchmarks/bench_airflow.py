@@ -221,7 +221,7 @@ def main() -> int:
                 print(json.dumps(result), flush=True)
 
         # A fresh tracker and store: what the first task of a new worker process pays.
-        dpt_core.reset()
+        dpt_core.plugin_api.reset()
         cold = run_once(dag, True, args.tasks, timer)
         cold["round"] = "cold-store"
         print(json.dumps(cold), flush=True)

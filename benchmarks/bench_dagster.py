@@ -51,7 +51,7 @@ def _isolate_dpt(root: Path, name: str) -> None:
     os.environ["DPT_CACHE_DIR"] = str(root / f"{name}-cache")
     os.environ.pop("DPT_DISABLED", None)
     os.environ.pop("DPT_STRICT", None)
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     # The database exists before the tick (created by 'dpt db upgrade' or an earlier
     # tick): making its schema is not part of the measured tick.
     from dpt_core.store.plugin import current_store

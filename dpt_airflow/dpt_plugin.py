@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from dpt_core import CurrentContext, hookimpl
+from dpt_core.plugin_api import CurrentContext, hookimpl
 
 _LISTENER_MODULE = "dpt_airflow.listener"
 #: Present in ``sys.modules`` whenever an Airflow Asset object can exist in this process.

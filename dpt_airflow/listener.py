@@ -192,7 +192,7 @@ class DptListener:
                 only_if_running=from_elsewhere,
             )
 
-    def current_context(self) -> dpt_core.CurrentContext | None:
+    def current_context(self) -> dpt_core.plugin_api.CurrentContext | None:
         """The task try running on this thread, for the ``dpt_current_context`` hook."""
         if not self._running:
             return None
@@ -210,7 +210,7 @@ class DptListener:
             return None
         import dpt_core
 
-        return dpt_core.CurrentContext(handle.uuid, job=handle.job, task=handle.task)
+        return dpt_core.plugin_api.CurrentContext(handle.uuid, job=handle.job, task=handle.task)
 
     # -- dag runs ---------------------------------------------------------------------------
 

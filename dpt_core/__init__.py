@@ -16,12 +16,16 @@ The public API (everything else is internal; reference: docs/api.md)::
     dpt_core.track("lc.fits", parents=["cal.fits"])    # outputs of the current run
     dpt_core.lineage("lc.fits", direction="upstream")
     dpt_core.register_secret(token)  # masked wherever dpt stores free text
+
+Plugins import their plumbing from :mod:`dpt_core.plugin_api`.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
+from dpt_core import plugin_api
 from dpt_core.api import tracked
 from dpt_core.errors import (
     ConfigError,
@@ -34,24 +38,26 @@ from dpt_core.errors import (
     TrackingError,
 )
 from dpt_core.events import ProductRef
-from dpt_core.guard import Guard, strict_mode
 from dpt_core.hookspecs import hookimpl
 from dpt_core.tracker import (
     AsyncInvocationHandle,
-    CurrentContext,
     InvocationBlock,
     InvocationHandle,
     Tracker,
     get_tracker,
     invocation_uuid,
-    jsonable,
-    reset,
 )
 
 if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Mapping, Sequence
 
+    # Deprecated names (see __getattr__), still visible to type checkers for one release.
+    from dpt_core.plugin_api import CurrentContext as CurrentContext
+    from dpt_core.plugin_api import Guard as Guard
+    from dpt_core.plugin_api import jsonable as jsonable
+    from dpt_core.plugin_api import reset as reset
+    from dpt_core.plugin_api import strict_mode as strict_mode
     from dpt_core.reproduce import Recipe
     from dpt_core.store.lineage import LineageGraph
 
@@ -60,14 +66,13 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncInvocationHandle",
     "ConfigError",
-    "CurrentContext",
     "DatabaseUnavailable",
     "DptError",
-    "Guard",
     "HashError",
     "InvalidTarget",
     "InvocationBlock",
     "InvocationHandle",
+    "LineageGraph",
     "MigrationRequired",
     "NotFound",
     "ProductRef",
@@ -78,16 +83,34 @@ __all__ = [
     "hookimpl",
     "invocation",
     "invocation_uuid",
-    "jsonable",
     "lineage",
+    "plugin_api",
     "read",
     "recipe",
     "register_secret",
-    "reset",
-    "strict_mode",
     "track",
     "tracked",
 ]
+
+#: Plugin plumbing that lived here until 0.1: now in :mod:`dpt_core.plugin_api`.
+_MOVED_TO_PLUGIN_API = frozenset({"CurrentContext", "Guard", "jsonable", "reset", "strict_mode"})
+
+if not TYPE_CHECKING:  # hidden from type checkers, so a misspelt name stays an error there
+
+    def __getattr__(name: str) -> Any:
+        if name in _MOVED_TO_PLUGIN_API:
+            warnings.warn(
+                f"dpt_core.{name} moved to dpt_core.plugin_api.{name} (plugin plumbing); "
+                "the old name goes away in the next release",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return getattr(plugin_api, name)
+        if name == "LineageGraph":
+            from dpt_core.store.lineage import LineageGraph
+
+            return LineageGraph
+        raise AttributeError(f"module 'dpt_core' has no attribute {name!r}")
 
 
 def invocation(

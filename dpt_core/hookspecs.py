@@ -109,7 +109,7 @@ def dpt_current_context() -> CurrentContext | None:
     Airflow task or a Prefect task attach to that task's invocation. Stops at
     the first non-None result.
 
-    :returns: a :class:`dpt_core.CurrentContext` naming the invocation (by UUID),
+    :returns: a :class:`dpt_core.plugin_api.CurrentContext` naming the invocation (by UUID),
         or None when this plugin's orchestrator is not running anything here.
     """
 

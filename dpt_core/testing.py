@@ -229,7 +229,7 @@ def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> None:
     (tmp_path / "no-config.toml").write_text("")
     for xdg in ("XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
         monkeypatch.setenv(xdg, str(tmp_path / xdg.lower()))
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
 
 
 @pytest.fixture
@@ -247,4 +247,4 @@ def dpt_env(
     backend = make_url(url).get_backend_name()
     isolate(monkeypatch, tmp_path, url)
     yield DptTestEnv(url=url, backend="mysql" if backend == "mariadb" else backend, path=tmp_path)
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()

@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from dpt_core import CurrentContext, Guard, hookimpl
+from dpt_core.plugin_api import CurrentContext, Guard, hookimpl
 
 
 @dataclass(frozen=True)

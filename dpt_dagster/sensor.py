@@ -166,7 +166,7 @@ class TickResult:
 # The guard
 # ---------------------------------------------------------------------------------------------
 
-_failures = dpt_core.Guard("the sensor goes on without it")
+_failures = dpt_core.plugin_api.Guard("the sensor goes on without it")
 
 
 def _guard(

@@ -325,7 +325,7 @@ class DagsterTranslator:
                 "dagster/data_version": materialization.data_version,
             }
         )
-        return dpt_core.jsonable(meta)  # type: ignore[no-any-return]
+        return dpt_core.plugin_api.jsonable(meta)  # type: ignore[no-any-return]
 
     # -- invocations --------------------------------------------------------------------
 
@@ -563,7 +563,7 @@ class DagsterTranslator:
         partition: str | None,
         code_version: str | None = None,
         upstream: Sequence[Upstream] = (),
-    ) -> dpt_core.CurrentContext:
+    ) -> dpt_core.plugin_api.CurrentContext:
         """Open, from inside a running asset, the invocation the sensor will complete.
 
         Called when asset code uses ``dpt_core.track()`` / ``dpt_core.invocation()``: the
@@ -600,7 +600,7 @@ class DagsterTranslator:
         # The sensor closes it, from the run's outcome in the event log (made, failed,
         # skipped, cancelled): not this process's exit, which comes before or after.
         handle.detach()
-        return dpt_core.CurrentContext(invocation_uuid=handle.uuid, job=job, task=task)
+        return dpt_core.plugin_api.CurrentContext(invocation_uuid=handle.uuid, job=job, task=task)
 
     def record_unmaterialized(
         self,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from dpt_core import CurrentContext, hookimpl
+from dpt_core.plugin_api import CurrentContext, hookimpl
 
 _HOOKS_MODULE = "dpt_prefect.hooks"
 #: Present in ``sys.modules`` whenever a Prefect Asset object can exist in this process.

@@ -60,14 +60,14 @@ MAX_REMEMBERED = 20_000
 # The guard
 # ---------------------------------------------------------------------------------------------
 
-_failures: dpt_core.Guard | None = None
+_failures: dpt_core.plugin_api.Guard | None = None
 
 
 def guard(what: str, call: Callable[[], T], default: T | None = None) -> T | None:
     """Run ``call``; a failure is logged once per kind and swallowed unless ``DPT_STRICT=1``."""
     global _failures
     if _failures is None:
-        _failures = dpt_core.Guard("the flow goes on without it", log)
+        _failures = dpt_core.plugin_api.Guard("the flow goes on without it", log)
     return _failures.run(f"recording {what}", call, default=default)
 
 
@@ -935,7 +935,7 @@ def start_task_run(
 # ---------------------------------------------------------------------------------------------
 
 
-def current_context() -> dpt_core.CurrentContext | None:
+def current_context() -> dpt_core.plugin_api.CurrentContext | None:
     """The task run (or flow run) running here, if dpt records it; starts it when needed.
 
     A task run is recorded when its task has the task hooks or its flow run has the flow
@@ -949,13 +949,13 @@ def current_context() -> dpt_core.CurrentContext | None:
         if known is None and flow_record is not None:
             known = start_task_run(flow_record.translator, context.task, task_run, None)
         if known is not None:
-            return dpt_core.CurrentContext(known.uuid, known.job, known.task)
+            return dpt_core.plugin_api.CurrentContext(known.uuid, known.job, known.task)
     flow_context = compat.current_flow_run_context()
     flow_run = getattr(flow_context, "flow_run", None) if flow_context is not None else None
     if flow_run is not None:
         record = registry.flows.get(str(flow_run.id))
         if record is not None:
-            return dpt_core.CurrentContext(record.uuid, record.job, None)
+            return dpt_core.plugin_api.CurrentContext(record.uuid, record.job, None)
     return None
 
 

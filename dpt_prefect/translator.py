@@ -34,7 +34,7 @@ T = TypeVar("T")
 ORCHESTRATOR = "prefect"
 
 #: One asset that cannot be recorded costs only itself: a warning naming it.
-_assets_guard = dpt_core.Guard("the task run's other assets are recorded", log)
+_assets_guard = dpt_core.plugin_api.Guard("the task run's other assets are recorded", log)
 
 #: Prefect state types -> dpt statuses. Types missing here are not final for dpt.
 _STATUSES = {

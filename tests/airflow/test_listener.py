@@ -258,12 +258,12 @@ def test_dpt_disabled_records_nothing(
     dpt_env: Any, run_dag: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DPT_DISABLED", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     result = run_dag("dpt_success")
     assert result.state == "success"
 
     monkeypatch.delenv("DPT_DISABLED")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     assert dpt_env.scalar("SELECT count(*) FROM invocations") == 0
     assert dpt_env.scalar("SELECT count(*) FROM data_product_versions") == 0
 
@@ -311,7 +311,7 @@ def test_strict_mode_raises_listener_errors_to_airflow(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("DPT_STRICT", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     airflow_config("translator", "adapter_translators.BrokenOutputsTranslator")
     result = run_dag("dpt_producer")
 

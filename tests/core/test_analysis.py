@@ -28,7 +28,7 @@ DAY = 86_400
 @pytest.fixture
 def strict(dpt_env, monkeypatch):
     monkeypatch.setenv("DPT_STRICT", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     return dpt_env
 
 
@@ -258,7 +258,7 @@ def two_environments(strict, tmp_path, monkeypatch):
             else:
                 monkeypatch.setenv(key, value)
         clear_environment_cache()
-        dpt_core.reset()
+        dpt_core.plugin_api.reset()
 
     try:
         first = fake_distribution(site, "fakepkg", "1.0")

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def strict(dpt_env, monkeypatch):
     monkeypatch.setenv("DPT_STRICT", "1")
     monkeypatch.delenv("OPENLINEAGE_NAMESPACE", raising=False)
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     return dpt_env
 
 
@@ -257,7 +257,7 @@ def two_runs(strict, monkeypatch, tmp_path):
         for key, value in variables.items():
             monkeypatch.setenv(key, value)
         clear_environment_cache()
-        dpt_core.reset()
+        dpt_core.plugin_api.reset()
 
     environment(PIPELINE_COLOR="red", MY_API_TOKEN="first-secret")
     a = step("a", writes={tmp_path / "a": "a"})

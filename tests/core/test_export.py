@@ -35,7 +35,7 @@ from dpt_core.uri import normalize_uri
 def strict(dpt_env, monkeypatch):
     monkeypatch.setenv("DPT_STRICT", "1")
     monkeypatch.delenv("OPENLINEAGE_NAMESPACE", raising=False)
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     return dpt_env
 
 
@@ -49,7 +49,7 @@ def engine():
 def flow(strict, tmp_path, monkeypatch):
     """A parent run with a child that reads raw and writes cal, a failed run, a cancelled one."""
     monkeypatch.setenv("PIPELINE_API_TOKEN", "do-not-export-me")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     raw, cal = tmp_path / "raw.fits", tmp_path / "cal.fits"
     raw.write_text("raw")
     with (
@@ -410,7 +410,7 @@ def test_live_emit_errors_are_logged_once_and_do_not_stop_tracking(
     dpt_env, live_plugin, monkeypatch, tmp_path, caplog
 ):
     monkeypatch.delenv("DPT_STRICT")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     file_transport(monkeypatch, tmp_path / "no-such-dir" / "events.jsonl")
     with caplog.at_level(logging.WARNING, logger="dpt"):
         for name in ("one", "two"):

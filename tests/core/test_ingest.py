@@ -297,7 +297,7 @@ def test_round_trip_export_then_ingest_into_a_fresh_database_gives_the_same_grap
     source = f"sqlite:///{tmp_path / 'source.sqlite3'}"
     monkeypatch.setenv("DPT_DATABASE_URL", source)
     monkeypatch.setenv("PIPELINE_API_TOKEN", "do-not-export-me-3f9a")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     ids = run_pipelines(tmp_path / "work")
     source_engine = engine()
     events = list(iter_events(source_engine))
@@ -306,7 +306,7 @@ def test_round_trip_export_then_ingest_into_a_fresh_database_gives_the_same_grap
     assert len(before["runs"]) == 10 and before["edges"] and before["inputs"]
 
     monkeypatch.setenv("DPT_DATABASE_URL", target)
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     result = receive(events)
     assert result.outcome == "recorded" and result.warnings == []
     assert result.events == len(events) and result.runs == 10
@@ -338,7 +338,7 @@ def test_statuses_the_export_folds_together(dpt_env, tmp_path, monkeypatch):
     crashed.finish("crashed", error="the process exited")
     events = list(iter_events(engine()))
     monkeypatch.setenv("DPT_DATABASE_URL", f"sqlite:///{tmp_path / 'copy.sqlite3'}")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     receive(events)
     runs = graph(engine())["runs"]
     assert runs[skipped.uuid][3] == "success"
@@ -434,7 +434,7 @@ def life_of_a_run(run_id: str, parent_id: str) -> list[dict[str, Any]]:
 
 def fresh_state() -> None:
     empty_tracking(engine())
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
 
 
 def test_every_event_twice_stores_once(dpt_backend, dpt_env, tmp_path):
@@ -865,10 +865,10 @@ def test_events_that_cannot_be_recorded_now_are_spooled_then_replayed(
     events = life_of_a_run(run_id, parent_id)
     monkeypatch.setenv("DPT_DATABASE_URL", dead)
     monkeypatch.setenv("DPT_CONNECT_TIMEOUT", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     assert receive(events).outcome == "spooled"
     monkeypatch.setenv("DPT_DATABASE_URL", good)
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     assert Spool(tmp_path / "spool", dead).replay(current_store().record) > 0
     spooled = graph(engine())
     fresh_state()
@@ -878,10 +878,10 @@ def test_events_that_cannot_be_recorded_now_are_spooled_then_replayed(
 
 def test_a_disabled_tracker_records_nothing(dpt_env, monkeypatch):
     monkeypatch.setenv("DPT_DISABLED", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     assert receive(run_event("START", str(uuid.uuid4()))).outcome == "disabled"
     monkeypatch.delenv("DPT_DISABLED")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     assert dpt_env.scalar("SELECT COUNT(*) FROM invocations") == 0
 
 

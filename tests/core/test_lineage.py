@@ -23,7 +23,7 @@ from dpt_core.uri import normalize_uri
 def strict(dpt_env, monkeypatch):
     """Tracking errors raise instead of being logged, so a broken record fails the test."""
     monkeypatch.setenv("DPT_STRICT", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     return dpt_env
 
 

@@ -38,7 +38,7 @@ def test_unreachable_database_spools_and_user_code_goes_on(dpt_env, monkeypatch,
     good_url = dpt_env.url
     monkeypatch.setenv("DPT_DATABASE_URL", DEAD_URL)
     monkeypatch.setenv("DPT_CONNECT_TIMEOUT", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_text("a")
     b.write_text("b")
@@ -51,7 +51,7 @@ def test_unreachable_database_spools_and_user_code_goes_on(dpt_env, monkeypatch,
     assert status.events == 4 and status.batches == 4
 
     monkeypatch.setenv("DPT_DATABASE_URL", good_url)
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     with dpt_core.invocation("online"):
         pass  # another database's successful write leaves the dead one's events alone
     assert Spool(tmp_path / "spool", DEAD_URL).status().events == 4
@@ -122,7 +122,7 @@ def test_the_outcome_of_a_submit_says_recorded_or_spooled(dpt_env, monkeypatch):
     assert last_outcome() == "recorded"
     monkeypatch.setenv("DPT_DATABASE_URL", DEAD_URL)
     monkeypatch.setenv("DPT_CONNECT_TIMEOUT", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     with dpt_core.invocation("away"):
         pass
     assert last_outcome() == "spooled"

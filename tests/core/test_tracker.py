@@ -131,14 +131,14 @@ def test_many_outputs_are_one_batch(dpt_env, tmp_path):
 
 def test_disabled_records_nothing(dpt_env, monkeypatch, tmp_path):
     monkeypatch.setenv("DPT_DISABLED", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     f = tmp_path / "f"
     f.write_text("x")
     with dpt_core.invocation("j") as inv:
         inv.write(f)
     dpt_core.track(f)
     monkeypatch.delenv("DPT_DISABLED")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     assert dpt_env.scalar("SELECT COUNT(*) FROM invocations") == 0
 
 
@@ -150,7 +150,7 @@ def test_unresolvable_target_is_swallowed_normally_and_raised_in_strict_mode(
     assert "not a path or URI" in caplog.text
     assert runs(dpt_env)[0].status == "success"
     monkeypatch.setenv("DPT_STRICT", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     with (
         pytest.raises(dpt_core.InvalidTarget, match="not a path or URI"),
         dpt_core.invocation("k") as inv,
@@ -203,7 +203,7 @@ def test_current_context_hook_lets_plugins_name_the_running_invocation(dpt_env, 
     class FakeOrchestrator:
         @dpt_core.hookimpl
         def dpt_current_context(self):
-            return dpt_core.CurrentContext(invocation_uuid=task.uuid)
+            return dpt_core.plugin_api.CurrentContext(invocation_uuid=task.uuid)
 
     plugin = FakeOrchestrator()
     tracker.pm.register(plugin, name="fake-orchestrator")

@@ -114,7 +114,7 @@ def test_reading_a_missing_file_warns_naming_it_and_says_so_in_the_version(
 def test_reading_a_missing_file_is_an_error_in_strict_mode(dpt_env, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DPT_STRICT", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     with (
         pytest.raises(dpt_core.InvalidTarget, match="raw.fits does not exist"),
         dpt_core.invocation("j") as inv,
@@ -160,7 +160,7 @@ def test_per_task_parsing_context_does_not_split_the_environment(dpt_env, monkey
     ids = set()
     for task in ("extract", "transform", "load"):
         monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", task)
-        dpt_core.reset()
+        dpt_core.plugin_api.reset()
         with dpt_core.invocation("dag", task=task):
             pass
         ids.add(dpt_env.scalar("SELECT environment_id FROM invocations WHERE task = :t", t=task))
@@ -289,7 +289,7 @@ def test_in_strict_mode_a_plugin_failure_raises_after_the_store_recorded(
     dpt_env, broken_plugin, monkeypatch
 ):
     monkeypatch.setenv("DPT_STRICT", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     pm = dpt_core.get_tracker().pm
     if pm.get_plugin("acme-broken") is None:
         pm.register(broken_plugin, name="acme-broken")
@@ -322,13 +322,13 @@ def test_spooled_events_replay_only_into_the_database_they_were_meant_for(
 
     for url, job in ((db_a, "meant-for-a"), (dead_pg, "meant-for-b")):
         monkeypatch.setenv("DPT_DATABASE_URL", url)
-        dpt_core.reset()
+        dpt_core.plugin_api.reset()
         with dpt_core.invocation(job):
             pass
         assert _spooled_events_for(spool_root, url) == 2
 
     monkeypatch.setenv("DPT_DATABASE_URL", home_url)
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     with dpt_core.invocation("home"):
         pass  # a successful write: replays this database's spool, and only it
     assert [r.job for r in dpt_env.rows("SELECT job FROM invocations")] == ["home"]
@@ -343,7 +343,7 @@ def test_spooled_events_replay_only_into_the_database_they_were_meant_for(
 
     blocker.unlink()  # db_a is back
     monkeypatch.setenv("DPT_DATABASE_URL", db_a)
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     with dpt_core.invocation("later-on-a"):
         pass
     from sqlalchemy import create_engine, text

@@ -98,7 +98,7 @@ def test_an_unusable_dpt_path_raises_in_strict_mode(
     corpus.use(bad)
     assert corpus.materialize("run", [bad]).success
     monkeypatch.setenv("DPT_STRICT", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     with pytest.raises(Exception, match="NUL"):
         corpus.tick()
 

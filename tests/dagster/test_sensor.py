@@ -367,7 +367,7 @@ def test_a_tracking_error_is_logged_and_the_sensor_moves_on(
     assert tasks == {None, "raw", "summary"}
 
     monkeypatch.setenv("DPT_STRICT", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     with pytest.raises(Exception) as raised:
         pipeline.tick(sensor=sensor)
     chain, error = [], raised.value
@@ -394,7 +394,7 @@ def test_an_unreachable_database_spools_and_the_sensor_moves_on(
     try:
         first = pipeline.materialize([raw, clean])
         monkeypatch.setenv("DPT_DATABASE_URL", later)  # a database that does not exist yet
-        dpt_core.reset()
+        dpt_core.plugin_api.reset()
         result = pipeline.tick()
 
         assert "recorded 2 materialisation(s), 1 finished run(s)" in result.skip_message
@@ -403,7 +403,7 @@ def test_an_unreachable_database_spools_and_the_sensor_moves_on(
 
         # Another database's next write does not take them.
         monkeypatch.setenv("DPT_DATABASE_URL", sqlite_url)
-        dpt_core.reset()
+        dpt_core.plugin_api.reset()
         second = pipeline.materialize([raw])
         result = pipeline.tick(cursor=result.cursor)
         assert (
@@ -427,7 +427,7 @@ def test_an_unreachable_database_spools_and_the_sensor_moves_on(
         )
         assert done.returncode == 0, done.stderr
         monkeypatch.setenv("DPT_DATABASE_URL", later)
-        dpt_core.reset()
+        dpt_core.plugin_api.reset()
         third = pipeline.materialize([raw])
         pipeline.tick(cursor=result.cursor)
 
@@ -461,7 +461,7 @@ def test_an_unreachable_database_spools_and_the_sensor_moves_on(
         assert by_run[(first.run_id, "clean")].parent_id == by_run[(first.run_id, None)].id
         assert sorted(e.uri.rsplit("/", 1)[-1] for e in edges) == ["catalog", "raw.txt"]
     finally:
-        dpt_core.reset()
+        dpt_core.plugin_api.reset()
         with admin.connect() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         admin.dispose()
@@ -472,14 +472,14 @@ def test_disabled_records_nothing_and_keeps_the_cursor(
 ) -> None:
     pipeline.materialize([raw])
     monkeypatch.setenv("DPT_DISABLED", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
 
     result = pipeline.tick(cursor=None)
 
     assert "dpt is disabled" in result.skip_message
     assert result.cursor is None
     monkeypatch.delenv("DPT_DISABLED")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     assert pipeline.counts()["invocations"] == 0
 
 

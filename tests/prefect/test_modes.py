@@ -77,11 +77,11 @@ def test_disabled_records_nothing(
     run_flow: Any, recorded: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DPT_DISABLED", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     state = run_flow(doubling, 3)
     assert state.is_completed() and state.result() == 6
     monkeypatch.delenv("DPT_DISABLED")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     assert recorded.invocations() == []
 
 
@@ -123,7 +123,7 @@ def broken_read_back(x: int) -> int:
 
 def test_strict_mode_raises_tracking_errors(recorded: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DPT_STRICT", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     handler = _Records()
     prefect_logger = logging.getLogger("prefect")
     prefect_logger.addHandler(handler)

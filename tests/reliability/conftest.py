@@ -75,12 +75,12 @@ def cli(*args: str, env: dict[str, str | None] | None = None, check: int | None 
     from dpt_core.cli import build_cli
     from dpt_core.store.engine import forget_schema_checks
 
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     forget_schema_checks()  # a real dpt command is a new process: it checks the schema again
     try:
         result = CliRunner().invoke(build_cli(), list(args), env=env, catch_exceptions=True)
     finally:
-        dpt_core.reset()
+        dpt_core.plugin_api.reset()
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError(
             f"dpt {' '.join(args)[:200]} raised (a traceback for a user):\n"
@@ -139,7 +139,7 @@ def pg_env(pg_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iter
     """dpt isolated in ``tmp_path``, recording into a fresh PostgreSQL database."""
     isolate(monkeypatch, tmp_path, pg_url)
     yield DptTestEnv(url=pg_url, backend="postgresql", path=tmp_path)
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -153,7 +153,7 @@ def any_env(
     url = next(database)
     isolate(monkeypatch, tmp_path, url)
     yield DptTestEnv(url=url, backend=request.param, path=tmp_path)
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     database.close()
 
 

@@ -285,7 +285,7 @@ def test_rejected_batches_are_recorded_by_replay_bad_once_their_cause_is_fixed(a
     with dpt_core.invocation("rejected") as inv:
         inv.read(tmp_path / "raw")
         inv.write("s3://bucket/rejected-output")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     # and a line nobody can read, quarantined by a replay
     spool = Spool(any_env.path / "spool", any_env.url)
     with open(spool.own_file, "ab") as handle:
@@ -551,7 +551,7 @@ def test_bad_settings_never_fail_the_users_code(dpt_env, monkeypatch, tmp_path, 
             value = str(tmp_path / "corrupt.toml")
             Path(value).write_text("database_url = [unclosed\n")
         monkeypatch.setenv(key, value)
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     went_on = False
     try:
         with dpt_core.invocation("user-task") as inv:

@@ -40,9 +40,9 @@ def via_proxy(pg_env, proxy, monkeypatch):
     monkeypatch.setenv("DPT_DATABASE_URL", proxy.url_for(pg_env.url))
     monkeypatch.setenv("DPT_CONNECT_TIMEOUT", "1")
     monkeypatch.setenv("DPT_STATEMENT_TIMEOUT", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     yield pg_env, proxy
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
 
 
 def spool(env) -> Spool:
@@ -181,7 +181,7 @@ def test_statement_timeout_bounds_a_write_the_server_never_finishes(
 ):
     """A server that holds a statement forever (here: a lock it never grants) is cut off."""
     monkeypatch.setenv("DPT_STATEMENT_TIMEOUT", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     dpt_core.track(files(tmp_path, "warm")[0])  # connected, schema checked
     locker = create_engine(make_url(pg_env.url).set(drivername="postgresql+psycopg"))
     held = locker.connect()
@@ -217,7 +217,7 @@ def test_transaction_failing_half_way_leaves_nothing_behind_and_is_replayed(
     """The server stalls half way through a batch (products and versions in, the edges
     never): the statement timeout ends the transaction, nothing of it stays, it is replayed."""
     monkeypatch.setenv("DPT_STATEMENT_TIMEOUT", "1")
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     env = pg_env
     raw, out1, out2 = files(tmp_path, "raw", "out1", "out2")
     dpt_core.track(files(tmp_path, "warm")[0])

@@ -192,20 +192,20 @@ def record_and_collect(env, tmp_path, variables: dict[str, str]) -> dict[str, st
     (tmp_path / "input.dat").write_text("input")
     try:
         os.environ.update(variables)
-        dpt_core.reset()
+        dpt_core.plugin_api.reset()
         clear_environment_cache()
         with dpt_core.invocation("with-secrets", parameters={"plain": 1}) as inv:
             inv.read(tmp_path / "input.dat")
             inv.write("s3://bucket/out")
         first = inv.uuid
         os.environ["DPT_DATABASE_URL"] = DEAD_URL  # the next one spools
-        dpt_core.reset()
+        dpt_core.plugin_api.reset()
         with dpt_core.invocation("spooled-with-secrets"):
             pass
         spooled = read_tree(spool_dir)
         assert spooled, "nothing was spooled: the spool sink was not exercised"
         os.environ["DPT_DATABASE_URL"] = env.url
-        dpt_core.reset()
+        dpt_core.plugin_api.reset()
         with dpt_core.invocation("second"):
             pass  # replays the spool into the database
         sinks = {"spool": spooled.decode("utf-8", "replace")}
@@ -228,7 +228,7 @@ def record_and_collect(env, tmp_path, variables: dict[str, str]) -> dict[str, st
                 os.environ[key] = value
         root.removeHandler(handler)
         root.setLevel(old_level)
-        dpt_core.reset()
+        dpt_core.plugin_api.reset()
         clear_environment_cache()
     sinks["logs"] = log.getvalue()
     sinks["run uuid"] = first
@@ -381,7 +381,7 @@ def test_values_of_secret_variables_never_stored_in_commands_errors_or_parameter
     assert stored["command"] == "sh -c 'echo <redacted> >/dev/null; exit 3'"
     assert stored["parameters"]["note"] == "uses <redacted>"
     monkeypatch.setenv("SURVEY_ARCHIVE_TOKEN", secret)
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     clear_environment_cache()
     try:
         with pytest.raises(PermissionError), dpt_core.invocation("upload") as inv:
@@ -403,7 +403,7 @@ def test_errors_keep_exception_names_and_runs_keep_their_run_ids(dpt_env, monkey
     monkeypatch.setenv("PREFECT__FLOW_RUN_ID", flow_run)
     monkeypatch.setenv("PREFECT__FLOW_ID", flow)
     monkeypatch.setenv("PREFECT__DEPLOYMENT_ID", deployment)
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     clear_environment_cache()
     message = "Task has the following inactive assets: [Asset(name='raw', uri='s3://b/raw')]"
     with (
@@ -436,7 +436,7 @@ def record_as_host(monkeypatch, tmp_path, host: str, variables, *, key_file=None
         monkeypatch.setenv("DPT_REDACTION_KEY_FILE", str(key_file))
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    dpt_core.reset()
+    dpt_core.plugin_api.reset()
     clear_environment_cache()
     try:
         with dpt_core.invocation("nightly") as inv:

@@ -231,7 +231,7 @@ def pg_dpt_env(
     try:
         yield DptTestEnv(url=url, backend="postgresql", path=tmp_path)
     finally:
-        dpt_core.reset()
+        dpt_core.plugin_api.reset()
         database.close()
 
 
