@@ -15,6 +15,8 @@ The public API (everything else is internal; reference: docs/api.md)::
     dpt_core.read("flat.fits")                         # inputs of the current run
     dpt_core.track("lc.fits", parents=["cal.fits"])    # outputs of the current run
     dpt_core.lineage("lc.fits", direction="upstream")
+    dpt_core.runs(status="failed"); dpt_core.show("cal.fits"); dpt_core.stale()
+    dpt_core.impact("raw.fits"); dpt_core.env_diff(41, 42)
     dpt_core.register_secret(token)  # masked wherever dpt stores free text
 
 Plugins import their plumbing from :mod:`dpt_core.plugin_api`.
@@ -39,6 +41,18 @@ from dpt_core.errors import (
 )
 from dpt_core.events import ProductRef
 from dpt_core.hookspecs import hookimpl
+from dpt_core.query import (
+    EnvironmentDiff,
+    ImpactedProduct,
+    Product,
+    Run,
+    StaleProduct,
+    env_diff,
+    impact,
+    runs,
+    show,
+    stale,
+)
 from dpt_core.tracker import (
     AsyncInvocationHandle,
     InvocationBlock,
@@ -68,19 +82,26 @@ __all__ = [
     "ConfigError",
     "DatabaseUnavailable",
     "DptError",
+    "EnvironmentDiff",
     "HashError",
+    "ImpactedProduct",
     "InvalidTarget",
     "InvocationBlock",
     "InvocationHandle",
     "LineageGraph",
     "MigrationRequired",
     "NotFound",
+    "Product",
     "ProductRef",
+    "Run",
+    "StaleProduct",
     "Tracker",
     "TrackingError",
+    "env_diff",
     "get_tracker",
     "hash_file",
     "hookimpl",
+    "impact",
     "invocation",
     "invocation_uuid",
     "lineage",
@@ -88,6 +109,9 @@ __all__ = [
     "read",
     "recipe",
     "register_secret",
+    "runs",
+    "show",
+    "stale",
     "track",
     "tracked",
 ]
