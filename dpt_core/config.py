@@ -89,6 +89,12 @@ class Settings:
     redaction_key_file: Path | None = None
     connect_timeout: float = 10.0
     statement_timeout: float = 10.0
+    #: Seconds a process writes straight to the spool after the database was found away,
+    #: before one background probe tries it again (doubling after each failed probe);
+    #: 0: no breaker, every write tries the database.
+    retry_after: float = 5.0
+    #: The cap of that doubling wait.
+    retry_after_max: float = 120.0
     config_file: Path | None = None
 
     def replace(self, **changes: Any) -> Settings:
@@ -113,6 +119,17 @@ def _as_float(name: str, value: Any) -> float:
         raise ConfigError(f"{name}={value!r} is not a number of seconds") from None
     if number <= 0:
         raise ConfigError(f"{name}={value!r} must be a positive number of seconds")
+    return number
+
+
+def _as_float_or_off(name: str, value: Any) -> float:
+    """Seconds, where 0 turns the feature off."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r} is not a number of seconds") from None
+    if number < 0:
+        raise ConfigError(f"{name}={value!r} must be 0 (off) or a positive number of seconds")
     return number
 
 
@@ -171,6 +188,8 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "redaction_key_file": ("redaction_key_file", lambda n, v: _as_path(n, v) if v else None),
     "connect_timeout": ("connect_timeout", _as_float),
     "statement_timeout": ("statement_timeout", _as_float),
+    "retry_after": ("retry_after", _as_float_or_off),
+    "retry_after_max": ("retry_after_max", _as_float),
 }
 
 

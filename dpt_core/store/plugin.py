@@ -13,6 +13,7 @@ import contextvars
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ from dpt_core.events import (
 )
 from dpt_core.hookspecs import hookimpl
 from dpt_core.spool import Spool
+from dpt_core.store.breaker import Breaker
 from dpt_core.store.engine import (
     describe_db_error,
     ensure_schema,
@@ -87,6 +89,7 @@ class Store:
         self._lock = threading.RLock()
         self._worker: _Worker | None = None
         self._dead_runs_closed = False
+        self.breaker = Breaker(settings.retry_after, settings.retry_after_max)
 
     @property
     def engine(self) -> Engine:
@@ -117,7 +120,14 @@ class Store:
         accepts connections and then never answers (a dead link, a hung proxy) cannot
         hold the caller longer than the connect plus statement timeouts. The stuck
         connection is abandoned with its thread; the next write starts afresh.
+
+        A write that worked (a replay's included) closes the circuit breaker.
         """
+        self._record(events)
+        if self.breaker.is_open:
+            self.breaker.close()
+
+    def _record(self, events: Sequence[Event]) -> None:
         if self.settings.database_url.startswith("sqlite"):
             self.recorder.record(events)
             return
@@ -136,29 +146,30 @@ class Store:
             ) from None
 
     def submit(self, events: Sequence[Event]) -> None:
-        """Record ``events``, spooling them if the database cannot take them."""
+        """Record ``events``, spooling them if the database cannot take them.
+
+        While the breaker is open (the database was found away less than its back-off
+        ago) they go straight to the spool: no caller waits on a database known to be
+        away, and a background probe finds out when it is back.
+        """
+        if self._spool_if_away(events):
+            return
         with self._lock:
             try:
                 if not self.spool.is_empty():
                     self.spool.replay(self.record, is_transient)
                 self.record(events)
                 _outcome.set("recorded")
+                self.breaker.close()
                 if not self._dead_runs_closed:
                     self._close_dead_runs()
             except Exception as exc:
                 self.spool.append(events)
                 _outcome.set("spooled")
+                if is_transient(exc):
+                    self.breaker.trip()
                 reason = exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc)
-                if not self._warned and self.settings.database_url:
-                    # (no URL: the configuration is broken and the tracker already said so)
-                    self._warned = True
-                    log.warning(
-                        "dpt: cannot record to %s (%s); events kept in the spool %s, "
-                        "replayed on the next successful write or by 'dpt spool replay'",
-                        safe_url(self.settings.database_url),
-                        reason,
-                        self.spool.directory,
-                    )
+                self._warn(reason)
                 if self.settings.strict:
                     raise TrackingError(f"recording failed and was spooled: {reason}") from exc
 
@@ -172,6 +183,8 @@ class Store:
         records the other requests of its group -- where :meth:`submit` would spool a batch
         that can never be replayed.
         """
+        if self._spool_if_away(events):
+            return "spooled"
         with self._lock:
             try:
                 if not self.spool.is_empty():
@@ -181,19 +194,70 @@ class Store:
                 if not is_transient(exc):
                     raise
                 self.spool.append(events)
-                if not self._warned:
-                    self._warned = True
-                    log.warning(
-                        "dpt: cannot record to %s (%s); events kept in the spool %s, "
-                        "replayed on the next successful write or by 'dpt spool replay'",
-                        safe_url(self.settings.database_url),
-                        exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc),
-                        self.spool.directory,
-                    )
+                self.breaker.trip()
+                self._warn(exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc))
                 return "spooled"
+            self.breaker.close()
             if not self._dead_runs_closed:
                 self._close_dead_runs()
             return "recorded"
+
+    def _warn(self, reason: str) -> None:
+        if self._warned or not self.settings.database_url:
+            # (no URL: the configuration is broken and the tracker already said so)
+            return
+        self._warned = True
+        log.warning(
+            "dpt: cannot record to %s (%s); events kept in the spool %s, replayed on the next "
+            "successful write or by 'dpt spool replay'; this process tries the database "
+            "again in the background, every %g s at first",
+            safe_url(self.settings.database_url),
+            reason,
+            self.spool.directory,
+            self.settings.retry_after,
+        )
+
+    def _spool_if_away(self, events: Sequence[Event]) -> bool:
+        """While the breaker is open: spool ``events`` (True), and start the one background
+        probe when it is due."""
+        if not self.breaker.is_open or self.settings.retry_after == 0:
+            return False
+        self.spool.append(events)
+        _outcome.set("spooled")
+        if self.breaker.claim_probe():
+            threading.Thread(target=self._probe, name="dpt-probe", daemon=True).start()
+        if self.settings.strict:
+            raise TrackingError(
+                f"recording was spooled: the database {safe_url(self.settings.database_url)} "
+                f"was found away; next try in {self.breaker.seconds_left():.0f} s"
+            )
+        return True
+
+    def _probe(self) -> None:
+        """Try the database again by replaying the spool: closes the breaker when it works
+        (the spool then holds nothing), else it stays open twice as long."""
+        try:
+            with self._lock:
+                self.spool.replay(self.record, is_transient)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the events stay spooled
+            if is_transient(exc):
+                wait = self.breaker.trip()
+                log.debug("dpt: the database is still away (%s); next try in %g s", exc, wait)
+                return
+            log.debug("dpt: probing the database failed: %s", exc)
+        self.breaker.close()
+        log.info("dpt: the database %s is back", safe_url(self.settings.database_url))
+
+    def wait_for_probe(self, timeout: float) -> bool:
+        """Block until no probe runs (or ``timeout``); True when the breaker is closed. For
+        callers about to exit that want the spool drained if the database is back."""
+        deadline = time.monotonic() + timeout
+        while self.breaker.is_open and time.monotonic() < deadline:
+            if self.breaker.claim_probe():
+                self._probe()
+                continue
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        return not self.breaker.is_open
 
     def _close_dead_runs(self) -> None:
         """Once per process, after its first successful write (its spool replayed first, so

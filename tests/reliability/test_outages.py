@@ -40,6 +40,7 @@ def via_proxy(pg_env, proxy, monkeypatch):
     monkeypatch.setenv("DPT_DATABASE_URL", proxy.url_for(pg_env.url))
     monkeypatch.setenv("DPT_CONNECT_TIMEOUT", "1")
     monkeypatch.setenv("DPT_STATEMENT_TIMEOUT", "1")
+    monkeypatch.setenv("DPT_RETRY_AFTER", "0.1")  # the breaker's probe comes soon
     dpt_core.plugin_api.reset()
     yield pg_env, proxy
     dpt_core.plugin_api.reset()
@@ -85,7 +86,8 @@ def test_server_going_down_mid_run_then_coming_back(via_proxy, tmp_path, caplog)
 
     proxy.restore()
     with dpt_core.invocation("after"):
-        pass  # the first successful write replays the spool first
+        pass  # spooled too: the breaker is open; its background probe replays the spool
+    assert current_store().wait_for_probe(HANG), "the database is back, the breaker stays open"
     assert spool(env).status().events == 0
     assert statuses(env.url) == {"calibrate": "success", "offline": "success", "after": "success"}
     counts = table_counts(env.url)
@@ -181,6 +183,7 @@ def test_statement_timeout_bounds_a_write_the_server_never_finishes(
 ):
     """A server that holds a statement forever (here: a lock it never grants) is cut off."""
     monkeypatch.setenv("DPT_STATEMENT_TIMEOUT", "1")
+    monkeypatch.setenv("DPT_RETRY_AFTER", "0.1")
     dpt_core.plugin_api.reset()
     dpt_core.track(files(tmp_path, "warm")[0])  # connected, schema checked
     locker = create_engine(make_url(pg_env.url).set(drivername="postgresql+psycopg"))
@@ -198,7 +201,8 @@ def test_statement_timeout_bounds_a_write_the_server_never_finishes(
         held.rollback()
         held.close()
         locker.dispose()
-    dpt_core.track("s3://bucket/unblocked")  # replays first
+    dpt_core.track("s3://bucket/unblocked")  # spooled while the breaker is open
+    assert current_store().wait_for_probe(HANG)  # then the probe replays the spool
     assert spool(pg_env).status().events == 0
     assert statuses(pg_env.url)["blocked"] == "success"
     assert direct_scalar(pg_env.url, "SELECT COUNT(*) FROM data_products") == 3
@@ -299,7 +303,8 @@ def test_chaos_outages_during_writes_lose_and_duplicate_nothing(via_proxy, tmp_p
         stop.set()
         thread.join()
     proxy.restore()
-    dpt_core.track("s3://bucket/chaos/final")  # replays whatever is left first
+    dpt_core.track("s3://bucket/chaos/final")  # recorded, or spooled while the breaker is open
+    assert current_store().wait_for_probe(HANG)
     assert spool(env).status().events == 0
     rows = direct_rows(env.url, "SELECT uuid, status FROM invocations WHERE job = 'chaos'")
     assert sorted(u for u, _ in rows) == sorted(uuids)
@@ -355,3 +360,54 @@ def test_replay_interrupted_half_way_then_resumed_records_each_event_once(via_pr
         "JOIN data_product_versions v ON v.id = ii.version_id WHERE i.job = 'reader'",
     )
     assert len(inputs) == 1, f"one read of shared.dat became {len(inputs)} inputs"
+
+
+def test_a_black_holed_database_costs_a_process_one_timeout_not_one_per_event(
+    via_proxy, tmp_path, monkeypatch, caplog
+):
+    """The circuit breaker: after the first write times out, the next 99 invocations go
+    straight to the spool (no connection attempted); once the server answers again, the
+    spool replays every one of them exactly once."""
+    env, proxy = via_proxy
+    monkeypatch.setenv("DPT_RETRY_AFTER", "600")  # no probe during the test
+    dpt_core.plugin_api.reset()
+    dpt_core.track(files(tmp_path, "warm")[0])  # connected, schema checked
+    proxy.blackhole()
+    proxy.cut()  # the pooled connection is gone too: every write must connect anew
+    uuids = []
+    for i in range(100):
+        with dpt_core.invocation("small", task=f"t{i}") as inv:
+            inv.write(f"s3://bucket/small/{i}")
+            uuids.append(inv.uuid)
+    assert proxy.stats.held_connections == 1, "a connection was attempted after the first timeout"
+    store = current_store()
+    assert store.breaker.is_open and store.breaker.failures == 1
+    assert spool(env).status().events == 300  # start, output, end of each
+    assert caplog.text.count("events kept in the spool") == 1
+    assert direct_scalar(env.url, "SELECT COUNT(*) FROM invocations WHERE job = 'small'") == 0
+
+    proxy.restore()
+    assert cli_json("spool", "replay") == {"replayed": 300}
+    rows = direct_rows(env.url, "SELECT uuid, status FROM invocations WHERE job = 'small'")
+    assert sorted(rows) == sorted((u, "success") for u in uuids)
+    assert direct_scalar(env.url, "SELECT COUNT(*) FROM data_products") == 101
+
+
+def test_the_breaker_off_tries_the_database_at_every_write(via_proxy, tmp_path, monkeypatch):
+    """DPT_RETRY_AFTER=0: no breaker; each write connects again (and waits its timeout)."""
+    env, proxy = via_proxy
+    monkeypatch.setenv("DPT_RETRY_AFTER", "0")
+    dpt_core.plugin_api.reset()
+    dpt_core.track(files(tmp_path, "warm")[0])
+    proxy.blackhole()
+    proxy.cut()
+    for i in range(3):
+        dpt_core.track(f"s3://bucket/off/{i}")
+    # one connection attempt, and one timeout, per batch of events spooled
+    batches = spool(env).status().batches
+    assert batches >= 3 and proxy.stats.held_connections == batches
+    assert not current_store().breaker.is_open
+    proxy.restore()
+    dpt_core.track("s3://bucket/off/back")  # the first write replays the spool at once
+    assert spool(env).status().events == 0
+    assert direct_scalar(env.url, "SELECT COUNT(*) FROM data_products") == 5
