@@ -8,7 +8,8 @@ START and a COMPLETE per run, two shared versioned inputs and one output of its 
 one event per request over a keep-alive connection, as the OpenLineage HTTP transport
 does; bodies are serialised before the clock starts, so the clients cost little CPU on
 the machine the server shares with them. Figures: events/s over the wall time from the
-first request to the last answer, and p50/p99 of the per-request latency, for
+first request to the last answer, p50/p99 of the per-request latency, and the CPU time
+the server process used per event (``server_cpu_ms_per_event``, from ``/proc``), for
 
 * ``floor``: the same framework (Starlette on uvicorn, one process) with an endpoint
   that reads the body and answers 200, measured in the same run: no server of this
@@ -191,8 +192,20 @@ def run_client(url: str, client: int, count: int, start_at: float) -> None:
     print(json.dumps({"first": first, "last": time.time(), "latencies": latencies, "codes": codes}))
 
 
-def drive(url: str, clients: int, count: int) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) process ``pid`` used so far, from /proc (None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drive(url: str, clients: int, count: int, server: int | None = None) -> dict[str, Any]:
+    """Run the clients against ``url``; with ``server`` (its pid), also the CPU time that
+    process used per event over the run (HTTP, validation, mapping, recording)."""
     start_at = time.time() + 3.0  # every client connected and its bodies built by then
+    cpu_before = cpu_seconds(server) if server is not None else None
     procs = [
         _python("-m", "benchmarks.bench_serve", "--client", url, str(c), str(count), str(start_at))
         for c in range(clients)
@@ -207,12 +220,19 @@ def drive(url: str, clients: int, count: int) -> dict[str, Any]:
         for code, n in r["codes"].items():
             codes[code] = codes.get(code, 0) + n
     wall = max(r["last"] for r in results) - min(r["first"] for r in results)
+    cpu_after = cpu_seconds(server) if server is not None else None
+    cpu_ms = (
+        (cpu_after - cpu_before) * 1000 / len(latencies)
+        if cpu_before is not None and cpu_after is not None
+        else None
+    )
     return {
         "events": len(latencies),
         "events_per_s": len(latencies) / wall,
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
         "max_ms": latencies[-1] * 1000,
+        "server_cpu_ms_per_event": cpu_ms,
         "codes": codes,
     }
 
@@ -226,7 +246,7 @@ def bench_ingest(backend: str, clients: int, count: int) -> list[dict[str, Any]]
          load_average=os.getloadavg(), **machine())  # fmt: skip
     floor, floor_url = start_floor()
     try:
-        figures = drive(floor_url, clients, count)
+        figures = drive(floor_url, clients, count, floor.pid)
     finally:
         floor.terminate()
         floor.wait()
@@ -242,7 +262,7 @@ def bench_ingest(backend: str, clients: int, count: int) -> list[dict[str, Any]]
         Path(f"{tmp}/none.toml").write_text("")
         server, server_url = start_dpt_serve(environ)
         try:
-            figures = drive(server_url, clients, count)
+            figures = drive(server_url, clients, count, server.pid)
             health = json.loads(_get(server_url, "/api/health"))
             stats = json.loads(_get(server_url, "/api/stats"))
         finally:

@@ -17,6 +17,7 @@ See docs/openlineage-mapping.md for the table of what maps to what.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 import uuid as uuidlib
@@ -36,7 +37,7 @@ from dpt_core.events import (
     clean_text,
 )
 from dpt_core.ingest.naming import product_uri
-from dpt_core.ingest.spec import check_event, parse_time
+from dpt_core.ingest.spec import checked_event
 from dpt_core.tracker import DPT_NAMESPACE, Tracker, invocation_uuid, jsonable
 
 __all__ = [
@@ -68,6 +69,7 @@ _UUID: Final = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-
 MAX_LABEL: Final = 160
 
 
+@functools.lru_cache(maxsize=4096)  # an input's version repeats across runs
 def _version_uuid(*parts: object) -> str:
     return str(uuidlib.uuid5(DPT_NAMESPACE, "\x1f".join(("openlineage", *map(str, parts)))))
 
@@ -166,10 +168,10 @@ def parse_events(doc: Any) -> list[ParsedEvent]:
 
 def parse_event(event: Any, base: str = "") -> ParsedEvent:
     """Validate and map one event (``base``: its path in the request, for messages)."""
-    kind = check_event(event, base)
+    kind, time = checked_event(event, base)
     if kind != "run":
         return StaticEvent(base or "$", kind)
-    return _map_run(event, base)
+    return _map_run(event, base, time)
 
 
 def _at(base: str, rest: str) -> str:
@@ -277,9 +279,10 @@ def _dataset(
     return Dataset(where, uri, version_uuid, content_hash, size, metadata)
 
 
-def _map_run(event: Mapping[str, Any], base: str) -> OpenLineageRun:
+def _map_run(event: Mapping[str, Any], base: str, time: dt.datetime) -> OpenLineageRun:
+    """A RunEvent that :func:`~dpt_core.ingest.spec.checked_event` passed (``time``: its
+    ``eventTime`` as parsed there)."""
     event_type = event.get("eventType") or "OTHER"
-    time = parse_time(event["eventTime"], _at(base, "eventTime"))
     producer: str = event["producer"]
     from_dpt = producer.startswith(DPT_PRODUCER_PREFIX)
     run, job = event["run"], event["job"]

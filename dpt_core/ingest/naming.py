@@ -35,6 +35,7 @@ names a file on the producer's machine.
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import re
@@ -180,6 +181,14 @@ def product_uri(namespace: str, name: str) -> str:
     :raises InvalidTarget: the pair names no product (a relative path in the ``file``
         namespace, a namespace that is no scheme, a NUL character, ...).
     """
+    return _product_uri(namespace, name)
+
+
+# A pure function of its arguments in a process (this machine's host names are read
+# once): the datasets a receiver sees repeat from event to event (a run's START and
+# COMPLETE, shared inputs), so the recent ones are remembered. Errors are not cached.
+@functools.lru_cache(maxsize=4096)
+def _product_uri(namespace: str, name: str) -> str:
     if not namespace or not name:
         raise _no_product(namespace, name, "namespace and name must both be non-empty")
     if "\0" in namespace or "\0" in name:

@@ -37,6 +37,7 @@ __all__ = [
     "EVENT_TYPES",
     "InvalidEvent",
     "check_event",
+    "checked_event",
     "event_kind",
     "parse_time",
 ]
@@ -48,6 +49,8 @@ _UUID: Final = re.compile(
 )
 _ABSOLUTE_URI: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s\x00-\x1f\x7f]*$")
 _TIME_EXAMPLE: Final = "2024-05-10T12:00:00Z"
+_DATE_T_TIME: Final = re.compile(r"\d[T t]\d")
+_FINGERPRINT: Final = re.compile(r"[0-9a-f]{64}")
 
 
 class InvalidEvent(DptError):
@@ -140,7 +143,7 @@ def parse_time(value: Any, field: str) -> dt.datetime:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:
         parsed = None
-    if parsed is None or not re.search(r"\d[T t]\d", text):
+    if parsed is None or not _DATE_T_TIME.search(text):
         raise InvalidEvent(
             field,
             f"{text[:80]!r} is not an ISO 8601 date-time: send one with date, time and "
@@ -320,7 +323,7 @@ def _check_facet(name: str, facet: Any, field: str) -> None:
             if entry.get("value") is not None:
                 _string(entry["value"], _path(where, "value"), "a value", empty=True)
     elif name == "dpt_environment":
-        if not re.fullmatch(r"[0-9a-f]{64}", data["fingerprint"]):
+        if not _FINGERPRINT.fullmatch(data["fingerprint"]):
             raise InvalidEvent(
                 _path(field, "fingerprint"),
                 "must be the environment's fingerprint: 64 lower-case hex digits",
@@ -384,8 +387,14 @@ def check_event(event: Any, base: str = "") -> str:
 
     :raises InvalidEvent: naming the first field that breaks the spec.
     """
+    return checked_event(event, base)[0]
+
+
+def checked_event(event: Any, base: str = "") -> tuple[str, dt.datetime]:
+    """:func:`check_event`, and the event's ``eventTime`` as parsed on the way (so the
+    mapping does not parse it again)."""
     data = _object(event, base or "$", "an OpenLineage event")
-    parse_time(
+    time = parse_time(
         _required(data, base, "eventTime", f"when it happened, e.g. {_TIME_EXAMPLE}"),
         _path(base, "eventTime"),
     )
@@ -412,7 +421,7 @@ def check_event(event: Any, base: str = "") -> str:
             _path(base, "dataset"),
             None,
         )
-        return kind
+        return kind, time
     if kind == "run":
         event_type = data.get("eventType")
         if event_type is not None and event_type not in EVENT_TYPES:
@@ -433,4 +442,4 @@ def check_event(event: Any, base: str = "") -> str:
     _check_job(data, base)
     _check_datasets(data, base, "inputs", "inputFacets")
     _check_datasets(data, base, "outputs", "outputFacets")
-    return kind
+    return kind, time

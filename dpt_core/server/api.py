@@ -34,6 +34,11 @@ T = TypeVar("T")
 MAX_RUNS_LIMIT = 100_000
 DEFAULT_RUNS_LIMIT = 50
 
+#: Requests of at most this many events are validated and mapped in the event loop
+#: (~35 us an event, less than the ~55 us of CPU a hand-off to a worker thread costs);
+#: larger ones in a worker thread, so a long list never holds the loop up.
+INLINE_PARSE_EVENTS = 16
+
 _TRUE = {"1", "true", "yes", "on", ""}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -507,7 +512,10 @@ async def receive_lineage(request: Request, config: ServerConfig) -> Response:
     from dpt_core.ingest import InvalidEvent, parse_events
 
     try:
-        events = await run_in_threadpool(parse_events, document)
+        if isinstance(document, list) and len(document) > INLINE_PARSE_EVENTS:
+            events = await run_in_threadpool(parse_events, document)
+        else:  # a few events parse in less time than a hand-off to a worker thread takes
+            events = parse_events(document)
     except InvalidEvent as exc:
         raise ApiError(422, str(exc), field=exc.field) from None
     from dpt_core.server.writer import Rejected

@@ -23,6 +23,7 @@ for a 422, ``parameter`` for a 400 about a query parameter, ``id`` for a 500).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import json
 import logging
@@ -111,6 +112,7 @@ def bearer_matches(authorization: bytes | None, token: str) -> bool:
     return ok_scheme and ok_token
 
 
+@functools.lru_cache(maxsize=256)  # a server sees few Host headers: parsed once each
 def is_loopback_name(host_header: bytes | None) -> bool:
     """True when a ``Host`` header names this machine's loopback: ``localhost`` (or a
     ``*.localhost`` name), ``127.x.y.z`` or ``[::1]``, with or without a port."""

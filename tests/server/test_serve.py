@@ -17,6 +17,7 @@ import uuid
 import pytest
 from conftest import DptServer, dpt_cli, raw_http, read_response, run_event
 
+from dpt_core.server.api import INLINE_PARSE_EVENTS
 from dpt_core.testing import DptTestEnv
 
 TOKEN = "s3cr3t-token-for-tests"
@@ -288,6 +289,26 @@ def test_an_invalid_event_is_422_naming_the_field_and_stores_nothing(
     response = dpt_server.post("/api/v1/lineage", missing)
     assert response.status_code == 422 and response.json()["field"] == "eventTime"
     assert counts(dpt_server.env) == (0, 0, 0)  # not even the good event of the first request
+
+
+@pytest.mark.parametrize("size", [1, INLINE_PARSE_EVENTS, INLINE_PARSE_EVENTS + 4])
+def test_lists_checked_in_the_event_loop_or_a_worker_thread_answer_alike(
+    dpt_server: DptServer, size: int
+) -> None:
+    """Up to INLINE_PARSE_EVENTS events are validated in the event loop, more in a worker
+    thread: either way the last event's bad field is named and nothing is stored, and the
+    same list without it is recorded whole."""
+    events = [one_event(f"list-{size}-{i}") for i in range(size)]
+    bad = json.loads(json.dumps(events))
+    bad[-1]["inputs"][0]["namespace"] = ""
+    response = dpt_server.post("/api/v1/lineage", bad)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == f"[{size - 1}].inputs[0].namespace"
+    assert counts(dpt_server.env) == (0, 0, 0)
+    response = dpt_server.post("/api/v1/lineage", events)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "recorded", "events": size}
+    assert counts(dpt_server.env)[0] == size
 
 
 def test_a_batch_is_a_json_array(dpt_server: DptServer) -> None:
