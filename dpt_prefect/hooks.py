@@ -53,6 +53,11 @@ READBACK_POLL_MAX = 0.25
 #: Longest wait when the flow run crashed or was cancelled: its running task runs will not
 #: settle, only the states Prefect already set need to reach the API.
 READBACK_TIMEOUT_ENDED = 5.0
+#: When the flow run crashed or was cancelled, this process may not know which task runs
+#: it had (the engine that ran them is gone): the read-back goes on until the API's list
+#: has not changed for this long (within READBACK_TIMEOUT_ENDED), so a task run whose
+#: creation reaches the API a moment late is still recorded.
+READBACK_QUIET_ENDED = 1.5
 #: Task runs remembered per process (oldest forgotten first).
 MAX_REMEMBERED = 20_000
 
@@ -381,7 +386,13 @@ class FlowHooks:
             timeout = min(timeout, READBACK_TIMEOUT_ENDED)
         with compat.api_client(fresh=self.background) as client:
             task_runs = self._await_task_runs(
-                client, snapshot.flow_run_id, set(local_assets), timeout
+                client,
+                snapshot.flow_run_id,
+                set(local_assets),
+                timeout,
+                quiet=READBACK_QUIET_ENDED
+                if snapshot.flow_status in ("crashed", "cancelled")
+                else 0.0,
             )
             ordered = sorted(
                 task_runs,
@@ -429,26 +440,37 @@ class FlowHooks:
         return record.job if record is not None else self.translator.get_flow_job(flow, flow_run)
 
     def _await_task_runs(
-        self, client: Any, flow_run_id: Any, expected: set[str], timeout: float
+        self,
+        client: Any,
+        flow_run_id: Any,
+        expected: set[str],
+        timeout: float,
+        quiet: float = 0.0,
     ) -> list[Any]:
         """The flow run's task runs once the API shows them settled, or after the timeout.
 
         Task runs reach the API as events, a moment after they happen: wait until every
         task run this process ran is there and none (not recorded by task hooks yet) is
-        still pending or running.
+        still pending or running -- and, with ``quiet``, until the list has not changed
+        for that long (for a caller that cannot know which task runs to expect).
         """
         deadline = time.monotonic() + timeout
         pause = READBACK_POLL
+        seen: set[str] | None = None
+        changed = time.monotonic()
         while True:
             task_runs = compat.read_task_runs(client, flow_run_id)
             visible = {str(r.id) for r in task_runs}
+            if visible != seen:
+                seen, changed = visible, time.monotonic()
             waiting = [r for r in task_runs if not _settled(r)]
             missing = {
                 i
                 for i in expected - visible
                 if not (i in registry.tasks and registry.tasks[i].finished)
             }
-            if (not waiting and not missing) or time.monotonic() >= deadline:
+            settled = not waiting and not missing and time.monotonic() - changed >= quiet
+            if settled or time.monotonic() >= deadline:
                 if waiting or missing:
                     log.debug(
                         "dpt: %d task runs of flow run %s not settled after %.1f s",

@@ -274,14 +274,18 @@ def _wait_recorded(d: Deployment, flow_run_id: str, what: str) -> None:
                 with engine.connect() as conn:
                     rows = conn.execute(
                         text(
-                            "SELECT i.status FROM invocations i LEFT JOIN invocations f"
-                            " ON f.id = i.parent_id WHERE i.uuid = :u OR f.uuid = :u"
+                            "SELECT i.status, i.external_id FROM invocations i LEFT JOIN"
+                            " invocations f ON f.id = i.parent_id WHERE i.uuid = :u OR f.uuid = :u"
                         ),
                         {"u": uuid},
                     ).all()
             except Exception:  # the database is not created yet
                 rows = []
-            if rows and all(r.status != "running" for r in rows):
+            # the flow run and every task run Prefect knows of it (the worker reads those
+            # back in the background once the flow run ended), none left running
+            known = {str(t.id) for t in d.task_runs(flow_run_id)}
+            recorded = {r.external_id for r in rows}
+            if rows and known <= recorded and all(r.status != "running" for r in rows):
                 d.figures[f"{what}: final state -> recorded by dpt (s)"] = time.monotonic() - began
                 return
             if time.monotonic() > deadline:
@@ -336,6 +340,11 @@ def run_all(d: Deployment) -> Outcome:
         "waits/waiting", path=str(d.workdir / "never"), pid_file=str(pid_file)
     )
     engine_pid = int(_wait_for_file(pid_file, d, "the task to crash"))
+    # Killed once Prefect's API knows the task run (it hears of it through events, a moment
+    # after the task started): the run is then a crash of a task run Prefect knows.
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while not d.task_runs(crashed) and time.monotonic() < deadline:
+        time.sleep(0.1)
     os.kill(engine_pid, signal.SIGKILL)
     crash_run = d.wait_for_state(crashed, "CRASHED", "FAILED", "CANCELLED", "COMPLETED")
     d.figures["crashed run: deployment run -> final state (s)"] = time.monotonic() - began
