@@ -18,10 +18,9 @@ def test_the_copyright_line_names_the_project():
     assert conf["project"] in conf["copyright"]
 
 
+@pytest.mark.docs_build
 def test_the_built_footer_names_the_project(tmp_path):
-    """Where Sphinx is installed (tox -e docs): the footer as rendered, on every page."""
-    pytest.importorskip("sphinx")
-    pytest.importorskip("myst_parser")
+    """The footer as rendered, on every page (runs in tox -e docs, where Sphinx is)."""
     subprocess.run(
         [sys.executable, "-m", "sphinx", "-q", "-b", "html", str(DOCS), str(tmp_path)],
         check=True,
