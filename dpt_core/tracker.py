@@ -634,7 +634,7 @@ class Tracker:
                 parameters=redact_parameters(jsonable(parameters or {}), self.settings),
                 code_version=code_version,
                 environment=env,
-                variables=self._variables(environment, variables),
+                variables=self._variables(environment, variables, orchestrator),
                 process=process_token() if environment and status == "running" else None,
                 ended_at=ended_at,
                 error=error,
@@ -649,12 +649,28 @@ class Tracker:
         return handle
 
     def _variables(
-        self, environment: bool, given: Mapping[str, str | None] | None
+        self,
+        environment: bool,
+        given: Mapping[str, str | None] | None,
+        orchestrator: str = "python",
     ) -> dict[str, str]:
-        """The invocation's volatile variables: this process's, then the orchestrator's."""
+        """The invocation's volatile variables: this process's, then the orchestrator's.
+
+        A run of one orchestrator never takes another orchestrator's run context from the
+        process (``AIRFLOW_CTX_*`` that ``dag.test()`` leaves behind, read by a Dagster
+        materialisation later in the same process, say).
+        """
         from dpt_core.environment import redact, volatile_variables
 
         own = volatile_variables(self.settings) if environment else {}
+        foreign = tuple(
+            prefix
+            for name, prefixes in _RUN_CONTEXT_PREFIXES.items()
+            if name != orchestrator and orchestrator in _RUN_CONTEXT_PREFIXES
+            for prefix in prefixes
+        )
+        if foreign:
+            own = {k: v for k, v in own.items() if not k.startswith(foreign)}
         if not given:
             return own
         names = {clean_text(str(k)): v for k, v in given.items()}
@@ -974,6 +990,14 @@ def _stat_only(path: str) -> Any:
     except OSError:
         return FileFacts(None, None, None, False)
     return FileFacts(None, st.st_size, st.st_mtime, True)
+
+
+#: The variables an orchestrator sets to describe the run in progress, by orchestrator.
+_RUN_CONTEXT_PREFIXES: dict[str, tuple[str, ...]] = {
+    "airflow": ("AIRFLOW_CTX_",),
+    "prefect": ("PREFECT__",),
+    "dagster": ("DAGSTER_RUN",),
+}
 
 
 def _script_command() -> list[str] | None:

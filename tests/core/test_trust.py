@@ -600,3 +600,28 @@ def test_dpt_run_records_where_it_ran_and_python_blocks_how_they_were_started(dp
     variables = rows["step"].variables
     variables = json.loads(variables) if isinstance(variables, str) else variables
     assert variables["PWD"] == str(work)
+
+
+def test_a_run_never_takes_another_orchestrators_run_context_from_the_process(dpt_env, monkeypatch):
+    """dag.test() leaves AIRFLOW_CTX_* in os.environ; a Dagster materialisation recorded
+    later in the same process is not that Airflow try (the cross-orchestrator example)."""
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "left_behind")
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", "0000-left-behind")
+    tracker = dpt_core.get_tracker()
+    for orchestrator in ("dagster", "airflow", "prefect", "python"):
+        tracker.start(f"job-{orchestrator}", orchestrator=orchestrator).finish("success")
+    rows = {r.job: r.variables for r in dpt_env.rows("SELECT job, variables FROM invocations")}
+    kept = {
+        job: sorted(
+            k
+            for k in (json.loads(v) if isinstance(v, str) else v)
+            if k in ("AIRFLOW_CTX_DAG_ID", "PREFECT__FLOW_RUN_ID")
+        )
+        for job, v in rows.items()
+    }
+    assert kept == {
+        "job-dagster": [],
+        "job-airflow": ["AIRFLOW_CTX_DAG_ID"],
+        "job-prefect": ["PREFECT__FLOW_RUN_ID"],
+        "job-python": ["AIRFLOW_CTX_DAG_ID", "PREFECT__FLOW_RUN_ID"],
+    }
