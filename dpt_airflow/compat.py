@@ -101,29 +101,35 @@ def task_key(task_instance: Any) -> tuple[str, str, str, int, int]:
 
 def dag_run_tries(dag_id: str, run_id: str) -> list[Any] | None:
     """The current try of each task instance of a dag run, read from Airflow's metadata
-    database in a session of its own: ``(dag_id, run_id, task_id, map_index, try_number,
-    state)`` rows, or None where this process has no metadata database (a task runner).
+    database in a session of its own: rows with ``dag_id``, ``run_id``, ``task_id``,
+    ``map_index``, ``try_number`` and ``state``, or None where this process has no
+    metadata database (a task runner).
 
     Never through the listener's ``dag_run`` (``dag_run.get_task_instances()`` opens
     Airflow's thread-scoped session, the scheduler's own, and closing it detaches the
-    scheduler's objects: the scheduler loop then dies on a ``DetachedInstanceError``).
+    scheduler's objects: the scheduler loop then dies on a ``DetachedInstanceError``):
+    Airflow's own non-scoped session and ``DagRun.fetch_task_instances`` instead.
     """
-    from airflow import settings
-    from airflow.models.taskinstance import TaskInstance
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
+    import types
 
-    if settings.engine is None:
+    from airflow import settings
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    if getattr(settings, "NonScopedSession", None) is None:
         return None
-    ti = TaskInstance
-    with Session(bind=settings.engine) as session:
-        return list(
-            session.execute(
-                select(
-                    ti.dag_id, ti.run_id, ti.task_id, ti.map_index, ti.try_number, ti.state
-                ).where(ti.dag_id == dag_id, ti.run_id == run_id)
-            ).all()
-        )
+    with create_session(scoped=False) as session:
+        return [
+            types.SimpleNamespace(
+                dag_id=ti.dag_id,
+                run_id=ti.run_id,
+                task_id=ti.task_id,
+                map_index=ti.map_index,
+                try_number=ti.try_number,
+                state=ti.state,
+            )
+            for ti in DagRun.fetch_task_instances(dag_id=dag_id, run_id=run_id, session=session)
+        ]
 
 
 def state_text(state: Any) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -290,18 +289,11 @@ class DptListener:
         translator = self.translator
         with tracker.batch():
             for row in tries:
-                ti = types.SimpleNamespace(
-                    dag_id=row.dag_id,
-                    run_id=row.run_id,
-                    task_id=row.task_id,
-                    map_index=row.map_index,
-                    try_number=row.try_number,
-                )
-                key = compat.task_key(ti)
+                key = compat.task_key(row)
                 if key[4] < 1 or key in closed:
                     continue  # never ran (try 0), or closed above
                 status = _STATUS_OF_STATE.get(compat.state_text(row.state), "crashed")
-                uuid = self._ask(translator, "get_invocation_uuid", ti)
+                uuid = self._ask(translator, "get_invocation_uuid", row)
                 tracker.attach(uuid).finish(status, only_if_running=True)
 
     # -- Airflow hooks: the task runner stopping ---------------------------------------------
