@@ -249,3 +249,34 @@ class LineageEdge(Base):
     invocation_id: Mapped[int | None] = mapped_column(
         BigIntId, ForeignKey("invocations.id", ondelete="SET NULL"), index=True
     )
+
+
+#: Longest tag key and value (characters); ``dpt_core.tags`` validates against them.
+TAG_KEY_LENGTH = 128
+TAG_VALUE_LENGTH = 512
+
+
+class InvocationTag(Base):
+    """A ``key=value`` label on a run; one value per key, the value in its text form."""
+
+    __tablename__ = "invocation_tags"
+    __table_args__ = (Index("ix_invocation_tags_key_value", "key", "value"),)
+
+    invocation_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("invocations.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(TAG_KEY_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(String(TAG_VALUE_LENGTH))
+
+
+class VersionTag(Base):
+    """A ``key=value`` label on one product version."""
+
+    __tablename__ = "version_tags"
+    __table_args__ = (Index("ix_version_tags_key_value", "key", "value"),)
+
+    version_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("data_product_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(TAG_KEY_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(String(TAG_VALUE_LENGTH))

@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-HEAD = "0003"
-KNOWN_REVISIONS = frozenset({"0001", "0002", "0003"})
+HEAD = "0004"
+KNOWN_REVISIONS = frozenset({"0001", "0002", "0003", "0004"})
 
 _HERE = Path(__file__).parent
 
