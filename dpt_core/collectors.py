@@ -6,8 +6,8 @@ import os
 from typing import Any
 
 from dpt_core.environment import git_facet
+from dpt_core.events import CurrentContext
 from dpt_core.hookspecs import hookimpl
-from dpt_core.tracker import CurrentContext
 
 
 @hookimpl

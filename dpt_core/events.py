@@ -214,3 +214,17 @@ class ProductRef:
     content_hash: str | None = None
     version_uuid: str | None = None
     parents: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class CurrentContext:
+    """What an orchestrator says is running now (see the ``dpt_current_context`` hook).
+
+    :param invocation_uuid: the UUID of the running invocation (already started by the adapter).
+    :param job: its job, for display.
+    :param task: its task, for display.
+    """
+
+    invocation_uuid: str
+    job: str | None = None
+    task: str | None = None

@@ -27,8 +27,13 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from dpt_core.events import InvocationFinished, InvocationStarted, ProductsRead, ProductsWritten
-    from dpt_core.tracker import CurrentContext
+    from dpt_core.events import (
+        CurrentContext,
+        InvocationFinished,
+        InvocationStarted,
+        ProductsRead,
+        ProductsWritten,
+    )
 
 hookspec = pluggy.HookspecMarker("dpt")
 hookimpl = pluggy.HookimplMarker("dpt")

@@ -16,8 +16,9 @@ These names were importable from ``dpt_core`` itself until 0.1; they still are, 
 
 from __future__ import annotations
 
+from dpt_core.events import CurrentContext
 from dpt_core.guard import Guard, strict_mode
 from dpt_core.hookspecs import hookimpl
-from dpt_core.tracker import CurrentContext, jsonable, reset
+from dpt_core.tracker import jsonable, reset
 
 __all__ = ["CurrentContext", "Guard", "hookimpl", "jsonable", "reset", "strict_mode"]

@@ -20,7 +20,6 @@ import shlex
 import sys
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Literal, NoReturn
 
@@ -31,6 +30,7 @@ from dpt_core.errors import DptError, InvalidTarget
 from dpt_core.events import (
     FINAL_STATUSES,
     STATUSES,
+    CurrentContext,
     EnvironmentSnapshot,
     InvocationFinished,
     InvocationStarted,
@@ -57,20 +57,6 @@ def invocation_uuid(*parts: object) -> str:
     recorded twice (a retry of the listener, a re-read event log) is one row.
     """
     return str(uuidlib.uuid5(DPT_NAMESPACE, "\x1f".join(str(p) for p in parts)))
-
-
-@dataclass(frozen=True)
-class CurrentContext:
-    """What an orchestrator says is running now (see the ``dpt_current_context`` hook).
-
-    :param invocation_uuid: the UUID of the running invocation (already started by the adapter).
-    :param job: its job, for display.
-    :param task: its task, for display.
-    """
-
-    invocation_uuid: str
-    job: str | None = None
-    task: str | None = None
 
 
 def jsonable(value: Any, _depth: int = 0) -> Any:
