@@ -256,6 +256,16 @@ TAG_KEY_LENGTH = 128
 TAG_VALUE_LENGTH = 512
 
 
+def tag_text(length: int) -> Any:
+    """VARCHAR compared byte for byte on every backend (MySQL/MariaDB's default collation
+    would make ``TESS`` equal ``tess``)."""
+    from sqlalchemy.dialects import mysql
+
+    return String(length).with_variant(
+        mysql.VARCHAR(length, collation="utf8mb4_bin"), "mysql", "mariadb"
+    )
+
+
 class InvocationTag(Base):
     """A ``key=value`` label on a run; one value per key, the value in its text form."""
 
@@ -265,8 +275,8 @@ class InvocationTag(Base):
     invocation_id: Mapped[int] = mapped_column(
         BigIntId, ForeignKey("invocations.id", ondelete="CASCADE"), primary_key=True
     )
-    key: Mapped[str] = mapped_column(String(TAG_KEY_LENGTH), primary_key=True)
-    value: Mapped[str] = mapped_column(String(TAG_VALUE_LENGTH))
+    key: Mapped[str] = mapped_column(tag_text(TAG_KEY_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(tag_text(TAG_VALUE_LENGTH))
 
 
 class VersionTag(Base):
@@ -278,5 +288,5 @@ class VersionTag(Base):
     version_id: Mapped[int] = mapped_column(
         BigIntId, ForeignKey("data_product_versions.id", ondelete="CASCADE"), primary_key=True
     )
-    key: Mapped[str] = mapped_column(String(TAG_KEY_LENGTH), primary_key=True)
-    value: Mapped[str] = mapped_column(String(TAG_VALUE_LENGTH))
+    key: Mapped[str] = mapped_column(tag_text(TAG_KEY_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(tag_text(TAG_VALUE_LENGTH))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision = "0004"
 down_revision = "0003"
@@ -22,12 +23,19 @@ depends_on = None
 BigIntId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
+def _text(length: int) -> sa.types.TypeEngine[str]:
+    # byte-for-byte comparison on MySQL/MariaDB too (their default collation ignores case)
+    return sa.String(length).with_variant(
+        mysql.VARCHAR(length, collation="utf8mb4_bin"), "mysql", "mariadb"
+    )
+
+
 def upgrade() -> None:
     op.create_table(
         "invocation_tags",
         sa.Column("invocation_id", BigIntId, nullable=False),
-        sa.Column("key", sa.String(length=128), nullable=False),
-        sa.Column("value", sa.String(length=512), nullable=False),
+        sa.Column("key", _text(128), nullable=False),
+        sa.Column("value", _text(512), nullable=False),
         sa.ForeignKeyConstraint(
             ["invocation_id"],
             ["invocations.id"],
@@ -40,8 +48,8 @@ def upgrade() -> None:
     op.create_table(
         "version_tags",
         sa.Column("version_id", BigIntId, nullable=False),
-        sa.Column("key", sa.String(length=128), nullable=False),
-        sa.Column("value", sa.String(length=512), nullable=False),
+        sa.Column("key", _text(128), nullable=False),
+        sa.Column("value", _text(512), nullable=False),
         sa.ForeignKeyConstraint(
             ["version_id"],
             ["data_product_versions.id"],
