@@ -86,6 +86,8 @@ class InvocationStarted:
     error: str | None = None
     #: The process recording it (:func:`dpt_core.process.process_token`), when it runs here.
     process: str | None = None
+    #: Tags of the run, ``{key: text}`` (validated by :func:`dpt_core.tags.normalize_tags`).
+    tags: dict[str, str] = field(default_factory=dict)
     kind: str = "invocation_started"
 
 
@@ -112,6 +114,8 @@ class ProductObservation:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: For writes: URIs this output derives from; None means "every input of the invocation".
     parents: tuple[str, ...] | None = None
+    #: Tags of the version, ``{key: text}`` (recorded for writes).
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,8 @@ class ProductRef:
         version consumed.
     :param parents: for writes, the products this one derives from (overrides the
         ``parents`` argument of ``write``).
+    :param tags: for writes, tags of this version (with the ``tags`` argument of
+        ``write``; this one wins for a key in both; see :mod:`dpt_core.tags`).
     """
 
     target: Any
@@ -214,6 +220,7 @@ class ProductRef:
     content_hash: str | None = None
     version_uuid: str | None = None
     parents: tuple[Any, ...] | None = None
+    tags: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
