@@ -263,7 +263,12 @@ def lineage(
     from dpt_core.store.lineage import lineage as _lineage
 
     return _lineage(
-        target, direction=direction, depth=depth, version=version, all_versions=all_versions
+        target,
+        direction=direction,
+        depth=depth,
+        version=version,
+        all_versions=all_versions,
+        resolve=get_tracker().resolve,
     )
 
 

@@ -32,9 +32,11 @@ from dpt_core.errors import NotFound
 from dpt_core.store.lineage import (
     Closure,
     P,
+    Resolve,
     V,
     closure,
     downstream_products,
+    resolve_target,
     resolve_versions,
 )
 from dpt_core.store.models import (
@@ -77,12 +79,6 @@ def _engine(engine: Engine | None, settings: Settings | None = None) -> Engine:
     from dpt_core.store.plugin import current_store
 
     return current_store(settings or get_settings()).engine
-
-
-def _uri(target: Any) -> str:
-    from dpt_core.tracker import get_tracker
-
-    return get_tracker().resolve(target)
 
 
 # =========================================================================== staleness
@@ -424,6 +420,7 @@ def stale(
     *,
     stats: dict[str, int] | None = None,
     progress: Progress | None = None,
+    resolve: Resolve | None = None,
 ) -> list[dict[str, Any]]:
     """Products whose recorded inputs changed after they were made.
 
@@ -440,6 +437,8 @@ def stale(
     :param stats: if given, filled with ``products``, ``inputs``, ``files_checked``,
         ``files_hashed`` and ``stale`` counts.
     :param progress: called as ``progress(done, total)`` while files are hashed.
+    :param resolve: turns each target into a URI (default: paths and URI strings only;
+        see :func:`dpt_core.store.lineage.resolve_target`).
     :returns: ``[{"uri", "version", "reasons": [{"kind", "input", "message", ...}]}]``
         sorted by URI.
     :raises NotFound: a target is not a recorded product.
@@ -451,7 +450,7 @@ def stale(
     # Phase 1 (database): what each current product was made from.
     with eng.connect() as conn:
         if targets is not None:
-            found = _target_products(conn, [_uri(t) for t in targets])
+            found = _target_products(conn, [resolve_target(t, resolve) for t in targets])
             target_vids = {uri: vid for uri, (_, vid) in found.items()}
             scope = closure(conn, list(target_vids.values()), "upstream")
         made = _made_from(
@@ -535,15 +534,22 @@ def _latest_among(conn: Connection, details: dict[int, Any]) -> dict[int, tuple[
 
 
 def impact_of_product(
-    target: Any, *, version: str | None = None, engine: Engine | None = None
+    target: Any,
+    *,
+    version: str | None = None,
+    engine: Engine | None = None,
+    resolve: Resolve | None = None,
 ) -> list[dict[str, Any]]:
     """Every product downstream of ``target`` (any of its versions, or ``version``).
+
+    ``target`` is a path or URI, or anything ``resolve`` turns into one (see
+    :func:`dpt_core.store.lineage.resolve_target`).
 
     :returns: ``[{"uri", "depth", "versions", "runs"}]``, nearest first; the target
         itself is not listed (unless a cycle leads back to it).
     :raises NotFound: the product or version is not recorded.
     """
-    uri = _uri(target)
+    uri = resolve_target(target, resolve)
     with _engine(engine).connect() as conn:
         seeds = resolve_versions(conn, uri, version)
         items = downstream_products(conn, seeds)

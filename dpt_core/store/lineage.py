@@ -561,10 +561,23 @@ def _engine(engine: Engine | None) -> Engine:
     return current_store(get_settings()).engine
 
 
-def _resolve_target(target: Any) -> str:
-    from dpt_core.tracker import get_tracker
+#: How a caller turns a target into a URI (``Tracker.resolve``, which asks the
+#: ``dpt_resolve_uri`` plugins first). The store never calls up into the tracker to find
+#: one: a caller with targets other than paths and URIs passes it in.
+Resolve = Callable[[Any], str]
 
-    return get_tracker().resolve(target)
+
+def resolve_target(target: Any, resolve: Resolve | None = None) -> str:
+    """The normalised URI of ``target``: ``resolve(target)`` when the caller gives
+    ``resolve``, else ``target`` read as a path or URI (:func:`dpt_core.uri.normalize_uri`).
+
+    :raises InvalidTarget: without ``resolve``, ``target`` is not a path or URI string.
+    """
+    if resolve is not None:
+        return resolve(target)
+    from dpt_core.uri import normalize_uri
+
+    return normalize_uri(target)
 
 
 def _version_condition(version: str) -> Any:
@@ -775,8 +788,9 @@ def lineage(
     all_versions: bool = False,
     engine: Engine | None = None,
     settings: Settings | None = None,
+    resolve: Resolve | None = None,
 ) -> LineageGraph:
-    """The lineage graph of ``target`` (a path, URI or anything a plugin resolves).
+    """The lineage graph of ``target`` (a path or URI; anything else needs ``resolve``).
 
     By default the graph starts from one version of ``target``: the one on disk (the
     newest version whose content is the file's now), else the newest (see
@@ -788,6 +802,8 @@ def lineage(
         every version with that content).
     :param all_versions: start from every recorded version of the product.
     :param settings: where the stat cache is (default: the current settings).
+    :param resolve: turns ``target`` into a URI (see :func:`resolve_target`);
+        :func:`dpt_core.lineage` passes the tracker's, so plugins resolve objects.
     :returns: a :class:`LineageGraph`; the root's versions are the nodes at depth 0.
     :raises NotFound: the product (or version) is not recorded.
     """
@@ -797,7 +813,7 @@ def lineage(
         raise ValueError(f"depth {depth!r} must be an integer >= 0, or None for no limit")
     if version is not None and all_versions:
         raise ValueError("give version or all_versions, not both")
-    uri = _resolve_target(target)
+    uri = resolve_target(target, resolve)
     with _engine(engine).connect() as conn:
         if all_versions:
             result = _closure(conn, direction, depth, digest=uri_digest(uri))
