@@ -57,12 +57,15 @@ from dpt_core.store.recorder import (
     EDGES,
     INPUTS,
     PLACEHOLDER,
+    RUN_TAGS,
+    VERSION_TAGS,
     I,
     P,
     Recorder,
     V,
     _remember,
     fill_changes,
+    insert_tags,
     start_row,
     uri_digest,
 )
@@ -184,6 +187,9 @@ class _Segment:
         self.input_rows: dict[tuple[Any, Any], None] = {}
         #: (parent, child) -> invocation: the first event to link them wins, as in SQL
         self.edges: dict[tuple[Any, Any], Any] = {}
+        #: (run, key) and (version, key) -> value: the first record of a key wins, as in SQL
+        self.run_tags: dict[tuple[Any, str], str] = {}
+        self.version_tags: dict[tuple[Any, str], str] = {}
 
     # -- the walk ----------------------------------------------------------------------
 
@@ -320,6 +326,9 @@ class _Segment:
             self.new_runs[event.uuid].update(fill_changes(self.new_runs[event.uuid], row))
         else:
             self.later_starts.setdefault(event.uuid, []).append(row)
+        ref = self.runs[event.uuid]
+        for key, value in event.tags.items():
+            self.run_tags.setdefault((ref, key), value)
 
     def _end(self, event: InvocationFinished) -> None:
         if event.uuid not in self.runs:
@@ -427,6 +436,9 @@ class _Segment:
         inputs.extend(v for v, _ in self.read_here.get(uuid, []) if v not in own_before)
         self.written_here.setdefault(uuid, []).extend(made)
         children = [_NewVersion(o.version_uuid) for o in event.outputs]
+        for o in event.outputs:
+            for key, value in o.tags.items():
+                self.version_tags.setdefault((_NewVersion(o.version_uuid), key), value)
         for child in dict.fromkeys(children):
             for parent in dict.fromkeys(inputs):
                 if parent != child and parent not in made:
@@ -559,6 +571,18 @@ class _Segment:
                 for (p, c), r in self.edges.items()
             ],
             ["parent_version_id", "child_version_id"],
+        )
+        insert_tags(
+            conn,
+            RUN_TAGS,
+            "invocation_id",
+            {(run_id(r), k): v for (r, k), v in self.run_tags.items()},
+        )
+        insert_tags(
+            conn,
+            VERSION_TAGS,
+            "version_id",
+            {(version_id(v), k): value for (v, k), value in self.version_tags.items()},
         )
 
         for only_if_running in (False, True):

@@ -38,7 +38,9 @@ from dpt_core.store.models import (
     EnvVariable,
     Invocation,
     InvocationInput,
+    InvocationTag,
     LineageEdge,
+    VersionTag,
 )
 from dpt_core.store.upsert import (
     COPY_THRESHOLD,
@@ -59,6 +61,22 @@ V = _table(DataProductVersion)
 I = _table(Invocation)  # noqa: E741
 INPUTS = _table(InvocationInput)
 EDGES = _table(LineageEdge)
+RUN_TAGS = _table(InvocationTag)
+VERSION_TAGS = _table(VersionTag)
+
+
+def insert_tags(
+    conn: Connection, table: Table, owner: str, tags: Mapping[tuple[int, str], str]
+) -> None:
+    """Record ``{(owner id, key): value}`` where the owner has no value for the key yet:
+    a record never overwrites a tag (a replayed start keeps what ``dpt tag`` set since);
+    the first record of a key wins."""
+    insert_ignore(
+        conn,
+        table,
+        [{owner: oid, "key": key, "value": value} for (oid, key), value in tags.items()],
+        [owner, "key"],
+    )
 
 
 # Statements on the hot paths, built once (building a Core statement and its cache key
@@ -435,7 +453,13 @@ class Recorder:
             self._invocation_ids[event.uuid] = inserted[0].id
             self._new_here[event.uuid] = set()
             self._know(row)
+            if event.tags:
+                self._tag_run(conn, inserted[0].id, event.tags)
             return
+        if event.tags:
+            inv_id = self.invocation_id(conn, event.uuid)
+            if inv_id is not None:
+                self._tag_run(conn, inv_id, event.tags)
         # Recorded before: this start fills in what the row does not know yet, and
         # never changes what it does (its status included).
         self._fill_in(conn, row)
@@ -455,6 +479,10 @@ class Recorder:
             # Started again by another process (a deferred task resumed), or handed over
             # (see InvocationHandle.detach): the run belongs to that process now.
             conn.execute(_HANDOVER, {"b_uuid": event.uuid, "b_process": event.process})
+
+    @staticmethod
+    def _tag_run(conn: Connection, inv_id: int, tags: Mapping[str, str]) -> None:
+        insert_tags(conn, RUN_TAGS, "invocation_id", {(inv_id, k): v for k, v in tags.items()})
 
     def _fill_in(self, conn: Connection, row: dict[str, Any]) -> None:
         """Complete an existing invocation with what a later start of it knows.
@@ -827,6 +855,12 @@ class Recorder:
         own_rows = {uuid: r.id for uuid, r in rows.items()}
         _remember(self._version_ids, own_rows)  # (not the reused: their uuid is another's)
         version_of = own_rows | reused
+        tags: dict[tuple[int, str], str] = {}
+        for o in outputs:
+            for key, value in o.tags.items():
+                tags.setdefault((version_of[o.version_uuid], key), value)
+        if tags:
+            insert_tags(conn, VERSION_TAGS, "version_id", tags)
 
         # An invocation's own outputs are never its parents.
         own = set(version_of.values())

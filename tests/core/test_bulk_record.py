@@ -36,7 +36,9 @@ from dpt_core.store.models import (
     Environment,
     Invocation,
     InvocationInput,
+    InvocationTag,
     LineageEdge,
+    VersionTag,
 )
 from dpt_core.store.plugin import current_store
 from dpt_core.store.recorder import Recorder
@@ -74,6 +76,7 @@ def observations(draw: Any, *, write: bool) -> tuple[ProductObservation, ...]:
                 size=draw(st.sampled_from([None, 10 * (k + 1)])),
                 metadata=draw(st.sampled_from([{}, {"k": k}])),
                 parents=parents,
+                tags=draw(st.sampled_from([{}, {}, {"q": "good"}, {"q": "bad", "n": str(k)}])),
             )
         )
     return tuple(out)
@@ -100,6 +103,9 @@ def dpt_events(draw: Any) -> Event:
             status="success" if closed else "running",
             ended_at=T0 + minute if closed else None,
             process=draw(st.sampled_from([None] * 5 + ["host:123"])),
+            tags=draw(
+                st.sampled_from([{}, {}, {"survey": "tess"}, {"survey": "kepler", "sector": "42"}])
+            ),
         )
     if kind == "end":
         return InvocationFinished(
@@ -167,6 +173,13 @@ def snapshot(engine: Engine) -> dict[str, Any]:
             (vuuid[r.parent_version_id], vuuid[r.child_version_id], run_uuid.get(r.invocation_id))
             for r in conn.execute(select(E))
         )
+        RT, VT = InvocationTag.__table__, VersionTag.__table__
+        run_tags = sorted(
+            (run_uuid[r.invocation_id], r.key, r.value) for r in conn.execute(select(RT))
+        )
+        version_tags = sorted(
+            (vuuid[r.version_id], r.key, r.value) for r in conn.execute(select(VT))
+        )
     return {
         "runs": runs,
         "products": sorted(uri.values()),
@@ -174,6 +187,8 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         "version_order": newest_first,
         "inputs": inputs,
         "edges": edges,
+        "run_tags": run_tags,
+        "version_tags": version_tags,
     }
 
 
@@ -302,10 +317,17 @@ def _life(run: str, parent: str, n: int) -> list[Event]:
     """What ingest makes of an OpenLineage run: its parent's placeholder start, then the
     START (start, read) and COMPLETE (start, read, write, conditional end)."""
     source, _ = version(0, 0)
-    output = ProductObservation(uri=f"s3://out/{n}", version_uuid=str(uuid.uuid5(NS, run)))
+    output = ProductObservation(
+        uri=f"s3://out/{n}", version_uuid=str(uuid.uuid5(NS, run)), tags={"q": "good"}
+    )
     read = ProductsRead(run, (ProductObservation(URIS[0], source, "sha256:00"),))
     start = InvocationStarted(
-        uuid=run, orchestrator="spark", job=f"job-{n}", parent_uuid=parent, started_at=T0
+        uuid=run,
+        orchestrator="spark",
+        job=f"job-{n}",
+        parent_uuid=parent,
+        started_at=T0,
+        tags={"survey": "tess"},
     )
     return [
         InvocationStarted(uuid=parent, orchestrator="airflow", job="dag", started_at=T0),
@@ -318,6 +340,7 @@ def _life(run: str, parent: str, n: int) -> list[Event]:
             parent_uuid=parent,
             started_at=T0 + dt.timedelta(minutes=1),
             parameters={"late": True},
+            tags={"survey": "kepler", "late": "true"},
         ),
         read,
         ProductsWritten(run, (output,)),
@@ -348,6 +371,10 @@ def test_every_order_of_a_runs_events_in_one_batch(dpt_backend, dpt_env):
         ended = order.index(events[6]) > 0
         assert run["status"] == ("success" if ended else "running")
         assert (RUNS[1], version(0, 0)[0]) in rows["inputs"]
+        assert (RUNS[1], "late", "true") in rows["run_tags"]
+        first = "tess" if order.index(events[1]) < order.index(events[3]) else "kepler"
+        assert (RUNS[1], "survey", first) in rows["run_tags"]  # a record never overwrites
+        assert (str(uuid.uuid5(NS, RUNS[1])), "q", "good") in rows["version_tags"]
         assert [e for e in rows["edges"] if e[2] == RUNS[1]] == [
             (version(0, 0)[0], str(uuid.uuid5(NS, RUNS[1])), RUNS[1])
         ]
