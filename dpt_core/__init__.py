@@ -47,12 +47,15 @@ from dpt_core.query import (
     Product,
     Run,
     StaleProduct,
+    Tagged,
     env_diff,
     impact,
     runs,
     show,
     stale,
+    tag,
 )
+from dpt_core.tags import InvalidTag, Tags
 from dpt_core.tracker import (
     AsyncInvocationHandle,
     InvocationBlock,
@@ -85,6 +88,7 @@ __all__ = [
     "EnvironmentDiff",
     "HashError",
     "ImpactedProduct",
+    "InvalidTag",
     "InvalidTarget",
     "InvocationBlock",
     "InvocationHandle",
@@ -95,6 +99,8 @@ __all__ = [
     "ProductRef",
     "Run",
     "StaleProduct",
+    "Tagged",
+    "Tags",
     "Tracker",
     "TrackingError",
     "env_diff",
@@ -112,6 +118,7 @@ __all__ = [
     "runs",
     "show",
     "stale",
+    "tag",
     "track",
     "tracked",
 ]
@@ -151,6 +158,7 @@ def invocation(
     started_at: dt.datetime | None = None,
     environment: bool = True,
     variables: Mapping[str, str | None] | None = None,
+    tags: Tags | None = None,
 ) -> InvocationBlock:
     """One invocation for a ``with`` or ``async with`` block, on the process tracker.
 
@@ -190,6 +198,10 @@ def invocation(
     :param environment: False for a run recorded on behalf of another process (the
         environment here would be the wrong one).
     :param variables: per-run variables, replacing the process's of the same names.
+    :param tags: ``{key: value}`` labels of the run (``{"survey": "tess", "sector": 42}``),
+        kept as text and queryable with ``runs(tags=...)`` (see docs/tags.md). Not used
+        when the block joins the current run.
+    :raises InvalidTag: a tag key or value cannot be recorded.
     """
     return get_tracker().invocation(
         job,
@@ -204,11 +216,15 @@ def invocation(
         started_at=started_at,
         environment=environment,
         variables=variables,
+        tags=tags,
     )
 
 
 def track(
-    *targets: Any, parents: Sequence[Any] | None = None, metadata: dict[str, Any] | None = None
+    *targets: Any,
+    parents: Sequence[Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    tags: Tags | None = None,
 ) -> list[str]:
     """Record ``targets`` as outputs of the current invocation (or of a new one-off one);
     returns their URIs.
@@ -216,8 +232,10 @@ def track(
     :param parents: what every target was made from (default: every input of the
         invocation).
     :param metadata: JSON-able facts kept on each new version.
+    :param tags: ``{key: value}`` labels of each version written (see docs/tags.md).
+    :raises InvalidTag: a tag key or value cannot be recorded.
     """
-    return get_tracker().track(*targets, parents=parents, metadata=metadata)
+    return get_tracker().track(*targets, parents=parents, metadata=metadata, tags=tags)
 
 
 def read(*targets: Any, metadata: dict[str, Any] | None = None) -> list[str]:

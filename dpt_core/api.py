@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
+from dpt_core.tags import Tags, normalize_tags
 from dpt_core.tracker import get_tracker
 
 P = ParamSpec("P")
@@ -28,6 +29,7 @@ def tracked(
     inputs: PathSpec = (),
     outputs: PathSpec = (),
     name: str | None = None,
+    tags: Tags | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
@@ -38,6 +40,7 @@ def tracked(
     inputs: PathSpec = (),
     outputs: PathSpec = (),
     name: str | None = None,
+    tags: Tags | None = None,
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Record every call of the decorated function as one invocation.
 
@@ -65,6 +68,8 @@ def tracked(
         name, or a :class:`os.PathLike`). A bare word that is no parameter is refused
         as a likely typo: write ``Path("word")`` for a file of that name.
     :param name: the job name (default: the function's ``__qualname__``).
+    :param tags: ``{key: value}`` labels of every call's run (see docs/tags.md);
+        checked at decoration.
 
     ``async def`` functions are awaited in ``async with dpt_core.invocation(...)``:
     the recording runs in a worker thread, never blocking the event loop.
@@ -73,7 +78,7 @@ def tracked(
     """
 
     def decorate(target: Callable[P, R]) -> Callable[P, R]:
-        return cast("Callable[P, R]", _Tracked(target, inputs, outputs, name).wrapper())
+        return cast("Callable[P, R]", _Tracked(target, inputs, outputs, name, tags).wrapper())
 
     if func is not None:
         return decorate(func)
@@ -82,7 +87,12 @@ def tracked(
 
 class _Tracked:
     def __init__(
-        self, func: Callable[..., Any], inputs: PathSpec, outputs: PathSpec, name: str | None
+        self,
+        func: Callable[..., Any],
+        inputs: PathSpec,
+        outputs: PathSpec,
+        name: str | None,
+        tags: Tags | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"@dpt_core.tracked decorates a function, not {func!r}")
@@ -96,6 +106,7 @@ class _Tracked:
             raise TypeError(f"@dpt_core.tracked(name=...) must be a non-empty string, not {name!r}")
         self.func = func
         self.job = name or _qualname(func)
+        self.tags = normalize_tags(tags) or None
         self.signature = inspect.signature(func)
         self.var_keyword = next(
             (
@@ -178,7 +189,7 @@ class _Tracked:
                 arguments = self._bind(args, kwargs)
                 if arguments is None:
                     return await func(*args, **kwargs)
-                async with get_tracker().invocation(self.job) as inv:
+                async with get_tracker().invocation(self.job, tags=self.tags) as inv:
                     inputs = self._targets(self.inputs, arguments)
                     if inputs:
                         await inv.read(*inputs)
@@ -195,7 +206,7 @@ class _Tracked:
             arguments = self._bind(args, kwargs)
             if arguments is None:
                 return func(*args, **kwargs)
-            with get_tracker().invocation(self.job) as inv:
+            with get_tracker().invocation(self.job, tags=self.tags) as inv:
                 inputs = self._targets(self.inputs, arguments)
                 if inputs:
                     inv.read(*inputs)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from dpt_core.tracker import InvocationHandle
+    from dpt_core.tags import Tags
+    from dpt_core.tracker import AsyncInvocationHandle, InvocationHandle
 
 __all__ = [
     "EnvironmentChange",
@@ -32,11 +33,13 @@ __all__ = [
     "RunEnvironment",
     "StaleProduct",
     "StaleReason",
+    "Tagged",
     "env_diff",
     "impact",
     "runs",
     "show",
     "stale",
+    "tag",
 ]
 
 #: A product named by its path or URI.
@@ -77,7 +80,8 @@ class Run(_Result):
     """One recorded run (``dpt runs --json``, ``dpt show RUN --json``).
 
     ``job`` is the DAG id, flow name, Dagster job or script; ``task`` the task id, task
-    name or asset key. ``started_at`` and ``ended_at`` are ISO-8601 text.
+    name or asset key. ``started_at`` and ``ended_at`` are ISO-8601 text. ``tags`` are
+    its ``key: value`` labels, values in their text form (docs/tags.md).
     """
 
     id: int
@@ -98,10 +102,12 @@ class Run(_Result):
     command: str | None
     code_version: str | None
     variables: Mapping[str, str] | None
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def _from(cls, data: Mapping[str, Any]) -> Run:
         values: dict[str, Any] = {f.name: data.get(f.name) for f in dataclasses.fields(cls)}
+        values["tags"] = dict(data.get("tags") or {})
         return cls(**values)
 
 
@@ -111,6 +117,7 @@ def runs(
     status: Status | None = None,
     job: str | None = None,
     limit: int = 50,
+    tags: Tags | None = None,
 ) -> list[Run]:
     """Recorded runs, newest first (``dpt runs``).
 
@@ -119,15 +126,21 @@ def runs(
     :param status: only runs with this status.
     :param job: only runs of this job.
     :param limit: at most this many (1 to 100 000).
+    :param tags: only runs carrying every one of these tags (``{"survey": "tess"}``;
+        values compare in their text form, so ``42`` matches ``"42"``).
     """
     from dpt_core.events import STATUSES
     from dpt_core.store.queries import list_runs
+    from dpt_core.tags import normalize_tags
 
     if status is not None and status not in STATUSES:
         raise ValueError(f"status {status!r} is unknown: use one of {', '.join(STATUSES)}")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
         raise ValueError(f"limit must be a whole number from 1 to 100000, not {limit!r}")
-    rows = list_runs(_engine(), orchestrator=orchestrator, status=status, job=job, limit=limit)
+    wanted = normalize_tags(tags)
+    rows = list_runs(
+        _engine(), orchestrator=orchestrator, status=status, job=job, limit=limit, tags=wanted
+    )
     return [Run._from(r) for r in rows]
 
 
@@ -162,6 +175,7 @@ class ProductVersion(_Result):
     mtime: float | None
     recorded_at: str
     metadata: Mapping[str, Any] | None
+    tags: Mapping[str, str]
     produced_by: Run | None
     environment: EnvironmentSummary | None
     parents: tuple[ParentVersion, ...]
@@ -176,6 +190,7 @@ class ProductVersion(_Result):
             mtime=data["mtime"],
             recorded_at=data["recorded_at"],
             metadata=data["metadata"],
+            tags=dict(data.get("tags") or {}),
             produced_by=Run._from(producer) if producer is not None else None,
             environment=EnvironmentSummary(**env) if env is not None else None,
             parents=tuple(ParentVersion(**p) for p in data["parents"]),
@@ -224,6 +239,101 @@ def show_data(
         raise NotFound(
             f"{target!r} is neither a recorded product nor a run id: see 'dpt runs'"
         ) from None
+
+
+# =========================================================================== tag
+
+
+@dataclass(frozen=True)
+class Tagged(_Result):
+    """A run or product version after :func:`tag` (``dpt tag --json`` prints a list).
+
+    :param kind: ``run`` or ``version``.
+    :param uuid: the run's or the version's UUID.
+    :param uri: the product, for a version.
+    :param tags: all its tags now.
+    """
+
+    kind: Literal["run", "version"]
+    uuid: str
+    uri: str | None
+    tags: Mapping[str, str]
+
+
+def tag(
+    target: Target | int | Run | InvocationHandle | AsyncInvocationHandle,
+    tags: Tags | None = None,
+    /,
+    *,
+    remove: Sequence[str] = (),
+    version: str | None = None,
+) -> list[Tagged]:
+    """Add, change or remove tags of a recorded run or product version, afterwards
+    (``dpt tag``). A key given replaces its value; keys in ``remove`` go.
+
+    ::
+
+        dpt_core.tag("cal.fits", {"quality": "good"})     # the newest version of cal.fits
+        dpt_core.tag(run, {"reviewed": True}, remove=["draft"])
+
+    :param target: a product's path or URI (its newest version, or ``version``), else a
+        run: its id, UUID or UUID prefix, a :class:`Run` or an invocation handle.
+    :param tags: ``{key: value}`` to set (values kept as text: see docs/tags.md).
+    :param remove: keys to remove (a key that is not there is no error).
+    :param version: with a product: the version UUID, UUID prefix or content hash
+        (every version with that content).
+    :returns: what was tagged, with all its tags now.
+    :raises InvalidTag: a bad key or value (nothing is changed).
+    :raises NotFound: the target, or the version, is not recorded.
+    """
+    from dpt_core.store.queries import set_tags, tag_target
+    from dpt_core.store.upsert import in_transaction
+    from dpt_core.tags import InvalidTag, check_key, normalize_tags
+
+    wanted = normalize_tags(tags)
+    if isinstance(remove, str):
+        remove = [remove]
+    dropped = [check_key(k) for k in remove]
+    both = sorted(set(wanted) & set(dropped))
+    if both:
+        raise InvalidTag(f"tag {both[0]!r} is both set and removed: give it in one of the two")
+    uri: str | None = None
+    text: str
+    if isinstance(target, Run):
+        text = target.uuid
+    elif isinstance(target, int) and not isinstance(target, bool):
+        text = str(target)
+    elif isinstance(target, str | os.PathLike):
+        text = os.fspath(target)
+        uri = _product_uri(text)
+    elif hasattr(target, "uuid") and isinstance(target.uuid, str):
+        text = target.uuid  # an invocation handle
+    else:
+        raise TypeError(
+            f"tag() takes a product path or URI, a run id or UUID, a Run or an invocation "
+            f"handle, not {type(target).__name__}"
+        )
+
+    def work(conn: Any) -> list[Tagged]:
+        kind, found = tag_target(conn, text, version=version, uri=uri)
+        after = set_tags(conn, kind, [i for i, _, _ in found], wanted, dropped)
+        return [
+            Tagged(kind=kind, uuid=uuid, uri=where, tags=after[i])  # type: ignore[arg-type]
+            for i, uuid, where in found
+        ]
+
+    return in_transaction(_engine(), work)
+
+
+def _product_uri(text: str) -> str | None:
+    """``text`` as a product URI, or None when it cannot name one (then it is a run)."""
+    from dpt_core.errors import InvalidTarget
+    from dpt_core.uri import normalize_uri
+
+    try:
+        return normalize_uri(text)
+    except InvalidTarget:
+        return None
 
 
 # =========================================================================== stale

@@ -63,13 +63,14 @@ def tag_text(key: str, value: object) -> str:
         from dpt_core.events import clean_text
 
         text = clean_text(value).strip()
+    elif value is None:
+        raise InvalidTag(
+            f"tag {key!r} has no value (None): give a string, number or boolean; to remove "
+            f"a tag use tag(target, remove=[{key!r}]) or 'dpt tag TARGET --remove {key}'"
+        )
     else:
         raise InvalidTag(
             f"tag {key!r}: a value is a string, number or boolean, not "
-            f"{type(value).__name__} ({value!r:.60}); to remove a tag use remove=[{key!r}] "
-            f"or 'dpt tag TARGET --remove {key}'"
-            if value is None
-            else f"tag {key!r}: a value is a string, number or boolean, not "
             f"{type(value).__name__}: give its text (e.g. json.dumps(value))"
         )
     if len(text) > VALUE_LENGTH:

@@ -43,6 +43,7 @@ from dpt_core.events import (
     utcnow,
 )
 from dpt_core.guard import Guard
+from dpt_core.tags import Tags, normalize_tags
 
 log = logging.getLogger("dpt")
 
@@ -139,15 +140,19 @@ class InvocationHandle:
         *targets: Any,
         parents: Sequence[Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        tags: Tags | None = None,
     ) -> list[str]:
         """Record that this invocation wrote ``targets`` (one batch, however many).
 
         :param parents: what every target derives from; default: every input of the invocation.
             Parents not yet read are recorded as inputs first.
         :param metadata: JSON-able facts kept on each new version.
+        :param tags: ``{key: value}`` labels of each version written (see docs/tags.md).
+        :raises InvalidTag: a tag key or value cannot be recorded (checked before anything is).
         """
+        given = normalize_tags(tags)
         uris: list[str] = self.tracker._guard(
-            "write", lambda: self._write(targets, parents, metadata), default=[]
+            "write", lambda: self._write(targets, parents, metadata, given), default=[]
         )
         return uris
 
@@ -206,7 +211,11 @@ class InvocationHandle:
         return [o.uri for o in observations]
 
     def _write(
-        self, targets: Sequence[Any], parents: Sequence[Any] | None, metadata: dict[str, Any] | None
+        self,
+        targets: Sequence[Any],
+        parents: Sequence[Any] | None,
+        metadata: dict[str, Any] | None,
+        tags: dict[str, str] | None = None,
     ) -> list[str]:
         if not self.tracker.enabled or not targets:
             return []
@@ -231,7 +240,9 @@ class InvocationHandle:
                 chosen = uris[position : position + len(ps)]
                 per_target.append(tuple(u for u in chosen if u is not None))
                 position += len(ps)
-        observations = self.tracker.observe(targets, metadata=metadata, parents=per_target)
+        observations = self.tracker.observe(
+            targets, metadata=metadata, parents=per_target, tags=tags
+        )
         if observations:
             self.tracker._emit(
                 "dpt_products_written", ProductsWritten(self.uuid, tuple(observations))
@@ -406,8 +417,12 @@ class Tracker:
         *,
         metadata: dict[str, Any] | None = None,
         parents: Sequence[tuple[str, ...] | None] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> list[ProductObservation]:
         """Resolve, stat and hash ``targets`` (stat cache first, one cache transaction).
+
+        ``tags`` (already normalised) go on every observation, with a
+        :class:`ProductRef`'s own ``tags`` over them.
 
         A target that names no product is left out with a warning naming it (raised in
         strict mode); so is nothing else: a local file that does not exist, or a file
@@ -462,6 +477,11 @@ class Tracker:
                     mtime=mtime,
                     metadata=jsonable(meta) if meta else {},
                     parents=kept[index][2],
+                    tags=(
+                        {**(tags or {}), **normalize_tags(ref.tags)}
+                        if ref is not None and ref.tags
+                        else dict(tags or {})
+                    ),
                 )
             )
         return observations
@@ -549,6 +569,7 @@ class Tracker:
         ended_at: dt.datetime | None = None,
         error: str | BaseException | None = None,
         variables: Mapping[str, str | None] | None = None,
+        tags: Tags | None = None,
     ) -> InvocationHandle:
         """Open an invocation (recorded at once, so a crash leaves it visible as running).
 
@@ -564,7 +585,11 @@ class Tracker:
             (``AIRFLOW_CTX_TASK_ID`` of this task try, say). They replace the process's
             volatile variables of the same names, where a process runs many tasks or
             sets them only later; a None value removes a name. Redacted like the rest.
+        :param tags: ``{key: value}`` labels of the run (see docs/tags.md); a start
+            recorded again adds the keys the run lacks and changes no value.
+        :raises InvalidTag: a tag key or value cannot be recorded.
         """
+        run_tags = normalize_tags(tags)
         if status not in STATUSES:
             raise ValueError(f"status {status!r} is unknown: use one of {', '.join(STATUSES)}")
         if not job:
@@ -624,6 +649,7 @@ class Tracker:
                 process=process_token() if environment and status == "running" else None,
                 ended_at=ended_at,
                 error=error,
+                tags=run_tags,
             )
 
         event = self._guard("start", build)
@@ -718,6 +744,7 @@ class Tracker:
         started_at: dt.datetime | None = None,
         environment: bool = True,
         variables: Mapping[str, str | None] | None = None,
+        tags: Tags | None = None,
     ) -> InvocationBlock:
         """An invocation for a ``with`` (or ``async with``) block: success when the block
         ends, failed (with the error) when it raises, cancelled on ``KeyboardInterrupt``
@@ -740,6 +767,7 @@ class Tracker:
             "started_at": started_at,
             "environment": environment,
             "variables": variables,
+            "tags": normalize_tags(tags) or None,
         }
         return InvocationBlock(self, job, options)
 
@@ -765,16 +793,19 @@ class Tracker:
         *targets: Any,
         parents: Sequence[Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        tags: Tags | None = None,
     ) -> list[str]:
-        """Record ``targets`` as written by the current invocation, or by a new one-off invocation."""
+        """Record ``targets`` as written by the current invocation, or by a new one-off
+        invocation. ``tags`` label the versions written (not the run)."""
+        normalize_tags(tags)  # a bad tag is the caller's error, before anything is recorded
         current = self.current()
         if current is not None:
-            return current.write(*targets, parents=parents, metadata=metadata)
+            return current.write(*targets, parents=parents, metadata=metadata, tags=tags)
         # Resolve first: targets that name no product must not leave an empty one-off run.
         if not self._resolvable(targets):
             return []
         with self.invocation(_script_name(), task="track") as handle:
-            return handle.write(*targets, parents=parents, metadata=metadata)
+            return handle.write(*targets, parents=parents, metadata=metadata, tags=tags)
 
 
 def _cancelled(exc: BaseException) -> bool:
@@ -878,6 +909,13 @@ class InvocationBlock:
         if job is None:
             joined = tracker.current()
             if joined is not None:
+                if self._options.get("tags"):
+                    tracker._warn_once(
+                        f"join-tags:{joined.uuid}",
+                        f"dpt: invocation(tags=...) joins the current run {joined.uuid}, "
+                        "which was opened elsewhere: its tags are not changed (name a job "
+                        "to open a run of its own, or use dpt_core.tag(run, ...) to tag it)",
+                    )
                 return joined, joined.job or "", {}
             job = _script_name()
         options = dict(self._options)
@@ -948,12 +986,14 @@ class AsyncInvocationHandle:
         *targets: Any,
         parents: Sequence[Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        tags: Tags | None = None,
     ) -> list[str]:
         """Record that this invocation wrote ``targets`` (see :meth:`InvocationHandle.write`)."""
         import asyncio
 
+        normalize_tags(tags)  # a bad tag raises here, in the caller's task
         return await asyncio.to_thread(
-            self.handle.write, *targets, parents=parents, metadata=metadata
+            self.handle.write, *targets, parents=parents, metadata=metadata, tags=tags
         )
 
     async def finish(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Connection, Engine, delete, func, or_, select
 
 from dpt_core.errors import NotFound
 from dpt_core.store.models import (
@@ -16,12 +17,14 @@ from dpt_core.store.models import (
     InvocationInput,
     LineageEdge,
 )
-from dpt_core.store.recorder import uri_digest
+from dpt_core.store.recorder import RUN_TAGS, VERSION_TAGS, uri_digest
 
 I = Invocation.__table__  # noqa: E741
 V = DataProductVersion.__table__
 P = DataProduct.__table__
 E = Environment.__table__
+RT = RUN_TAGS
+VT = VERSION_TAGS
 
 RUN_COLUMNS = (
     "id",
@@ -51,6 +54,121 @@ def run_dict(row: Any) -> dict[str, Any]:
     return data
 
 
+# --------------------------------------------------------------------------- tags
+
+
+def _tags_of(
+    conn: Connection, table: Any, owner: str, ids: Iterable[int]
+) -> dict[int, dict[str, str]]:
+    wanted = sorted(set(ids))
+    found: dict[int, dict[str, str]] = {i: {} for i in wanted}
+    for start in range(0, len(wanted), 1000):
+        part = wanted[start : start + 1000]
+        for r in conn.execute(
+            select(table.c[owner], table.c.key, table.c.value)
+            .where(table.c[owner].in_(part))
+            .order_by(table.c[owner], table.c.key)
+        ):
+            found[r[0]][r.key] = r.value
+    return found
+
+
+def run_tags(conn: Connection, run_ids: Iterable[int]) -> dict[int, dict[str, str]]:
+    """``{run id: {key: value}}`` (every id given, {} for a run without tags), one query."""
+    return _tags_of(conn, RT, "invocation_id", run_ids)
+
+
+def version_tags(conn: Connection, version_ids: Iterable[int]) -> dict[int, dict[str, str]]:
+    """``{version id: {key: value}}``, like :func:`run_tags`."""
+    return _tags_of(conn, VT, "version_id", version_ids)
+
+
+def with_tags(conn: Connection, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``runs`` (from :func:`run_dict`), each given its ``tags``."""
+    tags = run_tags(conn, [r["id"] for r in runs])
+    for r in runs:
+        r["tags"] = tags[r["id"]]
+    return runs
+
+
+def tag_filter(query: Any, tags: Mapping[str, str] | None) -> Any:
+    """``query`` of invocations narrowed to runs carrying every ``key=value`` of ``tags``
+    (one indexed ``(key, value)`` lookup each)."""
+    for key, value in (tags or {}).items():
+        query = query.where(
+            I.c.id.in_(select(RT.c.invocation_id).where(RT.c.key == key, RT.c.value == value))
+        )
+    return query
+
+
+def set_tags(
+    conn: Connection,
+    kind: str,
+    ids: Sequence[int],
+    tags: Mapping[str, str],
+    remove: Sequence[str] = (),
+) -> dict[int, dict[str, str]]:
+    """Set ``tags`` (a key's value replaced) and remove the keys ``remove`` on runs
+    (``kind`` ``run``) or versions (``version``) ``ids``, in ``conn``'s transaction;
+    their tags afterwards. What ``dpt tag`` and :func:`dpt_core.tag` do."""
+    table, owner = (RT, "invocation_id") if kind == "run" else (VT, "version_id")
+    keys = sorted(set(tags) | set(remove))
+    if ids and keys:
+        conn.execute(delete(table).where(table.c[owner].in_(list(ids)), table.c.key.in_(keys)))
+    rows = [{owner: i, "key": k, "value": v} for i in ids for k, v in tags.items()]
+    if rows:
+        conn.execute(table.insert(), rows)
+    return _tags_of(conn, table, owner, ids)
+
+
+def tag_target(
+    conn: Connection, target: str, *, version: str | None = None, uri: str | None = None
+) -> tuple[str, list[tuple[int, str, str | None]]]:
+    """What ``dpt tag TARGET`` labels: ``("version", [(id, version uuid, uri)])`` for a
+    product (``uri``, normalised by the caller; its newest version, or those matching
+    ``version``), else ``("run", [(id, run uuid, None)])`` for a run id, UUID or prefix.
+
+    :raises NotFound: neither, or the product has no (such) version.
+    """
+    from dpt_core.store.lineage import resolve_versions
+
+    if uri is not None:
+        try:
+            ids = resolve_versions(conn, uri, version)
+        except NotFound:
+            if version is not None:
+                raise
+        else:
+            if not ids:
+                raise NotFound(f"{uri} has no recorded version to tag: see 'dpt show {uri}'")
+            if version is None:
+                ids = ids[-1:]  # the newest
+            rows = conn.execute(select(V.c.id, V.c.uuid).where(V.c.id.in_(ids))).all()
+            return "version", [(r.id, r.uuid, uri) for r in sorted(rows)]
+    if version is not None:
+        raise NotFound(f"no product {target!r} is recorded: --version goes with a product")
+    run = _find_run(conn, target)
+    if run is None:
+        raise NotFound(f"{target!r} is neither a recorded product nor a run id: see 'dpt runs'")
+    return "run", [(run.id, run.uuid, None)]
+
+
+def _find_run(conn: Connection, run: str | int) -> Any:
+    text = str(run).strip()
+    row = None
+    if text.isdigit():
+        row = conn.execute(select(I).where(or_(I.c.id == int(text), I.c.uuid == text))).first()
+    if row is None and len(text) >= 6:  # also a UUID prefix that happens to be all digits
+        rows = conn.execute(select(I).where(I.c.uuid.startswith(text)).limit(2)).all()
+        if len(rows) > 1:
+            raise NotFound(f"run {text!r} is ambiguous: give more of its UUID")
+        row = rows[0] if rows else None
+    return row
+
+
+# --------------------------------------------------------------------------- runs
+
+
 def list_runs(
     engine: Engine,
     *,
@@ -58,7 +176,9 @@ def list_runs(
     status: str | None = None,
     job: str | None = None,
     limit: int = 50,
+    tags: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
+    """Runs newest first, each with its ``tags``; ``tags`` keeps those carrying all of them."""
     query = select(I).order_by(I.c.started_at.desc(), I.c.id.desc()).limit(limit)
     if orchestrator:
         query = query.where(I.c.orchestrator == orchestrator)
@@ -66,25 +186,19 @@ def list_runs(
         query = query.where(I.c.status == status)
     if job:
         query = query.where(I.c.job == job)
+    query = tag_filter(query, tags)
     with engine.connect() as conn:
-        return [run_dict(r) for r in conn.execute(query)]
+        return with_tags(conn, [run_dict(r) for r in conn.execute(query)])
 
 
 def get_run(engine: Engine, run: str | int) -> dict[str, Any]:
     """A run by numeric id, full UUID or unique UUID prefix (>= 6 characters)."""
     text = str(run).strip()
     with engine.connect() as conn:
-        row = None
-        if text.isdigit():
-            row = conn.execute(select(I).where(or_(I.c.id == int(text), I.c.uuid == text))).first()
-        if row is None and len(text) >= 6:  # also a UUID prefix that happens to be all digits
-            rows = conn.execute(select(I).where(I.c.uuid.startswith(text)).limit(2)).all()
-            if len(rows) > 1:
-                raise NotFound(f"run {text!r} is ambiguous: give more of its UUID")
-            row = rows[0] if rows else None
-    if row is None:
-        raise NotFound(f"no run {text!r} is recorded: see 'dpt runs' for run ids")
-    return run_dict(row)
+        row = _find_run(conn, text)
+        if row is None:
+            raise NotFound(f"no run {text!r} is recorded: see 'dpt runs' for run ids")
+        return with_tags(conn, [run_dict(row)])[0]
 
 
 def product_id(engine: Engine, uri: str) -> int:
@@ -117,6 +231,8 @@ def show_product(engine: Engine, uri: str) -> dict[str, Any]:
             .join(P, P.c.id == V.c.product_id)
             .where(Edge.c.child_version_id.in_([v.id for v in versions]))
         ).all()
+        tags = version_tags(conn, [v.id for v in versions])
+        producer_tags = run_tags(conn, producers)
     parents: dict[int, list[dict[str, Any]]] = {}
     for r in parent_rows:
         parents.setdefault(r.child_version_id, []).append(
@@ -133,7 +249,10 @@ def show_product(engine: Engine, uri: str) -> dict[str, Any]:
                 "mtime": v.mtime,
                 "recorded_at": _iso(v.recorded_at),
                 "metadata": v.metadata,
-                "produced_by": run_dict(producer) if producer else None,
+                "tags": tags[v.id],
+                "produced_by": (
+                    {**run_dict(producer), "tags": producer_tags[producer.id]} if producer else None
+                ),
                 "environment": (
                     {
                         "python": producer.python_version,
