@@ -4,11 +4,15 @@ With ``DPT_CONTRACTS=1`` (the test suite sets it) these are ``deal``'s ``pre``,
 ``post`` and ``ensure``, and hypothesis-driven tests exercise them. Otherwise they
 are identity decorators: production pays neither the ~30 us per call of a checked
 contract nor the ~0.2 s it takes to import ``deal``.
+
+``deal`` comes with the ``dev`` extra only: with ``DPT_CONTRACTS=1`` and no ``deal``
+installed, dpt warns once and runs unchecked.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,11 +28,20 @@ def _unchecked(*_args: Any, **_kwargs: Any) -> Callable[[F], F]:
     return decorate
 
 
-if ENABLED:
-    import deal
+pre: Callable[..., Callable[[F], F]] = _unchecked
+post: Callable[..., Callable[[F], F]] = _unchecked
+ensure: Callable[..., Callable[[F], F]] = _unchecked
 
-    pre: Callable[..., Callable[[F], F]] = deal.pre
-    post: Callable[..., Callable[[F], F]] = deal.post
-    ensure: Callable[..., Callable[[F], F]] = deal.ensure
-else:
-    pre = post = ensure = _unchecked
+if ENABLED:
+    try:
+        import deal
+    except ImportError:
+        ENABLED = False
+        warnings.warn(
+            "DPT_CONTRACTS=1 but 'deal' is not installed: contracts are not checked "
+            "(install data-product-tracker[dev], or unset DPT_CONTRACTS)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    else:
+        pre, post, ensure = deal.pre, deal.post, deal.ensure
