@@ -30,9 +30,10 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, select
+if TYPE_CHECKING:  # the live plugin never reads the database: SQLAlchemy only for exports
+    from sqlalchemy import Engine
 
 from dpt_core import __version__
 
@@ -242,101 +243,19 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-class _Lookup:
-    """Caches of related rows, filled batch by batch (a few queries per batch, never per run)."""
-
-    def __init__(self) -> None:
-        self.conn: Connection | None = None
-        self.runs: dict[int, Any] = {}
-        self.environments: dict[int, dict[str, Any]] = {}
-
-    def ancestors(self, parent_ids: set[int]) -> None:
-        from dpt_core.store.models import Invocation
-
-        inv = Invocation.__table__
-        missing = parent_ids - self.runs.keys()
-        if not missing or self.conn is None:
-            return
-        chain = (
-            select(inv.c.id, inv.c.parent_id)
-            .where(inv.c.id.in_(sorted(missing)))
-            .cte("chain", recursive=True)
-        )
-        chain = chain.union(
-            select(inv.c.id, inv.c.parent_id).join(chain, inv.c.id == chain.c.parent_id)
-        )
-        ids = select(chain.c.id)
-        for row in self.conn.execute(
-            select(inv.c.id, inv.c.uuid, inv.c.job, inv.c.task, inv.c.parent_id).where(
-                inv.c.id.in_(ids)
-            )
-        ):
-            self.runs[row.id] = row
-
-    def root(self, run_id: int) -> Any:
-        seen = set()
-        row = self.runs.get(run_id)
-        while row is not None and row.parent_id is not None and row.parent_id not in seen:
-            seen.add(row.id)
-            parent = self.runs.get(row.parent_id)
-            if parent is None:
-                break
-            row = parent
-        return row
-
-    def environment(self, environment_id: int | None) -> dict[str, Any] | None:
-        if environment_id is None:
-            return None
-        if environment_id not in self.environments:
-            from dpt_core.store.analysis import _environment
-
-            assert self.conn is not None, "environments are loaded while a batch is read"
-
-            env = _environment(self.conn, environment_id)
-            env.pop("_digests", None)
-            self.environments[environment_id] = env
-        return self.environments[environment_id]
-
-
-def _datasets_by_run(
-    conn: Connection, ids: Sequence[int]
-) -> tuple[dict[int, list[Dataset]], dict[int, list[Dataset]]]:
-    from dpt_core.store.models import DataProduct, DataProductVersion, InvocationInput
-
-    P, V, IN = DataProduct.__table__, DataProductVersion.__table__, InvocationInput.__table__
-    inputs: dict[int, list[Dataset]] = {}
-    outputs: dict[int, list[Dataset]] = {}
-    for r in conn.execute(
-        select(IN.c.invocation_id, P.c.uri, V.c.uuid, V.c.content_hash)
-        .join(V, V.c.id == IN.c.version_id)
-        .join(P, P.c.id == V.c.product_id)
-        .where(IN.c.invocation_id.in_(ids))
-    ):
-        inputs.setdefault(r.invocation_id, []).append(Dataset(r.uri, r.uuid, r.content_hash))
-    for r in conn.execute(
-        select(V.c.produced_by_id, P.c.uri, V.c.uuid, V.c.content_hash)
-        .join(P, P.c.id == V.c.product_id)
-        .where(V.c.produced_by_id.in_(ids))
-    ):
-        outputs.setdefault(r.produced_by_id, []).append(Dataset(r.uri, r.uuid, r.content_hash))
-    return inputs, outputs
-
-
 def _ref(row: Any) -> RunRef:
     return RunRef(row.uuid, row.job, row.task)
 
 
+def _dataset(version: Any) -> Dataset:
+    return Dataset(version.uri, version.uuid, version.content_hash)
+
+
 def count_runs(engine: Engine, since: dt.datetime | None = None) -> int:
-    from sqlalchemy import func
+    """How many invocations :func:`iter_events` exports (each gives one or two events)."""
+    from dpt_core.store.export_queries import count_runs as _count_runs
 
-    from dpt_core.store.models import Invocation
-
-    inv = Invocation.__table__
-    query = select(func.count()).select_from(inv)
-    if since is not None:
-        query = query.where(inv.c.started_at >= since)
-    with engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
+    return _count_runs(engine, since)
 
 
 def iter_events(
@@ -348,32 +267,22 @@ def iter_events(
 ) -> Iterator[dict[str, Any]]:
     """RunEvents of every invocation started at or after ``since``, oldest first.
 
+    The records are read through :mod:`dpt_core.store.export_queries`, a few queries
+    per batch of ``batch`` runs.
+
     :param progress: called with the number of invocations done after each batch.
     """
-    from dpt_core.store.models import Invocation
+    from dpt_core.store.export_queries import RunReader, run_ids
 
-    inv = Invocation.__table__
-    query = select(inv.c.id).order_by(inv.c.started_at, inv.c.id)
-    if since is not None:
-        query = query.where(inv.c.started_at >= since)
-    with engine.connect() as conn:
-        ids = list(conn.execute(query).scalars())
-    lookup = _Lookup()
+    reader = RunReader(engine)
     done = 0
-    # A short connection per batch: writing events out never holds the database.
-    for part in _chunks(ids, batch):
-        with engine.connect() as conn:
-            lookup.conn = conn
-            rows = {r.id: r for r in conn.execute(select(inv).where(inv.c.id.in_(part)))}
-            lookup.ancestors({r.parent_id for r in rows.values() if r.parent_id is not None})
-            inputs, outputs = _datasets_by_run(conn, part)
-            for row in rows.values():
-                lookup.environment(row.environment_id)
+    for part in _chunks(run_ids(engine, since), batch):
+        found = reader.read(part)
         events: list[dict[str, Any]] = []
         for run_id in part:
-            row = rows[run_id]
-            parent = lookup.runs.get(row.parent_id) if row.parent_id is not None else None
-            root = lookup.root(parent.id) if parent is not None else None
+            row = found.runs[run_id]
+            parent = reader.parent(row)
+            root = reader.root(parent.id) if parent is not None else None
             common: dict[str, Any] = {
                 "run": _ref(row),
                 "orchestrator": row.orchestrator,
@@ -384,7 +293,7 @@ def iter_events(
                 run_event(
                     "START",
                     time=row.started_at,
-                    environment=lookup.environment(row.environment_id),
+                    environment=reader.environment(row.environment_id),
                     **common,
                 )
             )
@@ -394,8 +303,8 @@ def iter_events(
                         EVENT_TYPES[row.status],
                         time=row.ended_at or row.started_at,
                         error=row.error,
-                        inputs=inputs.get(run_id, []),
-                        outputs=outputs.get(run_id, []),
+                        inputs=[_dataset(v) for v in found.inputs.get(run_id, [])],
+                        outputs=[_dataset(v) for v in found.outputs.get(run_id, [])],
                         **common,
                     )
                 )

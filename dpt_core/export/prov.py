@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, select
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 __all__ = ["NAMESPACE", "prov_document"]
 
@@ -55,63 +56,15 @@ def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def prov_document(engine: Engine, since: dt.datetime | None = None) -> dict[str, Any]:
-    """Every invocation started at or after ``since`` (all when None), as PROV-JSON."""
-    from dpt_core.store.models import (
-        DataProduct,
-        DataProductVersion,
-        Environment,
-        Invocation,
-        InvocationInput,
-        LineageEdge,
-    )
+    """Every invocation started at or after ``since`` (all when None), as PROV-JSON.
 
-    inv = Invocation.__table__
-    V, P = DataProductVersion.__table__, DataProduct.__table__
-    IN, EDGE, ENV = InvocationInput.__table__, LineageEdge.__table__, Environment.__table__
+    The records are read through :func:`dpt_core.store.export_queries.prov_records`.
+    """
+    from dpt_core.store.export_queries import prov_records
 
-    runs = select(inv.c.id)
-    if since is not None:
-        runs = runs.where(inv.c.started_at >= since)
-    with engine.connect() as conn:
-        run_rows = conn.execute(
-            select(inv, ENV.c.fingerprint, ENV.c.python_version, ENV.c.platform, ENV.c.hostname)
-            .outerjoin(ENV, ENV.c.id == inv.c.environment_id)
-            .where(inv.c.id.in_(runs))
-            .order_by(inv.c.started_at, inv.c.id)
-        ).all()
-        parents = {
-            r.id: r.uuid
-            for r in conn.execute(
-                select(inv.c.id, inv.c.uuid).where(
-                    inv.c.id.in_(select(inv.c.parent_id).where(inv.c.id.in_(runs)))
-                )
-            )
-        }
-        used = conn.execute(
-            select(IN.c.invocation_id, IN.c.version_id).where(IN.c.invocation_id.in_(runs))
-        ).all()
-        generated = conn.execute(
-            select(V.c.id, V.c.produced_by_id).where(V.c.produced_by_id.in_(runs))
-        ).all()
-        derived = conn.execute(
-            select(EDGE.c.parent_version_id, EDGE.c.child_version_id, EDGE.c.invocation_id).where(
-                EDGE.c.invocation_id.in_(runs)
-            )
-        ).all()
-        version_ids = (
-            {r.version_id for r in used}
-            | {r.id for r in generated}
-            | {r.parent_version_id for r in derived}
-            | {r.child_version_id for r in derived}
-        )
-        versions = {
-            r.id: r
-            for r in conn.execute(
-                select(V.c.id, V.c.uuid, V.c.content_hash, V.c.size, V.c.recorded_at, P.c.uri)
-                .join(P, P.c.id == V.c.product_id)
-                .where(V.c.id.in_(sorted(version_ids)))
-            )
-        }
+    records = prov_records(engine, since)
+    run_rows, parents, versions = records.runs, records.parents, records.versions
+    used, generated, derived = records.used, records.generated, records.derived
 
     run_uuid = {r.id: r.uuid for r in run_rows}
 
