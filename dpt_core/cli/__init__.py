@@ -98,9 +98,10 @@ def _register() -> None:
         pass
     else:
         analysis.register(cli)
-    from dpt_core.cli import reproduce
+    from dpt_core.cli import reproduce, tag
 
     reproduce.register(cli)
+    tag.register(cli)
 
 
 _registered = False

@@ -51,9 +51,33 @@ _RUN_COLUMNS = (
     _Column("status", lambda r: r["status"] or ""),
     _Column("started (UTC)", lambda r: _started(r["started_at"])),
     _Column("parent", lambda r: str(r["parent_id"] or "")),
+    _Column("tags", lambda r: tag_text(r.get("tags")), elastic=True),
 )
 # Given up first to last when the terminal is too narrow for every column.
-_RUN_COLUMNS_DROPPED_FIRST = ("uuid", "parent", "orchestrator", "task")
+_RUN_COLUMNS_DROPPED_FIRST = ("tags", "uuid", "parent", "orchestrator", "task")
+
+
+def tag_text(tags: dict[str, str] | None) -> str:
+    """Tags as ``key=value`` words, sorted by key (what ``dpt tag`` takes)."""
+    return " ".join(f"{k}={v}" for k, v in sorted((tags or {}).items()))
+
+
+def parse_tag_options(values: tuple[str, ...]) -> dict[str, str]:
+    """``--tag KEY=VALUE`` options as a dict; a key given twice is bad usage."""
+    from dpt_core.tags import InvalidTag, parse_tag
+
+    found: dict[str, str] = {}
+    for text in values:
+        key, value = parse_tag(text)
+        if key in found and found[key] != value:
+            raise InvalidTag(
+                f"--tag {key}= is given twice ({found[key]!r} and {value!r}): a run has one "
+                "value per key, give one"
+            )
+        found[key] = value
+    return found
+
+
 _ELASTIC_MIN_WIDTH = 12
 
 
@@ -87,7 +111,11 @@ def _layout_runs(
     ``_ELASTIC_MIN_WIDTH`` for each of job and task fit; job and task share what is left.
     """
     columns = [
-        c for c in _RUN_COLUMNS if wide or c.header in ("id", "job") or any(c.cell(r) for r in rows)
+        c
+        for c in _RUN_COLUMNS
+        if (wide and c.header != "tags")  # (tags: only when some run has them)
+        or c.header in ("id", "job")
+        or any(c.cell(r) for r in rows)
     ]
 
     def cell(column: _Column, row: dict[str, Any]) -> str:
@@ -126,6 +154,14 @@ def _layout_runs(
 @click.option("--status", type=click.Choice(STATUSES), help="Only runs with this status.")
 @click.option("--job", help="Only runs of this job (DAG id, flow name, Dagster job, script).")
 @click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Only runs with this tag (repeatable: runs with all of them). Values compare as "
+    "text: sector=42 matches a tag given as 42.",
+)
+@click.option(
     "--limit",
     default=50,
     show_default=True,
@@ -143,6 +179,7 @@ def runs(
     orchestrator: str | None,
     status: str | None,
     job: str | None,
+    tags: tuple[str, ...],
     limit: int,
     wide: bool,
     as_json: bool,
@@ -150,17 +187,21 @@ def runs(
     """List recorded runs, newest first.
 
     The table fits the terminal (or $COLUMNS): columns empty in every run are left out,
-    and on a narrow terminal uuid, parent, orchestrator and task are given up in that
-    order (a line under the table says which); long job and task names are shortened.
-    --wide shows them all.
+    and on a narrow terminal tags, uuid, parent, orchestrator and task are given up in
+    that order (a line under the table says which); long job and task names are
+    shortened. --wide shows them all.
 
     \b
-    Example:
+    Examples:
       dpt runs --orchestrator airflow --status failed --limit 10
+      dpt runs --tag survey=tess --tag sector=42
     """
     from dpt_core.store.queries import list_runs
 
-    rows = list_runs(engine(), orchestrator=orchestrator, status=status, job=job, limit=limit)
+    wanted = parse_tag_options(tags)
+    rows = list_runs(
+        engine(), orchestrator=orchestrator, status=status, job=job, limit=limit, tags=wanted
+    )
     if as_json:
         echo_json(rows)
         return
@@ -211,7 +252,8 @@ def show(target: str, as_json: bool) -> None:
         console = Console(soft_wrap=True)
     if kind == "run":
         for key, value in data.items():
-            console.print(f"[bold]{escape(key)}[/]: {escape(str(value))}")
+            shown = tag_text(value) if key == "tags" else str(value)
+            console.print(f"[bold]{escape(key)}[/]: {escape(shown)}")
         return
     console.print(f"[bold]{escape(data['uri'])}[/] — {len(data['versions'])} version(s)")
     for v in data["versions"]:
@@ -222,6 +264,8 @@ def show(target: str, as_json: bool) -> None:
             else "observed (no producer recorded)"
         )
         console.print(escape(f"  {v['recorded_at']}  {v['content_hash'] or '-'}  {made}"))
+        if v.get("tags"):
+            console.print(escape(f"    tags: {tag_text(v['tags'])}"))
         if v["environment"]:
             env = v["environment"]
             console.print(escape(f"    env: python {env['python']} on {env['host']}"))
