@@ -30,12 +30,16 @@ from dpt_airflow import compat
 if TYPE_CHECKING:
     import dpt_core
     from dpt_airflow.translator import AirflowTranslator
-    from dpt_core.guard import Guard
+    from dpt_core.adapter import HostGuard, RunRegistry
+
+    TaskKey = tuple[str, str, str, int, int]
 
 log = logging.getLogger("dpt.airflow")
 
 #: ``[dpt]`` options in ``airflow.cfg`` (or ``AIRFLOW__DPT__<KEY>`` variables).
 CONFIG_SECTION = "dpt"
+#: Task tries one process keeps open at most (a task runner has one; dag.test() a dag's).
+MAX_OPEN_TRIES = 10_000
 #: "No fallback given" for :meth:`DptListener._ask`.
 _DEFAULT: Any = object()
 #: A try's dpt status from the state Airflow gives its task instance; others: ``crashed``.
@@ -58,13 +62,13 @@ class DptListener:
     def __init__(self, translator: AirflowTranslator | None = None) -> None:
         self.translator_override = translator
         self._translators: dict[str, AirflowTranslator] = {}
-        #: Task tries open in this process, by :func:`compat.task_key`.
-        self._running: dict[tuple[str, str, str, int, int], dpt_core.InvocationHandle] = {}
-        self._failures: Guard | None = None
-        self._translator_failures: Guard | None = None
+        #: Task tries open in this process, by :func:`compat.task_key` (made on first use:
+        #: a component that records nothing never imports dpt_core).
+        self._running: RunRegistry[TaskKey, dpt_core.InvocationHandle] | None = None
+        self._failures: HostGuard | None = None
+        self._translator_failures: HostGuard | None = None
         #: Translator failures held back in strict mode until the hook has recorded the rest.
         self._deferred = threading.local()
-        self._lock = threading.Lock()
 
     # -- Airflow hooks: task instances (task runner) ----------------------------------------
 
@@ -119,10 +123,24 @@ class DptListener:
         translator = self._translators.get(name)
         if translator is None:
             from dpt_airflow.translator import AirflowTranslator
+            from dpt_core.adapter import load_translator
 
-            translator = _load_translator(name)() if name else AirflowTranslator()
+            translator = (
+                load_translator(name, AirflowTranslator, setting=f"[{CONFIG_SECTION}] translator")()
+                if name
+                else AirflowTranslator()
+            )
             self._translators[name] = translator
         return translator
+
+    @property
+    def running(self) -> RunRegistry[TaskKey, dpt_core.InvocationHandle]:
+        """The task tries open in this process."""
+        if self._running is None:
+            from dpt_core.adapter import RunRegistry
+
+            self._running = RunRegistry(MAX_OPEN_TRIES)
+        return self._running
 
     # -- task tries -------------------------------------------------------------------------
 
@@ -149,8 +167,7 @@ class DptListener:
             variables=ask("get_context_variables", ti, context),
             started_at=getattr(ti, "start_date", None),
         )
-        with self._lock:
-            self._running[compat.task_key(ti)] = handle
+        self.running.set(compat.task_key(ti), handle)
         inputs = ask("get_inputs", ti, context, fallback=[])
         if inputs:
             handle.read(*inputs)
@@ -163,13 +180,11 @@ class DptListener:
 
         translator = self.translator
         ask = functools.partial(self._ask, translator)
-        with self._lock:
-            handle = self._running.pop(compat.task_key(ti), None)
+        handle = self.running.pop(compat.task_key(ti))
         if handle is None and compat.is_runtime_task_instance(ti):
             # The start event was missed (the try failed before the task ran): record it now.
             handle = self._task_started(ti)
-            with self._lock:
-                self._running.pop(compat.task_key(ti), None)
+            self.running.pop(compat.task_key(ti))
         from_elsewhere = handle is None
         if handle is None:
             # An ORM TaskInstance from the scheduler or API server (a heartbeat timeout,
@@ -193,18 +208,16 @@ class DptListener:
 
     def current_context(self) -> dpt_core.plugin_api.CurrentContext | None:
         """The task try running on this thread, for the ``dpt_current_context`` hook."""
-        if not self._running:
+        if self._running is None or not len(self._running):
             return None
         ti = compat.current_task_instance()
-        with self._lock:
-            if ti is not None:
-                handle = self._running.get(compat.task_key(ti))
-            elif len(self._running) == 1:
-                # A thread the task started: Airflow's context does not follow it there,
-                # but a task process runs one task try.
-                handle = next(iter(self._running.values()))
-            else:
-                handle = None
+        if ti is not None:
+            handle = self._running.get(compat.task_key(ti))
+        else:
+            # A thread the task started: Airflow's context does not follow it there,
+            # but a task process runs one task try.
+            open_tries = self._running.items()
+            handle = open_tries[0][1] if len(open_tries) == 1 else None
         if handle is None:
             return None
         import dpt_core
@@ -273,9 +286,7 @@ class DptListener:
         """
         import dpt_core
 
-        with self._lock:
-            keys = [k for k in self._running if k[:2] == (dag_run.dag_id, dag_run.run_id)]
-            left = [(key, self._running.pop(key)) for key in keys]
+        left = self.running.pop_where(lambda key, _: key[:2] == (dag_run.dag_id, dag_run.run_id))
         # (dag_run.get_task_instances() only where tries were open here: dag.test(); in the
         # scheduler it would close the scheduler's own session, see compat.dag_run_tries)
         states = compat.task_instance_states(dag_run) if left else {}
@@ -306,10 +317,7 @@ class DptListener:
         """A try still open when its task runner stops did not end: it deferred (the
         triggerer and then another worker process resume it) or is up for reschedule.
         Hand it over, so this process's exit does not close it as crashed."""
-        with self._lock:
-            left = list(self._running.values())
-            self._running.clear()
-        for handle in left:
+        for _, handle in self.running.pop_where(lambda _key, _handle: True):
             handle.detach()
 
     # -- asking the translator --------------------------------------------------------------
@@ -327,7 +335,8 @@ class DptListener:
             return getattr(translator, method)(*args)
         except Exception as exc:
             from dpt_airflow.translator import AirflowTranslator
-            from dpt_core.guard import Guard, strict_mode
+            from dpt_core.adapter import host_guard
+            from dpt_core.guard import strict_mode
 
             default = getattr(AirflowTranslator, method)
             if fallback is _DEFAULT and getattr(type(translator), method) is default:
@@ -336,7 +345,7 @@ class DptListener:
                 self._deferred.errors = [*getattr(self._deferred, "errors", []), (method, exc)]
             else:
                 if self._translator_failures is None:
-                    self._translator_failures = Guard("dpt records the rest of the try", log)
+                    self._translator_failures = host_guard("dpt records the rest of the try", log)
                 self._translator_failures.failed(f"the translator's {method}", exc)
             return default(translator, *args) if fallback is _DEFAULT else fallback
 
@@ -358,31 +367,12 @@ class DptListener:
             return result
         except Exception as exc:
             # dpt_core is imported only here and on real events, never by a disabled plugin.
-            from dpt_core.guard import Guard
+            from dpt_core.adapter import host_guard
 
             if self._failures is None:
-                self._failures = Guard("the task goes on untracked", log)
+                self._failures = host_guard("the task goes on untracked", log)
             self._failures.failed(f"recording the Airflow {what}", exc)
             return None
-
-
-def _load_translator(name: str) -> type[AirflowTranslator]:
-    """Import the class ``package.module.Class`` (or ``package.module:Class``)."""
-    import importlib
-
-    from dpt_airflow.translator import AirflowTranslator
-
-    module_name, _, attribute = name.replace(":", ".").rpartition(".")
-    if not module_name:
-        raise ValueError(
-            f"[dpt] translator = {name!r} is not a dotted path: use 'package.module.ClassName'"
-        )
-    cls = getattr(importlib.import_module(module_name), attribute, None)
-    if not (isinstance(cls, type) and issubclass(cls, AirflowTranslator)):
-        raise ValueError(
-            f"[dpt] translator = {name!r} does not name a subclass of dpt_airflow.AirflowTranslator"
-        )
-    return cls
 
 
 #: The listener the plugin registers with Airflow.

@@ -238,13 +238,13 @@ def opened_elsewhere_dag() -> None:
     def work() -> None:
         from dpt_airflow.listener import dpt_listener
 
-        dpt_listener._running.clear()
+        dpt_listener.running.clear()
 
     @task
     def fail() -> None:
         from dpt_airflow.listener import dpt_listener
 
-        dpt_listener._running.clear()
+        dpt_listener.running.clear()
         raise ValueError("failed in a worker")
 
     work()
