@@ -13,14 +13,17 @@ JSON shape, so exporting needs no extra package;
   ``dag_id.task_id``, so both views of a task meet in Marquez. The orchestrator
   is in the ``jobType`` job facet (``integration``).
 * Run facets: ``parent`` (the parent invocation, with the root one),
-  ``errorMessage`` (FAIL/ABORT with an error), and ``dpt_environment`` on START:
+  ``errorMessage`` (FAIL/ABORT with an error), ``dpt_environment`` on START:
   a custom facet with the environment (python, platform, host, user,
-  fingerprint, packages, variables in clear, the names of redacted ones, facets).
+  fingerprint, packages, variables in clear, the names of redacted ones, facets),
+  and ``tags`` (OpenLineage's own TagsRunFacet: ``[{key, value, source}]``) on
+  every event of a run with tags.
 * The terminal event carries the inputs (versions read) and outputs (versions
   written) as datasets; a dataset's namespace/name follow the OpenLineage
   naming spec (``file`` + absolute path, ``s3://bucket`` + key,
   ``postgres://host:port`` + ``db.schema.table``); its ``version`` facet is
-  the content hash (else the version UUID).
+  the content hash (else the version UUID); a version with tags has a ``tags``
+  dataset facet (TagsDatasetFacet).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -66,6 +69,14 @@ VERSION_SCHEMA_URL = (
     "https://openlineage.io/spec/facets/1-0-1/DatasetVersionDatasetFacet.json"
     "#/$defs/DatasetVersionDatasetFacet"
 )
+TAGS_RUN_SCHEMA_URL = (
+    "https://openlineage.io/spec/facets/1-0-0/TagsRunFacet.json#/$defs/TagsRunFacet"
+)
+TAGS_DATASET_SCHEMA_URL = (
+    "https://openlineage.io/spec/facets/1-0-0/TagsDatasetFacet.json#/$defs/TagsDatasetFacet"
+)
+#: The ``source`` of the tags dpt exports (OpenLineage: "INTEGRATION|USER|DBT CORE|SPARK|etc.").
+TAGS_SOURCE = "DPT"
 #: Name of dpt's custom run facet (OpenLineage asks custom facets for a prefix).
 ENVIRONMENT_FACET = "dpt_environment"
 #: Where the custom facet's JSON schema is documented (docs/lineage.md, "Environment run facet").
@@ -89,6 +100,7 @@ class Dataset:
     uri: str
     version: str | None = None
     content_hash: str | None = None
+    tags: Mapping[str, str] | None = None
 
 
 def job_namespace() -> str:
@@ -159,6 +171,14 @@ def environment_facet(env: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def tags_facet(schema_url: str, tags: Mapping[str, str]) -> dict[str, Any]:
+    """OpenLineage's ``tags`` facet (run or dataset) of ``{key: value}``, sorted by key."""
+    return _facet(
+        schema_url,
+        tags=[{"key": k, "value": v, "source": TAGS_SOURCE} for k, v in sorted(tags.items())],
+    )
+
+
 def _datasets(items: Sequence[Dataset], kind: str) -> list[dict[str, Any]]:
     out = []
     for item in sorted(items, key=lambda d: (d.uri, d.version or "")):
@@ -167,6 +187,8 @@ def _datasets(items: Sequence[Dataset], kind: str) -> list[dict[str, Any]]:
         label = item.content_hash or item.version
         if label:
             data["facets"]["version"] = _facet(VERSION_SCHEMA_URL, datasetVersion=label)
+        if item.tags:
+            data["facets"]["tags"] = tags_facet(TAGS_DATASET_SCHEMA_URL, item.tags)
         out.append(data)
     return out
 
@@ -190,6 +212,7 @@ def run_event(
     error: str | None = None,
     inputs: Sequence[Dataset] = (),
     outputs: Sequence[Dataset] = (),
+    tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """One OpenLineage RunEvent as a JSON-able dict (no None values)."""
     namespace = job_namespace()
@@ -212,6 +235,8 @@ def run_event(
         run_facets["errorMessage"] = _facet(
             ERROR_SCHEMA_URL, message=error, programmingLanguage="python"
         )
+    if tags:
+        run_facets["tags"] = tags_facet(TAGS_RUN_SCHEMA_URL, tags)
     return {
         "eventType": event_type,
         "eventTime": _iso(time),
@@ -247,8 +272,8 @@ def _ref(row: Any) -> RunRef:
     return RunRef(row.uuid, row.job, row.task)
 
 
-def _dataset(version: Any) -> Dataset:
-    return Dataset(version.uri, version.uuid, version.content_hash)
+def _dataset(version: Any, tags: Mapping[str, Mapping[str, str]] | None = None) -> Dataset:
+    return Dataset(version.uri, version.uuid, version.content_hash, (tags or {}).get(version.uuid))
 
 
 def count_runs(engine: Engine, since: dt.datetime | None = None) -> int:
@@ -273,11 +298,22 @@ def iter_events(
     :param progress: called with the number of invocations done after each batch.
     """
     from dpt_core.store.export_queries import RunReader, run_ids
+    from dpt_core.store.queries import tags_for_export
 
     reader = RunReader(engine)
     done = 0
     for part in _chunks(run_ids(engine, since), batch):
         found = reader.read(part)
+        run_tags, version_tags = tags_for_export(
+            engine,
+            part,
+            [
+                v.uuid
+                for group in (found.inputs, found.outputs)
+                for vs in group.values()
+                for v in vs
+            ],
+        )
         events: list[dict[str, Any]] = []
         for run_id in part:
             row = found.runs[run_id]
@@ -288,6 +324,7 @@ def iter_events(
                 "orchestrator": row.orchestrator,
                 "parent": _ref(parent) if parent is not None else None,
                 "root": _ref(root) if root is not None else None,
+                "tags": run_tags.get(run_id),
             }
             events.append(
                 run_event(
@@ -303,8 +340,8 @@ def iter_events(
                         EVENT_TYPES[row.status],
                         time=row.ended_at or row.started_at,
                         error=row.error,
-                        inputs=[_dataset(v) for v in found.inputs.get(run_id, [])],
-                        outputs=[_dataset(v) for v in found.outputs.get(run_id, [])],
+                        inputs=[_dataset(v, version_tags) for v in found.inputs.get(run_id, [])],
+                        outputs=[_dataset(v, version_tags) for v in found.outputs.get(run_id, [])],
                         **common,
                     )
                 )
@@ -387,6 +424,8 @@ def as_client_event(data: dict[str, Any]) -> Any:
         error_message_run,
         job_type_job,
         parent_run,
+        tags_dataset,
+        tags_run,
     )
 
     def producer(facet: dict[str, Any]) -> str:
@@ -417,6 +456,11 @@ def as_client_event(data: dict[str, Any]) -> Any:
         elif name == ENVIRONMENT_FACET:
             fields = {k: v for k, v in facet.items() if not k.startswith("_")}
             run_facets[name] = _environment_facet_type()(**fields, producer=producer(facet))
+        elif name == "tags":
+            run_facets[name] = tags_run.TagsRunFacet(
+                tags=[tags_run.TagsRunFacetFields(**t) for t in facet["tags"]],
+                producer=producer(facet),
+            )
         else:  # pragma: no cover - run_event makes no other facets
             raise ValueError(f"unknown run facet {name!r}")
     job_facets: dict[str, Any] = {}
@@ -425,8 +469,14 @@ def as_client_event(data: dict[str, Any]) -> Any:
         job_facets[name] = job_type_job.JobTypeJobFacet(**fields, producer=producer(facet))
 
     def dataset_facets(item: dict[str, Any]) -> dict[str, Any]:
-        facets = {}
+        facets: dict[str, Any] = {}
         for name, facet in item.get("facets", {}).items():
+            if name == "tags":
+                facets[name] = tags_dataset.TagsDatasetFacet(
+                    tags=[tags_dataset.TagsDatasetFacetFields(**t) for t in facet["tags"]],
+                    producer=producer(facet),
+                )
+                continue
             facets[name] = dataset_version_dataset.DatasetVersionDatasetFacet(
                 datasetVersion=facet["datasetVersion"], producer=producer(facet)
             )

@@ -60,6 +60,7 @@ class _Run:
     root: RunRef | None
     inputs: dict[tuple[str, str], Dataset] = field(default_factory=dict)
     outputs: dict[tuple[str, str], Dataset] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def reset() -> None:
@@ -183,6 +184,7 @@ def dpt_invocation_started(event: InvocationStarted) -> None:
         parent = parent_run.ref if parent_run else None
         root = (parent_run.root or parent_run.ref) if parent_run else None
         run = _Run(RunRef(event.uuid, event.job, event.task), event.orchestrator, parent, root)
+        run.tags = dict(event.tags)
         _runs[event.uuid] = run
         data = run_event(
             "START",
@@ -192,6 +194,7 @@ def dpt_invocation_started(event: InvocationStarted) -> None:
             parent=parent,
             root=root,
             environment=_environment(event.environment) if event.environment else None,
+            tags=run.tags,
         )
         ol.emit(as_client_event(data))
 
@@ -229,7 +232,7 @@ def dpt_products_written(event: ProductsWritten) -> None:
         if run is not None:
             for o in event.outputs:
                 run.outputs[(o.uri, o.version_uuid)] = Dataset(
-                    o.uri, o.version_uuid, o.content_hash
+                    o.uri, o.version_uuid, o.content_hash, o.tags or None
                 )
 
     _guarded("emit", keep)
@@ -257,6 +260,7 @@ def dpt_invocation_finished(event: InvocationFinished) -> None:
             error=event.error,
             inputs=list(run.inputs.values()),
             outputs=list(run.outputs.values()),
+            tags=run.tags,
         )
         ol.emit(as_client_event(data))
 

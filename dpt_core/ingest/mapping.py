@@ -23,6 +23,7 @@ import re
 import uuid as uuidlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import field as _field  # (Dataset and OpenLineageRun have a 'field')
 from typing import Any, Final
 
 from dpt_core.errors import InvalidTarget
@@ -84,6 +85,7 @@ class Dataset:
     content_hash: str | None
     size: int | None
     metadata: dict[str, Any]
+    tags: dict[str, str] = _field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class OpenLineageRun:
     inputs: tuple[Dataset, ...]
     outputs: tuple[Dataset, ...]
     warnings: tuple[str, ...] = ()
+    tags: dict[str, str] = _field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,39 @@ def _strip(facet: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in facet.items() if k not in ("_producer", "_schemaURL")}
 
 
+def _tags(facet: Mapping[str, Any] | None, where: str, warnings: list[str]) -> dict[str, str]:
+    """The ``tags`` facet (OpenLineage's TagsRunFacet / TagsDatasetFacet:
+    ``[{key, value, source, field}]``) as dpt tags. A tag dpt cannot keep (a key outside
+    dpt's rule, a value too long, a dataset tag of one ``field``) is left out with a
+    warning; the first value of a key given twice wins, as when recording."""
+    from dpt_core.tags import InvalidTag, check_key, tag_text
+
+    if facet is None:
+        return {}
+    items = facet.get("tags")
+    if not isinstance(items, list):
+        if items is not None:
+            warnings.append(f"{where}.tags: not an array of {{key, value}}; no tag recorded")
+        return {}
+    found: dict[str, str] = {}
+    for index, item in enumerate(items):
+        at = f"{where}.tags[{index}]"
+        if not isinstance(item, dict) or "key" not in item:
+            warnings.append(f"{at}: not a {{key, value}} tag; left out")
+            continue
+        if item.get("field"):
+            warnings.append(f"{at}: a tag of field {item['field']!r}, not of the dataset; left out")
+            continue
+        try:
+            key = check_key(item["key"])
+            value = tag_text(key, item.get("value"))
+        except InvalidTag as exc:
+            warnings.append(f"{at}: {exc}; left out")
+            continue
+        found.setdefault(key, value)
+    return found
+
+
 def _split_job(name: str, job_type: str | None, parent_job: str | None) -> tuple[str, str | None]:
     """``(job, task)`` of an OpenLineage job name: dpt's export names a task's job
     ``job.task`` and says ``jobType: TASK``; the parent's job name, when it is a
@@ -252,6 +288,9 @@ def _dataset(
     io_facets = _facets(item.get("outputFacets" if output else "inputFacets"))
     version = facets.pop("version", None)
     label = version["datasetVersion"] if version is not None else None
+    tags_facet = facets.pop("tags", None)
+    # (what a run read is not labelled by it: only written versions take tags)
+    tags = _tags(tags_facet, f"{where}.facets.tags", warnings) if output else {}
     metadata: dict[str, Any] = {}
     if facets:
         metadata["openlineage/facets"] = {k: _strip(v) for k, v in sorted(facets.items())}
@@ -276,7 +315,7 @@ def _dataset(
         )
     statistics = io_facets.get("outputStatistics") if output else None
     size = statistics.get("size") if statistics else None
-    return Dataset(where, uri, version_uuid, content_hash, size, metadata)
+    return Dataset(where, uri, version_uuid, content_hash, size, metadata, tags)
 
 
 def _map_run(event: Mapping[str, Any], base: str, time: dt.datetime) -> OpenLineageRun:
@@ -407,6 +446,7 @@ def _map_run(event: Mapping[str, Any], base: str, time: dt.datetime) -> OpenLine
         environment=run_facets.get(ENVIRONMENT_FACET),
         inputs=datasets("inputs", False),
         outputs=datasets("outputs", True),
+        tags=_tags(run_facets.get("tags"), _at(base, "run.facets.tags"), warnings),
         warnings=tuple(warnings),
     )
 
@@ -461,6 +501,7 @@ def _observations(datasets: Sequence[Dataset], settings: Any) -> tuple[ProductOb
             content_hash=d.content_hash,
             size=d.size,
             metadata=redact_parameters(jsonable(d.metadata), settings) if d.metadata else {},
+            tags=dict(d.tags),
         )
         for d in datasets
     )
@@ -513,6 +554,7 @@ def to_dpt_events(run: OpenLineageRun, settings: Any, *, parent: bool = True) ->
             code_version=run.code_version,
             environment=environment,
             variables=variables,
+            tags=dict(run.tags),
         )
     )
     if run.inputs:

@@ -166,6 +166,26 @@ def _find_run(conn: Connection, run: str | int) -> Any:
     return row
 
 
+def tags_for_export(
+    engine: Engine, run_ids: Sequence[int], version_uuids: Iterable[str]
+) -> tuple[dict[int, dict[str, str]], dict[str, dict[str, str]]]:
+    """Tags of runs (by id) and of versions (by UUID, only those with tags), two queries
+    per thousand: what an export of a batch of runs adds to its events."""
+    uuids = sorted(set(version_uuids))
+    by_uuid: dict[str, dict[str, str]] = {}
+    with engine.connect() as conn:
+        runs = run_tags(conn, run_ids)
+        for start in range(0, len(uuids), 1000):
+            for r in conn.execute(
+                select(V.c.uuid, VT.c.key, VT.c.value)
+                .join(VT, VT.c.version_id == V.c.id)
+                .where(V.c.uuid.in_(uuids[start : start + 1000]))
+                .order_by(V.c.uuid, VT.c.key)
+            ):
+                by_uuid.setdefault(r.uuid, {})[r.key] = r.value
+    return runs, by_uuid
+
+
 # --------------------------------------------------------------------------- runs
 
 
