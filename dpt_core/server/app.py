@@ -25,10 +25,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import hmac
-import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -37,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dpt_core.server.config import ServerConfig
+from dpt_core.server.responses import ApiError, json_bytes, json_response
 
 log = logging.getLogger("dpt.server")
 
@@ -48,28 +48,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Methods that never change anything; every other method is a write.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def json_bytes(data: Any) -> bytes:
-    """``data`` as compact UTF-8 JSON, values JSON does not know as text (as the CLI does)."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str).encode()
-
-
-def json_response(
-    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
-) -> Response:
-    return Response(json_bytes(data), status, headers, media_type="application/json")
-
-
-class ApiError(HTTPException):  # type: ignore[misc, unused-ignore]
-    """An error answered as ``{"error": message, **extra}`` with ``status``."""
-
-    def __init__(
-        self, status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
-    ) -> None:
-        super().__init__(status, message, headers)
-        self.message = message
-        self.extra = extra
 
 
 class BodyTooLarge(Exception):
