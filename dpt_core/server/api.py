@@ -225,6 +225,7 @@ def runs_page(
     job: str | None,
     limit: int,
     after: tuple[dt.datetime, int] | None,
+    tags: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Runs in ``dpt runs`` order (newest first), the page after the run ``after`` names.
 
@@ -234,10 +235,12 @@ def runs_page(
     """
     from sqlalchemy import and_, or_, select
 
-    from dpt_core.store.queries import I, list_runs, run_dict
+    from dpt_core.store.queries import I, list_runs, run_dict, tag_filter, with_tags
 
     if after is None:
-        return list_runs(engine, orchestrator=orchestrator, status=status, job=job, limit=limit)
+        return list_runs(
+            engine, orchestrator=orchestrator, status=status, job=job, limit=limit, tags=tags
+        )
     started, run_id = after
     query = (
         select(I)
@@ -251,8 +254,30 @@ def runs_page(
         query = query.where(I.c.status == status)
     if job:
         query = query.where(I.c.job == job)
+    query = tag_filter(query, tags)
     with engine.connect() as conn:
-        return [run_dict(r) for r in conn.execute(query)]
+        return with_tags(conn, [run_dict(r) for r in conn.execute(query)])
+
+
+def _tag_filters(texts: list[str]) -> dict[str, str]:
+    """``?tag=KEY=VALUE`` (repeatable: runs with all of them) as ``{key: value}``."""
+    from dpt_core.tags import InvalidTag, parse_tag
+
+    tags: dict[str, str] = {}
+    for text in texts:
+        try:
+            key, value = parse_tag(text)
+        except InvalidTag as exc:
+            raise ApiError(400, f"query parameter 'tag': {exc}", parameter="tag") from None
+        if tags.get(key, value) != value:
+            raise ApiError(
+                400,
+                f"query parameter 'tag' gives {key!r} twice ({tags[key]!r} and {value!r}): "
+                "a run has one value per key",
+                parameter="tag",
+            )
+        tags[key] = value
+    return tags
 
 
 def routes(config: ServerConfig) -> list[Route]:
@@ -302,10 +327,14 @@ def routes(config: ServerConfig) -> list[Route]:
         return json_response(await _read(config, _stats))
 
     async def runs(request: Request) -> Response:
-        params = Params(request, ("orchestrator", "status", "job", "limit", "cursor"))
+        params = Params(
+            request, ("orchestrator", "status", "job", "limit", "cursor", "tag"), ("tag",)
+        )
         limit = params.integer("limit", 1, MAX_RUNS_LIMIT, DEFAULT_RUNS_LIMIT)
         assert limit is not None
         cursor = params.text("cursor")
+        tag_texts = [str(t) for t in request.query_params.getlist("tag")]
+        tags = _tag_filters(tag_texts)
         filters = {
             "orchestrator": params.text("orchestrator"),
             "status": params.choice("status", STATUSES, None),
@@ -318,18 +347,20 @@ def routes(config: ServerConfig) -> list[Route]:
                 **filters,
                 limit=limit + 1,
                 after=_decode_cursor(cursor) if cursor else None,
+                tags=tags,
             ),
         )
         headers = {}
         if len(rows) > limit:
             rows = rows[:limit]
-            query = {k: v for k, v in filters.items() if v} | {
+            query: dict[str, Any] = {k: v for k, v in filters.items() if v} | {
+                "tag": tag_texts,
                 "limit": str(limit),
                 "cursor": _encode_cursor(rows[-1]),
             }
             from urllib.parse import urlencode
 
-            headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+            headers["Link"] = f'<{request.url.path}?{urlencode(query, doseq=True)}>; rel="next"'
         return json_response(rows, headers=headers)
 
     async def run(request: Request) -> Response:
