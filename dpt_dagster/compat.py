@@ -11,7 +11,6 @@ When a future Dagster moves something, this module is the one to change.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -351,12 +350,6 @@ def run_failure_details(entry: Any) -> tuple[str | None, str | None]:
         step_data = getattr(step_event, "event_specific_data", None)
         return step_event.step_key, error_text(getattr(step_data, "error", None))
     return None, error_text(getattr(data, "error", None))
-
-
-def timestamp_to_datetime(value: float | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
 
 
 def metadata_values(metadata: Mapping[str, Any]) -> dict[str, Any]:

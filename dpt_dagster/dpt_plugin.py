@@ -20,11 +20,11 @@ both hooks answer None at the cost of a dict lookup.
 from __future__ import annotations
 
 import sys
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from dpt_core.plugin_api import CurrentContext, Guard, hookimpl
+from dpt_core.adapter import RunRegistry, host_guard
+from dpt_core.plugin_api import CurrentContext, hookimpl
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,9 @@ class _Running:
     upstream_targets: dict[Any, str] = field(default_factory=dict)
 
 
-_running: dict[str, _Running] = {}
-_running_lock = threading.Lock()
-_MAX_RUNNING = 4096
-_failures = Guard("the asset's invocation opens without its inputs; the sensor adds them")
+#: Materialisations running in this process that called dpt, by invocation uuid.
+_running: RunRegistry[str, _Running] = RunRegistry(4096)
+_failures = host_guard("the asset's invocation opens without its inputs; the sensor adds them")
 
 
 def _dagster() -> Any | None:
@@ -97,16 +96,10 @@ def _current() -> _Running | None:
     from dpt_dagster.translator import materialization_invocation_uuid
 
     uuid = materialization_invocation_uuid(run_id, asset_key, partition)
-    with _running_lock:
-        cached = _running.get(uuid)
+    cached = _running.get(uuid)
     if cached is not None:
         return cached
-    running = _start(ctx, run_id, asset_key, partition)
-    with _running_lock:
-        if len(_running) >= _MAX_RUNNING:
-            _running.clear()
-        _running[uuid] = running
-    return running
+    return _running.add(uuid, _start(ctx, run_id, asset_key, partition))
 
 
 def _start(ctx: Any, run_id: str, asset_key: Any, partition: str | None) -> _Running:

@@ -43,6 +43,7 @@ from dagster import (
 )
 
 import dpt_core
+from dpt_core.adapter import as_utc, host_guard
 from dpt_dagster import compat
 from dpt_dagster.translator import (
     DagsterTranslator,
@@ -166,7 +167,7 @@ class TickResult:
 # The guard
 # ---------------------------------------------------------------------------------------------
 
-_failures = dpt_core.plugin_api.Guard("the sensor goes on without it")
+_failures = host_guard("the sensor goes on without it", prefix="recording ")
 
 
 def _guard(
@@ -177,7 +178,7 @@ def _guard(
         return call()
     except Exception as exc:
         _failures.failed(
-            f"recording {what}",
+            what,
             exc,
             strict=tracker.settings.strict,
             key=what.split(" ", 1)[0],
@@ -437,9 +438,9 @@ def _newest_before(
     for w, picks in zip(group, chosen, strict=True):
         ups = []
         for p in w.partitions:
-            m = known.get(picks[p]) if p in picks else None
-            if m is not None and m.asset_key == parent and m.partition == p:
-                ups.append(Upstream(parent, p, m))
+            hit = known.get(picks[p]) if p in picks else None
+            if hit is not None and hit.asset_key == parent and hit.partition == p:
+                ups.append(Upstream(parent, p, hit))
         found.append(ups)
     return found
 
@@ -648,7 +649,7 @@ def _record_run_outcome(
             made.add((entry.asset_materialization.asset_key, entry.asset_materialization.partition))
         elif kind == "STEP_FAILURE" and entry.step_key:
             failed_steps[entry.step_key] = compat.step_failure_error(entry)
-    ended = compat.timestamp_to_datetime(run_record.end_time or record.event_log_entry.timestamp)
+    ended = as_utc(run_record.end_time or record.event_log_entry.timestamp)
     count = 0
     for (key, partition), step_key in sorted(
         planned.items(), key=lambda i: (i[0][0].to_string(), i[0][1] or "")
@@ -687,7 +688,7 @@ def _record_unmade_of_successful_run(
     if compat.run_partition_range(run_record.dagster_run) is not None:
         # A range's plan names no partition here; its partitions are not told apart.
         unmade = {(k, p) for k, p in unmade if p is not None}
-    ended = compat.timestamp_to_datetime(run_record.end_time or record.event_log_entry.timestamp)
+    ended = as_utc(run_record.end_time or record.event_log_entry.timestamp)
     for key, partition in sorted(unmade, key=lambda i: (i[0].to_string(), i[1] or "")):
         translator.record_unmaterialized(
             tracker,

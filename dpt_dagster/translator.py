@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +31,7 @@ from urllib.parse import quote
 from dagster import AssetKey, EventLogRecord
 
 import dpt_core
+from dpt_core.adapter import TranslatorRegistry, as_utc
 from dpt_dagster import compat
 
 log = logging.getLogger("dpt.dagster")
@@ -456,10 +456,10 @@ class DagsterTranslator:
         error = self.get_run_error(record)
         ended = None
         if run_record is not None:
-            ended = compat.timestamp_to_datetime(run_record.end_time)
+            ended = as_utc(run_record.end_time)
         self.start_run(tracker, run_id, run_record)
         tracker.attach(run_invocation_uuid(run_id)).finish(
-            status, error=error, ended_at=ended or compat.timestamp_to_datetime(entry.timestamp)
+            status, error=error, ended_at=ended or as_utc(entry.timestamp)
         )
 
     def upstream_ref(
@@ -516,7 +516,7 @@ class DagsterTranslator:
         run = run_record.dagster_run if run_record is not None else None
         parent = run_invocation_uuid(materialization.run_id) if run_record is not None else None
         started = _run_started(run_record)
-        ended = compat.timestamp_to_datetime(materialization.timestamp)
+        ended = as_utc(materialization.timestamp)
         # Translate everything first: a failing override must not leave half a record.
         job = self.get_job(run)
         task = self.get_task(materialization.asset_key)
@@ -638,8 +638,8 @@ class DagsterTranslator:
 # The active translator
 # ---------------------------------------------------------------------------------------------
 
-_active: DagsterTranslator | None = None
-_active_lock = threading.Lock()
+#: The process's active translator (the one behind every ``AssetKey`` -> URI).
+_translators: TranslatorRegistry[DagsterTranslator] = TranslatorRegistry(DagsterTranslator)
 
 
 def register_translator(translator: DagsterTranslator) -> None:
@@ -651,24 +651,15 @@ def register_translator(translator: DagsterTranslator) -> None:
     also the one ``dpt_core.track()`` and ``dpt_core.invocation()`` use inside an asset,
     and the one that turns an ``AssetKey`` handed to dpt into a product URI. The sensor
     built last in a process wins.
+
+    :raises TypeError: when ``translator`` is not a :class:`DagsterTranslator`.
     """
-    if not isinstance(translator, DagsterTranslator):
-        raise TypeError(
-            f"translator must be a dpt_dagster.DagsterTranslator (or a subclass), "
-            f"got {type(translator).__name__}"
-        )
-    global _active
-    with _active_lock:
-        _active = translator
+    _translators.register(translator)
 
 
 def active_translator() -> DagsterTranslator:
     """The translator of the dpt sensor built last in this process (default: a plain one)."""
-    global _active
-    with _active_lock:
-        if _active is None:
-            _active = DagsterTranslator()
-        return _active
+    return _translators.active()
 
 
 def _local_path(target: str) -> str | None:
@@ -702,12 +693,4 @@ def _run_started(run_record: Any | None) -> dt.datetime | None:
     """When a run started; when it was created, for a run that never started."""
     if run_record is None:
         return None
-    return compat.timestamp_to_datetime(run_record.start_time) or _aware(
-        run_record.create_timestamp
-    )
-
-
-def _aware(value: Any) -> dt.datetime | None:
-    if not isinstance(value, dt.datetime):
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+    return as_utc(run_record.start_time) or as_utc(run_record.create_timestamp)

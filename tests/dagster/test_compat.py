@@ -222,3 +222,31 @@ def test_a_range_run_and_its_plan(instance: dg.DagsterInstance) -> None:
     both = {(ranged.key, "2024-01-01"), (ranged.key, "2024-01-02")}
     assert compat.run_asset_events(instance, result.run_id, "ASSET_MATERIALIZATION") == both
     assert compat.run_asset_events(instance, result.run_id, "ASSET_MATERIALIZATION_PLANNED") == both
+
+
+def test_the_private_dagster_names_dpt_uses_are_still_there() -> None:
+    """dpt_dagster.compat reaches into ``dagster._core`` in exactly two functions
+    (:func:`compat.max_fetch`, :func:`compat.current_op_context`), which fall back quietly
+    at run time; this test is what fails loudly when Dagster moves or reshapes them."""
+    import contextvars
+    import inspect
+    import pathlib
+
+    from dagster._core.execution.context.compute import current_execution_context
+    from dagster._core.storage.event_log.sql_event_log import get_max_event_records_limit
+
+    assert isinstance(current_execution_context, contextvars.ContextVar)
+    assert current_execution_context.get(None) is None  # nothing runs here
+    assert isinstance(get_max_event_records_limit(), int)
+    # ... and no other dpt_dagster module imports a private Dagster module.
+    package = pathlib.Path(inspect.getfile(compat)).parent
+    private = {
+        path.name: [line.strip() for line in path.read_text().splitlines() if "dagster._" in line]
+        for path in sorted(package.glob("*.py"))
+    }
+    assert {name: lines for name, lines in private.items() if lines} == {
+        "compat.py": [
+            "from dagster._core.storage.event_log.sql_event_log import get_max_event_records_limit",
+            "from dagster._core.execution.context.compute import current_execution_context",
+        ]
+    }
