@@ -14,6 +14,8 @@ added, and only the outcome is written. It decides only what it can decide that 
 the common case of an ingest:
 
 * starts of runs that are still running (no outcome, no process hand-over);
+* starts that carry their outcome, of runs not recorded before (a sensor reporting a
+  finished step in one event);
 * ends of any final status;
 * reads of versions that exist, or of products created by this batch (no versions
   before it);
@@ -95,12 +97,11 @@ def _statically_bulk(event: Event) -> bool:
     """True for the kinds of events the set-based path may take (it still checks each
     against the database before taking it)."""
     if isinstance(event, InvocationStarted):
-        return (
-            event.status == "running"
-            and event.process is None
-            and event.ended_at is None
-            and event.error is None
-        )
+        if event.process is not None:
+            return False
+        if event.status in FINAL_STATUSES:  # taken only for a new run (see _take)
+            return True
+        return event.status == "running" and event.ended_at is None and event.error is None
     if isinstance(event, InvocationFinished):
         return event.status in FINAL_STATUSES
     if isinstance(event, ProductsRead):
@@ -301,6 +302,8 @@ class _Segment:
 
     def _take(self, event: Event) -> bool:
         if isinstance(event, InvocationStarted):
+            if event.status != "running" and event.uuid in self.runs:
+                return False  # it closes a run recorded before: the per-event code does
             self._start(event)
             return True
         if isinstance(event, InvocationFinished):

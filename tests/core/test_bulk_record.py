@@ -422,3 +422,66 @@ def test_a_batch_costs_a_constant_number_of_statements(dpt_backend, dpt_env):
     assert len(rows["inputs"]) == len(runs)
     assert len(rows["edges"]) == len(runs)
     assert len(rows["versions"]) == 1 + len(runs)
+
+
+def test_a_sensor_batch_of_finished_steps_costs_a_constant_number_of_statements(
+    dpt_backend, dpt_env
+):
+    """What the Dagster sensor records per tick: for each materialisation one start that
+    carries its outcome (a new run), its read of the upstream version, its write. 8 or 64
+    such steps cost the same statements (they went event by event before: ~10 per
+    step), and the rows are the per-event path's."""
+    engine = current_store().engine
+    source, source_hash = version(0, 0)
+
+    def steps(n: int, offset: int) -> list[Event]:
+        events: list[Event] = []
+        for i in range(offset, offset + n):
+            run = str(uuid.uuid5(NS, f"step-{i}"))
+            events += [
+                InvocationStarted(
+                    uuid=run,
+                    orchestrator="dagster",
+                    job="survey",
+                    task=f"cal_{i}",
+                    parent_uuid=RUNS[0],
+                    started_at=T0,
+                    status="success",
+                    ended_at=T0 + dt.timedelta(seconds=i),
+                ),
+                ProductsRead(run, (ProductObservation(URIS[0], source, source_hash),)),
+                ProductsWritten(
+                    run,
+                    (ProductObservation(f"s3://cal/{i}", str(uuid.uuid5(NS, f"cal-{i}"))),),
+                ),
+            ]
+        return events
+
+    head: list[Event] = [
+        InvocationStarted(uuid=RUNS[0], orchestrator="dagster", job="survey", started_at=T0),
+        ProductsWritten(RUNS[0], (ProductObservation(URIS[0], source, source_hash),)),
+    ]
+    assert_same_rows(engine, [head, steps(5, 500), steps(3, 500)])  # (a replay among them)
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    empty_tracking(engine)
+    recorder = Recorder(engine)
+    recorder.record(head)
+    recorder.record(steps(1, 900))  # (warm: the parent run's id is cached from now on)
+    costs = {}
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for n, offset in ((8, 0), (64, 100)):
+            statements.clear()
+            recorder.record(steps(n, offset))
+            costs[n] = len(statements)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert costs[8] == costs[64] < 20, costs
+    rows = snapshot(engine)
+    steps_recorded = [r for r in rows["runs"].values() if r["job"] == "survey" and r["task"]]
+    assert len(steps_recorded) == 1 + 8 + 64
+    assert all(r["status"] == "success" for r in steps_recorded)
