@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dpt_core.server.app import ApiError, json_response
 from dpt_core.server.config import ServerConfig
+from dpt_core.server.responses import ApiError, json_response
 
 T = TypeVar("T")
 
