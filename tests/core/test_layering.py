@@ -1,6 +1,6 @@
 """The layering of ``dpt_core``, checked over its import graph (parsed, not imported).
 
-Dependency direction (docs/architecture.md, "Layering"): adapters -> the public API
+Dependency direction (docs/concepts.md, "Layering"): adapters -> the public API
 (``dpt_core``, ``api``, ``query``, ``tracker``, ``cli``, ``server``) -> hooks and
 records (``hookspecs``, ``events``) -> the store. The store never calls up; the
 exports read through the store's query functions; nothing in ``dpt_core`` imports an
