@@ -392,3 +392,58 @@ def test_the_checks_fail_on_a_circle_and_name_its_chain(tmp_path: Path) -> None:
     assert "b -> c   at dpt_core/b.py:7 (function)" in chain
     assert "c -> a   at dpt_core/c.py:9 (type-checking)" in chain
     assert _circles(edges[:2]) == []
+
+
+# --------------------------------------------------------------------------- passed in, not called up
+
+
+def test_the_store_resolves_what_its_caller_hands_it(dpt_env, tmp_path):
+    """The store's lineage, stale and impact queries read paths and URIs themselves and
+    take ``resolve=`` for anything else; ``dpt_core.lineage`` hands them the tracker's,
+    so an object a plugin resolves still works there."""
+    import dpt_core
+    from dpt_core.errors import InvalidTarget
+    from dpt_core.store import analysis, lineage
+    from dpt_core.uri import normalize_uri
+
+    raw, cal = tmp_path / "raw.txt", tmp_path / "cal.txt"
+    raw.write_text("raw")
+    with dpt_core.invocation("calibrate") as inv:
+        inv.read(raw)
+        cal.write_text("cal")
+        inv.write(cal)
+
+    class Frame:  # an object only a plugin knows
+        def __init__(self, path):
+            self.path = path
+
+    class Frames:
+        @dpt_core.hookimpl
+        def dpt_resolve_uri(self, target):
+            return str(target.path) if isinstance(target, Frame) else None
+
+    def by_path(target):
+        return normalize_uri(target.path)
+
+    # Without resolve=, an object is not a path or URI: the store says so, naming it.
+    with pytest.raises(InvalidTarget, match="Frame"):
+        lineage.lineage(Frame(cal))
+    # With it, the store uses what the caller resolved.
+    graph = lineage.lineage(Frame(cal), resolve=by_path)
+    assert graph.root == normalize_uri(cal)
+    assert {n.uri for n in graph.nodes} == {graph.root, normalize_uri(raw)}
+    assert [i["uri"] for i in analysis.impact_of_product(Frame(raw), resolve=by_path)] == [
+        graph.root
+    ]
+    assert analysis.stale([Frame(cal)], resolve=by_path) == []
+    # Paths still need nothing.
+    assert lineage.lineage(cal).root == graph.root
+
+    # The public API passes the tracker's resolver: plugins resolve the object.
+    tracker = dpt_core.get_tracker()
+    plugin = Frames()
+    tracker.pm.register(plugin, name="frames")
+    try:
+        assert dpt_core.lineage(Frame(cal)).root == graph.root
+    finally:
+        tracker.pm.unregister(plugin)
