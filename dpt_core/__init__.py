@@ -41,20 +41,6 @@ from dpt_core.errors import (
 )
 from dpt_core.events import ProductRef
 from dpt_core.hookspecs import hookimpl
-from dpt_core.query import (
-    EnvironmentDiff,
-    ImpactedProduct,
-    Product,
-    Run,
-    StaleProduct,
-    Tagged,
-    env_diff,
-    impact,
-    runs,
-    show,
-    stale,
-    tag,
-)
 from dpt_core.tags import InvalidTag, Tags
 from dpt_core.tracker import (
     AsyncInvocationHandle,
@@ -75,6 +61,23 @@ if TYPE_CHECKING:
     from dpt_core.plugin_api import jsonable as jsonable
     from dpt_core.plugin_api import reset as reset
     from dpt_core.plugin_api import strict_mode as strict_mode
+
+    # The read API, imported on first use (see __getattr__): a process that only records
+    # does not pay for it.
+    from dpt_core.query import (
+        EnvironmentDiff,
+        ImpactedProduct,
+        Product,
+        Run,
+        StaleProduct,
+        Tagged,
+        env_diff,
+        impact,
+        runs,
+        show,
+        stale,
+        tag,
+    )
     from dpt_core.reproduce import Recipe
     from dpt_core.store.lineage import LineageGraph
 
@@ -104,6 +107,7 @@ __all__ = [
     "Tracker",
     "TrackingError",
     "env_diff",
+    "flush",
     "get_tracker",
     "hash_file",
     "hookimpl",
@@ -123,12 +127,36 @@ __all__ = [
     "tracked",
 ]
 
+#: Names of :mod:`dpt_core.query`, imported when first used.
+_QUERY_NAMES = frozenset(
+    {
+        "EnvironmentDiff",
+        "ImpactedProduct",
+        "Product",
+        "Run",
+        "StaleProduct",
+        "Tagged",
+        "env_diff",
+        "impact",
+        "runs",
+        "show",
+        "stale",
+        "tag",
+    }
+)
+
 #: Plugin plumbing that lived here until 0.1: now in :mod:`dpt_core.plugin_api`.
 _MOVED_TO_PLUGIN_API = frozenset({"CurrentContext", "Guard", "jsonable", "reset", "strict_mode"})
 
 if not TYPE_CHECKING:  # hidden from type checkers, so a misspelt name stays an error there
 
     def __getattr__(name: str) -> Any:
+        if name in _QUERY_NAMES:
+            from dpt_core import query
+
+            value = getattr(query, name)
+            globals()[name] = value
+            return value
         if name in _MOVED_TO_PLUGIN_API:
             warnings.warn(
                 f"dpt_core.{name} moved to dpt_core.plugin_api.{name} (plugin plumbing); "
@@ -242,6 +270,23 @@ def read(*targets: Any, metadata: dict[str, Any] | None = None) -> list[str]:
     """Record ``targets`` as inputs of the current invocation (or of a new one-off one);
     returns their URIs. The twin of :func:`track`."""
     return get_tracker().read(*targets, metadata=metadata)
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until every event this process recorded is written to the database, or kept in
+    the spool when the database is away; True when none waits.
+
+    Events are written by a background writer (``DPT_WRITE=background``, the default) after
+    being made durable in the spool; reads through dpt and the end of the process flush it
+    on their own. Call it where a process must not go on before its records are in the
+    database: an orchestrator's end-of-task hook, a test reading the database with its own
+    engine, a fork that ends with ``os._exit``.
+
+    :param timeout: seconds to wait at most (default: ``DPT_FLUSH_TIMEOUT``, 10 s).
+    """
+    from dpt_core.store.plugin import flush as _flush
+
+    return _flush(timeout)
 
 
 def register_secret(value: str) -> None:

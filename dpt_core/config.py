@@ -95,6 +95,14 @@ class Settings:
     retry_after: float = 5.0
     #: The cap of that doubling wait.
     retry_after_max: float = 120.0
+    #: How events reach the database. ``background`` (default): appended and fsynced to
+    #: the spool, then written by a writer thread of the process, flushed at exit;
+    #: ``sync``: written on the caller's thread (the spool only when the database is
+    #: away; strict mode always writes this way); ``deferred``: only spooled, written by
+    #: the next dpt process, ``dpt spool drain`` or ``dpt serve``.
+    write: str = "background"
+    #: Seconds a process waits at exit (and a read waits) for the background writer.
+    flush_timeout: float = 10.0
     config_file: Path | None = None
 
     def replace(self, **changes: Any) -> Settings:
@@ -165,6 +173,26 @@ def _as_url(name: str, value: Any) -> str:
     return value
 
 
+def _as_url_unchecked(name: str, value: Any) -> str:
+    """For ``DPT_WRITE=deferred``: the URL only names the spool its events wait in, and the
+    drainer checks it (a process that only spools never imports the database stack)."""
+    if not isinstance(value, str) or not value.strip():
+        return _as_url(name, value)  # the full check, for its message
+    return value
+
+
+WRITE_MODES = ("background", "sync", "deferred")
+
+
+def _as_write(name: str, value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in WRITE_MODES:
+        raise ConfigError(
+            f"{name}={value!r} is not a write mode: use one of {', '.join(WRITE_MODES)}"
+        )
+    return text
+
+
 def _as_key(name: str, value: Any) -> bytes:
     if not isinstance(value, str):
         raise ConfigError(
@@ -190,6 +218,8 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "statement_timeout": ("statement_timeout", _as_float),
     "retry_after": ("retry_after", _as_float_or_off),
     "retry_after_max": ("retry_after_max", _as_float),
+    "write": ("write", _as_write),
+    "flush_timeout": ("flush_timeout", _as_float),
 }
 
 
@@ -351,15 +381,20 @@ def load_settings(
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     path = config_file_path(environ)
+    data = _read_file(path) if path is not None else {}
+    keys = _KEYS
+    write = explicit.get("write") or environ.get("DPT_WRITE") or data.get("write")
+    if isinstance(write, str) and write.strip().lower() == "deferred":
+        keys = {**_KEYS, "database_url": ("database_url", _as_url_unchecked)}
     if path is not None:
         from_file: dict[str, Any] = {}
-        for key, value in _read_file(path).items():
-            attr, convert = _KEYS[key]
+        for key, value in data.items():
+            attr, convert = keys[key]
             from_file[attr] = convert(f"{path}: {key}", value)
         _apply_layer(values, from_file, f"config file {path}")
         values["config_file"] = path
     from_environ: dict[str, Any] = {}
-    for key, (attr, convert) in _KEYS.items():
+    for key, (attr, convert) in keys.items():
         name = f"DPT_{key.upper()}"
         if name in environ:
             from_environ[attr] = convert(name, environ[name])

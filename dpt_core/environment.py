@@ -41,7 +41,6 @@ import functools
 import getpass
 import hashlib
 import hmac
-import importlib.metadata
 import json
 import math
 import os
@@ -989,6 +988,8 @@ def _parse_dist_dir(name: str) -> tuple[str, str | None] | None:
 def _from_metadata(path: str) -> tuple[str, str] | None:
     """(name, version) read from the metadata file; the slow path for odd directory names."""
     try:
+        import importlib.metadata  # only on a cache miss
+
         metadata = importlib.metadata.Distribution.at(path).metadata
     except (OSError, TypeError, ValueError):
         return None

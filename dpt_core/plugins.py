@@ -6,11 +6,15 @@ can block (``pm.set_blocked("dpt.store")``) or narrow with ``DPT_LOAD_PLUGINS``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable
-from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -48,22 +52,101 @@ def load_plugins(
         for name, module in BUILTIN_PLUGINS.items():
             if pm.get_plugin(name) is None and not pm.is_blocked(name):
                 pm.register(importlib.import_module(module), name=name)
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if load is not None and ep.name not in load:
+        for name, value, origin in _entry_points():
+            if load is not None and name not in load:
                 continue
-            if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            if pm.get_plugin(name) is not None or pm.is_blocked(name):
                 continue
             try:
-                plugin = ep.load()
+                plugin = _load(value)
             except Exception as exc:  # a broken third-party plugin must not stop tracking
-                log.warning("dpt: plugin %r (%s) failed to load: %s", ep.name, ep.value, exc)
+                log.warning("dpt: plugin %r (%s) failed to load: %s", name, value, exc)
                 continue
-            pm.register(plugin, name=ep.name)
-            if ep.dist is not None:
-                _origins[ep.name] = f"{ep.dist.metadata['Name']} {ep.dist.version}"
+            pm.register(plugin, name=name)
+            if origin is not None:
+                _origins[name] = origin
         pm.check_pending()
         _loaded = True
         return pm
+
+
+def _entry_points() -> list[tuple[str, str, str | None]]:
+    """``(name, value, "distribution version")`` of each ``dpt`` entry point.
+
+    Reading every installed distribution's metadata costs tens of milliseconds, paid by
+    every process that records: the answer is cached in ``DPT_CACHE_DIR``, keyed by the
+    import path and, in each of its directories, the distributions there and the times
+    their entry points were written (installing, removing or upgrading a package
+    changes the key).
+    """
+    key = _installed_key()
+    cache = _cache_file()
+    if cache is not None:
+        try:
+            data = json.loads(cache.read_text(encoding="utf-8"))
+            if data["key"] == key:
+                return [(str(n), str(v), o if o is None else str(o)) for n, v, o in data["found"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    from importlib.metadata import entry_points  # only when the cache cannot answer
+
+    found = [
+        (
+            ep.name,
+            ep.value,
+            None if ep.dist is None else f"{ep.dist.metadata['Name']} {ep.dist.version}",
+        )
+        for ep in entry_points(group=ENTRY_POINT_GROUP)
+    ]
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            temporary = cache.with_name(f".{cache.name}.{os.getpid()}")
+            temporary.write_text(json.dumps({"key": key, "found": found}), encoding="utf-8")
+            os.replace(temporary, cache)
+        except OSError:  # a read-only cache directory: no cache, same answer
+            pass
+    return found
+
+
+def _load(value: str) -> Any:
+    """The object an entry point names (``module`` or ``module:attribute.path``)."""
+    module, _, attribute = value.partition(":")
+    found: Any = importlib.import_module(module.strip())
+    for part in filter(None, attribute.strip().split(".")):
+        found = getattr(found, part)
+    return found
+
+
+def _installed_key() -> str:
+    """A digest of what decides the entry points: each import path entry, its distributions
+    (``*.dist-info``, ``*.egg-info``) and their ``entry_points.txt`` modification times."""
+    parts: list[str] = [sys.version]
+    for entry in sys.path:
+        parts.append(f"path:{entry}")
+        try:
+            with os.scandir(entry or ".") as found:
+                names = sorted(
+                    e.name for e in found if e.name.endswith((".dist-info", ".egg-info"))
+                )
+        except OSError:
+            continue
+        for name in names:
+            try:
+                stamp = os.stat(os.path.join(entry or ".", name, "entry_points.txt")).st_mtime_ns
+            except OSError:
+                stamp = 0
+            parts.append(f"{name}:{stamp}")
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _cache_file() -> Path | None:
+    from dpt_core.config import settings_for_recording
+
+    try:
+        return settings_for_recording().cache_dir / "entry-points.json"
+    except Exception:  # no usable settings: no cache
+        return None
 
 
 def call_each(

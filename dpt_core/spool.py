@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import os
+import re
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,16 +55,48 @@ def database_identity(database_url: str) -> str:
 
     ``postgresql://u:pw@h/db`` and ``postgresql+psycopg://u@h:5432/db?options=...`` are
     the same database; a SQLite URL is its file's absolute path.
-    """
-    from sqlalchemy.engine import make_url
 
-    url = make_url(database_url)
-    backend = url.get_backend_name()
+    A plain URL is read without SQLAlchemy (a process that only spools never imports
+    it); anything unusual (a bracketed host, an ``@`` or ``%`` in the user part) by
+    SQLAlchemy's own parser.
+    """
+    parts = _plain_url(database_url)
+    if parts is None:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(database_url)
+        parts = (url.get_backend_name(), url.username, url.host, url.port, url.database)
+    backend, username, host, port, database = parts
     if backend == "sqlite":
-        return f"sqlite:{os.path.realpath(os.path.expanduser(url.database or ''))}"
+        return f"sqlite:{os.path.realpath(os.path.expanduser(database or ''))}"
     backend = {"mariadb": "mysql", "postgres": "postgresql"}.get(backend, backend)
     default_port = {"postgresql": 5432, "mysql": 3306}.get(backend)
-    return f"{backend}://{url.username or ''}@{(url.host or '').lower()}:{url.port or default_port}/{url.database or ''}"
+    return f"{backend}://{username or ''}@{(host or '').lower()}:{port or default_port}/{database or ''}"
+
+
+_PLAIN_URL = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9]*)(?:\+[a-z0-9_]+)?://"
+    r"(?:(?P<user>[^:@/%\[\]]*)(?::[^@/]*)?@)?"
+    r"(?P<host>[^:/@?#\[\]%]*)(?::(?P<port>[0-9]+))?"
+    r"(?:/(?P<database>[^?#]*))?(?:\?[^#]*)?",
+    re.IGNORECASE,
+)
+
+
+def _plain_url(
+    database_url: str,
+) -> tuple[str, str | None, str | None, int | None, str | None] | None:
+    """``(backend, user, host, port, database)`` of a URL plain enough to read by hand."""
+    match = _PLAIN_URL.fullmatch(database_url.strip())
+    if match is None or "%" in (match["database"] or ""):
+        return None
+    return (
+        match["scheme"].lower(),
+        match["user"] or None,
+        match["host"] or None,
+        int(match["port"]) if match["port"] else None,
+        match["database"] or None,
+    )
 
 
 def target_key(database_url: str) -> str:
@@ -134,7 +169,7 @@ class Spool:
             fd = os.open(self.own_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                if os.fstat(fd).st_nlink == 0:  # replay took the file while we waited
+                if not _still_at(fd, self.own_file):  # replay or the writer took it meanwhile
                     continue
                 os.write(fd, data)
                 os.fsync(fd)
@@ -142,17 +177,42 @@ class Spool:
             finally:
                 os.close(fd)
 
+    def claim_own(self) -> Path | None:
+        """Move this process's file aside for the background writer; None when it has none.
+
+        The file is renamed under its lock to ``<host>-<pid>.w<n>.jsonl``: appends made
+        from then on start a new file, and the claimed one stays a spool file like any
+        other (a process killed while writing it leaves it for the next writer to replay).
+        """
+        if self.key is None:
+            raise ValueError("the spool root has no file of its own: name the database")
+        own = self.own_file
+        try:
+            fd = os.open(own, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not _still_at(fd, own):
+                return None
+            return _move_aside(own, "w")
+        finally:
+            os.close(fd)
+
     def _write_target(self) -> None:
         """Name the target database (password hidden) beside its events, once."""
         path = self.directory / TARGET_FILE
         if self.key == UNCONFIGURED or path.exists():
             return
-        from dpt_core.store.engine import safe_url
+        url = self.database_url or ""
+        if "sqlalchemy" in sys.modules or _plain_url(url) is None:
+            from dpt_core.store.engine import safe_url
 
+            shown = safe_url(url)
+        else:  # (a spooling-only process does without SQLAlchemy)
+            shown = re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(
-            json.dumps({"database": safe_url(self.database_url or "")}) + "\n", encoding="utf-8"
-        )
+        temporary.write_text(json.dumps({"database": shown}) + "\n", encoding="utf-8")
         os.replace(temporary, path)
 
     def _directories(self) -> list[Path]:
@@ -167,7 +227,13 @@ class Spool:
     def _files_in(directory: Path) -> list[Path]:
         if not directory.is_dir():
             return []
-        return sorted(directory.glob(f"*{SUFFIX}"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+        found = []
+        for path in directory.glob(f"*{SUFFIX}"):
+            try:
+                found.append((path.stat().st_mtime_ns, path.name, path))
+            except FileNotFoundError:  # taken by a writer meanwhile
+                continue
+        return [path for _mtime, _name, path in sorted(found)]
 
     def files(self) -> list[Path]:
         return [path for d in self._directories() for path in self._files_in(d)]
@@ -199,13 +265,20 @@ class Spool:
         )
 
     def _target_status(self, key: str, directories: list[Path]) -> TargetStatus:
-        files = [path for d in directories for path in self._files_in(d)]
-        batches = events = size = 0
-        for path in files:
-            size += path.stat().st_size
-            for batch in self._read(path, quarantine=False):
-                batches += 1
-                events += len(batch)
+        for _attempt in range(100):
+            # a file a writer moves aside or deletes meanwhile: look again (its events are
+            # then in the file it became, or in the database)
+            files = [path for d in directories for path in self._files_in(d)]
+            batches = events = size = 0
+            try:
+                for path in files:
+                    size += path.stat().st_size
+                    for batch in self._read(path, quarantine=False):
+                        batches += 1
+                        events += len(batch)
+            except FileNotFoundError:
+                continue
+            break
         bad = sum(len(list(d.glob(f"*{BAD_SUFFIX}"))) for d in directories if d.is_dir())
         database = None
         try:
@@ -238,18 +311,19 @@ class Spool:
             except (ValueError, TypeError, KeyError):
                 bad.append(raw)
         if bad and quarantine:
-            _append_locked(path.with_suffix(BAD_SUFFIX), b"\n".join(bad) + b"\n")
-            log.warning(
-                "dpt: %d unreadable spool line(s) kept in %s", len(bad), path.with_suffix(".bad")
-            )
+            _append_locked(_bad_path(path), b"\n".join(bad) + b"\n")
+            log.warning("dpt: %d unreadable spool line(s) kept in %s", len(bad), _bad_path(path))
         return batches
 
     def replay(
         self,
         record: Callable[[Sequence[Event]], None],
         is_transient: Callable[[BaseException], bool] = lambda exc: True,
+        files: Sequence[Path] | None = None,
     ) -> int:
         """Record every spooled batch with ``record``, in order; returns the events replayed.
+
+        ``files`` narrows the replay to those spool files (the background writer's claim).
 
         When ``record`` fails for a reason that may pass (``is_transient``: the database
         went away again), replay stops and the file keeps exactly the batches not yet
@@ -259,15 +333,19 @@ class Spool:
         if self.key is None:
             raise ValueError("the spool root does not replay: name the database (Spool(root, url))")
         replayed = 0
-        for path in self.files():
+        for path in self.files() if files is None else files:
             try:
                 fd = os.open(path, os.O_RDWR)
             except FileNotFoundError:
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                if os.fstat(fd).st_nlink == 0:
+                if not _still_at(fd, path):  # another replay took it meanwhile
                     continue
+                if _appendable(path):
+                    # a process may still append to it: move it aside, so that appends
+                    # made while its batches are written start a new file, never wait
+                    path = _move_aside(path, f"r{os.getpid()}-")
                 batches = self._read(path, quarantine=True)
                 for done, batch in enumerate(batches):
                     try:
@@ -301,15 +379,56 @@ class Spool:
         line = json.dumps(
             {"error": reason, "events": [event_to_dict(e) for e in batch]}, ensure_ascii=False
         )
-        _append_locked(
-            path.with_suffix(BAD_SUFFIX), line.encode("utf-8", "surrogateescape") + b"\n"
-        )
+        _append_locked(_bad_path(path), line.encode("utf-8", "surrogateescape") + b"\n")
         log.warning(
             "dpt: a spooled batch of %d event(s) was rejected by the database (%s); kept in %s",
             len(batch),
             reason,
-            path.with_suffix(".bad"),
+            _bad_path(path),
         )
+
+
+_TAKEN = re.compile(r"\.(w[0-9]+|r[0-9]+-[0-9]+)$")
+
+
+def _appendable(path: Path) -> bool:
+    """True for a process's own spool file (``<host>-<pid>.jsonl``), which it may still
+    append to; False for one already moved aside by a writer or a replay."""
+    return _TAKEN.search(path.stem) is None
+
+
+_claims = itertools.count(1)
+
+
+def _move_aside(path: Path, tag: str) -> Path:
+    """Rename the spool file ``path`` (whose lock the caller holds) to a name no file has
+    (``<stem>.<tag><n>.jsonl``), never replacing one a process with the same pid left."""
+    while True:
+        taken = path.with_name(f"{path.stem}.{tag}{next(_claims)}{SUFFIX}")
+        try:
+            os.link(path, taken)
+        except FileExistsError:
+            continue
+        os.unlink(path)
+        return taken
+
+
+def _bad_path(path: Path) -> Path:
+    """The ``.bad`` file of a spool file: one per process, whatever claim it was under."""
+    return path.with_name(_TAKEN.sub("", path.stem) + BAD_SUFFIX)
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    """True when the open file ``fd`` is still the one at ``path`` (not unlinked by a replay,
+    not renamed aside by the background writer while its opener waited for the lock)."""
+    mine = os.fstat(fd)
+    if mine.st_nlink == 0:
+        return False
+    try:
+        there = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (there.st_ino, there.st_dev) == (mine.st_ino, mine.st_dev)
 
 
 def _reason(exc: BaseException) -> str:

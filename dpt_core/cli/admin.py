@@ -116,6 +116,65 @@ def replay(bad: bool, dry_run: bool, as_json: bool) -> None:
         )
 
 
+@spool.command()
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Keep draining as events arrive, until interrupted (Ctrl-C): the writer for "
+    "processes that run with DPT_WRITE=deferred.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    help="With --follow: seconds between looks at the spool.",
+)
+@json_option
+def drain(follow: bool, interval: float, as_json: bool) -> None:
+    """Write the events waiting in the spool for the configured database, then delete them.
+
+    Every process's spool file is taken, those of running processes too (each file is
+    claimed under its lock, so a process appending meanwhile starts a new one): this is
+    the writer for processes that only spool (DPT_WRITE=deferred). Safe to run twice
+    and beside other writers: events are idempotent. With --follow it keeps going; a
+    database that goes away is waited for, the events staying in the spool.
+    """
+    import time
+
+    from dpt_core.store.plugin import current_store, is_transient
+
+    store = current_store(settings())
+    count = 0
+    wait = interval
+    try:
+        while True:
+            try:
+                count += store.spool.replay(store.record, is_transient)
+                wait = interval
+            except Exception as exc:
+                from dpt_core.store.engine import describe_db_error
+
+                if not follow:
+                    raise CliError(
+                        f"drain stopped, the rest stays spooled: {describe_db_error(exc)}", 1
+                    ) from None
+                wait = min(max(wait * 2, 1.0), 60.0)
+                click.echo(
+                    f"dpt: cannot write ({describe_db_error(exc)}); trying again in {wait:g} s",
+                    err=True,
+                )
+            if not follow:
+                break
+            time.sleep(wait)
+    except KeyboardInterrupt:  # --follow ends here; what was taken is written or spooled
+        pass
+    if as_json:
+        echo_json({"drained": count})
+    else:
+        click.echo(f"drained {count} event(s)")
+
+
 def _replay_bad(store: Any, dry_run: bool, as_json: bool) -> None:
     from dpt_core.spool import replay_bad
     from dpt_core.store.engine import describe_db_error

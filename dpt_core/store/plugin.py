@@ -1,23 +1,31 @@
 """The built-in ``dpt.store`` plugin: recording hooks on the SQL database, with the spool.
 
-When the database cannot take a batch, the batch goes to the spool (one
-warning per process) and the caller goes on; the next successful write
+By default (``DPT_WRITE=background``) a batch is appended and fsynced to the spool,
+then written to the database by the process's background writer
+(:mod:`dpt_core.store.writer`); every read through dpt waits for the writer first,
+and the process flushes it at exit. With ``DPT_WRITE=sync`` (and always in strict
+mode) the caller's thread writes; with ``DPT_WRITE=deferred`` the process only
+spools, and the next dpt process, ``dpt spool drain`` or ``dpt serve`` writes.
+
+When the database cannot take a batch, the batch stays in (or goes to) the spool
+(one warning per process) and the caller goes on; the next successful write
 replays the spool first, so events reach the database in the order they
 happened.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
-
-from sqlalchemy import Engine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dpt_core.config import Settings, settings_for_recording
 from dpt_core.errors import DatabaseUnavailable, DptError, TrackingError
@@ -31,14 +39,27 @@ from dpt_core.events import (
 from dpt_core.hookspecs import hookimpl
 from dpt_core.spool import Spool
 from dpt_core.store.breaker import Breaker
-from dpt_core.store.engine import (
-    describe_db_error,
-    ensure_schema,
-    is_connectivity_error,
-    make_engine,
-    safe_url,
-)
-from dpt_core.store.recorder import Recorder
+from dpt_core.store.writer import BackgroundWriter
+
+if TYPE_CHECKING:
+    # The database stack is imported when a write really happens: a process that only
+    # spools (DPT_WRITE=deferred) never loads SQLAlchemy.
+    from sqlalchemy import Engine
+
+    from dpt_core.store.recorder import Recorder
+
+
+def describe_db_error(exc: BaseException) -> str:
+    from dpt_core.store.engine import describe_db_error as describe
+
+    return describe(exc)
+
+
+def safe_url(url: str) -> str:
+    from dpt_core.store.engine import safe_url as safe
+
+    return safe(url)
+
 
 log = logging.getLogger("dpt")
 
@@ -90,11 +111,40 @@ class Store:
         self._worker: _Worker | None = None
         self._dead_runs_closed = False
         self.breaker = Breaker(settings.retry_after, settings.retry_after_max)
+        self.writer = BackgroundWriter(self.spool, self._write_spooled)
+        #: The whole spool is replayed before the writer's next claim: at the first
+        #: write of the process (what others left) and after a failed one.
+        self._replay_all = True
+        #: Set at exit, after the writer was flushed: later events are written at once.
+        self.exiting = False
+
+    @property
+    def mode(self) -> str:
+        """How this store writes now: ``background``, ``sync`` or ``deferred``."""
+        if self.settings.strict or self.exiting or not self.settings.database_url:
+            return "sync"
+        return self.settings.write
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the background writer has handled every event submitted so far
+        (recorded them, or left them in the spool when the database is away); True when
+        nothing waits. ``timeout`` defaults to ``DPT_FLUSH_TIMEOUT``."""
+        return self.writer.flush(self.settings.flush_timeout if timeout is None else timeout)
 
     @property
     def engine(self) -> Engine:
-        """The engine, with the schema checked (and SQLite upgraded) on first use."""
+        """The engine, with the schema checked (and SQLite upgraded) on first use.
+
+        A caller reading through it sees what this process recorded: the background
+        writer is flushed first (not on the writer's own thread)."""
+        if self.writer.thread is not None:
+            self.flush()
+        return self._get_engine()
+
+    def _get_engine(self) -> Engine:
         if self._engine is None:
+            from dpt_core.store.engine import ensure_schema, make_engine
+
             engine = make_engine(
                 self.settings.database_url,
                 connect_timeout=self.settings.connect_timeout,
@@ -110,7 +160,9 @@ class Store:
     @property
     def recorder(self) -> Recorder:
         if self._recorder is None:
-            self._recorder = Recorder(self.engine)
+            from dpt_core.store.recorder import Recorder
+
+            self._recorder = Recorder(self._get_engine())
         return self._recorder
 
     def record(self, events: Sequence[Event]) -> None:
@@ -148,10 +200,21 @@ class Store:
     def submit(self, events: Sequence[Event]) -> None:
         """Record ``events``, spooling them if the database cannot take them.
 
-        While the breaker is open (the database was found away less than its back-off
+        In ``background`` mode they are appended to the spool and the writer thread
+        records them; in ``deferred`` mode they are only appended. In ``sync`` mode:
+        while the breaker is open (the database was found away less than its back-off
         ago) they go straight to the spool: no caller waits on a database known to be
         away, and a background probe finds out when it is back.
         """
+        mode = self.mode
+        if mode == "deferred":
+            self.spool.append(events)
+            _outcome.set("spooled")
+            return
+        if mode == "background":
+            number = self.writer.submit(events)
+            _outcome.set(_Pending(self.writer, number, self.settings.flush_timeout))
+            return
         if self._spool_if_away(events):
             return
         with self._lock:
@@ -201,6 +264,35 @@ class Store:
             if not self._dead_runs_closed:
                 self._close_dead_runs()
             return "recorded"
+
+    def _write_spooled(self, claimed: Path | None) -> bool:
+        """On the writer thread: record the claimed spool file (the whole spool first when
+        something may wait there); True when it is in the database, False when it stays
+        spooled. Never raises: a failure is logged once like a failed synchronous write."""
+        if self.breaker.is_open and self.settings.retry_after != 0:
+            if self.breaker.claim_probe():
+                self._probe()
+            return not self.breaker.is_open and (claimed is None or not claimed.exists())
+        with self._lock:
+            try:
+                if self._replay_all:  # what waits from before first, in order
+                    waiting = [f for f in self.spool.files() if f != claimed]
+                    self.spool.replay(self.record, is_transient, files=waiting)
+                    self._replay_all = False
+                if claimed is not None:
+                    # like a synchronous write: a batch the database refuses stays in the
+                    # spool (the next replay sets it aside if it is refused again)
+                    self.spool.replay(self.record, lambda exc: True, files=[claimed])
+                self.breaker.close()
+                if not self._dead_runs_closed:
+                    self._close_dead_runs()
+                return True
+            except Exception as exc:
+                self._replay_all = True
+                if is_transient(exc):
+                    self.breaker.trip()
+                self._warn(exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc))
+                return False
 
     def _warn(self, reason: str) -> None:
         if self._warned or not self.settings.database_url:
@@ -268,7 +360,7 @@ class Store:
 
         self._dead_runs_closed = True
         try:
-            closed = close_dead_runs(self.engine, socket.gethostname())
+            closed = close_dead_runs(self._get_engine(), socket.gethostname())
         except Exception as exc:  # (a read-only role, say): the next process tries again
             log.debug("dpt: looking for runs whose process died failed: %s", exc)
             return
@@ -282,6 +374,9 @@ class Store:
             )
 
     def dispose(self) -> None:
+        """Flush and stop the background writer, then close the engine's connections."""
+        if self.writer.thread is not None:
+            self.writer.close(self.settings.flush_timeout)
         if self._engine is not None:
             self._engine.dispose()
 
@@ -289,8 +384,20 @@ class Store:
 _store: Store | None = None
 _store_lock = threading.Lock()
 
-#: What became of the last events this context submitted: "recorded" or "spooled".
-_outcome: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+
+class _Pending:
+    """The outcome of a batch handed to the background writer, found out when asked."""
+
+    def __init__(self, writer: BackgroundWriter, number: int, timeout: float) -> None:
+        self.writer, self.number, self.timeout = writer, number, timeout
+
+    def resolve(self) -> str:
+        return self.writer.outcome(self.number, self.timeout)
+
+
+#: What became of the last events this context submitted: "recorded" or "spooled" (or a
+#: batch the background writer has, resolved by :func:`last_outcome`).
+_outcome: contextvars.ContextVar[str | _Pending | None] = contextvars.ContextVar(
     "dpt_store_outcome", default=None
 )
 
@@ -298,14 +405,64 @@ _outcome: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 def last_outcome() -> str | None:
     """What became of the events this context (thread, task) submitted last: ``"recorded"``
     (in the database), ``"spooled"`` (kept durably, replayed later), or None (nothing
-    submitted yet). For a receiver that must say which (``dpt serve``: 200 or 202)."""
-    return _outcome.get()
+    submitted yet). For a receiver that must say which (``dpt serve``: 200 or 202).
+    Events the background writer has are waited for (``DPT_FLUSH_TIMEOUT`` at most)."""
+    outcome = _outcome.get()
+    if isinstance(outcome, _Pending):
+        return outcome.resolve()
+    return outcome
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until the events this process recorded are written (or kept in the spool when
+    the database is away); True when none waits. See :func:`dpt_core.flush`."""
+    with _store_lock:
+        store = _store
+    return True if store is None else store.flush(timeout)
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """At exit: wait (``DPT_FLUSH_TIMEOUT`` at most) for the background writer, then write
+    any later event (a run closed at exit) on the spot. What the writer could not write
+    in time stays in the spool for the next writer."""
+    with _store_lock:
+        store = _store
+    if store is None:
+        return
+    try:
+        done = store.flush()
+    finally:
+        store.exiting = True
+    if not done:
+        log.warning(
+            "dpt: %d batch(es) not written within %g s (DPT_FLUSH_TIMEOUT) at exit: kept in "
+            "the spool %s for the next writer",
+            store.writer.pending(),
+            store.settings.flush_timeout,
+            store.spool.directory,
+        )
+
+
+def _forget_writer_in_child() -> None:
+    """A forked child has no writer thread: its store starts afresh (own spool file, own
+    writer), and what its parent submitted stays the parent's to write."""
+    global _store, _store_lock
+    _store = None
+    _store_lock = threading.Lock()  # (it may have been held by another thread at the fork)
+
+
+os.register_at_fork(after_in_child=_forget_writer_in_child)
 
 
 def is_transient(exc: BaseException) -> bool:
     """True when recording may succeed later as it is (the database is away, the schema
     is behind, the configuration is being fixed); False for a batch it rejects for good."""
-    return is_connectivity_error(exc) or isinstance(exc, DptError)
+    if isinstance(exc, DptError):
+        return True
+    from dpt_core.store.engine import is_connectivity_error
+
+    return is_connectivity_error(exc)
 
 
 def current_store(settings: Settings | None = None) -> Store:

@@ -346,6 +346,7 @@ def test_batch_records_many_invocations_in_one_transaction(dpt_backend, dpt_env,
                 environment=False,
             )
         parent.finish("failed", error="1 step failed")
+    dpt_core.flush()  # the background writer counts on its own thread
     assert transactions == [1 + 20 * 2 + 1 + 1]
     rows = runs(dpt_env)
     assert len(rows) == 22

@@ -348,6 +348,7 @@ def test_spooled_events_replay_only_into_the_database_they_were_meant_for(
         pass
     from sqlalchemy import create_engine, text
 
+    dpt_core.flush()  # read below with an engine of the test's own
     engine = create_engine(db_a)
     with engine.connect() as conn:
         jobs = [r.job for r in conn.execute(text("SELECT job FROM invocations ORDER BY id"))]

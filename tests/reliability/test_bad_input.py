@@ -252,6 +252,7 @@ def test_a_batch_the_database_rejects_for_good_is_kept_aside_whole_and_blocks_no
         with dpt_core.invocation(f"fine{i}") as inv:
             inv.write(f"s3://bucket/fine{i}")  # no inputs, so no edges: the database takes it
     assert went_on
+    dpt_core.flush()  # read below with an engine of the test's own
     jobs = {j for (j,) in direct_rows(any_env.url, "SELECT job FROM invocations")}
     assert {"fine0", "fine1", "fine2"} <= jobs, f"later events were blocked: {jobs}"
     uris = {u for (u,) in direct_rows(any_env.url, "SELECT uri FROM data_products")}

@@ -34,6 +34,18 @@ from dpt_core.spool import Spool
 from dpt_core.store.plugin import current_store
 
 
+@pytest.fixture(autouse=True)
+def sync_writes(request, monkeypatch):
+    """These tests follow each write as it happens (recorded live, then the server goes
+    away): they run the synchronous write path (``DPT_WRITE=sync``), whose writes,
+    spooling, breaker and replay the background writer uses one batch at a time; the
+    chaos test runs both modes, and test_durability.py covers the background writer."""
+    if "pg_env" in request.fixturenames:
+        request.getfixturevalue("pg_env")  # (which clears every DPT_* variable)
+    monkeypatch.setenv("DPT_WRITE", "sync")
+    dpt_core.plugin_api.reset()
+
+
 @pytest.fixture
 def via_proxy(pg_env, proxy, monkeypatch):
     """``pg_env`` with dpt's connections going through ``proxy``; yields (env, proxy)."""
@@ -257,10 +269,15 @@ def test_transaction_failing_half_way_leaves_nothing_behind_and_is_replayed(
     assert not list((env.path / "spool").rglob("*.bad"))
 
 
-def test_chaos_outages_during_writes_lose_and_duplicate_nothing(via_proxy, tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["sync", "background"])
+def test_chaos_outages_during_writes_lose_and_duplicate_nothing(
+    via_proxy, tmp_path, monkeypatch, mode
+):
     """A thread cuts and refuses the server at random moments -- mid-transaction included --
     while the main thread records; after the last outage everything is there exactly once."""
     env, proxy = via_proxy
+    monkeypatch.setenv("DPT_WRITE", mode)
+    dpt_core.plugin_api.reset()
     spooled: list[int] = []
     real_append = Spool.append
 
@@ -304,6 +321,8 @@ def test_chaos_outages_during_writes_lose_and_duplicate_nothing(via_proxy, tmp_p
         thread.join()
     proxy.restore()
     dpt_core.track("s3://bucket/chaos/final")  # recorded, or spooled while the breaker is open
+    assert current_store().wait_for_probe(HANG)
+    dpt_core.flush(HANG)  # (background: the writer's last claim)
     assert current_store().wait_for_probe(HANG)
     assert spool(env).status().events == 0
     rows = direct_rows(env.url, "SELECT uuid, status FROM invocations WHERE job = 'chaos'")

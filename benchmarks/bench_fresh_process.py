@@ -1,0 +1,166 @@
+"""A fresh process that records one invocation with one output, against ``python -c pass``.
+
+    python -m benchmarks.bench_fresh_process [--runs 20] [--backends sqlite,postgresql]
+
+Each case is a new interpreter (``python -c ...``), timed from outside, median of
+``--runs`` (after one warm-up run that also writes the bytecode caches, kept in a
+temporary ``PYTHONPYCACHEPREFIX`` so a ``PYTHONDONTWRITEBYTECODE`` environment does not
+make every run compile dpt and SQLAlchemy again). Cases, per backend:
+
+- ``pass``: ``python -c pass``, the baseline;
+- ``import``: ``import dpt_core``;
+- ``background``: record one invocation + one output, default write mode (spool, then
+  the background writer; flushed at exit);
+- ``sync``: the same with ``DPT_WRITE=sync`` (written on the caller's thread);
+- ``deferred``: the same with ``DPT_WRITE=deferred`` (spooled only; a drainer writes);
+- ``openlineage``: the openlineage-python client emitting START + COMPLETE to a file
+  (when it is installed: it is in ``.tox/server``).
+
+The added cost is ``median - median(pass)``; the target for ``deferred`` is <= 60 ms.
+Run it with ``.tox/server/bin/python`` for the OpenLineage row and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks._common import database, emit, machine, table
+
+RECORD = "import dpt_core\nwith dpt_core.invocation('bench') as inv:\n    inv.write({out!r})\n"
+OPENLINEAGE = (
+    "import uuid, datetime\n"
+    "from openlineage.client import OpenLineageClient\n"
+    "from openlineage.client.transport.file import FileConfig, FileTransport\n"
+    "from openlineage.client.event_v2 import RunEvent, RunState, Run, Job, OutputDataset\n"
+    "client = OpenLineageClient(transport=FileTransport(FileConfig(log_file_path={log!r})))\n"
+    "run = Run(runId=str(uuid.uuid4())); job = Job(namespace='bench', name='bench')\n"
+    "now = lambda: datetime.datetime.now(datetime.timezone.utc).isoformat()\n"
+    "client.emit(RunEvent(eventType=RunState.START, eventTime=now(), run=run, job=job, producer='bench'))\n"
+    "client.emit(RunEvent(eventType=RunState.COMPLETE, eventTime=now(), run=run, job=job,\n"
+    "    producer='bench', outputs=[OutputDataset(namespace='file', name={out!r})]))\n"
+)
+
+
+def _time(code: str, env: dict[str, str], runs: int, cwd: Path) -> list[float]:
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, check=True)  # warm-up
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, check=True)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def _has_openlineage() -> bool:
+    try:
+        import openlineage.client  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _rows_recorded(url: str) -> int:
+    from sqlalchemy import text
+
+    from dpt_core.store.engine import make_engine
+
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        count = conn.execute(text("SELECT count(*) FROM invocations")).scalar_one()
+    engine.dispose()
+    return int(count)
+
+
+def run(runs: int, backends: list[str]) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        out = work / "product.txt"
+        out.write_text("one output\n")
+        base = {k: v for k, v in os.environ.items() if not k.startswith("DPT_")}
+        base.pop("PYTHONDONTWRITEBYTECODE", None)
+        base["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+        root = str(Path(__file__).resolve().parents[1])
+        base["PYTHONPATH"] = root + os.pathsep + base.get("PYTHONPATH", "")
+        baseline = statistics.median(_time("pass", base, runs, work))
+        rows.append({"backend": "-", "case": "pass", "median_ms": baseline * 1000, "added_ms": 0.0})
+        if _has_openlineage():
+            log = work / "openlineage.jsonl"
+            med = statistics.median(
+                _time(OPENLINEAGE.format(log=str(log), out=str(out)), base, runs, work)
+            )
+            rows.append(
+                {
+                    "backend": "file",
+                    "case": "openlineage",
+                    "median_ms": med * 1000,
+                    "added_ms": (med - baseline) * 1000,
+                }
+            )
+        for backend in backends:
+            with database(backend) as url:
+                env = {
+                    **base,
+                    "DPT_DATABASE_URL": url,
+                    "DPT_SPOOL_DIR": str(work / f"spool-{backend}"),
+                    "DPT_CACHE_DIR": str(work / "cache"),
+                    "DPT_REDACTION_KEY": "bench",
+                    "DPT_CONFIG": str(work / "none.toml"),
+                }
+                (work / "none.toml").write_text("")
+                med = statistics.median(_time("import dpt_core", env, runs, work))
+                rows.append(
+                    {
+                        "backend": backend,
+                        "case": "import",
+                        "median_ms": med * 1000,
+                        "added_ms": (med - baseline) * 1000,
+                    }
+                )
+                for mode in ("background", "sync", "deferred"):
+                    before = _rows_recorded(url)
+                    code = RECORD.format(out=str(out))
+                    med = statistics.median(_time(code, {**env, "DPT_WRITE": mode}, runs, work))
+                    if mode == "deferred":  # the drainer writes what the runs spooled
+                        subprocess.run(
+                            [sys.executable, "-m", "dpt_core.cli", "spool", "drain"],
+                            env=env,
+                            cwd=work,
+                            check=True,
+                            capture_output=True,
+                        )
+                    recorded = _rows_recorded(url) - before
+                    rows.append(
+                        {
+                            "backend": backend,
+                            "case": mode,
+                            "median_ms": med * 1000,
+                            "added_ms": (med - baseline) * 1000,
+                            "recorded": recorded,
+                        }
+                    )
+    for row in rows:
+        row["ratio_to_pass"] = row["median_ms"] / (baseline * 1000)  # type: ignore[operator]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    args = parser.parse_args()
+    rows = run(args.runs, [b for b in args.backends.split(",") if b])
+    for row in rows:
+        emit("fresh_process", **row, runs=args.runs, **machine())
+    table(rows)
+
+
+if __name__ == "__main__":
+    main()

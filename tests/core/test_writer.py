@@ -1,0 +1,278 @@
+"""Events are durable in the spool first, then written by the background writer.
+
+Write modes (``DPT_WRITE``): ``background`` (default), ``sync`` (opt-out, and always
+under strict mode) and ``deferred`` (spool only; ``dpt spool drain`` writes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import dpt_core
+from dpt_core.cli import build_cli
+from dpt_core.errors import TrackingError
+from dpt_core.spool import Spool
+from dpt_core.store.plugin import current_store, last_outcome
+from dpt_core.store.recorder import Recorder
+
+REPO = Path(__file__).resolve().parents[2]
+DEAD_URL = "postgresql://nobody@127.0.0.1:1/none"
+
+
+def _slow_writes(monkeypatch, seconds: float) -> list[str]:
+    """Make every database write take ``seconds`` longer; returns the writing threads' names."""
+    threads: list[str] = []
+    original = Recorder.record
+
+    def slow(self, events):
+        threads.append(threading.current_thread().name)
+        time.sleep(seconds)
+        return original(self, events)
+
+    monkeypatch.setattr(Recorder, "record", slow)
+    return threads
+
+
+def _spooled(env) -> int:
+    return Spool(env.path / "spool").status().events
+
+
+def test_the_background_writer_writes_off_the_callers_thread(dpt_env, tmp_path, monkeypatch):
+    threads = _slow_writes(monkeypatch, 0.3)
+    out = tmp_path / "out.txt"
+    out.write_text("x")
+    started = time.monotonic()
+    with dpt_core.invocation("job") as inv:
+        inv.write(out)
+    took = time.monotonic() - started
+    assert current_store().mode == "background"
+    assert dpt_core.flush() is True
+    assert threads and set(threads) == {"dpt-writer"}
+    assert took < 0.3 * len(threads)  # the caller did not wait for the writes
+    assert dpt_env.scalar("SELECT count(*) FROM invocations WHERE job = 'job'") == 1
+    assert dpt_env.scalar("SELECT count(*) FROM data_product_versions") == 1
+    assert _spooled(dpt_env) == 0  # written, then taken out of the spool
+
+
+def test_reads_through_dpt_see_what_the_process_just_recorded(dpt_env, tmp_path, monkeypatch):
+    _slow_writes(monkeypatch, 0.3)
+    out = tmp_path / "out.txt"
+    out.write_text("x")
+    with dpt_core.invocation("job") as inv:
+        inv.write(out)
+    # no flush: the reads wait for the writer themselves
+    assert [r.job for r in dpt_core.runs()] == ["job"]
+    assert dpt_core.show(out).versions
+    result = CliRunner().invoke(build_cli(), ["runs", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["job"] for r in json.loads(result.output)] == ["job"]
+
+
+def test_the_outcome_waits_for_the_writer(dpt_env, monkeypatch):
+    _slow_writes(monkeypatch, 0.2)
+    with dpt_core.invocation("here"):
+        pass
+    assert last_outcome() == "recorded"
+    assert dpt_env.scalar("SELECT count(*) FROM invocations") == 1
+
+
+def test_sync_writes_on_the_callers_thread(dpt_env, monkeypatch):
+    monkeypatch.setenv("DPT_WRITE", "sync")
+    dpt_core.plugin_api.reset()
+    threads = _slow_writes(monkeypatch, 0)
+    with dpt_core.invocation("job"):
+        pass
+    assert current_store().mode == "sync"
+    assert threads and set(threads) == {threading.current_thread().name}
+    assert current_store().writer.thread is None
+    assert dpt_env.scalar("SELECT count(*) FROM invocations") == 1
+
+
+def test_strict_mode_writes_synchronously_and_raises(dpt_env, monkeypatch):
+    monkeypatch.setenv("DPT_STRICT", "1")
+    dpt_core.plugin_api.reset()
+    threads = _slow_writes(monkeypatch, 0)
+    with dpt_core.invocation("job"):
+        pass
+    assert current_store().mode == "sync"
+    assert set(threads) == {threading.current_thread().name}
+    monkeypatch.setenv("DPT_DATABASE_URL", DEAD_URL)
+    monkeypatch.setenv("DPT_CONNECT_TIMEOUT", "1")
+    dpt_core.plugin_api.reset()
+    with pytest.raises(TrackingError, match="spooled"), dpt_core.invocation("away"):
+        pass
+
+
+def test_a_bad_write_mode_names_the_setting(dpt_env, monkeypatch):
+    from dpt_core.config import load_settings
+    from dpt_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="DPT_WRITE='later'.*background, sync, deferred"):
+        load_settings({"DPT_WRITE": "later"})
+
+
+def test_an_away_database_leaves_the_events_in_the_spool(dpt_env, monkeypatch):
+    monkeypatch.setenv("DPT_DATABASE_URL", DEAD_URL)
+    monkeypatch.setenv("DPT_CONNECT_TIMEOUT", "1")
+    dpt_core.plugin_api.reset()
+    with dpt_core.invocation("away"):
+        pass
+    assert last_outcome() == "spooled"
+    assert Spool(dpt_env.path / "spool", DEAD_URL).status().events == 2
+
+
+def test_written_and_replayed_again_counts_once(dpt_env, tmp_path):
+    """A process killed after the writer committed and before it removed the spool file
+    leaves events already written: replaying them adds nothing."""
+    out = tmp_path / "out.txt"
+    out.write_text("x")
+    store = current_store()
+    copies: list[bytes] = []
+    original = store.spool.replay
+
+    def keep_a_copy(record, is_transient=lambda exc: True, files=None):
+        for path in store.spool.files() if files is None else files:
+            copies.append(path.read_bytes())
+        return original(record, is_transient, files)
+
+    store.spool.replay = keep_a_copy  # type: ignore[method-assign]
+    with dpt_core.invocation("job") as inv:
+        inv.read(out)
+        inv.write(out, metadata={"n": 1})
+    assert dpt_core.flush()
+    before = {
+        t: dpt_env.scalar(f"SELECT count(*) FROM {t}")
+        for t in ("invocations", "data_product_versions", "invocation_inputs", "lineage_edges")
+    }
+    assert before["invocations"] == 1 and before["data_product_versions"] == 1
+    assert copies
+    store.spool.directory.mkdir(parents=True, exist_ok=True)
+    for number, content in enumerate(copies):
+        (store.spool.directory / f"left-{number}.jsonl").write_bytes(content)
+    assert original(store.record) > 0
+    after = {t: dpt_env.scalar(f"SELECT count(*) FROM {t}") for t in before}
+    assert after == before
+    assert _spooled(dpt_env) == 0
+
+
+CHILD = """
+import sys, time
+import dpt_core
+from dpt_core.store.recorder import Recorder
+original = Recorder.record
+def slow(self, events):
+    time.sleep(0.5)
+    return original(self, events)
+Recorder.record = slow
+with dpt_core.invocation("at-exit") as inv:
+    inv.write(sys.argv[1])
+print("returned", flush=True)
+"""
+
+
+def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(extra or {})
+    return env
+
+
+def test_the_process_flushes_the_writer_at_exit(dpt_env, tmp_path):
+    out = tmp_path / "out.txt"
+    out.write_text("x")
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(out)],
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "returned" in result.stdout
+    assert dpt_env.rows("SELECT job, status FROM invocations") == [("at-exit", "success")]
+    assert dpt_env.scalar("SELECT count(*) FROM data_product_versions") == 1
+    assert _spooled(dpt_env) == 0
+
+
+DEFERRED = """
+import sys
+import dpt_core
+with dpt_core.invocation("deferred") as inv:
+    inv.write(sys.argv[1])
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("sqlalchemy", "alembic")))
+"""
+
+
+def test_deferred_processes_only_spool_and_the_drain_writes(dpt_env, tmp_path):
+    out = tmp_path / "out.txt"
+    out.write_text("x")
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-c", DEFERRED, str(out)],
+            env=_child_env({"DPT_WRITE": "deferred"}),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert result.stdout.strip() == "[]", result.stdout  # no database stack loaded
+    assert _spooled(dpt_env) == 2 * 3  # start, output, end
+    assert dpt_env.scalar("SELECT count(*) FROM invocations") == 0
+    drained = CliRunner().invoke(build_cli(), ["spool", "drain", "--json"])
+    assert drained.exit_code == 0, drained.output
+    assert json.loads(drained.output) == {"drained": 6}
+    assert dpt_env.rows("SELECT job, status FROM invocations") == [("deferred", "success")] * 2
+    assert _spooled(dpt_env) == 0
+    again = CliRunner().invoke(build_cli(), ["spool", "drain"])
+    assert again.exit_code == 0 and "drained 0 event(s)" in again.output
+
+
+def test_the_next_process_writes_what_a_deferred_one_spooled(dpt_env, tmp_path):
+    out = tmp_path / "out.txt"
+    out.write_text("x")
+    subprocess.run(
+        [sys.executable, "-c", DEFERRED, str(out)],
+        env=_child_env({"DPT_WRITE": "deferred"}),
+        check=True,
+        capture_output=True,
+    )
+    assert _spooled(dpt_env) == 3
+    with dpt_core.invocation("next"):
+        pass
+    assert sorted(r.job for r in dpt_core.runs()) == ["deferred", "next"]
+    assert _spooled(dpt_env) == 0
+
+
+def test_drain_follow_writes_events_as_they_come(dpt_env, tmp_path):
+    out = tmp_path / "out.txt"
+    out.write_text("x")
+    drainer = subprocess.Popen(
+        [sys.executable, "-m", "dpt_core.cli", "spool", "drain", "--follow", "--interval", "0.1"],
+        env=_child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        subprocess.run(
+            [sys.executable, "-c", DEFERRED, str(out)],
+            env=_child_env({"DPT_WRITE": "deferred"}),
+            check=True,
+            capture_output=True,
+        )
+        while dpt_env.scalar("SELECT count(*) FROM invocations WHERE status = 'success'") != 1:
+            assert drainer.poll() is None, drainer.stderr.read()
+            time.sleep(0.1)
+    finally:
+        drainer.send_signal(2)  # Ctrl-C
+        output, _ = drainer.communicate()
+    assert drainer.returncode == 0
+    assert "drained 3 event(s)" in output
+    assert _spooled(dpt_env) == 0
