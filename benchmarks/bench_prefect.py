@@ -18,7 +18,13 @@ dpt's hooks and background read-back threads. dpt records into a temporary SQLit
 to ``PREFECT_API_URL`` if it is set, else to a temporary server this script
 starts (and stops)::
 
-    .tox/prefect/bin/python benchmarks/bench_prefect.py [--tasks 40] [--rounds 5]
+    .tox/prefect/bin/python benchmarks/bench_prefect.py [--tasks 40] [--rounds 5] [--processes 5]
+
+Then, as a Prefect worker does, it runs a one-task flow in ``--processes`` new Python
+processes per variant (``off``; ``disabled``: the flow hooks with ``DPT_DISABLED=1``;
+``on``: the flow hooks) and prints, per variant, the median wall time of the flow call,
+of the ``on_running`` hook alone, of importing ``dpt_prefect``'s hooks, and the ratio of
+the flow call to ``off`` measured in the same run.
 """
 
 from __future__ import annotations
@@ -125,8 +131,15 @@ class HookTimer:
         from dpt_prefect import hooks
 
         for cls, names in (
-            (hooks.FlowHooks, ("dpt_flow_running", "dpt_flow_finished", "_readback")),
-            (hooks.TaskHooks, ("dpt_task_running", "dpt_task_finished", "dpt_task_commit")),
+            # (FlowHooks / TaskHooks before the recorders moved out of the host glue)
+            (
+                getattr(hooks, "FlowRecorder", None) or hooks.FlowHooks,
+                ("dpt_flow_running", "dpt_flow_finished", "_readback"),
+            ),
+            (
+                getattr(hooks, "TaskRecorder", None) or hooks.TaskHooks,
+                ("dpt_task_running", "dpt_task_finished", "dpt_task_commit"),
+            ),
         ):
             for name in names:
                 setattr(cls, name, self._timed(getattr(cls, name)))
@@ -153,10 +166,92 @@ class HookTimer:
         return timed
 
 
+#: The flow run in a new process (as a Prefect worker starts one per flow run).
+CHILD = r"""
+import json, os, sys, time
+start = time.perf_counter()
+from prefect import flow, task
+variant = sys.argv[1]
+spent = {"hook": 0.0}
+hooks = {}
+imported = 0.0
+if variant != "off":
+    before = time.perf_counter()
+    import dpt_prefect
+    hooks = dpt_prefect.flow_hooks()
+    imported = time.perf_counter() - before
+    def timed(hook):
+        def run(*args):
+            t = time.perf_counter()
+            try:
+                return hook(*args)
+            finally:
+                spent["hook"] += time.perf_counter() - t
+        run.__name__ = hook.__name__
+        return run
+    hooks["on_running"] = [timed(h) for h in hooks["on_running"]]
+@task
+def one(i):
+    return i
+@flow(name="bench-process-" + variant, **hooks)
+def f():
+    return one(1)
+t = time.perf_counter()
+f()
+call = time.perf_counter() - t
+if variant != "off":
+    dpt_prefect.flush()
+print(json.dumps({"variant": variant, "call_s": call, "hook_s": spent["hook"],
+                  "import_hooks_s": imported, "process_s": time.perf_counter() - start,
+                  "sqlalchemy_loaded": "sqlalchemy" in sys.modules}))
+"""
+
+
+def bench_processes(n: int) -> None:
+    """The flow-running hook's cost in a new process, DPT_DISABLED=1 and on, against none."""
+    variants = {"off": {}, "disabled": {"DPT_DISABLED": "1"}, "on": {}}
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    for round_no in range(n):
+        for name, extra in variants.items():
+            env = {**os.environ, **extra}
+            if name != "disabled":
+                env.pop("DPT_DISABLED", None)
+            done = subprocess.run(
+                [sys.executable, "-c", CHILD, name],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            row["round"] = round_no
+            print(json.dumps(row), flush=True)
+            rows[name].append(row)
+    base = statistics.median(r["call_s"] for r in rows["off"])
+    print()
+    print(
+        f"{'new process':<12} {'flow call s':>12} {'ratio':>6} {'on_running hook s':>18} "
+        f"{'import hooks s':>15} {'sqlalchemy loaded':>18}"
+    )
+    for name, values in rows.items():
+        call = statistics.median(r["call_s"] for r in values)
+        hook = statistics.median(r["hook_s"] for r in values)
+        imported = statistics.median(r["import_hooks_s"] for r in values)
+        loaded = sum(r["sqlalchemy_loaded"] for r in values)
+        print(
+            f"{name:<12} {call:>12.3f} {call / base:>6.2f} {hook:>18.3f} {imported:>15.3f} "
+            f"{loaded:>12}/{len(values)}"
+        )
+    print(f"median of {n} new processes per variant, one task each; ratio: to 'off'")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=40, help="task runs per flow run")
     parser.add_argument("--rounds", type=int, default=5, help="flow runs per variant")
+    parser.add_argument(
+        "--processes", type=int, default=5, help="new processes per variant (0: skip)"
+    )
     parser.add_argument(
         "--settle",
         type=float,
@@ -264,6 +359,9 @@ def main() -> int:
             "includes waiting for the Prefect API to ingest the task runs)"
         )
         print(f"target: added ms per task run <= 20 ({args.tasks} tasks, {args.rounds} rounds)")
+        if args.processes:
+            print()
+            bench_processes(args.processes)
     finally:
         try:
             from prefect.events.worker import EventsWorker

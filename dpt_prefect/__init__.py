@@ -11,11 +11,14 @@
     @task(**dpt_prefect.task_hooks())  # optional: per-task environment and arguments
     def calibrate(path: str): ...
 
-Importing this package does not import Prefect; calling the functions does.
+Importing this package imports neither Prefect nor dpt_core, and neither does
+calling :func:`flow_hooks` or :func:`task_hooks`: the hooks import dpt's recorder
+when they first run with tracking on (with ``DPT_DISABLED=1`` they never do).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,18 +30,18 @@ __all__ = ["PrefectTranslator", "flow_hooks", "flush", "task_hooks"]
 def flow_hooks(translator: PrefectTranslator | None = None, **kwargs: Any) -> dict[str, Any]:
     """Keyword arguments for ``@flow(...)`` recording the flow run and its task runs.
 
-    See :func:`dpt_prefect.hooks.flow_hooks`.
+    See :func:`dpt_prefect.glue.flow_hooks`.
     """
-    from dpt_prefect.hooks import flow_hooks as _flow_hooks
+    from dpt_prefect.glue import flow_hooks as _flow_hooks
 
     return _flow_hooks(translator, **kwargs)
 
 
 def task_hooks(translator: PrefectTranslator | None = None, **kwargs: Any) -> dict[str, Any]:
     """Keyword arguments for ``@task(...)`` / ``@materialize(...)`` recording the task run in its
-    own process. See :func:`dpt_prefect.hooks.task_hooks`.
+    own process. See :func:`dpt_prefect.glue.task_hooks`.
     """
-    from dpt_prefect.hooks import task_hooks as _task_hooks
+    from dpt_prefect.glue import task_hooks as _task_hooks
 
     return _task_hooks(translator, **kwargs)
 
@@ -48,9 +51,10 @@ def flush(timeout: float | None = None) -> bool:
 
     See :func:`dpt_prefect.hooks.flush`.
     """
-    from dpt_prefect.hooks import flush as _flush
-
-    return _flush(timeout)
+    hooks = sys.modules.get("dpt_prefect.hooks")
+    if hooks is None:  # no hook recorded anything in this process: nothing is pending
+        return True
+    return bool(hooks.flush(timeout))
 
 
 def __getattr__(name: str) -> Any:

@@ -10,7 +10,6 @@ never :mod:`dpt_prefect.dpt_plugin`.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
 from collections.abc import Iterator
 from typing import Any
@@ -42,7 +41,6 @@ __all__ = [
     "Task",
     "TaskRunContext",
     "api_client",
-    "as_datetime",
     "current_asset_context",
     "current_flow_run_context",
     "current_task_run_context",
@@ -84,22 +82,17 @@ def is_materializing_task(task: Any) -> bool:
     return MaterializingTask is not None and isinstance(task, MaterializingTask)
 
 
-def as_datetime(value: Any) -> dt.datetime | None:
-    """A plain, timezone-aware ``datetime`` from a Prefect timestamp (a ``datetime`` subclass)."""
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return dt.datetime.fromtimestamp(value.timestamp(), dt.UTC)
-    return None
-
-
 @contextlib.contextmanager
 def api_client(fresh: bool = False) -> Iterator[Any]:
     """A synchronous Prefect client: the running flow's own when there is one (and not
-    ``fresh``: another thread must not share it), else a new one."""
+    ``fresh``: another thread must not share it), else a new one.
+
+    A ``fresh`` client is always a new one: ``get_client()`` would hand back the client
+    of the engine whose context a read-back runs in, which the engine closes when the
+    flow run ends.
+    """
     from prefect.client.orchestration import SyncPrefectClient, get_client
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL
 
     context = None if fresh else FlowRunContext.get()
     client = getattr(context, "client", None) if context is not None else None
@@ -107,6 +100,14 @@ def api_client(fresh: bool = False) -> Iterator[Any]:
         yield client
         return
 
+    api_url = PREFECT_API_URL.value()
+    if fresh and api_url:
+        new = SyncPrefectClient(
+            api_url, auth_string=PREFECT_API_AUTH_STRING.value(), api_key=PREFECT_API_KEY.value()
+        )
+        with new:
+            yield new
+        return
     with get_client(sync_client=True) as client:
         yield client
 

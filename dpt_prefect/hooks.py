@@ -25,28 +25,30 @@ then logs it as a hook error).
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import logging
 import sys
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import dpt_core
+from dpt_core.adapter import (
+    BackgroundWork,
+    RunRegistry,
+    TranslatorRegistry,
+    as_utc,
+    host_guard,
+    poll_until,
+)
 from dpt_prefect import compat
+from dpt_prefect.glue import READBACK_TIMEOUT, flow_hooks, task_hooks
 from dpt_prefect.translator import PrefectTranslator, state_type
+
+__all__ = ["READBACK_TIMEOUT", "FlowRecorder", "TaskRecorder", "flow_hooks", "flush", "task_hooks"]
 
 log = logging.getLogger("dpt.prefect")
 
-T = TypeVar("T")
-
-#: Longest wait (seconds) for the API to show a finished flow run's task runs as final.
-#: Task runs reach the API as events, which a busy server takes a while to ingest.
-READBACK_TIMEOUT = 15.0
 #: First and longest pause between two reads of the task runs.
 READBACK_POLL = 0.05
 READBACK_POLL_MAX = 0.25
@@ -65,15 +67,8 @@ MAX_REMEMBERED = 20_000
 # The guard
 # ---------------------------------------------------------------------------------------------
 
-_failures: dpt_core.plugin_api.Guard | None = None
-
-
-def guard(what: str, call: Callable[[], T], default: T | None = None) -> T | None:
-    """Run ``call``; a failure is logged once per kind and swallowed unless ``DPT_STRICT=1``."""
-    global _failures
-    if _failures is None:
-        _failures = dpt_core.plugin_api.Guard("the flow goes on without it", log)
-    return _failures.run(f"recording {what}", call, default=default)
+#: Every call into dpt: a failure is logged once per kind and swallowed unless ``DPT_STRICT=1``.
+guard = host_guard("the flow goes on without it", log, prefix="recording ")
 
 
 def _enabled() -> bool:
@@ -112,69 +107,29 @@ class TaskRunRecord:
 class Registry:
     """Runs this process recorded, so hooks, in-task ``track()`` and the read-back agree."""
 
-    flows: OrderedDict[str, FlowRunRecord] = field(default_factory=OrderedDict)
-    tasks: OrderedDict[str, TaskRunRecord] = field(default_factory=OrderedDict)
+    flows: RunRegistry[str, FlowRunRecord]
+    tasks: RunRegistry[str, TaskRunRecord]
     #: Task runs that stand for a subflow run this process recorded as a flow run, with the
     #: flow run that called the subflow.
-    subflow_task_runs: OrderedDict[str, str | None] = field(default_factory=OrderedDict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add_flow(self, flow_run_id: str, record: FlowRunRecord) -> None:
-        with self.lock:
-            self.flows[flow_run_id] = record
-            while len(self.flows) > MAX_REMEMBERED:
-                self.flows.popitem(last=False)
-
-    def add_task(self, task_run_id: str, record: TaskRunRecord) -> TaskRunRecord:
-        with self.lock:
-            existing = self.tasks.get(task_run_id)
-            if existing is not None:
-                return existing
-            self.tasks[task_run_id] = record
-            while len(self.tasks) > MAX_REMEMBERED:
-                self.tasks.popitem(last=False)
-            return record
-
-    def add_subflow_task_run(self, task_run_id: str, flow_run_id: str | None) -> None:
-        with self.lock:
-            self.subflow_task_runs[task_run_id] = flow_run_id
-            while len(self.subflow_task_runs) > MAX_REMEMBERED:
-                self.subflow_task_runs.popitem(last=False)
+    subflow_task_runs: RunRegistry[str, str | None]
 
     def forget_flow(self, flow_run_id: str) -> None:
         """Forget a flow run whose read-back is over, and every task run of it."""
-        with self.lock:
-            self.flows.pop(flow_run_id, None)
-            for task_run_id in [
-                i for i, record in self.tasks.items() if record.flow_run_id == flow_run_id
-            ]:
-                del self.tasks[task_run_id]
-            for task_run_id in [
-                i for i, caller in self.subflow_task_runs.items() if caller == flow_run_id
-            ]:
-                del self.subflow_task_runs[task_run_id]
+        self.flows.pop(flow_run_id)
+        self.tasks.pop_where(lambda _, record: record.flow_run_id == flow_run_id)
+        self.subflow_task_runs.pop_where(lambda _, caller: caller == flow_run_id)
 
 
-registry = Registry()
+registry = Registry(
+    RunRegistry(MAX_REMEMBERED), RunRegistry(MAX_REMEMBERED), RunRegistry(MAX_REMEMBERED)
+)
 
-_default_translator: PrefectTranslator | None = None
+#: The stock translator, for hooks given none.
+translators: TranslatorRegistry[PrefectTranslator] = TranslatorRegistry(PrefectTranslator)
 
 
 def default_translator() -> PrefectTranslator:
-    global _default_translator
-    if _default_translator is None:
-        _default_translator = PrefectTranslator()
-    return _default_translator
-
-
-def _merge(ours: dict[str, list[Any]], extra: dict[str, Any]) -> dict[str, Any]:
-    merged: dict[str, Any] = {key: list(hooks) for key, hooks in ours.items()}
-    for key, value in extra.items():
-        if key in merged:
-            merged[key].extend(value or [])
-        else:
-            merged[key] = value
-    return merged
+    return translators.active()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,61 +149,10 @@ class ReadbackSnapshot:
     flow_status: str = "crashed"
 
 
-class Readbacks:
-    """Read-backs running in background threads, so a flow run returns without waiting for the
-    Prefect API to catch up with its task runs.
-
-    The threads are not daemons: the interpreter waits for them at exit (each is bounded
-    by the read-back timeout), while the Prefect API is still reachable.
-    """
-
-    def __init__(self) -> None:
-        self._threads: list[threading.Thread] = []
-        self._errors: list[BaseException] = []
-        self._lock = threading.Lock()
-
-    def submit(self, work: Callable[[], None]) -> None:
-        # Prefect keeps its settings (API URL, ...) in context variables: run in a copy.
-        context = contextvars.copy_context()
-
-        def run() -> None:
-            try:
-                context.run(work)
-            except BaseException as exc:  # strict mode: kept for flush() to raise
-                with self._lock:
-                    self._errors.append(exc)
-
-        thread = threading.Thread(target=run, name="dpt-prefect-readback", daemon=False)
-        with self._lock:
-            self._threads = [t for t in self._threads if t.is_alive()]
-            self._threads.append(thread)
-        thread.start()
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait for every pending read-back; True when none is left running.
-
-        In strict mode the first error a read-back raised is raised here.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self._lock:
-                pending = [t for t in self._threads if t.is_alive()]
-                self._threads = pending
-            if not pending:
-                break
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            pending[0].join(remaining)
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-        with self._lock:
-            errors, self._errors = self._errors, []
-            alive = any(t.is_alive() for t in self._threads)
-        if errors:
-            raise errors[0]
-        return not alive
-
-
-readbacks = Readbacks()
+#: Read-backs run here, so a flow run returns without waiting for the Prefect API to catch
+#: up with its task runs. Its threads are joined at interpreter exit (each read-back is
+#: bounded by its timeout), while the Prefect API is still reachable.
+readbacks = BackgroundWork("dpt-prefect-readback")
 
 
 def flush(timeout: float | None = None) -> bool:
@@ -266,8 +170,8 @@ def flush(timeout: float | None = None) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-class FlowHooks:
-    """The flow-run state hooks (see :func:`flow_hooks`)."""
+class FlowRecorder:
+    """What the flow-run state hooks do (:class:`dpt_prefect.glue.FlowHooks` calls it)."""
 
     def __init__(
         self, translator: PrefectTranslator | None, readback_timeout: float, background: bool
@@ -275,17 +179,6 @@ class FlowHooks:
         self.translator = translator or default_translator()
         self.readback_timeout = readback_timeout
         self.background = background
-
-    def hooks(self) -> dict[str, list[Any]]:
-        return {
-            "on_running": [self.dpt_flow_running],
-            "on_completion": [self.dpt_flow_finished],
-            "on_failure": [self.dpt_flow_finished],
-            "on_crashed": [self.dpt_flow_finished],
-            "on_cancellation": [self.dpt_flow_finished],
-        }
-
-    # Prefect calls hooks as hook(flow, flow_run, state) and logs their names.
 
     def dpt_flow_running(self, flow: Any, flow_run: Any, state: Any) -> None:
         if _enabled():
@@ -309,10 +202,10 @@ class FlowHooks:
             parent_flow_run_id = self._parent_flow_run_id(flow_run)
             if parent_flow_run_id:
                 parent_uuid = translator.get_flow_run_uuid(parent_flow_run_id)
-            registry.add_subflow_task_run(str(parent_task_run_id), parent_flow_run_id)
+            registry.subflow_task_runs.set(str(parent_task_run_id), parent_flow_run_id)
         handle = translator.start_flow_run(flow, flow_run, state, parent_uuid)
         record = FlowRunRecord(handle.uuid, translator.get_flow_job(flow, flow_run), translator)
-        registry.add_flow(flow_run_id, record)
+        registry.flows.set(flow_run_id, record)
         # Their materialisations are then recorded as they commit, with their metadata.
         for found in find_tasks(flow).values():
             if compat.is_materializing_task(found):
@@ -397,7 +290,7 @@ class FlowHooks:
             ordered = sorted(
                 task_runs,
                 key=lambda r: (
-                    compat.as_datetime(r.start_time or r.expected_start_time) is None,
+                    as_utc(r.start_time or r.expected_start_time) is None,
                     str(r.start_time or r.expected_start_time or ""),
                     str(r.id),
                 ),
@@ -454,33 +347,32 @@ class FlowHooks:
         still pending or running -- and, with ``quiet``, until the list has not changed
         for that long (for a caller that cannot know which task runs to expect).
         """
-        deadline = time.monotonic() + timeout
-        pause = READBACK_POLL
         seen: set[str] | None = None
         changed = time.monotonic()
-        while True:
-            task_runs = compat.read_task_runs(client, flow_run_id)
+
+        def settled(task_runs: list[Any]) -> bool:
+            nonlocal seen, changed
             visible = {str(r.id) for r in task_runs}
             if visible != seen:
                 seen, changed = visible, time.monotonic()
-            waiting = [r for r in task_runs if not _settled(r)]
-            missing = {
-                i
-                for i in expected - visible
-                if not (i in registry.tasks and registry.tasks[i].finished)
-            }
-            settled = not waiting and not missing and time.monotonic() - changed >= quiet
-            if settled or time.monotonic() >= deadline:
-                if waiting or missing:
-                    log.debug(
-                        "dpt: %d task runs of flow run %s not settled after %.1f s",
-                        len(waiting) + len(missing),
-                        flow_run_id,
-                        timeout,
-                    )
-                return task_runs
-            time.sleep(pause)
-            pause = min(pause * 1.5, READBACK_POLL_MAX)
+            return (
+                all(_settled(r) for r in task_runs)
+                and not _missing(expected, visible)
+                and time.monotonic() - changed >= quiet
+            )
+
+        task_runs, done = poll_until(
+            lambda: compat.read_task_runs(client, flow_run_id),
+            settled,
+            timeout=timeout,
+            pause=READBACK_POLL,
+            max_pause=READBACK_POLL_MAX,
+        )
+        if not done:
+            log.debug(
+                "dpt: task runs of flow run %s not settled after %.1f s", flow_run_id, timeout
+            )
+        return task_runs
 
     def _record_task_run(
         self,
@@ -506,8 +398,7 @@ class FlowHooks:
                 task_run,
                 job=job,
                 parameters=None,
-                started_at=compat.as_datetime(task_run.start_time)
-                or compat.as_datetime(task_run.expected_start_time),
+                started_at=as_utc(task_run.start_time) or as_utc(task_run.expected_start_time),
                 environment=ran_here,
             ),
         )
@@ -614,7 +505,7 @@ def _close_plainly(
         message = getattr(state, "message", None)
         error = None if status in ("success", "skipped") else str(message or status)
         translator.tracker.attach(uuid).finish(
-            status, error=error, ended_at=compat.as_datetime(getattr(state, "timestamp", None))
+            status, error=error, ended_at=as_utc(getattr(state, "timestamp", None))
         )
 
     guard(f"closing {kind} {run_id}", close)
@@ -624,14 +515,11 @@ def close_unfinished_task_runs(flow_run_id: str, flow_status: str, closed: set[s
     """Close the task runs of a flow run that this process saw start and nobody closed: the
     read-back failed or did not see them. Their final state is unknown here: crashed
     (cancelled when the flow run was)."""
-    with registry.lock:
-        left = [
-            (task_run_id, record)
-            for task_run_id, record in registry.tasks.items()
-            if record.flow_run_id == flow_run_id
-            and not record.finished
-            and task_run_id not in closed
-        ]
+    left = [
+        (task_run_id, record)
+        for task_run_id, record in registry.tasks.items()
+        if record.flow_run_id == flow_run_id and not record.finished and task_run_id not in closed
+    ]
     for task_run_id, record in left:
         status = "cancelled" if flow_status == "cancelled" else "crashed"
         error = (
@@ -667,6 +555,15 @@ def _materialized(
     for upstream in compat.upstream_task_run_ids(task_run.task_inputs):
         dependencies.update(local_assets.get(upstream, ()))
     return outputs, dependencies
+
+
+def _missing(expected: set[str], visible: set[str]) -> set[str]:
+    """Task runs this process ran that the API does not show yet (and no task hook closed)."""
+    return {
+        i
+        for i in expected - visible
+        if not ((known := registry.tasks.get(i)) is not None and known.finished)
+    }
 
 
 def _settled(task_run: Any) -> bool:
@@ -711,18 +608,11 @@ def find_tasks(flow: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-class TaskHooks:
-    """The task-run state hooks and the asset commit hook (see :func:`task_hooks`)."""
+class TaskRecorder:
+    """What the task-run state hooks do (:class:`dpt_prefect.glue.TaskHooks` calls it)."""
 
     def __init__(self, translator: PrefectTranslator | None) -> None:
         self.translator = translator or default_translator()
-
-    def hooks(self) -> dict[str, list[Any]]:
-        return {
-            "on_running": [self.dpt_task_running],
-            "on_completion": [self.dpt_task_finished],
-            "on_failure": [self.dpt_task_finished],
-        }
 
     def dpt_task_running(self, task: Any, task_run: Any, state: Any) -> None:
         if _enabled():
@@ -743,13 +633,13 @@ class TaskHooks:
             add_commit_hook(task)
         record = start_task_run(self.translator, task, task_run, state)
         attempt = int(task_run.run_count or 1)
-        now = compat.as_datetime(state.timestamp)
+        now = as_utc(state.timestamp)
         previous = record.attempt
         if attempt > 1:
             if previous is not None and previous[0] == attempt - 1:
                 started = previous[1]
             elif attempt == 2:
-                started = compat.as_datetime(task_run.start_time)
+                started = as_utc(task_run.start_time)
             else:
                 started = None
             self.translator.record_attempt(
@@ -799,7 +689,7 @@ class TaskHooks:
                     status=status,
                     error=translator.get_error(state),
                     started_at=started,
-                    ended_at=compat.as_datetime(state.timestamp),
+                    ended_at=as_utc(state.timestamp),
                     environment=True,
                 ),
             )
@@ -936,9 +826,7 @@ def start_task_run(
         if context is not None and getattr(context.task_run, "id", None) == task_run.id
         else None
     )
-    started_at = compat.as_datetime(task_run.start_time) or compat.as_datetime(
-        getattr(state, "timestamp", None)
-    )
+    started_at = as_utc(task_run.start_time) or as_utc(getattr(state, "timestamp", None))
     handle = translator.start_task_run(
         task, task_run, job=job, parameters=parameters, started_at=started_at, environment=True
     )
@@ -949,7 +837,7 @@ def start_task_run(
         task=translator.get_task_name(task, task_run),
         translator=translator,
     )
-    return registry.add_task(task_run_id, record)
+    return registry.tasks.add(task_run_id, record)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1014,58 +902,3 @@ def resolve_asset(target: Any) -> str | None:
     if not compat.is_asset(target):
         return None
     return active_translator().get_asset_uri(target)
-
-
-# ---------------------------------------------------------------------------------------------
-# Public entry points
-# ---------------------------------------------------------------------------------------------
-
-
-def flow_hooks(
-    translator: PrefectTranslator | None = None,
-    *,
-    readback_timeout: float = READBACK_TIMEOUT,
-    background: bool = True,
-    **extra: Any,
-) -> dict[str, Any]:
-    """Keyword arguments for ``@flow(...)`` that record the flow run and its task runs.
-
-    ::
-
-        @flow(**dpt_prefect.flow_hooks())
-        def nightly(night: str): ...
-
-    :param translator: a :class:`~dpt_prefect.PrefectTranslator` (subclass) deciding what
-        is recorded; default: the stock one.
-    :param readback_timeout: longest wait, in seconds, when the flow run ends, for the
-        Prefect API to show its task runs as finished.
-    :param background: read the task runs back in a background thread (the default), so
-        the flow returns at once; :func:`flush` waits for it. False reads them back in
-        the completion hook, before the flow returns.
-    :param extra: your own hooks or other ``@flow`` options; hook lists are merged after
-        dpt's (``flow_hooks(on_failure=[notify])``).
-    :returns: ``on_running``, ``on_completion``, ``on_failure``, ``on_crashed`` and
-        ``on_cancellation`` hook lists (plus ``extra``).
-    """
-    return _merge(FlowHooks(translator, readback_timeout, background).hooks(), extra)
-
-
-def task_hooks(translator: PrefectTranslator | None = None, **extra: Any) -> dict[str, Any]:
-    """Keyword arguments for ``@task(...)`` / ``@materialize(...)`` that record the task run
-    from inside the task's own process.
-
-    ::
-
-        @task(**dpt_prefect.task_hooks())
-        def calibrate(path: str): ...
-
-    Adds what only the task's process knows: its environment (host, packages) when
-    tasks run on other workers, the argument values, the error of each failed attempt,
-    and the metadata a ``@materialize`` task adds to its assets.
-
-    :param translator: as for :func:`flow_hooks`.
-    :param extra: your own hooks or other ``@task`` options, merged after dpt's.
-    :returns: ``on_running``, ``on_completion`` and ``on_failure`` hook lists (a
-        ``@materialize`` task also gets a commit hook when it first runs).
-    """
-    return _merge(TaskHooks(translator).hooks(), extra)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import dpt_core
+from dpt_core.adapter import as_utc
 from dpt_prefect import compat
 
 log = logging.getLogger("dpt.prefect")
@@ -356,8 +357,8 @@ class PrefectTranslator:
             parameters=self.get_flow_parameters(flow, flow_run),
             command=self.get_flow_command(flow, flow_run),
             code_version=self.get_flow_code_version(flow, flow_run),
-            started_at=compat.as_datetime(getattr(state, "timestamp", None))
-            or compat.as_datetime(getattr(flow_run, "start_time", None)),
+            started_at=as_utc(getattr(state, "timestamp", None))
+            or as_utc(getattr(flow_run, "start_time", None)),
         )
 
     def finish_flow_run(self, flow: Any, flow_run: Any, state: Any) -> None:
@@ -367,7 +368,7 @@ class PrefectTranslator:
         self.tracker.attach(self.get_flow_run_uuid(flow_run.id)).finish(
             status,
             error=self.get_error(state),
-            ended_at=compat.as_datetime(getattr(state, "timestamp", None)),
+            ended_at=as_utc(getattr(state, "timestamp", None)),
         )
 
     def start_task_run(
@@ -416,7 +417,7 @@ class PrefectTranslator:
             error = self.get_unfinished_error(state, flow_status)
         if status is None:
             return None
-        ended_at = compat.as_datetime(getattr(task_run, "end_time", None)) or compat.as_datetime(
+        ended_at = as_utc(getattr(task_run, "end_time", None)) or as_utc(
             getattr(state, "timestamp", None)
         )
         self.tracker.attach(self.get_task_run_uuid(task_run.id)).finish(
@@ -469,10 +470,8 @@ class PrefectTranslator:
         attempts: list[tuple[int, dt.datetime | None, dt.datetime | None, str, str | None]] = []
         starts = [i for i, s in enumerate(states) if state_type(s) == "RUNNING"]
         for number, index in enumerate(starts, start=1):
-            started = compat.as_datetime(states[index].timestamp)
-            ended = (
-                compat.as_datetime(states[index + 1].timestamp) if index + 1 < len(states) else None
-            )
+            started = as_utc(states[index].timestamp)
+            ended = as_utc(states[index + 1].timestamp) if index + 1 < len(states) else None
             if number < len(starts):
                 attempts.append(
                     (

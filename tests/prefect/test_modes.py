@@ -85,6 +85,33 @@ def test_disabled_records_nothing(
     assert recorded.invocations() == []
 
 
+def test_disabled_costs_a_new_flow_process_nothing(tmp_path: Path) -> None:
+    """With DPT_DISABLED=1 a new process (as a Prefect worker starts per flow run) runs a
+    flow with dpt's hooks without importing dpt_core or SQLAlchemy, and records nothing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from prefect import flow, task\n"
+        "import dpt_prefect\n"
+        "@task(**dpt_prefect.task_hooks())\n"
+        "def one(i): return i\n"
+        "@flow(name='disabled-process', **dpt_prefect.flow_hooks())\n"
+        "def f(): return one(1)\n"
+        "assert f() == 1 and dpt_prefect.flush()\n"
+        "print(sorted(m for m in ('dpt_core', 'dpt_prefect.hooks', 'sqlalchemy')"
+        " if m in sys.modules))\n"
+    )
+    env = {**os.environ, "DPT_DISABLED": "1", "DPT_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert not (tmp_path / "x.db").exists()
+
+
 def test_a_tracking_failure_does_not_fail_the_flow(
     run_flow: Any, recorded: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
