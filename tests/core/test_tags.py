@@ -363,12 +363,12 @@ def test_a_spooled_run_keeps_its_tags_and_a_replay_twice_records_them_once(
     out.write_text("x")
     with dpt_core.invocation("offline", tags={"survey": "tess"}) as inv:
         inv.write(out, tags={"quality": "good"})
+    monkeypatch.setenv("DPT_DATABASE_URL", good)
+    dpt_core.plugin_api.reset()  # (this process stops trying the dead database)
     spool = Spool(tmp_path / "spool", dead)
     files = {path: path.read_bytes() for path in spool.directory.glob("*.jsonl")}
     assert b'"survey"' in b"".join(files.values())  # the tags are in the spooled events
 
-    monkeypatch.setenv("DPT_DATABASE_URL", good)
-    dpt_core.plugin_api.reset()
     assert spool.replay(current_store().record) == 3
     assert run_tags() == [("offline", "survey", "tess")]
     for path, content in files.items():  # the same events once more
