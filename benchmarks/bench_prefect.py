@@ -248,7 +248,9 @@ def bench_processes(n: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=40, help="task runs per flow run")
-    parser.add_argument("--rounds", type=int, default=5, help="flow runs per variant")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="flow runs per variant (0: new processes only)"
+    )
     parser.add_argument(
         "--processes", type=int, default=5, help="new processes per variant (0: skip)"
     )
@@ -275,6 +277,9 @@ def main() -> int:
         server = start_server(work_dir / "prefect-home")
     try:
         wait_for_server(server)
+        if args.rounds == 0:  # new processes only
+            bench_processes(args.processes)
+            return 0
         data = work_dir / "data"
         data.mkdir()
         timer = HookTimer()
