@@ -123,6 +123,11 @@ class Store:
         """How this store writes now: ``background``, ``sync`` or ``deferred``."""
         if self.settings.strict or self.exiting or not self.settings.database_url:
             return "sync"
+        if _forked and self.settings.write == "background":
+            # A child forked without exec (Airflow's task runner, multiprocessing, Celery
+            # prefork) usually ends with os._exit, which runs no exit handler: no writer
+            # could be flushed there, so it writes as it goes.
+            return "sync"
         return self.settings.write
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -447,9 +452,14 @@ def _flush_at_exit() -> None:
 def _forget_writer_in_child() -> None:
     """A forked child has no writer thread: its store starts afresh (own spool file, own
     writer), and what its parent submitted stays the parent's to write."""
-    global _store, _store_lock
+    global _store, _store_lock, _forked
     _store = None
     _store_lock = threading.Lock()  # (it may have been held by another thread at the fork)
+    _forked = True
+
+
+#: True in a process forked (without exec) from one that had loaded dpt.
+_forked = False
 
 
 os.register_at_fork(after_in_child=_forget_writer_in_child)

@@ -267,12 +267,40 @@ def test_drain_follow_writes_events_as_they_come(dpt_env, tmp_path):
             check=True,
             capture_output=True,
         )
-        while dpt_env.scalar("SELECT count(*) FROM invocations WHERE status = 'success'") != 1:
+        # written, and its spool file deleted (a Ctrl-C between the two would leave the
+        # file for the next writer: harmless, but not what this test looks at)
+        while (
+            dpt_env.scalar("SELECT count(*) FROM invocations WHERE status = 'success'") != 1
+            or _spooled(dpt_env) != 0
+        ):
             assert drainer.poll() is None, drainer.stderr.read()
             time.sleep(0.1)
+        time.sleep(0.5)  # (the drainer counts after deleting the file: let it get there)
     finally:
         drainer.send_signal(2)  # Ctrl-C
         output, _ = drainer.communicate()
     assert drainer.returncode == 0
     assert "drained 3 event(s)" in output
+    assert _spooled(dpt_env) == 0
+
+
+def test_a_forked_child_that_ends_with_os_exit_loses_nothing(dpt_env):
+    """Airflow's task runner, multiprocessing and Celery prefork end their forked children
+    with os._exit (no exit handler runs): such a child writes as it goes."""
+    with dpt_core.invocation("parent"):
+        pass
+    assert dpt_core.flush()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            with dpt_core.invocation("child"):
+                pass
+            code = 0 if current_store().mode == "sync" else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert current_store().mode == "background"  # the parent still writes in the background
+    assert sorted(r.job for r in dpt_core.runs()) == ["child", "parent"]
     assert _spooled(dpt_env) == 0
