@@ -14,18 +14,20 @@ added, and only the outcome is written. It decides only what it can decide that 
 the common case of an ingest:
 
 * starts of runs that are still running (no outcome, no process hand-over);
-* starts that carry their outcome, of runs not recorded before (a sensor reporting a
-  finished step in one event);
+* starts that carry their outcome (a sensor reporting a finished step in one event):
+  a new run is inserted with it, a known one filled in and ended;
 * ends of any final status;
 * reads of versions that exist, or of products created by this batch (no versions
   before it);
-* writes, without named parents, of new versions of products created by this batch.
+* writes, without named parents, of new versions: of products created by this batch,
+  or of known products whose newest version another run produced and which the writer
+  did not read (the common case of a pipeline run again).
 
 Anything else (a replayed write, a read of an unknown version of a known product, a
-start that closes its run, explicit parents, ...) ends the set-based part there: the
-events before it are written set-wise, that event goes through the per-event code in
-the same transaction, and the walk starts again after it. So an unusual event costs
-what it cost before, and never changes what is recorded.
+start that hands its run to another process, explicit parents, ...) ends the set-based
+part there: the events before it are written set-wise, that event goes through the
+per-event code in the same transaction, and the walk starts again after it. So an
+unusual event costs what it cost before, and never changes what is recorded.
 
 Ids are not known before the rows are inserted: the walk names rows it creates by
 their uuid (:class:`_NewRun`, :class:`_NewVersion`) and resolves those after the
@@ -56,6 +58,7 @@ from dpt_core.store.recorder import (
     _FILL_IN,
     _FINISH,
     _FINISH_IF_RUNNING,
+    _NEWEST_VERSIONS,
     EDGES,
     INPUTS,
     PLACEHOLDER,
@@ -99,7 +102,7 @@ def _statically_bulk(event: Event) -> bool:
     if isinstance(event, InvocationStarted):
         if event.process is not None:
             return False
-        if event.status in FINAL_STATUSES:  # taken only for a new run (see _take)
+        if event.status in FINAL_STATUSES:
             return True
         return event.status == "running" and event.ended_at is None and event.error is None
     if isinstance(event, InvocationFinished):
@@ -178,9 +181,13 @@ class _Segment:
         self.versioned_here: set[int] = set()
         #: version uuid -> id, for versions that existed before (reads only)
         self.known_versions: dict[str, int] = {}
+        #: product -> its newest version before this walk, for products written here
+        #: that existed before; and the written version uuids that existed before
+        self.newest_before: dict[int, Any] = {}
+        self.written_before: set[str] = set()
         self.new_versions: dict[str, dict[str, Any]] = {}
-        #: invocation uuid -> versions it read here: (version, product or None if unknown)
-        self.read_here: dict[str, list[tuple[int | _NewVersion, int | None]]] = {}
+        #: invocation uuid -> versions it read here: (version, its product)
+        self.read_here: dict[str, list[tuple[int | _NewVersion, int]]] = {}
         self.written_here: dict[str, list[_NewVersion]] = {}
         #: what earlier transactions recorded of the invocations that existed before
         self.inputs_before: dict[int, list[Any]] = {}
@@ -213,6 +220,7 @@ class _Segment:
         uris: dict[str, None] = {}
         read_versions: dict[str, None] = {}
         product_runs: set[str] = set()
+        written: dict[str, str] = {}  # version uuid -> uri, of the writes
         writes = False
         for event in self.events:
             if isinstance(event, InvocationStarted):
@@ -234,6 +242,7 @@ class _Segment:
                 writes = True
                 for o in event.outputs:
                     uris[o.uri] = None
+                    written[o.version_uuid] = o.uri
         cached = rec._invocation_ids
         missing = [u for u in uuids if u not in cached]
         self.runs = {u: cached[u] for u in uuids if u in cached}
@@ -249,6 +258,16 @@ class _Segment:
             self.products = self._products_without_returning(list(uris))
         if read_versions:
             self.known_versions = rec._version_ids_of(conn, list(read_versions))
+        # Writes to products that had versions before: their newest version and the
+        # written version uuids that exist (see _fresh_version).
+        known = {u: self.products[uri] for u, uri in written.items()}
+        known = {u: p for u, p in known.items() if p not in self.created_products}
+        if known:
+            self.newest_before = {
+                r.product_id: r
+                for r in rec._rows_in(conn, _NEWEST_VERSIONS, sorted(set(known.values())))
+            }
+            self.written_before = set(rec._version_ids_of(conn, list(known)))
         # What earlier transactions (or earlier events of this one) recorded for the
         # runs this walk reads or writes for: inputs and outputs, to draw the edges.
         # (None for a run inserted by this transaction that had no such events yet.)
@@ -265,7 +284,12 @@ class _Segment:
         ]
         if want_inputs:
             for r in conn.execute(
-                select(INPUTS.c.invocation_id, INPUTS.c.version_id, V.c.produced_by_id)
+                select(
+                    INPUTS.c.invocation_id,
+                    INPUTS.c.version_id,
+                    V.c.produced_by_id,
+                    V.c.product_id,
+                )
                 .join(V, V.c.id == INPUTS.c.version_id)
                 .where(INPUTS.c.invocation_id.in_(sorted(want_inputs)))
             ):
@@ -302,9 +326,17 @@ class _Segment:
 
     def _take(self, event: Event) -> bool:
         if isinstance(event, InvocationStarted):
-            if event.status != "running" and event.uuid in self.runs:
-                return False  # it closes a run recorded before: the per-event code does
+            closes = event.status != "running" and event.uuid in self.runs
             self._start(event)
+            if closes:  # a run recorded before: the start fills it in and closes it
+                self._end(
+                    InvocationFinished(
+                        uuid=event.uuid,
+                        status=event.status,
+                        ended_at=event.ended_at or event.started_at,
+                        error=event.error,
+                    )
+                )
             return True
         if isinstance(event, InvocationFinished):
             self._end(event)
@@ -394,9 +426,7 @@ class _Segment:
         read = self.read_here.setdefault(uuid, [])
         for o in event.inputs:
             version = chosen[o.version_uuid]
-            read.append(
-                (version, self.products[o.uri] if isinstance(version, _NewVersion) else None)
-            )
+            read.append((version, self.products[o.uri]))
         self.versioned_here.update(self.products[o.uri] for _, o in new)
         inputs = list(dict.fromkeys(chosen.values()))
         for version in inputs:
@@ -413,13 +443,13 @@ class _Segment:
         for o in event.outputs:
             pid = self.products[o.uri]
             if (
-                pid not in self.created_products
-                or pid in self.versioned_here
+                pid in self.versioned_here
                 or o.version_uuid in self.new_versions
                 or o.version_uuid in self.rec._version_ids
+                or (pid not in self.created_products and not self._fresh_version(uuid, pid, o))
             ):
-                # A product with a version already (a reader's, or its own again: the
-                # same observation, a claim), or a version uuid seen before.
+                # A version of the product made in this walk, or a version uuid seen
+                # before, or what may be a version recorded before (see _fresh_version).
                 return False
         ref = self._run_ref(uuid)
         self.kinds.setdefault(uuid, set()).add("write")
@@ -448,6 +478,25 @@ class _Segment:
                     self.edges.setdefault((parent, child), ref)
         self.versioned_here.update(self.products[o.uri] for o in event.outputs)
         return True
+
+    def _fresh_version(self, uuid: str, pid: int, o: Any) -> bool:
+        """True when run ``uuid`` writing ``o`` to product ``pid``, which had versions
+        before this walk, makes a new version on the per-event path too: not a replay
+        (its version uuid is new), not a claim of a version the run read (it read no
+        version of the product), not the same observation as the newest version (that
+        one was produced by another run: the per-event path only merges an observation
+        into a version nobody produced or this run did)."""
+        if o.version_uuid in self.written_before:
+            return False
+        ref = self.runs.get(uuid)
+        newest = self.newest_before.get(pid)
+        if newest is not None and (newest.produced_by_id is None or newest.produced_by_id == ref):
+            return False
+        if isinstance(ref, int) and any(
+            r.product_id == pid for r in self.inputs_before.get(ref, [])
+        ):
+            return False
+        return all(p != pid for _, p in self.read_here.get(uuid, []))
 
     def _version_row(self, o: Any, producer: Any, now: Any) -> dict[str, Any]:
         return {
