@@ -13,13 +13,14 @@ import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
+import itertools
 import logging
 import math
 import os
 import shlex
 import sys
 import uuid as uuidlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import PurePath
 from typing import Any, Literal, NoReturn
 
@@ -46,6 +47,10 @@ from dpt_core.guard import Guard
 from dpt_core.tags import Tags, normalize_tags
 
 log = logging.getLogger("dpt")
+
+#: Most targets of one write observed and recorded together (one ``ProductsWritten``
+#: event): a write of a million files holds one chunk's observations at a time.
+WRITE_CHUNK = 5_000
 
 #: Namespace for deterministic invocation UUIDs derived from orchestrator run ids.
 DPT_NAMESPACE = uuidlib.UUID("6f1d1c8e-3b0e-5f5a-9c57-2d1b7e0c4a11")
@@ -142,7 +147,11 @@ class InvocationHandle:
         metadata: dict[str, Any] | None = None,
         tags: Tags | None = None,
     ) -> list[str]:
-        """Record that this invocation wrote ``targets`` (one batch, however many).
+        """Record that this invocation wrote ``targets``.
+
+        ``targets`` may also be one list, tuple, set or generator of targets. Many targets
+        are observed and recorded :data:`WRITE_CHUNK` at a time (the same records as one
+        ``write()`` per chunk), so memory stays flat however many there are.
 
         :param parents: what every target derives from; default: every input of the invocation.
             Parents not yet read are recorded as inputs first.
@@ -152,7 +161,7 @@ class InvocationHandle:
         """
         given = normalize_tags(tags)
         uris: list[str] = self.tracker._guard(
-            "write", lambda: self._write(targets, parents, metadata, given), default=[]
+            "write", lambda: self._write(_targets(targets), parents, metadata, given), default=[]
         )
         return uris
 
@@ -212,14 +221,28 @@ class InvocationHandle:
 
     def _write(
         self,
-        targets: Sequence[Any],
+        targets: Iterable[Any],
         parents: Sequence[Any] | None,
         metadata: dict[str, Any] | None,
         tags: dict[str, str] | None = None,
     ) -> list[str]:
-        if not self.tracker.enabled or not targets:
+        if not self.tracker.enabled:
             return []
         explicit = list(parents) if parents is not None else None
+        uris: list[str] = []
+        items = iter(targets)
+        while chunk := list(itertools.islice(items, WRITE_CHUNK)):
+            uris.extend(self._write_chunk(chunk, explicit, metadata, tags))
+        return uris
+
+    def _write_chunk(
+        self,
+        targets: Sequence[Any],
+        explicit: list[Any] | None,
+        metadata: dict[str, Any] | None,
+        tags: dict[str, str] | None,
+    ) -> list[str]:
+        """Observe and record one chunk of a write (one ``ProductsWritten`` event)."""
         own = [
             list(t.parents) if isinstance(t, ProductRef) and t.parents is not None else None
             for t in targets
@@ -796,16 +819,37 @@ class Tracker:
         tags: Tags | None = None,
     ) -> list[str]:
         """Record ``targets`` as written by the current invocation, or by a new one-off
-        invocation. ``tags`` label the versions written (not the run)."""
+        invocation. ``tags`` label the versions written (not the run). ``targets`` may be
+        one list or generator: many are recorded in chunks (see :meth:`InvocationHandle.write`)."""
         normalize_tags(tags)  # a bad tag is the caller's error, before anything is recorded
+        given = _targets(targets)
         current = self.current()
         if current is not None:
-            return current.write(*targets, parents=parents, metadata=metadata, tags=tags)
+            return current.write(given, parents=parents, metadata=metadata, tags=tags)
         # Resolve first: targets that name no product must not leave an empty one-off run.
-        if not self._resolvable(targets):
+        found = self._guard("track", lambda: self._first_resolvable(given))
+        if not found:
             return []
         with self.invocation(_script_name(), task="track") as handle:
-            return handle.write(*targets, parents=parents, metadata=metadata, tags=tags)
+            return handle.write(found, parents=parents, metadata=metadata, tags=tags)
+
+    def _first_resolvable(self, targets: Iterable[Any]) -> Iterator[Any] | None:
+        """None when no target names a product; else all of ``targets`` again (read up to
+        the first one that does, so a generator is walked once and not held)."""
+        items = iter(targets)
+        seen: list[Any] = []
+        for target in items:
+            seen.append(target)
+            if self.resolve_or_skip(target) is not None:
+                return itertools.chain(seen, items)
+        return None
+
+
+def _targets(given: tuple[Any, ...]) -> Iterable[Any]:
+    """The targets of ``write(a, b)``, ``write([a, b])`` or ``write(generator)``."""
+    if len(given) == 1 and isinstance(given[0], list | tuple | set | frozenset | Iterator):
+        return given[0]
+    return given
 
 
 def _cancelled(exc: BaseException) -> bool:
