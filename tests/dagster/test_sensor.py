@@ -385,6 +385,10 @@ def test_an_unreachable_database_spools_and_the_sensor_moves_on(
     from dpt_core.testing import POSTGRES_URL, require_server, server_url
 
     require_server(POSTGRES_URL)
+    # Each write on the sensor's thread, as the outage tests of the core do: the background
+    # writer would leave the replay to its probe, seconds later.
+    monkeypatch.setenv("DPT_WRITE", "sync")
+    dpt_core.plugin_api.reset()
     name = f"dpt_later_{uuid.uuid4().hex[:10]}"
     later = server_url(POSTGRES_URL, name)
     sqlite_url = pipeline.db.url
