@@ -32,6 +32,10 @@ def strict_mode() -> bool:
         return os.environ.get("DPT_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+#: Most keys a guard remembers (warnings keyed by a path: one per missing file).
+MAX_KEYS = 10_000
+
+
 class Guard:
     """Log-once-and-go-on for tracking failures.
 
@@ -47,9 +51,12 @@ class Guard:
         self._lock = threading.Lock()
 
     def first_time(self, key: str) -> bool:
-        """True the first time ``key`` is seen (then False until :meth:`reset`)."""
+        """True the first time ``key`` is seen (then False until :meth:`reset`; the keys
+        are forgotten after :data:`MAX_KEYS`, so a long-lived process stays bounded)."""
         with self._lock:
             first = key not in self._logged
+            if first and len(self._logged) >= MAX_KEYS:
+                self._logged.clear()
             self._logged.add(key)
         return first
 

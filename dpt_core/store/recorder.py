@@ -325,6 +325,7 @@ class Recorder:
         from dpt_core.store.bulk import BulkConflict, record_bulk
 
         set_based = self.bulk and len(events) > 1
+        self._cap_caches()
 
         def apply_all(conn: Connection) -> None:
             self._new_here.clear()
@@ -356,6 +357,13 @@ class Recorder:
         except BaseException:
             on_retry()
             raise
+
+    def _cap_caches(self) -> None:
+        """Start a cache over once it holds ID_CACHE_SIZE entries: a long-lived process
+        (a scheduler, a sensor) seeing new invocations for ever keeps its memory flat."""
+        for cache in (self._environment_ids, self._invocation_ids, self._facts):
+            if len(cache) >= ID_CACHE_SIZE:
+                cache.clear()
 
     def _apply(self, conn: Connection, event: Event) -> None:
         if isinstance(event, InvocationStarted):

@@ -1,0 +1,143 @@
+"""Bounded memory: big writes go in chunks; long-lived processes keep their structures bounded.
+
+Entries are counted, not RSS or time (benchmarks/bench_memory.py measures those).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import dpt_core
+import dpt_core.tracker as tracker_module
+from dpt_core import hookimpl
+from dpt_core.events import ProductsWritten
+from dpt_core.store import recorder as recorder_module
+from dpt_core.store.plugin import current_store
+
+BIG = 12_000
+
+
+class WriteCounter:
+    """Counts the ProductsWritten events and the outputs in each."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    @hookimpl
+    def dpt_products_written(self, event: ProductsWritten) -> None:
+        self.sizes.append(len(event.outputs))
+
+
+def _files(root: Path, n: int, made: list[int]) -> Iterator[Path]:
+    """Create the files one by one as they are asked for (a generator, never a list)."""
+    root.mkdir()
+    for i in range(n):
+        path = root / f"f{i:05d}.dat"
+        path.write_bytes(b"%d\n" % i)
+        made.append(i)
+        yield path
+
+
+@pytest.mark.parametrize("dpt_backend", ["sqlite", "postgresql"], indirect=True)
+def test_a_big_write_is_recorded_in_chunks_with_every_version_input_and_edge(
+    dpt_backend, dpt_env, tmp_path
+):
+    source = tmp_path / "catalog.csv"
+    source.write_bytes(b"catalog\n")
+    counter = WriteCounter()
+    tracker = dpt_core.get_tracker()
+    tracker.pm.register(counter, name="write-counter")
+    made: list[int] = []
+    try:
+        with dpt_core.invocation("survey") as inv:
+            inv.read(source)
+            uris = inv.write(_files(tmp_path / "out", BIG, made))
+        dpt_core.flush()
+    finally:
+        tracker.pm.unregister(counter)
+    chunk = tracker_module.WRITE_CHUNK
+    assert counter.sizes == [chunk, chunk, BIG - 2 * chunk]
+    assert len(uris) == BIG == len(made) and len(set(uris)) == BIG
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_products") == BIG + 1
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == BIG + 1
+    assert (
+        dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions WHERE content_hash IS NULL") == 0
+    )
+    assert (
+        dpt_env.scalar(
+            "SELECT COUNT(*) FROM data_product_versions WHERE produced_by_id IS NOT NULL"
+        )
+        == BIG
+    )
+    assert dpt_env.scalar("SELECT COUNT(*) FROM invocation_inputs") == 1
+    # every output derives from the one input
+    assert dpt_env.scalar("SELECT COUNT(*) FROM lineage_edges") == BIG
+    assert (
+        dpt_env.scalar(
+            "SELECT COUNT(DISTINCT e.child_version_id) FROM lineage_edges e "
+            "JOIN data_product_versions v ON v.id = e.parent_version_id "
+            "JOIN data_products p ON p.id = v.product_id WHERE p.uri = :u",
+            u=source.as_uri(),
+        )
+        == BIG
+    )
+
+
+def test_track_takes_a_list_or_a_generator_and_opens_a_run_only_for_a_product(dpt_env, tmp_path):
+    paths = [tmp_path / f"t{i}.dat" for i in range(3)]
+    for p in paths:
+        p.write_bytes(p.name.encode())
+    assert dpt_core.track(p for p in paths) == [p.as_uri() for p in paths]
+    assert dpt_core.track([paths[0], paths[1]]) == [paths[0].as_uri(), paths[1].as_uri()]
+    assert dpt_core.track(iter([object()])) == []  # names no product: no one-off run
+    dpt_core.flush()
+    assert dpt_env.scalar("SELECT COUNT(*) FROM invocations") == 2
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 5
+
+
+def test_a_long_lived_process_keeps_its_registries_and_caches_bounded(
+    dpt_env, tmp_path, monkeypatch
+):
+    cap = 50
+    monkeypatch.setattr(recorder_module, "ID_CACHE_SIZE", cap)
+    import dpt_core.guard as guard_module
+
+    monkeypatch.setattr(guard_module, "MAX_KEYS", cap)
+    source = tmp_path / "in.dat"
+    source.write_bytes(b"in\n")
+    runs = 4 * cap
+    for i in range(runs):
+        with dpt_core.invocation("tick", parameters={"i": i}) as inv:
+            inv.read(source)
+            out = tmp_path / f"o{i}.dat"
+            out.write_bytes(b"%d\n" % i)
+            # a missing file is warned about once per path: a key per run
+            inv.write(out, tmp_path / f"missing{i}.dat")
+    dpt_core.flush()
+    assert dpt_env.scalar("SELECT COUNT(*) FROM invocations WHERE status = 'success'") == runs
+    assert (
+        dpt_env.scalar(
+            "SELECT COUNT(*) FROM data_product_versions WHERE produced_by_id IS NOT NULL"
+        )
+        == 2 * runs
+    )
+    assert dpt_env.scalar("SELECT COUNT(*) FROM lineage_edges") == 2 * runs
+    assert tracker_module._unfinished == {}
+    assert len(dpt_core.get_tracker()._failures._logged) <= cap
+    rec = current_store()._recorder
+    assert rec is not None
+    sizes = {
+        name: len(getattr(rec, name))
+        for name in (
+            "_environment_ids",
+            "_invocation_ids",
+            "_product_ids",
+            "_version_ids",
+            "_facts",
+        )
+    }
+    assert all(size <= cap for size in sizes.values()), sizes
+    assert sizes["_invocation_ids"] > 0  # the cache is used, and then started over
