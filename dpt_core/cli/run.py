@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import click
 
@@ -52,6 +55,13 @@ def _existing(paths: tuple[str, ...], what: str) -> None:
     help="A file the command writes (repeatable).",
 )
 @click.option(
+    "--outputs-from",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="A file listing more outputs, one path a line (for many: recorded in chunks, "
+    "with a progress bar on a terminal).",
+)
+@click.option(
     "-p",
     "--param",
     "params",
@@ -64,13 +74,15 @@ def run(
     name: str | None,
     inputs: tuple[str, ...],
     outputs: tuple[str, ...],
+    outputs_from: str | None,
     params: tuple[str, ...],
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND and record it: environment, inputs and outputs with hashes.
 
     Exits with COMMAND's exit code. A failed command is recorded as failed
-    and its outputs that exist are still recorded. SIGINT, SIGTERM and SIGHUP
+    and its outputs that exist are still recorded. Many outputs (--outputs-from)
+    are recorded in chunks of 5000, memory staying flat. SIGINT, SIGTERM and SIGHUP
     are passed on to COMMAND and its end is recorded (cancelled). Inside
     COMMAND, dpt_core.track() and 'dpt track' attach to this run.
 
@@ -111,15 +123,12 @@ def run(
         ) from None
     stopped_by = _wait_forwarding_signals(proc)
     returncode = proc.returncode
-    present = [o for o in outputs if "://" in o or os.path.exists(o)]
-    missing = [o for o in outputs if o not in present]
-    if present:
-        handle.write(*present)
+    missing = _write_outputs(handle, outputs, outputs_from)
     if returncode == 0 and not missing:
         handle.finish("success")
     elif returncode == 0:
-        handle.finish("failed", error=f"declared output(s) not written: {', '.join(missing)}")
-        click.echo(f"dpt: output(s) not written: {', '.join(missing)}", err=True)
+        handle.finish("failed", error=f"declared output(s) not written: {missing}")
+        click.echo(f"dpt: output(s) not written: {missing}", err=True)
         returncode = 1
     elif returncode < 0:
         sig = signal.Signals(-returncode)
@@ -131,6 +140,66 @@ def run(
     else:
         handle.finish("failed", error=f"exit code {returncode}")
     sys.exit(returncode)
+
+
+#: Most missing outputs named in the error (the rest are counted).
+_MISSING_NAMED = 10
+
+
+def _declared(outputs: tuple[str, ...], outputs_from: str | None) -> Iterator[str]:
+    yield from outputs
+    if outputs_from is not None:
+        with open(outputs_from, encoding="utf-8") as listing:
+            for line in listing:
+                if line.strip():
+                    yield line.rstrip("\n")
+
+
+def _write_outputs(handle: Any, outputs: tuple[str, ...], outputs_from: str | None) -> str:
+    """Record the declared outputs that exist, a chunk at a time (never all in memory),
+    with a progress bar on a terminal for many; returns the missing ones, named (the
+    first few) and counted, or "" when none is missing."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dpt_core.tracker import WRITE_CHUNK
+
+    total = len(outputs) + (_count_lines(outputs_from) if outputs_from else 0)
+    missing: list[str] = []
+    missed = 0
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("dpt: recording outputs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal or total <= WRITE_CHUNK,
+    ) as bar:
+        task = bar.add_task("outputs", total=total)
+        declared = _declared(outputs, outputs_from)
+        while chunk := list(itertools.islice(declared, WRITE_CHUNK)):
+            present = []
+            for output in chunk:
+                if "://" in output or os.path.exists(output):
+                    present.append(output)
+                else:
+                    missed += 1
+                    if len(missing) < _MISSING_NAMED:
+                        missing.append(output)
+            if present:
+                handle.write(present)
+            bar.advance(task, len(chunk))
+    if not missed:
+        return ""
+    more = missed - len(missing)
+    return ", ".join(missing) + (f" and {more} more" if more else "")
+
+
+def _count_lines(path: str) -> int:
+    with open(path, encoding="utf-8") as listing:
+        return sum(1 for line in listing if line.strip())
 
 
 #: Signals that ask 'dpt run' to stop: forwarded to the command, whose end is then recorded.

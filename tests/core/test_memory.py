@@ -141,3 +141,49 @@ def test_a_long_lived_process_keeps_its_registries_and_caches_bounded(
     }
     assert all(size <= cap for size in sizes.values()), sizes
     assert sizes["_invocation_ids"] > 0  # the cache is used, and then started over
+
+
+def test_run_records_the_outputs_listed_in_a_file_and_names_the_missing(dpt_env, tmp_path):
+    import subprocess
+    import sys
+
+    listing = tmp_path / "outputs.txt"
+    names = [f"o{i}.dat" for i in range(7)]
+    listing.write_text("\n".join([*names, "", "never1.dat", "never2.dat"]) + "\n")
+    script = "import sys\nfor n in sys.argv[1:]: open(n, 'w').write(n)"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dpt_core.cli",
+            "run",
+            "--name",
+            "many",
+            "--outputs-from",
+            str(listing),
+            "-o",
+            "first.dat",
+            "--",
+            sys.executable,
+            "-c",
+            script,
+            "first.dat",
+            *names,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "output(s) not written: never1.dat, never2.dat" in result.stderr
+    (row,) = dpt_env.rows("SELECT id, status, error FROM invocations")
+    assert row.status == "failed" and "never1.dat, never2.dat" in row.error
+    produced = dpt_env.rows(
+        "SELECT p.uri FROM data_product_versions v JOIN data_products p ON p.id = v.product_id "
+        "WHERE v.produced_by_id = :i",
+        i=row.id,
+    )
+    assert sorted(r.uri for r in produced) == sorted(
+        (tmp_path / n).as_uri() for n in ["first.dat", *names]
+    )
