@@ -146,8 +146,10 @@ def _insert_then_find(
     return made, (find(conn, rest) if rest else {})
 
 
-#: Most ids a recorder keeps per cache before starting the cache over.
-ID_CACHE_SIZE = 200_000
+#: Most ids a recorder keeps per cache before starting the cache over (50 000: about
+#: 8 MB a cache; at 200 000 the product and version caches alone held ~60 MB after a
+#: write of 200 000 files, see benchmarks/bench_memory.py).
+ID_CACHE_SIZE = 50_000
 
 
 def _remember(cache: dict[str, int], ids: dict[str, int]) -> None:
