@@ -151,6 +151,10 @@ def _insert_then_find(
 #: write of 200 000 files, see benchmarks/bench_memory.py).
 ID_CACHE_SIZE = 50_000
 
+#: Most runs a recorder remembers (id and known columns, ~1.5 KB a run): a scheduler or
+#: sensor recording runs for ever grows to this many, then starts over.
+RUN_CACHE_SIZE = 10_000
+
 
 def _remember(cache: dict[str, int], ids: dict[str, int]) -> None:
     if len(cache) + len(ids) > ID_CACHE_SIZE:
@@ -361,10 +365,10 @@ class Recorder:
             raise
 
     def _cap_caches(self) -> None:
-        """Start a cache over once it holds ID_CACHE_SIZE entries: a long-lived process
+        """Start a cache over once it holds RUN_CACHE_SIZE entries: a long-lived process
         (a scheduler, a sensor) seeing new invocations for ever keeps its memory flat."""
         for cache in (self._environment_ids, self._invocation_ids, self._facts):
-            if len(cache) >= ID_CACHE_SIZE:
+            if len(cache) >= RUN_CACHE_SIZE:
                 cache.clear()
 
     def _apply(self, conn: Connection, event: Event) -> None:
@@ -518,7 +522,7 @@ class Recorder:
         self._know({**current._asdict(), **changes, "uuid": row["uuid"]})
 
     def _know(self, row: dict[str, Any]) -> None:
-        if len(self._facts) >= ID_CACHE_SIZE:
+        if len(self._facts) >= RUN_CACHE_SIZE:
             self._facts.clear()
         self._facts[row["uuid"]] = _Facts.of(row)
 

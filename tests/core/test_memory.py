@@ -103,6 +103,7 @@ def test_a_long_lived_process_keeps_its_registries_and_caches_bounded(
 ):
     cap = 50
     monkeypatch.setattr(recorder_module, "ID_CACHE_SIZE", cap)
+    monkeypatch.setattr(recorder_module, "RUN_CACHE_SIZE", cap)
     import dpt_core.guard as guard_module
 
     monkeypatch.setattr(guard_module, "MAX_KEYS", cap)
