@@ -101,7 +101,12 @@ def database(kind: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def isolated_dpt(url: str, **env: str) -> Iterator[Path]:
-    """Point dpt at ``url`` with spool and caches in a temporary directory."""
+    """Point dpt at ``url`` with spool and caches in a temporary directory.
+
+    Writes are synchronous (``DPT_WRITE=sync``) unless ``env`` says otherwise: a figure
+    of recording then includes the database write, which the default background writer
+    would do after the timed call returned.
+    """
     import dpt_core
 
     saved = dict(os.environ)
@@ -113,6 +118,7 @@ def isolated_dpt(url: str, **env: str) -> Iterator[Path]:
                 "DPT_CACHE_DIR": f"{tmp}/cache",
                 "DPT_REDACTION_KEY": "bench",
                 "DPT_CONFIG": f"{tmp}/none.toml",
+                "DPT_WRITE": "sync",
                 **env,
             }
         )
