@@ -846,9 +846,12 @@ class Tracker:
 
 
 def _targets(given: tuple[Any, ...]) -> Iterable[Any]:
-    """The targets of ``write(a, b)``, ``write([a, b])`` or ``write(generator)``."""
-    if len(given) == 1 and isinstance(given[0], list | tuple | set | frozenset | Iterator):
-        return given[0]
+    """The targets of ``write(a, b)``, ``write([a, b])`` or ``write(generator)``. Exact
+    types only: a tuple subclass is one target (a Dagster ``AssetKey`` is a tuple)."""
+    if len(given) == 1 and (
+        type(given[0]) in (list, tuple, set, frozenset) or isinstance(given[0], Iterator)
+    ):
+        return given[0]  # type: ignore[no-any-return]
     return given
 
 

@@ -93,6 +93,11 @@ def test_track_takes_a_list_or_a_generator_and_opens_a_run_only_for_a_product(dp
     assert dpt_core.track(p for p in paths) == [p.as_uri() for p in paths]
     assert dpt_core.track([paths[0], paths[1]]) == [paths[0].as_uri(), paths[1].as_uri()]
     assert dpt_core.track(iter([object()])) == []  # names no product: no one-off run
+
+    class Key(tuple):  # a tuple subclass (Dagster's AssetKey) is one target, not a list
+        pass
+
+    assert dpt_core.track(Key((str(paths[2]),))) == []
     dpt_core.flush()
     assert dpt_env.scalar("SELECT COUNT(*) FROM invocations") == 2
     assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 5
