@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
                     }
                 )
     print()
-    print("baseline: (a) the same files created without dpt; (b) RSS after the first 10 000 runs")
+    print("baseline: (a) the same files created without dpt; (b) RSS at the first sample")
     table(rows)
 
 
