@@ -295,12 +295,12 @@ class _Segment:
             ):
                 self.inputs_before.setdefault(r.invocation_id, []).append(r)
         if want_outputs:
-            for o in conn.execute(
+            for out in conn.execute(
                 select(V.c.id, V.c.produced_by_id, V.c.explicit_parents).where(
                     V.c.produced_by_id.in_(sorted(want_outputs))
                 )
             ):
-                self.outputs_before.setdefault(o.produced_by_id, []).append(o)
+                self.outputs_before.setdefault(out.produced_by_id, []).append(out)
 
     def _products_without_returning(self, uris: list[str]) -> dict[str, int]:
         """Get-or-create of products where INSERT cannot say what it inserted (MySQL):
