@@ -21,6 +21,7 @@ import contextvars
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -123,10 +124,10 @@ class Store:
         """How this store writes now: ``background``, ``sync`` or ``deferred``."""
         if self.settings.strict or self.exiting or not self.settings.database_url:
             return "sync"
-        if _forked and self.settings.write == "background":
-            # A child forked without exec (Airflow's task runner, multiprocessing, Celery
-            # prefork) usually ends with os._exit, which runs no exit handler: no writer
-            # could be flushed there, so it writes as it goes.
+        if self.settings.write == "background" and _child_process():
+            # A child forked without exec (Airflow's task runner, Celery prefork) or started
+            # by multiprocessing (Dagster's step workers) usually ends with os._exit, which
+            # runs no exit handler: no writer could be flushed there, so it writes as it goes.
             return "sync"
         return self.settings.write
 
@@ -460,6 +461,14 @@ def _forget_writer_in_child() -> None:
 
 #: True in a process forked (without exec) from one that had loaded dpt.
 _forked = False
+
+
+def _child_process() -> bool:
+    """True in a forked child or a ``multiprocessing`` child (any start method)."""
+    if _forked:
+        return True
+    process = sys.modules.get("multiprocessing.process")
+    return process is not None and process.parent_process() is not None
 
 
 os.register_at_fork(after_in_child=_forget_writer_in_child)
