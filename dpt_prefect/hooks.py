@@ -156,13 +156,17 @@ readbacks = BackgroundWork("dpt-prefect-readback")
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Wait until every finished flow run's task runs are read back and recorded.
+    """Wait until every finished flow run's task runs are read back and recorded, and
+    what this process recorded is in the database (:func:`dpt_core.flush`).
 
     The flow hooks record task runs in the background after a flow run ends; call this
     before reading what was recorded (tests, a script that queries dpt right after a
     flow). :returns: True when nothing is left pending.
     """
-    return readbacks.flush(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    read_back = readbacks.flush(timeout)
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    return dpt_core.flush(left) and read_back
 
 
 # ---------------------------------------------------------------------------------------------
