@@ -215,28 +215,40 @@ def _copy_insert_ignore(
 ) -> list[Any]:
     """PostgreSQL bulk path: COPY into a temporary staging table, then one INSERT ... SELECT
     (returning ``returning`` of the inserted rows, as named tuples)."""
+    from psycopg import sql
     from psycopg.rows import namedtuple_row
 
     columns = list(rows[0])
-    quoted = ", ".join(f'"{c}"' for c in columns)
-    stage = f"_dpt_stage_{table.name}"
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    target = sql.Identifier(table.name)
+    stage = sql.Identifier(f"_dpt_stage_{table.name}")
+    back = [c.name for c in returning]
+    insert = sql.SQL(
+        "INSERT INTO {target} ({names}) SELECT {names} FROM {stage} "
+        "ON CONFLICT ({conflict}) DO NOTHING"
+    ).format(
+        target=target,
+        names=names,
+        stage=stage,
+        conflict=sql.SQL(", ").join(map(sql.Identifier, keys)),
+    )
+    if back:
+        insert += sql.SQL(" RETURNING {}").format(sql.SQL(", ").join(map(sql.Identifier, back)))
     cursor = conn.connection.dbapi_connection.cursor(row_factory=namedtuple_row)  # type: ignore[union-attr]
     try:
         cursor.execute(
-            f'CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {quoted} FROM "{table.name}" WITH NO DATA'
+            sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {names} FROM {target} "
+                "WITH NO DATA"
+            ).format(stage=stage, names=names, target=target)
         )
-        cursor.execute(f"TRUNCATE {stage}")
-        with cursor.copy(f"COPY {stage} ({quoted}) FROM STDIN") as copy:
+        cursor.execute(sql.SQL("TRUNCATE {}").format(stage))
+        with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, names)) as copy:
             for row in _copy_rows(table, columns, rows):
                 copy.write_row(row)
-        conflict = ", ".join(f'"{k}"' for k in keys)
-        back = ", ".join(f'"{c.name}"' for c in returning)
-        cursor.execute(
-            f'INSERT INTO "{table.name}" ({quoted}) SELECT {quoted} FROM {stage} '
-            f"ON CONFLICT ({conflict}) DO NOTHING" + (f" RETURNING {back}" if back else "")
-        )
+        cursor.execute(insert)
         inserted = list(cursor.fetchall()) if back else []
-        cursor.execute(f"TRUNCATE {stage}")
+        cursor.execute(sql.SQL("TRUNCATE {}").format(stage))
         return inserted
     finally:
         cursor.close()
