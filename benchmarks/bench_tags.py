@@ -59,14 +59,14 @@ def _events(n: int, tagged: bool) -> list[list[object]]:
 
 
 def measure(kind: str, n: int) -> dict[str, object]:
+    from dpt_core.store.bulk import BulkRecorder
     from dpt_core.store.engine import make_engine
     from dpt_core.store.queries import list_runs
-    from dpt_core.store.recorder import Recorder
 
     figures: dict[str, object] = {"backend": kind, "runs": n}
     with database(kind) as url:
         engine = make_engine(url)
-        recorder = Recorder(engine)
+        recorder = BulkRecorder(engine)
         rates = {}
         for tagged in (False, True):
             batches = _events(n, tagged)

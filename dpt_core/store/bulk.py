@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from dpt_core.events import (
     FINAL_STATUSES,
@@ -64,6 +64,7 @@ from dpt_core.store.recorder import (
     PLACEHOLDER,
     RUN_TAGS,
     VERSION_TAGS,
+    BulkConflict,
     I,
     P,
     Recorder,
@@ -75,11 +76,6 @@ from dpt_core.store.recorder import (
     uri_digest,
 )
 from dpt_core.store.upsert import insert_ignore, select_in
-
-
-class BulkConflict(Exception):
-    """A row the set-based path found absent was there when it inserted it (a
-    concurrent writer's): the transaction is rolled back and recorded event by event."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +108,22 @@ def _statically_bulk(event: Event) -> bool:
     if isinstance(event, ProductsWritten):
         return all(o.parents is None for o in event.outputs)
     return False  # pragma: no cover
+
+
+class BulkRecorder(Recorder):
+    """The store's recorder: batches of several events are recorded set-wise
+    (:func:`record_bulk`); ``bulk = False`` records them event by event, the reference
+    the set-based path is tested against."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.bulk = True
+
+    def _apply_batch(self, conn: Connection, events: Sequence[Event]) -> None:
+        if self.bulk:
+            record_bulk(self, conn, events)
+        else:
+            super()._apply_batch(conn, events)
 
 
 def record_bulk(recorder: Recorder, conn: Connection, events: Sequence[Event]) -> None:

@@ -166,9 +166,9 @@ class Store:
     @property
     def recorder(self) -> Recorder:
         if self._recorder is None:
-            from dpt_core.store.recorder import Recorder
+            from dpt_core.store.bulk import BulkRecorder
 
-            self._recorder = Recorder(self._get_engine())
+            self._recorder = BulkRecorder(self._get_engine())
         return self._recorder
 
     def record(self, events: Sequence[Event]) -> None:

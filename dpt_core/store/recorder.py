@@ -292,6 +292,11 @@ def variable_digest(key: str, value: str | None, redacted: str | None) -> str:
     return hashlib.sha256(payload.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+class BulkConflict(Exception):
+    """A row the set-based path found absent was there when it inserted it (a
+    concurrent writer's): the transaction is rolled back and recorded event by event."""
+
+
 class Recorder:
     """Writes event batches to one database."""
 
@@ -313,30 +318,24 @@ class Recorder:
         #: ("read", "write") applied to them since. Nobody else can have given such an
         #: invocation inputs or outputs yet, so what was not applied here is empty.
         self._new_here: dict[str, set[str]] = {}
-        #: Record batches set-wise (False: event by event, the reference the bulk
-        #: path is tested against).
-        self.bulk = True
 
     # -- entry point -------------------------------------------------------------------
 
     def record(self, events: Sequence[Event], *, attempts: int = 5) -> None:
         """Record ``events`` in one transaction, retrying transient lock conflicts.
 
-        A batch of several events goes through the set-based path
-        (:mod:`dpt_core.store.bulk`: a few statements per batch, the events it cannot
-        decide set-wise handed to the per-event code in the same transaction). If that
-        path meets a row it did not expect (a concurrent writer's), the transaction is
-        rolled back and the batch recorded again event by event.
+        A batch of several events goes through :meth:`_apply_batch` (event by event here;
+        set-wise in :class:`dpt_core.store.bulk.BulkRecorder`, the store's). If that
+        meets a row it did not expect (a concurrent writer's: :class:`BulkConflict`), the
+        transaction is rolled back and the batch recorded again event by event.
         """
-        from dpt_core.store.bulk import BulkConflict, record_bulk
-
-        set_based = self.bulk and len(events) > 1
+        set_based = len(events) > 1
         self._cap_caches()
 
         def apply_all(conn: Connection) -> None:
             self._new_here.clear()
             if set_based:
-                record_bulk(self, conn, events)
+                self._apply_batch(conn, events)
                 return
             for event in events:
                 self._apply(conn, event)
@@ -363,6 +362,11 @@ class Recorder:
         except BaseException:
             on_retry()
             raise
+
+    def _apply_batch(self, conn: Connection, events: Sequence[Event]) -> None:
+        """Apply a batch of several events in ``conn``'s transaction (here: one by one)."""
+        for event in events:
+            self._apply(conn, event)
 
     def _cap_caches(self) -> None:
         """Start a cache over once it holds RUN_CACHE_SIZE entries: a long-lived process

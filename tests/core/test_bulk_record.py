@@ -30,6 +30,7 @@ from dpt_core.events import (
     ProductsRead,
     ProductsWritten,
 )
+from dpt_core.store.bulk import BulkRecorder
 from dpt_core.store.models import (
     DataProduct,
     DataProductVersion,
@@ -41,7 +42,6 @@ from dpt_core.store.models import (
     VersionTag,
 )
 from dpt_core.store.plugin import current_store
-from dpt_core.store.recorder import Recorder
 from dpt_core.testing import empty_tracking
 
 NS = uuid.UUID("6c1c4a4e-8f0e-4d57-9a43-0d8f5a1b2c3d")
@@ -194,7 +194,7 @@ def snapshot(engine: Engine) -> dict[str, Any]:
 
 def record_with(engine: Engine, batches: list[list[Event]], *, bulk: bool) -> dict[str, Any]:
     empty_tracking(engine)
-    recorder = Recorder(engine)
+    recorder = BulkRecorder(engine)
     recorder.bulk = bulk
     for batch in batches:
         recorder.record(batch)
@@ -399,7 +399,7 @@ def test_a_batch_costs_a_constant_number_of_statements(dpt_backend, dpt_env):
             completes += life[3:]
         return starts, completes
 
-    recorder = Recorder(engine)
+    recorder = BulkRecorder(engine)
     for batch in batches(1, 1000):  # the parent, the shared input
         recorder.record(batch)
     costs = {}
@@ -468,7 +468,7 @@ def test_a_sensor_batch_of_finished_steps_costs_a_constant_number_of_statements(
         statements.append(statement)
 
     empty_tracking(engine)
-    recorder = Recorder(engine)
+    recorder = BulkRecorder(engine)
     recorder.record(head)
     recorder.record(steps(1, 900))  # (warm: the parent run's id is cached from now on)
     costs = {}

@@ -63,13 +63,7 @@ ORCHESTRATORS = ("airflow", "prefect", "dagster", "dpt_airflow", "dpt_prefect", 
 
 #: Circles known and not fixed yet, each with why. Each entry must still be a circle
 #: (the test fails once it is gone, so the list only shrinks).
-KNOWN_CIRCLES: dict[frozenset[str], str] = {
-    frozenset({"dpt_core.store.bulk", "dpt_core.store.recorder"}): (
-        "the recorder hands a batch to the set-based path (a lazy import in Recorder.record), "
-        "which is built on the recorder's statements; both files belong to the bulk-recording "
-        "work and were not to be edited here"
-    ),
-}
+KNOWN_CIRCLES: dict[frozenset[str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ from dpt_core.events import (
     ProductsWritten,
 )
 from dpt_core.store import migrations
+from dpt_core.store.bulk import BulkRecorder
 from dpt_core.store.engine import make_engine
 from dpt_core.store.models import Distribution
-from dpt_core.store.recorder import Recorder
 from dpt_core.store.upsert import in_transaction, insert_ignore
 from dpt_core.testing import empty_tracking
 
@@ -59,7 +59,7 @@ def obs(uri: str, h: str | None = "xxh3_128:01", parents=None, vid=None) -> Prod
 @pytest.fixture
 def recorder(dpt_backend):
     engine = make_engine(dpt_backend)
-    yield Recorder(engine)
+    yield BulkRecorder(engine)
     engine.dispose()
 
 
@@ -144,7 +144,7 @@ def test_recording_twice_equals_once(recorder):
         )
     }
     recorder.record(batch)
-    Recorder(recorder.engine).record(batch)  # a fresh process: no cached environment id
+    BulkRecorder(recorder.engine).record(batch)  # a fresh process: no cached environment id
     after = {t: count(recorder.engine, t) for t in before}
     assert before == after
     assert before["lineage_edges"] == 1 and before["data_product_versions"] == 2
@@ -183,7 +183,7 @@ def test_reading_products_nobody_recorded_asks_for_no_versions_of_them(recorder)
         if "WHERE data_product_versions.uuid" in statement:
             by_uuid.append(statement)
 
-    fresh = Recorder(recorder.engine)  # no cached ids: everything is asked of the database
+    fresh = BulkRecorder(recorder.engine)  # no cached ids: everything is asked of the database
     event.listen(recorder.engine, "before_cursor_execute", record)
     try:
         fresh.record([ProductsRead(reader, tuple(obs(f"file:///new/{i}") for i in range(5)))])
@@ -465,7 +465,7 @@ def test_reads_and_writes_of_a_new_invocation_in_one_batch_link_like_separate_ba
 def test_an_invocation_another_process_gave_inputs_still_links_them(recorder):
     inv = str(uuid.uuid4())
     recorder.record([InvocationStarted(uuid=inv, orchestrator="python", job="j")])
-    Recorder(recorder.engine).record([ProductsRead(inv, (obs("file:///x", "xxh3_128:x"),))])
+    BulkRecorder(recorder.engine).record([ProductsRead(inv, (obs("file:///x", "xxh3_128:x"),))])
     recorder.record([ProductsWritten(inv, (obs("file:///y", "xxh3_128:y"),))])
     assert edge_uris(recorder.engine) == {("file:///x", "file:///y")}
 
@@ -476,7 +476,7 @@ def test_a_pooled_connection_the_server_dropped_is_replaced_without_losing_the_b
     from sqlalchemy import text
 
     engine = make_engine(pg_url, pool_pre_ping=False)
-    recorder = Recorder(engine)
+    recorder = BulkRecorder(engine)
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
     recorder.record([InvocationStarted(uuid=first, orchestrator="python", job="before")])
     admin = make_engine(pg_url)
@@ -523,7 +523,7 @@ def test_big_batches_take_the_bulk_path_and_replay_to_the_same_rows(recorder):
         ProductsWritten(inv, tuple(cal)),
     ]
     recorder.record(batch)
-    Recorder(recorder.engine).record(batch)  # a replay from another process
+    BulkRecorder(recorder.engine).record(batch)  # a replay from another process
     edges = edge_uris(recorder.engine)
     assert len(edges) == 2 * n
     assert {("s3://bulk/raw/7", "s3://bulk/cal/7"), ("s3://bulk/raw/8", "s3://bulk/cal/7")} <= edges

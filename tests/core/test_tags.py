@@ -24,8 +24,8 @@ from dpt_core.events import (
     event_to_dict,
 )
 from dpt_core.store import migrations
+from dpt_core.store.bulk import BulkRecorder
 from dpt_core.store.plugin import current_store
-from dpt_core.store.recorder import Recorder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -319,7 +319,7 @@ def test_recording_again_never_overwrites_a_tag_and_adds_the_missing_ones(dpt_ba
     write = ProductsWritten(
         run, (ProductObservation("s3://b/k", version, "sha256:01", tags={"q": "good"}),)
     )
-    recorder = Recorder(engine())
+    recorder = BulkRecorder(engine())
     recorder.record([start, write])
     dpt_core.tag(run, {"a": "changed"})
     dpt_core.tag("s3://b/k", {"q": "reviewed"})
