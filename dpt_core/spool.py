@@ -363,15 +363,22 @@ class Spool:
         return replayed
 
     def _rewrite(self, path: Path, batches: Sequence[Sequence[Event]]) -> None:
-        """Atomically replace ``path`` with ``batches`` (the caller holds its lock)."""
+        """Atomically replace ``path`` with ``batches`` (the caller holds its lock).
+
+        The file keeps its modification time, which orders spool files for replay: its
+        batches are older than those of any file started since, and must still be replayed
+        first (a run's end recorded before its start would have no row to end).
+        """
         temporary = path.with_suffix(".tmp")
         lines = [
             json.dumps([event_to_dict(e) for e in b], ensure_ascii=False) + "\n" for b in batches
         ]
+        before = os.stat(path)
         with open(temporary, "wb") as handle:
             handle.write("".join(lines).encode("utf-8", "surrogateescape"))
             handle.flush()
             os.fsync(handle.fileno())
+        os.utime(temporary, ns=(before.st_atime_ns, before.st_mtime_ns))
         os.replace(temporary, path)
 
     def _reject(self, path: Path, batch: Sequence[Event], exc: BaseException) -> None:

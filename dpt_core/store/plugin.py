@@ -281,14 +281,21 @@ class Store:
             return not self.breaker.is_open and (claimed is None or not claimed.exists())
         with self._lock:
             try:
-                if self._replay_all:  # what waits from before first, in order
-                    waiting = [f for f in self.spool.files() if f != claimed]
-                    self.spool.replay(self.record, is_transient, files=waiting)
-                    self._replay_all = False
+                older: list[Path] = []
+                newer: list[Path] = []
+                if self._replay_all:  # what waits from before first: every file, in order
+                    waiting = self.spool.files()
+                    cut = waiting.index(claimed) if claimed in waiting else len(waiting)
+                    older, newer = waiting[:cut], waiting[cut + 1 :]
+                self.spool.replay(self.record, is_transient, files=older)
                 if claimed is not None:
                     # like a synchronous write: a batch the database refuses stays in the
                     # spool (the next replay sets it aside if it is refused again)
                     self.spool.replay(self.record, lambda exc: True, files=[claimed])
+                # (files started after the claim, e.g. by this process while it was
+                # written: after it, or a run's end could come before its start)
+                self.spool.replay(self.record, is_transient, files=newer)
+                self._replay_all = False
                 self.breaker.close()
                 if not self._dead_runs_closed:
                     self._close_dead_runs()

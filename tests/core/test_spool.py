@@ -126,3 +126,38 @@ def test_the_outcome_of_a_submit_says_recorded_or_spooled(dpt_env, monkeypatch):
     with dpt_core.invocation("away"):
         pass
     assert last_outcome() == "spooled"
+
+
+def test_a_replay_cut_short_keeps_the_older_file_first(tmp_path):
+    """A replay that stops on a transient failure rewrites the file with the batches left;
+    they are still replayed before the batches of a file started later (else a run's end
+    could be recorded before its start, with no row to end: the run would stay running)."""
+    import os
+
+    import pytest
+
+    url = "sqlite:////nowhere/dpt.sqlite3"
+    spool = Spool(tmp_path / "spool", url)
+    run = str(uuid.uuid4())
+    start = InvocationStarted(uuid=run, orchestrator="python", job="j")
+    write = ProductsWritten(run, (ProductObservation("s3://b/k", str(uuid.uuid4())),))
+    spool.append([start])
+    spool.append([write])
+    older = spool.claim_own()  # (the background writer's claim)
+    assert older is not None
+    os.utime(older, ns=(1_000_000_000, 1_000_000_000))  # appended long ago
+    spool.append([InvocationFinished(uuid=run, status="success")])  # a newer file
+    seen: list[str] = []
+
+    def record_until_cut(batch):
+        if isinstance(batch[0], ProductsWritten) and not seen.count("cut"):
+            seen.append("cut")
+            raise ConnectionError("the server went away")
+        seen.append(type(batch[0]).__name__)
+
+    with pytest.raises(ConnectionError):
+        spool.replay(record_until_cut)
+    assert spool.files()[0] == older  # rewritten with what is left, and still first
+    spool.replay(record_until_cut)
+    assert seen == ["InvocationStarted", "cut", "ProductsWritten", "InvocationFinished"]
+    assert spool.is_empty()
