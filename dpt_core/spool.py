@@ -224,16 +224,23 @@ class Spool:
         return [self.root] + sorted(p for p in self.root.iterdir() if p.is_dir())
 
     @staticmethod
-    def _files_in(directory: Path) -> list[Path]:
+    def _files_in(directory: Path, *, exact: bool = False) -> list[Path]:
+        """The spool files in ``directory``, oldest first. A file a writer moves aside or
+        replays meanwhile is left out; with ``exact``, FileNotFoundError is raised instead
+        (the listing may have missed the name it moved to: look again)."""
         if not directory.is_dir():
             return []
-        found = []
+        found: dict[tuple[int, int], tuple[int, str, Path]] = {}
         for path in directory.glob(f"*{SUFFIX}"):
             try:
-                found.append((path.stat().st_mtime_ns, path.name, path))
+                st = path.stat()
             except FileNotFoundError:  # taken by a writer meanwhile
+                if exact:
+                    raise
                 continue
-        return [path for _mtime, _name, path in sorted(found)]
+            # (one file under two names while a writer moves it aside: counted once)
+            found.setdefault((st.st_dev, st.st_ino), (st.st_mtime_ns, path.name, path))
+        return [path for _mtime, _name, path in sorted(found.values())]
 
     def files(self) -> list[Path]:
         return [path for d in self._directories() for path in self._files_in(d)]
@@ -265,12 +272,13 @@ class Spool:
         )
 
     def _target_status(self, key: str, directories: list[Path]) -> TargetStatus:
+        files: list[Path] = []
         for _attempt in range(100):
             # a file a writer moves aside or deletes meanwhile: look again (its events are
             # then in the file it became, or in the database)
-            files = [path for d in directories for path in self._files_in(d)]
             batches = events = size = 0
             try:
+                files = [path for d in directories for path in self._files_in(d, exact=True)]
                 for path in files:
                     size += path.stat().st_size
                     for batch in self._read(path, quarantine=False):

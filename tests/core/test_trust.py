@@ -325,6 +325,7 @@ def test_spooled_events_replay_only_into_the_database_they_were_meant_for(
         dpt_core.plugin_api.reset()
         with dpt_core.invocation(job):
             pass
+        dpt_core.flush()  # (the background writer has tried, and left them in the spool)
         assert _spooled_events_for(spool_root, url) == 2
 
     monkeypatch.setenv("DPT_DATABASE_URL", home_url)
