@@ -304,12 +304,6 @@ class Store:
                 self._replay_all = True
                 if is_transient(exc):
                     self.breaker.trip()
-                else:
-                    # refused for good: a second pass sets that batch aside (.bad) now, so
-                    # the batches claimed behind it are not left waiting for a next write
-                    with contextlib.suppress(Exception):
-                        self.spool.replay(self.record, is_transient)
-                        self._replay_all = False
                 self._warn(exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc))
                 return False
 

@@ -36,6 +36,7 @@ def count_all(env):
 
 def test_unreachable_database_spools_and_user_code_goes_on(dpt_env, monkeypatch, tmp_path, caplog):
     good_url = dpt_env.url
+    monkeypatch.setenv("DPT_WRITE", "sync")  # (counts the spool after each write)
     monkeypatch.setenv("DPT_DATABASE_URL", DEAD_URL)
     monkeypatch.setenv("DPT_CONNECT_TIMEOUT", "1")
     dpt_core.plugin_api.reset()
