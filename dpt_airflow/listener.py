@@ -19,9 +19,7 @@ dpt_core and the translator on the first event, not at import; with
 
 from __future__ import annotations
 
-import functools
 import logging
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +38,6 @@ log = logging.getLogger("dpt.airflow")
 CONFIG_SECTION = "dpt"
 #: Task tries one process keeps open at most (a task runner has one; dag.test() a dag's).
 MAX_OPEN_TRIES = 10_000
-#: "No fallback given" for :meth:`DptListener._ask`.
-_DEFAULT: Any = object()
 #: A try's dpt status from the state Airflow gives its task instance; others: ``crashed``.
 _STATUS_OF_STATE = {
     "success": "success",
@@ -66,9 +62,6 @@ class DptListener:
         #: a component that records nothing never imports dpt_core).
         self._running: RunRegistry[TaskKey, dpt_core.InvocationHandle] | None = None
         self._failures: HostGuard | None = None
-        self._translator_failures: HostGuard | None = None
-        #: Translator failures held back in strict mode until the hook has recorded the rest.
-        self._deferred = threading.local()
 
     # -- Airflow hooks: task instances (task runner) ----------------------------------------
 
@@ -150,25 +143,24 @@ class DptListener:
         import dpt_core
 
         translator = self.translator
-        ask = functools.partial(self._ask, translator)
         context = compat.template_context(ti)
         dag_run = context.get("dag_run")
         parent = self._start_dag_run(translator, dag_run) if dag_run is not None else None
         handle = dpt_core.get_tracker().start(
-            ask("get_job", ti),
-            task=ask("get_task", ti),
+            translator.get_job(ti),
+            task=translator.get_task(ti),
             orchestrator=translator.orchestrator,
-            uuid=ask("get_invocation_uuid", ti),
+            uuid=translator.get_invocation_uuid(ti),
             parent=parent or "",
-            external_id=ask("get_external_id", ti),
-            parameters=compat.mask_airflow_secrets(ask("get_parameters", ti, context)),
-            command=compat.mask_airflow_secrets(ask("get_command", ti, context)),
-            code_version=ask("get_code_version", ti, context),
-            variables=ask("get_context_variables", ti, context),
+            external_id=translator.get_external_id(ti),
+            parameters=compat.mask_airflow_secrets(translator.get_parameters(ti, context)),
+            command=compat.mask_airflow_secrets(translator.get_command(ti, context)),
+            code_version=translator.get_code_version(ti, context),
+            variables=translator.get_context_variables(ti, context),
             started_at=getattr(ti, "start_date", None),
         )
         self.running.set(compat.task_key(ti), handle)
-        inputs = ask("get_inputs", ti, context, fallback=[])
+        inputs = translator.get_inputs(ti, context)
         if inputs:
             handle.read(*inputs)
         return handle
@@ -179,7 +171,6 @@ class DptListener:
         import dpt_core
 
         translator = self.translator
-        ask = functools.partial(self._ask, translator)
         handle = self.running.pop(compat.task_key(ti))
         if handle is None and compat.is_runtime_task_instance(ti):
             # The start event was missed (the try failed before the task ran): record it now.
@@ -191,18 +182,18 @@ class DptListener:
             # a state set by hand): close the try the worker opened, if it did and if the
             # worker did not record its end itself.
             handle = dpt_core.get_tracker().attach(
-                ask("get_invocation_uuid", ti), ask("get_job", ti), ask("get_task", ti)
+                translator.get_invocation_uuid(ti), translator.get_job(ti), translator.get_task(ti)
             )
         try:
             if status == "success" and compat.is_runtime_task_instance(ti):
-                outputs = ask("get_outputs", ti, compat.template_context(ti), fallback=[])
+                outputs = translator.get_outputs(ti, compat.template_context(ti))
                 if outputs:
                     handle.write(*outputs)
         finally:
             # Closed whatever failed above: a try never stays running because of dpt.
             handle.finish(
                 status,
-                error=compat.mask_airflow_secrets(ask("get_error", error)),
+                error=compat.mask_airflow_secrets(translator.get_error(error)),
                 only_if_running=from_elsewhere,
             )
 
@@ -230,16 +221,14 @@ class DptListener:
         """Record the dag run's invocation (idempotent: every task of the run asks)."""
         import dpt_core
 
-        uuid: str = self._ask(translator, "get_dag_run_uuid", dag_run.dag_id, dag_run.run_id)
+        uuid: str = translator.get_dag_run_uuid(dag_run.dag_id, dag_run.run_id)
         dpt_core.get_tracker().start(
             str(dag_run.dag_id),
             orchestrator=translator.orchestrator,
             uuid=uuid,
             parent=False,  # a dag run is a root, whatever dpt invocation is open around it
             external_id=str(dag_run.run_id),
-            parameters=compat.mask_airflow_secrets(
-                self._ask(translator, "get_dag_run_parameters", dag_run)
-            ),
+            parameters=compat.mask_airflow_secrets(translator.get_dag_run_parameters(dag_run)),
             started_at=getattr(dag_run, "start_date", None),
             environment=False,
         )
@@ -255,7 +244,7 @@ class DptListener:
         import dpt_core
 
         translator = self.translator
-        uuid = self._ask(translator, "get_dag_run_uuid", dag_run.dag_id, dag_run.run_id)
+        uuid = translator.get_dag_run_uuid(dag_run.dag_id, dag_run.run_id)
         try:
             self._start_dag_run(translator, dag_run)  # a run none of whose tries started here
             self._close_unfinished_tries(dag_run)
@@ -264,7 +253,7 @@ class DptListener:
             handle.finish(
                 status,
                 error=(
-                    compat.mask_airflow_secrets(self._ask(translator, "get_error", msg))
+                    compat.mask_airflow_secrets(translator.get_error(msg))
                     if status == "failed"
                     else None
                 ),
@@ -304,7 +293,7 @@ class DptListener:
                 if key[4] < 1 or key in closed:
                     continue  # never ran (try 0), or closed above
                 status = _STATUS_OF_STATE.get(compat.state_text(row.state), "crashed")
-                uuid = self._ask(translator, "get_invocation_uuid", row)
+                uuid = translator.get_invocation_uuid(row)
                 tracker.attach(uuid).finish(status, only_if_running=True)
 
     # -- Airflow hooks: the task runner stopping ---------------------------------------------
@@ -320,59 +309,18 @@ class DptListener:
         for _, handle in self.running.pop_where(lambda _key, _handle: True):
             handle.detach()
 
-    # -- asking the translator --------------------------------------------------------------
-
-    def _ask(
-        self, translator: AirflowTranslator, method: str, *args: Any, fallback: Any = _DEFAULT
-    ) -> Any:
-        """``translator.<method>(*args)``; an override that raises costs only its own field.
-
-        The failure is logged once and the default implementation answers instead (or
-        ``fallback``, for inputs and outputs), so the try is still recorded and closed.
-        In strict mode the failure is raised to Airflow once the hook has done the rest.
-        """
-        try:
-            return getattr(translator, method)(*args)
-        except Exception as exc:
-            from dpt_airflow.translator import AirflowTranslator
-            from dpt_core.adapter import host_guard
-            from dpt_core.guard import strict_mode
-
-            default = getattr(AirflowTranslator, method)
-            if fallback is _DEFAULT and getattr(type(translator), method) is default:
-                raise  # dpt's own default failed: the hook's guard reports it
-            if strict_mode():
-                self._deferred.errors = [*getattr(self._deferred, "errors", []), (method, exc)]
-            else:
-                if self._translator_failures is None:
-                    self._translator_failures = host_guard("dpt records the rest of the try", log)
-                self._translator_failures.failed(f"the translator's {method}", exc)
-            return default(translator, *args) if fallback is _DEFAULT else fallback
-
     # -- the guard --------------------------------------------------------------------------
 
     def _guard(self, what: str, call: Callable[..., Any], *args: Any) -> Any:
-        """Run ``call``; log a failure once per kind and swallow it, unless strict mode is on.
-
-        In strict mode a translator failure :meth:`_ask` deferred is raised here, after
-        the hook recorded (and closed) what it could.
-        """
-        self._deferred.errors = []
-        try:
-            result = call(*args)
-            deferred, self._deferred.errors = self._deferred.errors, []
-            if deferred:
-                method, exc = deferred[0]
-                raise RuntimeError(f"the translator's {method} failed: {exc}") from exc
-            return result
-        except Exception as exc:
+        """Run ``call`` under the adapter's host guard: a failure is logged once per kind
+        and swallowed, unless strict mode is on (then a translator failure is raised after
+        the hook recorded, and closed, what it could)."""
+        if self._failures is None:
             # dpt_core is imported only here and on real events, never by a disabled plugin.
             from dpt_core.adapter import host_guard
 
-            if self._failures is None:
-                self._failures = host_guard("the task goes on untracked", log)
-            self._failures.failed(f"recording the Airflow {what}", exc)
-            return None
+            self._failures = host_guard("the task goes on untracked", log, prefix="recording ")
+        return self._failures(f"the Airflow {what}", call, *args)
 
 
 #: The listener the plugin registers with Airflow.

@@ -14,6 +14,7 @@ your class in ``airflow.cfg``::
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -21,14 +22,26 @@ from urllib.parse import quote
 
 import dpt_core
 from dpt_airflow import compat
+from dpt_core.adapter import Translator
 from dpt_core.events import error_text
 
 #: The ``orchestrator`` column of everything the Airflow adapter records.
 ORCHESTRATOR = "airflow"
 
 
-class AirflowTranslator:
+class AirflowTranslator(
+    Translator,
+    identity={"get_invocation_uuid", "get_dag_run_uuid", "get_job", "get_task", "get_asset_uri"},
+    fallbacks={"get_inputs": list, "get_outputs": list},
+    logger=logging.getLogger("dpt.airflow"),
+):
     """Translate Airflow task instances, dag runs and assets into dpt invocations and products.
+
+    An override that raises costs only its own field (:class:`dpt_core.adapter.Translator`):
+    dpt's default answers instead, and no inputs or outputs for ``get_inputs`` and
+    ``get_outputs``; an override of an identity method (``get_invocation_uuid``,
+    ``get_dag_run_uuid``, ``get_job``, ``get_task``, ``get_asset_uri``) that raises costs
+    the record it names.
 
     ``task_instance`` is the task runner's ``RuntimeTaskInstance`` (in the worker, with
     ``.task`` and a template ``context``) or, for events the scheduler or API server

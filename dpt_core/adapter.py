@@ -9,6 +9,10 @@ calls. What is the same in every orchestrator lives here, once:
   ``datetime`` subclass, epoch seconds, ISO text) as a plain UTC ``datetime``.
 - :class:`RunRegistry`: a bounded, thread-safe registry of the runs a process has open
   (least recently used forgotten first), on ``cachetools.LRUCache``.
+- :class:`Translator`: the base of every adapter's translator. A user's override of a
+  descriptive ``get_*`` method that raises costs only that field: logged once, the
+  adapter's default answers instead (raised after the hook recorded the rest, in strict
+  mode); an identity method that raises costs the record it names.
 - :class:`TranslatorRegistry` and :func:`load_translator`: the process's active
   translator, and a translator class named in configuration (``pkgutil.resolve_name``).
 - :class:`BackgroundWork` and :func:`poll_until`: read-backs that run after the
@@ -23,21 +27,23 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import functools
+import inspect
 import pkgutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Generic, ParamSpec, TypeVar
 
 import cachetools
 
-from dpt_core.guard import Guard
+from dpt_core.guard import Guard, strict_mode
 
 __all__ = [
     "BackgroundWork",
     "HostGuard",
     "RunRegistry",
+    "Translator",
     "TranslatorRegistry",
     "as_utc",
     "host_guard",
@@ -88,12 +94,21 @@ class HostGuard:
         key: str | None = None,
         logger: Any = None,
     ) -> T | None:
-        """``call(*args)``, or ``default`` when it raises (raised in strict mode)."""
+        """``call(*args)``, or ``default`` when it raises (raised in strict mode).
+
+        A translator failure :class:`Translator` held back during the call (strict mode)
+        is raised here once the call has recorded the rest.
+        """
+        token = _held_back.set([])
         try:
-            return call(*args)
+            result = call(*args)
+            _raise_held_back()
+            return result
         except Exception as exc:
             self.failed(what, exc, strict=strict, key=key, logger=logger)
             return default
+        finally:
+            _held_back.reset(token)
 
     def failed(
         self,
@@ -121,12 +136,17 @@ class HostGuard:
         def decorate(func: Callable[P, T]) -> Callable[P, T | None]:
             @functools.wraps(func)
             def guarded(*args: P.args, **kwargs: P.kwargs) -> T | None:
+                token = _held_back.set([])
                 try:
-                    return func(*args, **kwargs)
+                    value = func(*args, **kwargs)
+                    _raise_held_back()
+                    return value
                 except Exception as exc:
                     self.failed(what, exc)
                     result: T | None = default
                     return result
+                finally:
+                    _held_back.reset(token)
 
             return guarded
 
@@ -140,6 +160,124 @@ class HostGuard:
 def host_guard(consequence: str, logger: Any = None, *, prefix: str = "") -> HostGuard:
     """A :class:`HostGuard`: the one wrapper an adapter puts around its host callbacks."""
     return HostGuard(consequence, logger, prefix=prefix)
+
+
+# ---------------------------------------------------------------------------------------------
+# Translators: a user's override that raises costs only its own field
+# ---------------------------------------------------------------------------------------------
+
+#: Translator failures held back (strict mode) until the host guard's call has recorded
+#: the rest; None outside a guarded call.
+_held_back: contextvars.ContextVar[list[tuple[str, BaseException]] | None] = contextvars.ContextVar(
+    "dpt_translator_failures", default=None
+)
+
+
+class TranslatorFailed(RuntimeError):
+    """A user's translator method raised; dpt recorded the rest (strict mode raises this)."""
+
+
+def _raise_held_back() -> None:
+    held = _held_back.get()
+    if held:
+        method, exc = held[0]
+        held.clear()
+        raise TranslatorFailed(f"the translator's {method} failed: {exc}") from exc
+
+
+class Translator:
+    """The base of an adapter's translator: overrides that raise cost only their field.
+
+    An adapter declares its translator with the methods whose answer *names* what is
+    recorded (a run's uuid or job, a product's URI): those are left as they are, so an
+    override that raises there costs the record it would have named (a default name
+    would name another run or product). Every other ``get_*`` method a subclass
+    overrides is wrapped: when it raises, the failure is logged once per method
+    (``dpt: the translator's get_parameters failed, dpt records the rest of the run:
+    ...``) and the adapter's own implementation answers instead (or ``fallbacks[name]()``,
+    e.g. no outputs rather than outputs the override meant to replace). In strict mode
+    (``DPT_STRICT=1``) the failure is held back until the host guard's call has recorded
+    the rest, then raised through it; outside a guarded call it is raised at once::
+
+        class AirflowTranslator(
+            Translator, identity={"get_invocation_uuid", "get_job"}, logger=log
+        ): ...
+
+    :param identity: the adapter's methods an override of which is never replaced.
+    :param fallbacks: method name -> a factory of the value used instead of the
+        adapter's implementation.
+    :param logger: where failures are logged (the adapter's logger).
+    """
+
+    _dpt_defaults: type[Translator] | None = None
+    _dpt_identity: frozenset[str] = frozenset()
+    _dpt_fallbacks: dict[str, Callable[[], Any]] = {}
+    _dpt_failures: HostGuard | None = None
+    _dpt_logger: Any = None
+
+    def __init_subclass__(
+        cls,
+        *,
+        identity: Iterable[str] | None = None,
+        fallbacks: dict[str, Callable[[], Any]] | None = None,
+        logger: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if identity is not None or fallbacks is not None or logger is not None:
+            # The adapter's own translator: its methods are the defaults.
+            unknown = sorted(
+                name
+                for name in {*(identity or ()), *(fallbacks or {})}
+                if not callable(getattr(cls, name, None))
+            )
+            if unknown:
+                raise TypeError(f"{cls.__name__} has no method(s) {unknown} to declare")
+            cls._dpt_defaults = cls
+            cls._dpt_identity = frozenset(identity or ())
+            cls._dpt_fallbacks = dict(fallbacks or {})
+            cls._dpt_logger = logger
+            cls._dpt_failures = None
+            return
+        defaults = cls._dpt_defaults
+        if defaults is None:
+            return
+        for name, value in list(vars(cls).items()):
+            if (
+                name.startswith("get_")
+                and name not in defaults._dpt_identity
+                and inspect.isfunction(value)
+                and callable(getattr(defaults, name, None))
+            ):
+                setattr(cls, name, _tolerant(defaults, name, value))
+
+
+def _tolerant(defaults: type[Translator], name: str, method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def call(self: Translator, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            held = _held_back.get()
+            if strict_mode():
+                if held is None:
+                    raise
+                held.append((name, exc))
+            else:
+                if defaults._dpt_failures is None:
+                    defaults._dpt_failures = host_guard(
+                        "dpt records the rest of the run", defaults._dpt_logger
+                    )
+                defaults._dpt_failures.failed(f"the translator's {name}", exc, strict=False)
+            fallback = defaults._dpt_fallbacks.get(name)
+            if fallback is not None:
+                result: T = fallback()
+                return result
+            answer: T = getattr(defaults, name)(self, *args, **kwargs)
+            return answer
+
+    call.__dpt_tolerant__ = True  # type: ignore[attr-defined]
+    return call
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,9 +35,9 @@ from typing import Final
 from urllib.parse import quote, unquote_to_bytes
 
 from dpt_core import contracts
-from dpt_core.errors import InvalidTarget
+from dpt_core.errors import DptError, InvalidTarget
 
-__all__ = ["file_uri_host", "is_local", "normalize_uri", "uri_to_path"]
+__all__ = ["file_uri_host", "is_local", "local_path", "normalize_uri", "uri_to_path"]
 
 #: RFC 3986 ``scheme "://"``; a scheme needs at least one letter, so ``C:`` is a path.
 _SCHEME_RE: Final = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
@@ -242,6 +242,21 @@ def uri_to_path(uri: str) -> str | None:
     if not _is_own_host(_split_file_uri(local)[0]):
         return None
     return os.fsdecode(_file_uri_bytes(local))
+
+
+def local_path(target: str) -> str | None:
+    """The local path ``target`` names, else None: a plain path is itself, a ``file://``
+    URI of this host its path; another host's file, another scheme, or a ``file://`` URI
+    dpt cannot read is None (never raises: for adapters asking "can I stat this here?")."""
+    match = _SCHEME_RE.match(target)
+    if match is None:
+        return target
+    if match.group("scheme").lower() != "file":
+        return None
+    try:
+        return uri_to_path(normalize_uri(target))
+    except (DptError, ValueError):
+        return None
 
 
 def is_local(uri: str) -> bool:

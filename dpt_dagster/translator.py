@@ -31,10 +31,14 @@ from urllib.parse import quote
 from dagster import AssetKey, EventLogRecord
 
 import dpt_core
-from dpt_core.adapter import TranslatorRegistry, as_utc
+from dpt_core.adapter import Translator, TranslatorRegistry, as_utc
+from dpt_core.guard import Guard
+from dpt_core.uri import local_path
 from dpt_dagster import compat
 
 log = logging.getLogger("dpt.dagster")
+#: Targets already warned about (bounded: see :class:`dpt_core.guard.Guard`).
+_unrecordable_paths = Guard("recorded under its dagster:// URI", log)
 
 ORCHESTRATOR = "dagster"
 #: Materialisation metadata key naming the file (or URI) an asset wrote.
@@ -193,7 +197,11 @@ def _clip(value: Any) -> Any:
     return value
 
 
-class DagsterTranslator:
+class DagsterTranslator(
+    Translator,
+    identity={"get_job", "get_task", "get_asset_uri", "get_target", "get_content_hash"},
+    logger=log,
+):
     """Turns Dagster runs and materialisations into dpt invocations, versions and lineage.
 
     Subclass it and override ``get_*`` methods to change what is recorded::
@@ -203,6 +211,12 @@ class DagsterTranslator:
                 return asset_key.path[-1]
 
         defs = Definitions(assets=[...], sensors=[dpt_asset_sensor(translator=MyTranslator())])
+
+    An override that raises costs only its own field (:class:`dpt_core.adapter.Translator`):
+    dpt's default answers instead and the materialisation is recorded; an override of a
+    method that names what is recorded (``get_job``, ``get_task``, ``get_asset_uri``,
+    ``get_target``, ``get_content_hash``) that raises costs that materialisation, which
+    the sensor logs and skips. Under ``DPT_STRICT=1`` either raises and fails the tick.
     """
 
     # -- names --------------------------------------------------------------------------
@@ -290,7 +304,7 @@ class DagsterTranslator:
         )
         if target.startswith("dagster://"):
             return by_data_version
-        path = _local_path(target)
+        path = local_path(target)
         if path is not None and by_data_version is not None:
             try:
                 changed_since = (
@@ -494,11 +508,15 @@ class DagsterTranslator:
             fallback = self.get_asset_uri(materialization.asset_key, materialization.partition)
             if target == fallback:
                 raise
-            _warn_once(
-                target,
-                f"dpt: asset {materialization.asset_key.to_user_string()} names {target!r} "
-                f"as its product, which dpt cannot record ({exc}); recorded as {fallback}",
-            )
+            if _unrecordable_paths.first_time(target):
+                log.warning(
+                    "dpt: asset %s names %r as its product, which dpt cannot record (%s); "
+                    "recorded as %s",
+                    materialization.asset_key.to_user_string(),
+                    target,
+                    exc,
+                    fallback,
+                )
             return fallback, str(exc)
         return target, None
 
@@ -660,33 +678,6 @@ def register_translator(translator: DagsterTranslator) -> None:
 def active_translator() -> DagsterTranslator:
     """The translator of the dpt sensor built last in this process (default: a plain one)."""
     return _translators.active()
-
-
-def _local_path(target: str) -> str | None:
-    """The local path a target names (a plain path or a local ``file://`` URI), else None."""
-    if target.startswith("file://"):
-        from dpt_core.uri import normalize_uri, uri_to_path
-
-        try:  # own host names resolve here; another host's file is not readable here
-            return uri_to_path(normalize_uri(target))
-        except (dpt_core.DptError, ValueError):
-            return None
-    if "://" in target:
-        return None
-    return target
-
-
-_warned: set[str] = set()
-_MAX_WARNED = 1024
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key in _warned:
-        return
-    if len(_warned) >= _MAX_WARNED:
-        _warned.clear()
-    _warned.add(key)
-    log.warning("%s", message)
 
 
 def _run_started(run_record: Any | None) -> dt.datetime | None:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import dpt_core
-from dpt_core.adapter import as_utc
+from dpt_core.adapter import Translator, as_utc
 from dpt_prefect import compat
 
 log = logging.getLogger("dpt.prefect")
@@ -53,7 +53,19 @@ def state_type(state: Any) -> str:
     return str(getattr(kind, "value", kind) or "").upper()
 
 
-class PrefectTranslator:
+class PrefectTranslator(
+    Translator,
+    identity={
+        "get_flow_run_uuid",
+        "get_task_run_uuid",
+        "get_attempt_uuid",
+        "get_asset_version_uuid",
+        "get_flow_job",
+        "get_task_name",
+        "get_asset_uri",
+    },
+    logger=log,
+):
     """Translate Prefect flow runs, task runs, states and assets into dpt invocations and products.
 
     Objects handed in are Prefect's own: ``flow`` / ``task`` are the decorated
@@ -64,6 +76,11 @@ class PrefectTranslator:
 
     The translator holds no tracker (it may be pickled to task-runner processes with
     the hooks); :attr:`tracker` is the process tracker unless one is given.
+
+    An override that raises costs only its own field (:class:`dpt_core.adapter.Translator`):
+    dpt's default answers instead, and the run is recorded; an override of an identity
+    method (the ``get_*_uuid`` methods, ``get_flow_job``, ``get_task_name``,
+    ``get_asset_uri``) that raises costs the run or asset it names.
     """
 
     #: Longest value (characters of JSON) kept for one task argument.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import json
 import logging
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 import dpt_core
+from dpt_core import adapter as kit
 from dpt_core.adapter import (
     BackgroundWork,
     RunRegistry,
@@ -91,6 +93,133 @@ def test_the_decorator_form_and_strict_mode(
         guard("the flow run end", lambda: 1 / 0)
     # the failed finishes cost only themselves: their starts are recorded
     assert [r.status for r in runs(dpt_env)] == ["success", "running", "running"]
+
+
+# -- translators: an override that raises costs only its own field ----------------------------
+
+kit_log = logging.getLogger("dpt.kit-test")
+
+
+class StockTranslator(
+    kit.Translator,
+    identity={"get_job"},
+    fallbacks={"get_outputs": list},
+    logger=kit_log,
+):
+    """An adapter's translator: what the kit falls back to."""
+
+    def get_job(self, run: str) -> str:
+        return f"job-{run}"
+
+    def get_parameters(self, run: str) -> dict[str, Any]:
+        return {"run": run}
+
+    def get_outputs(self, run: str) -> list[str]:
+        return [f"/data/{run}.csv"]
+
+    def get_error(self, error: str) -> str:
+        if not error:
+            raise ValueError("the default cannot describe an empty error")
+        return error
+
+    def record(self, tracker: dpt_core.Tracker, run: str) -> None:
+        """What an adapter's hook does: every field asked of the translator."""
+        handle = tracker.start(
+            self.get_job(run), orchestrator="test", parameters=self.get_parameters(run)
+        )
+        handle.finish("success")
+
+
+class UsersTranslator(StockTranslator):
+    """A user's translator with bugs."""
+
+    def get_job(self, run: str) -> str:
+        if run == "bad-job":
+            raise RuntimeError("bug in get_job")
+        return super().get_job(run)
+
+    def get_parameters(self, run: str) -> dict[str, Any]:
+        raise RuntimeError("bug in get_parameters")
+
+    def get_outputs(self, run: str) -> list[str]:
+        raise RuntimeError("bug in get_outputs")
+
+    def get_helper(self) -> str:  # not a method of the adapter's: left alone
+        raise RuntimeError("bug in a helper")
+
+
+class UsersSubclass(UsersTranslator):
+    def get_parameters(self, run: str) -> dict[str, Any]:
+        return {**super().get_parameters(run), "site": "lsst"}
+
+
+def test_an_override_that_raises_costs_only_its_field(
+    dpt_env: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    guard = host_guard("the run goes on untracked", kit_log)
+    translator = UsersTranslator()
+    with caplog.at_level(logging.WARNING, logger="dpt.kit-test"):
+        guard("the run", translator.record, dpt_core.get_tracker(), "r1")
+        guard("the run", translator.record, dpt_core.get_tracker(), "r2")
+        assert translator.get_outputs("r1") == []  # the fallback, not the default's outputs
+    rows = dpt_env.rows("SELECT job, status, parameters FROM invocations ORDER BY id")
+    assert [(r.job, r.status) for r in rows] == [("job-r1", "success"), ("job-r2", "success")]
+    parameters = [r.parameters for r in rows]
+    assert [p if isinstance(p, dict) else json.loads(p) for p in parameters] == [
+        {"run": "r1"},
+        {"run": "r2"},
+    ]
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("bug in get_parameters" in m for m in messages) == 1  # logged once
+    assert any(
+        "dpt: the translator's get_parameters failed, dpt records the rest of the run: "
+        "RuntimeError: bug in get_parameters" in m
+        for m in messages
+    ), messages
+    # a subclass's super() chain: the parent's failure falls back, the child goes on
+    assert UsersSubclass().get_parameters("r3") == {"run": "r3", "site": "lsst"}
+
+
+def test_an_identity_override_that_raises_costs_its_record(
+    dpt_env: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A default name would name another run: no fallback, the guard reports it."""
+    guard = host_guard("the run goes on untracked", kit_log)
+    with caplog.at_level(logging.WARNING, logger="dpt.kit-test"):
+        assert guard("the run", UsersTranslator().record, dpt_core.get_tracker(), "bad-job") is None
+    assert dpt_env.rows("SELECT job FROM invocations") == []
+    assert (
+        "dpt: the run failed, the run goes on untracked: RuntimeError: bug in get_job"
+        in caplog.text
+    )
+    # neither are helper methods the adapter does not have, nor failures of the default
+    with pytest.raises(RuntimeError, match="bug in a helper"):
+        UsersTranslator().get_helper()
+    with pytest.raises(ValueError, match="cannot describe an empty error"):
+        UsersTranslator().get_error("")
+
+
+def test_in_strict_mode_a_translator_failure_is_raised_after_the_rest_is_recorded(
+    dpt_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DPT_STRICT", "1")
+    dpt_core.plugin_api.reset()
+    guard = host_guard("the run goes on untracked", kit_log)
+    with pytest.raises(dpt_core.TrackingError, match="the translator's get_parameters failed"):
+        guard("the run", UsersTranslator().record, dpt_core.get_tracker(), "r1")
+    rows = dpt_env.rows("SELECT job, status FROM invocations")
+    assert [(r.job, r.status) for r in rows] == [("job-r1", "success")]  # recorded first
+    # outside a guarded call there is nothing to finish first: raised at once
+    with pytest.raises(RuntimeError, match="bug in get_parameters"):
+        UsersTranslator().get_parameters("r2")
+
+
+def test_declaring_a_method_the_translator_lacks_is_an_error() -> None:
+    with pytest.raises(TypeError, match=r"has no method\(s\) \['get_jbo'\]"):
+
+        class Misspelt(kit.Translator, identity={"get_jbo"}):
+            def get_job(self) -> str:
+                return "job"
 
 
 # -- time -----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dpt_core.errors import InvalidTarget
-from dpt_core.uri import file_uri_host, is_local, normalize_uri, uri_to_path
+from dpt_core.uri import file_uri_host, is_local, local_path, normalize_uri, uri_to_path
 
 # A path segment: any bytes but NUL and "/" (those are the only two a POSIX name cannot hold).
 segment = st.binary(min_size=1, max_size=12).filter(lambda b: b"\0" not in b and b"/" not in b)
@@ -126,6 +126,20 @@ def test_uri_to_path_is_none_for_remote_uris() -> None:
     assert uri_to_path("s3://bucket/key") is None
     assert uri_to_path("dagster://asset/a") is None
     assert uri_to_path("file:///x/y%20z") == "/x/y z"
+
+
+def test_local_path_never_raises() -> None:
+    """What an adapter can stat here: a path, a file of this host, else None."""
+    host = socket.gethostname()
+    assert local_path("/data/x.fits") == "/data/x.fits"
+    assert local_path("relative/x.fits") == "relative/x.fits"
+    assert local_path("file:///data/x%20y.fits") == "/data/x y.fits"
+    assert local_path(f"file://{host}/data/x.fits") == "/data/x.fits"
+    assert local_path("file://elsewhere.example/data/x.fits") is None
+    assert local_path("s3://bucket/key") is None
+    assert local_path("dagster://asset/a") is None
+    assert local_path("file://") is None  # no path: not a file dpt can read
+    assert local_path("file:///data/x?version=2") is None
 
 
 def test_is_local() -> None:

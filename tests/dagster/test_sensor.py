@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -350,10 +351,10 @@ def test_a_tracking_error_is_logged_and_the_sensor_moves_on(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     class Picky(DagsterTranslator):
-        def get_parameters(self, materialization, run):  # type: ignore[no-untyped-def]
-            if materialization.asset_key == dg.AssetKey("clean"):
+        def get_task(self, asset_key):  # type: ignore[no-untyped-def]
+            if asset_key == dg.AssetKey("clean"):
                 raise RuntimeError("cannot translate clean")
-            return super().get_parameters(materialization, run)
+            return super().get_task(asset_key)
 
     run = pipeline.materialize([raw, clean, summary])
     sensor = dpt_dagster.dpt_asset_sensor(translator=Picky())
@@ -375,6 +376,32 @@ def test_a_tracking_error_is_logged_and_the_sensor_moves_on(
         chain.append(error)
         error = error.__cause__ or error.__context__  # type: ignore[assignment]
     assert any(isinstance(e, dpt_core.TrackingError) for e in chain)
+
+
+def test_a_translator_override_that_raises_costs_only_its_field(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A descriptive method (not one naming the product) that raises: dpt's default
+    answers instead, the materialisation is recorded, the failure logged once."""
+
+    class NoParameters(DagsterTranslator):
+        def get_parameters(self, materialization, run):  # type: ignore[no-untyped-def]
+            raise RuntimeError("translator bug in get_parameters")
+
+    run = pipeline.materialize([raw, clean, summary])
+    with caplog.at_level(logging.WARNING, logger="dpt.dagster"):
+        result = pipeline.tick(sensor=dpt_dagster.dpt_asset_sensor(translator=NoParameters()))
+    assert "recorded 3 materialisation(s)" in result.skip_message
+    assert "tracking error" not in result.skip_message
+    warnings = [r.getMessage() for r in caplog.records if "get_parameters" in r.getMessage()]
+    assert len(warnings) == 1 and "translator bug in get_parameters" in warnings[0]
+    tasks = {r.task for r in pipeline.db.rows("SELECT task FROM invocations")}
+    assert tasks == {None, "raw", "clean", "summary"}
+    [row] = pipeline.db.rows("SELECT parameters FROM invocations WHERE task = 'clean'")
+    parameters = json.loads(row.parameters) if isinstance(row.parameters, str) else row.parameters
+    # the default parameters
+    assert parameters["asset_key"] == "clean"
+    assert parameters["storage_id"] == pipeline.storage_id("clean", run.run_id)
 
 
 @pytest.mark.postgres

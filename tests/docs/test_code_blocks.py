@@ -199,6 +199,11 @@ def all_python_blocks() -> list[Block]:
     return [b for page in PAGES if page.name != "cli.md" for b in python_blocks(page)]
 
 
+#: dpt classes a block's class extends with methods of its own (an adapter's translator
+#: on the kit's base), rather than overriding methods dpt defines.
+EXTENDED_BASES = {"dpt_core.adapter.Translator"}
+
+
 def _dpt_names(blocks: list[Block]) -> dict[Block, set[str]]:
     """The dotted dpt names each block uses (a page's imports carry over to its later blocks).
 
@@ -244,7 +249,7 @@ def _dpt_names(blocks: list[Block]) -> dict[Block, set[str]]:
             if isinstance(node, ast.ClassDef):
                 for base in node.bases:
                     base_name = dotted(base)
-                    if base_name is None:
+                    if base_name is None or base_name in EXTENDED_BASES:
                         continue
                     for item in node.body:
                         if isinstance(item, ast.FunctionDef) and not item.name.startswith("_"):

@@ -45,6 +45,16 @@ def broken(x: int) -> int:
     return double(x)
 
 
+class BrokenJobName(PrefectTranslator):
+    def get_flow_job(self, flow: Any, flow_run: Any) -> str:
+        raise RuntimeError("translator bug in the job name")
+
+
+@flow(name="with-broken-job-name", **dpt_prefect.flow_hooks(translator=BrokenJobName()))
+def broken_job_name(x: int) -> int:
+    return double(x)
+
+
 class SurveyTranslator(PrefectTranslator):
     def get_flow_job(self, flow: Any, flow_run: Any) -> str:
         return f"survey/{flow.name}"
@@ -112,18 +122,35 @@ def test_disabled_costs_a_new_flow_process_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "x.db").exists()
 
 
-def test_a_tracking_failure_does_not_fail_the_flow(
+def test_a_translator_failure_costs_only_its_own_field(
     run_flow: Any, recorded: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """An override of a descriptive method that raises: dpt's default answers instead."""
     with caplog.at_level(logging.WARNING, logger="dpt.prefect"):
         state = run_flow(broken, 2)
     assert state.is_completed() and state.result() == 4
+    assert "the translator's get_flow_parameters failed" in caplog.text
     assert "translator bug" in caplog.text
-    # The flow run could not be recorded; its task run still was, without a parent.
-    assert recorded.invocations(task=None) == []
+    flow_row = recorded.one(task=None)
+    assert flow_row["job"] == "with-broken-translator"
+    assert flow_row["status"] == "success"
+    assert flow_row["parameters"] == {"x": 2}  # the default parameters
     row = recorded.one(task="double")
     assert row["status"] == "success"
-    assert row["parent_id"] is None
+    assert row["parent_id"] == flow_row["id"]
+
+
+def test_a_broken_identity_costs_the_run_it_names_not_the_flow(
+    run_flow: Any, recorded: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An override of a method that names the run (its job) that raises: no default name
+    stands in (it would name another job); the flow run is not recorded, the flow goes on."""
+    with caplog.at_level(logging.WARNING, logger="dpt.prefect"):
+        state = run_flow(broken_job_name, 2)
+    assert state.is_completed() and state.result() == 4
+    assert "translator bug in the job name" in caplog.text
+    assert recorded.invocations(task=None) == []
+    assert all(r["job"] != "with-broken-job-name" for r in recorded.invocations())
 
 
 class _Records(logging.Handler):
