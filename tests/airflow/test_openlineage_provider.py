@@ -82,7 +82,12 @@ def test_a_task_try_reported_by_the_provider_and_by_dpt_is_one_run(dpt_env, dpt_
     (data_dir / "ol_raw.csv").write_text("alpha\nbeta\n")
     environ = {
         **{k: v for k, v in os.environ.items() if not k.startswith("OPENLINEAGE")},
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "http", "url": dpt_serve.url}),
+        # The client gives up on a post after 5 s by default; on a loaded CI host the
+        # server's first answer (engine, migrations check, SQLite shared with the
+        # listener's writes) can take longer, and the provider then drops the event.
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "http", "url": dpt_serve.url, "timeout": 60}
+        ),
         "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "survey-airflow",
     }
