@@ -27,10 +27,10 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import functools
-import inspect
 import pkgutil
 import threading
 import time
+import types
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -246,7 +246,7 @@ class Translator:
             if (
                 name.startswith("get_")
                 and name not in defaults._dpt_identity
-                and inspect.isfunction(value)
+                and isinstance(value, types.FunctionType)
                 and callable(getattr(defaults, name, None))
             ):
                 setattr(cls, name, _tolerant(defaults, name, value))
