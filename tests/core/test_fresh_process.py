@@ -1,0 +1,123 @@
+"""What a fresh process that records imports, and the database URL check without SQLAlchemy.
+
+Not timed (benchmarks/bench_fresh_process.py measures): these tests fail when the
+recording path or the settings load start importing a heavy module again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dpt_core.config import _plainly_valid_url, load_settings
+from dpt_core.errors import ConfigError
+from dpt_core.store.engine import validate_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _python(code: str, env: dict[str, str], cwd: Path) -> dict[str, object]:
+    """Run ``code`` in a fresh interpreter importing this tree; its last stdout line as JSON."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DPT_")}
+    clean["PYTHONPATH"] = str(ROOT) + os.pathsep + clean.get("PYTHONPATH", "")
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- the URL check
+
+
+def test_loading_settings_with_a_server_url_leaves_sqlalchemy_out(tmp_path: Path) -> None:
+    code = (
+        "import json, sys, dpt_core\n"
+        "from dpt_core.config import get_settings\n"
+        "url = get_settings().database_url\n"
+        "print(json.dumps({'url': url, 'sqlalchemy': 'sqlalchemy' in sys.modules}))\n"
+    )
+    for url in (
+        "postgresql://postgres@127.0.0.1:5432/dpt",
+        "mysql://root@127.0.0.1:3306/dpt",
+        f"sqlite:///{tmp_path / 'dpt.sqlite3'}",
+    ):
+        env = {"DPT_DATABASE_URL": url, "DPT_REDACTION_KEY": "k", "DPT_WRITE": "background"}
+        assert _python(code, env, tmp_path) == {"url": url, "sqlalchemy": False}
+
+
+BAD_URLS = [
+    "",
+    "   ",
+    "not a url",
+    "oracle://scott@db/orcl",
+    "postgres://db/dpt",  # SQLAlchemy no longer knows the 'postgres' name
+    "postgresql://db:port/dpt",
+    "postgresql://db:/dpt",
+    "postgresql+nosuchdriver://db/dpt",
+    "sqlite://",
+    "sqlite:///:memory:",
+    "sqlite:///%3Amemory%3A",
+    "mysql+mysqlconnector://root@db/dpt",  # driver not installed here
+]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_a_bad_url_gets_the_full_checks_message(url: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as full:
+        validate_url(url, source="DPT_DATABASE_URL")
+    environ = {"DPT_DATABASE_URL": url, "DPT_REDACTION_KEY": "k", "DPT_CONFIG": os.devnull}
+    with pytest.raises(ConfigError) as light:
+        load_settings(environ)
+    assert str(light.value) == str(full.value)
+    assert not _plainly_valid_url(url)
+
+
+_ODD = ["", ":", "/", "@", "?", "%3A", "%", " ", "\n", "[", "]", "é", "x:y"]
+URLS = st.builds(
+    lambda scheme, user, host, port, slash, database, query: (
+        f"{scheme}://{user}{host}{port}{slash}{database}{query}"
+    ),
+    st.sampled_from(
+        [
+            "sqlite",
+            "sqlite+pysqlite",
+            "postgresql",
+            "postgresql+psycopg",
+            "postgresql+psycopg2",
+            "postgresql+asyncpg",
+            "postgres",
+            "mysql",
+            "mysql+pymysql",
+            "mariadb",
+            "oracle",
+            "SQLITE",
+            "sql ite",
+        ]
+    ),
+    st.sampled_from(["", "user@", "user:pw@", "user:p@ss@", ":pw@", "u/x@", *_ODD]),
+    st.sampled_from(["", "host", "127.0.0.1", "[::1]", "[::1", "ho/st", *_ODD]),
+    st.sampled_from(["", ":5432", ":", ":port", ":٣", ": 1", *_ODD]),
+    st.sampled_from(["", "/", "//", *_ODD]),
+    st.sampled_from(["", "db", "/abs/db.sqlite3", ":memory:", "%3Amemory%3A", "a?b", *_ODD]),
+    st.sampled_from(["", "?sslmode=require", "?a=1&a=2", "?", "?x", *_ODD]),
+)
+
+
+@settings(max_examples=300)
+@given(URLS)
+def test_what_the_light_check_accepts_the_full_check_accepts(url: str) -> None:
+    if _plainly_valid_url(url):
+        validate_url(url)  # raises if the light check let a bad URL through
