@@ -46,9 +46,7 @@ import math
 import os
 import platform
 import re
-import socket
 import string
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -1092,9 +1090,49 @@ def _user() -> str:
 
 
 @functools.cache
-def _host_facts() -> tuple[str, str, str]:
+def _host_facts(cache_dir: Path | None = None) -> tuple[str, str, str]:
     """(python version, implementation, platform): fixed for the life of the process."""
-    return platform.python_version(), platform.python_implementation(), platform.platform()
+    return platform.python_version(), platform.python_implementation(), _platform_name(cache_dir)
+
+
+def _platform_name(cache_dir: Path | None) -> str:
+    """:func:`platform.platform`, kept in ``cache_dir`` between processes.
+
+    On Linux it runs ``uname -p`` and reads the interpreter's binary for its C library
+    version: ~30 ms of a fresh process that records. Its inputs are the kernel (``os.uname``)
+    and the interpreter file, which key the cached answer.
+    """
+    if cache_dir is None:
+        return platform.platform()
+    try:
+        stat = os.stat(sys.executable)
+        key = [*os.uname(), sys.executable, sys.version, stat.st_ino, stat.st_size, stat.st_mtime_ns]
+    except (OSError, AttributeError):  # no os.uname (Windows), no executable
+        return platform.platform()
+    path = cache_dir / "platform.json"
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached["key"] == key and isinstance(cached["platform"], str):
+            return cached["platform"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    name = platform.platform()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(json.dumps({"key": key, "platform": name}), encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError:  # a read-only cache directory: no cache, same answer
+        pass
+    return name
+
+
+def _hostname() -> str:
+    if sys.platform == "linux":  # glibc's gethostname() is uname()'s node name
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
 
 
 @functools.cache
@@ -1170,7 +1208,7 @@ def _build_snapshot(
     environ: Mapping[str, str],
     plugin_redact: PluginRedact | None,
 ) -> EnvironmentSnapshot:
-    python_version, implementation, platform_name = _host_facts()
+    python_version, implementation, platform_name = _host_facts(settings.cache_dir)
     variables = _stable_variables(environ, settings, plugin_redact)
     if any(digest is not None for _, _, digest in variables):
         facets = {**facets, REDACTION_KEY_FACET: redaction_key_id(settings.redaction_key)}
@@ -1178,7 +1216,7 @@ def _build_snapshot(
         "python_version": python_version,
         "implementation": implementation,
         "platform": platform_name,
-        "hostname": socket.gethostname(),
+        "hostname": _hostname(),
         "user": _user(),
         "distributions": _distributions(),
         "variables": variables,
@@ -1194,6 +1232,8 @@ GIT_TIMEOUT: Final = 3.0
 
 def _git(cwd: str, *args: str) -> str | None:
     """stdout of ``git args`` in ``cwd``, or None when git is missing, fails or hangs."""
+    import subprocess
+
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     try:
         done = subprocess.run(
@@ -1249,6 +1289,22 @@ def _strip_credentials(url: str) -> str:
     return scheme + keep + url[match.end() :]
 
 
+def _may_be_in_work_tree(where: str) -> bool:
+    """False when git surely finds no work tree from ``where``: no ``.git`` there or above,
+    and no ``GIT_DIR`` / ``GIT_WORK_TREE`` pointing elsewhere. Saves starting git (a
+    process) in every fresh process that records outside a repository."""
+    if os.environ.get("GIT_DIR") or os.environ.get("GIT_WORK_TREE"):
+        return True
+    directory = os.path.realpath(where)  # git walks up the physical path
+    while True:
+        if os.path.lexists(os.path.join(directory, ".git")):
+            return True
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return False
+        directory = parent
+
+
 def git_facet(cwd: str | None = None) -> dict[str, Any] | None:
     """The git state of the work tree holding ``cwd`` (default: the current directory).
 
@@ -1259,6 +1315,8 @@ def git_facet(cwd: str | None = None) -> dict[str, Any] | None:
     or without git. Two ``git`` calls, each with a :data:`GIT_TIMEOUT`.
     """
     where = os.getcwd() if cwd is None else cwd
+    if not _may_be_in_work_tree(where):
+        return None
     located = _git(where, "rev-parse", "--show-toplevel", "--git-common-dir")
     if located is None:
         return None
