@@ -121,3 +121,65 @@ URLS = st.builds(
 def test_what_the_light_check_accepts_the_full_check_accepts(url: str) -> None:
     if _plainly_valid_url(url):
         validate_url(url)  # raises if the light check let a bad URL through
+
+
+# --------------------------------------------------------------------------- the deferred path
+
+#: Modules a process that only spools must not import (each cost milliseconds, some a
+#: lot): the database stack, the metadata reader (the entry points are cached), the
+#: config and directory helpers (everything is set by DPT_* here), process spawning (no
+#: git outside a work tree, the platform string cached), the adapter kit and the
+#: OpenLineage exporter (loaded with the adapters' plugins before).
+NOT_IMPORTED = (
+    "sqlalchemy",
+    "alembic",
+    "importlib.metadata",
+    "email",
+    "platformdirs",
+    "tomllib",
+    "subprocess",
+    "platform",
+    "uuid",
+    "secrets",
+    "dpt_core.store.engine",
+    "dpt_core.adapter",
+    "dpt_core.export.openlineage",
+    "cachetools",
+    "concurrent.futures",
+    "pkgutil",
+)
+
+RECORD = (
+    "import json, sys, dpt_core\n"
+    "with dpt_core.invocation('fresh') as inv:\n"
+    "    inv.write({out!r})\n"
+    "print(json.dumps(sorted(m for m in {names!r} if m in sys.modules)))\n"
+)
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///{tmp}/dpt.sqlite3", "postgresql://postgres@127.0.0.1:5432/dpt"]
+)
+def test_a_process_that_only_spools_imports_nothing_heavy(tmp_path: Path, url: str) -> None:
+    out = tmp_path / "product.txt"
+    out.write_text("one output\n")
+    (tmp_path / "empty.toml").write_text("")
+    env = {
+        "DPT_DATABASE_URL": url.format(tmp=tmp_path),
+        "DPT_WRITE": "deferred",
+        "DPT_SPOOL_DIR": str(tmp_path / "spool"),
+        "DPT_CACHE_DIR": str(tmp_path / "cache"),
+        "DPT_REDACTION_KEY": "k",
+        "DPT_CONFIG": str(tmp_path / "empty.toml"),
+    }
+    code = RECORD.format(out=str(out), names=NOT_IMPORTED)
+    _python(code, env, tmp_path)  # the first process fills the caches (entry points, host)
+    assert _python(code, env, tmp_path) == []
+    spooled = [
+        event["kind"]
+        for path in sorted((tmp_path / "spool").rglob("*.jsonl"))
+        for line in path.read_text().splitlines()
+        for event in json.loads(line)
+    ]
+    assert spooled.count("invocation_started") == 2
+    assert spooled.count("products_written") == 2
