@@ -183,3 +183,49 @@ def test_a_process_that_only_spools_imports_nothing_heavy(tmp_path: Path, url: s
     ]
     assert spooled.count("invocation_started") == 2
     assert spooled.count("products_written") == 2
+
+
+# --------------------------------------------------------------------------- name globs
+
+GLOB_NAMES = st.text(alphabet="AbKkSsxY_Z9-.\u017f\u212a\u00e9*?[]", max_size=10)
+GLOB_PATTERNS = st.lists(
+    st.text(alphabet="AbKkSsY_Z9*?[]-.\u017f\u212a\u00e9", max_size=6), max_size=5
+).map(tuple)
+
+
+@settings(max_examples=500)
+@given(GLOB_NAMES, GLOB_PATTERNS)
+def test_name_globs_match_as_the_regular_expression_does(name: str, patterns: tuple) -> None:
+    from dpt_core.environment import _glob_matcher, _glob_regex
+
+    regex = _glob_regex(patterns)
+    assert _glob_matcher(patterns)(name) == (regex is not None and regex.match(name) is not None)
+
+
+def test_the_default_name_lists_match_as_before() -> None:
+    from dpt_core import environment as env
+
+    names = [
+        *os.environ,
+        "PGPASSWORD",
+        "AWS_SECRET_ACCESS_KEY",
+        "GIT_SHA",
+        "ssh_auth_sock",
+        "XDG_SESSION_ID",
+        "MY_RUN_ID",
+        "keyring",
+        "DB_DSN",
+        "TERMINAL",
+        "_",
+        "PWD",
+    ]
+    for group in (
+        env.SECRET_NAMES,
+        env.VOLATILE_NAMES,
+        env._IDENTIFIER_NAMES,
+        env._DESCRIPTOR_NAMES,
+    ):
+        regex = env._glob_regex(group)
+        assert regex is not None
+        for name in names:
+            assert env._glob_matcher(group)(name) == (regex.match(name) is not None), name
