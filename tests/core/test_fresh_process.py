@@ -229,3 +229,44 @@ def test_the_default_name_lists_match_as_before() -> None:
         assert regex is not None
         for name in names:
             assert env._glob_matcher(group)(name) == (regex.match(name) is not None), name
+
+
+# --------------------------------------------------------------------------- cached host facts
+
+
+def test_host_facts_are_platforms_and_come_from_the_cache_when_its_key_fits(
+    tmp_path: Path,
+) -> None:
+    import platform
+    import socket
+
+    from dpt_core.environment import _host_facts, _hostname
+
+    compute = _host_facts.__wrapped__  # the function, without the in-process memo
+    expected = (platform.python_version(), platform.python_implementation(), platform.platform())
+    assert compute(tmp_path) == expected  # computed and stored
+    assert compute(tmp_path) == expected  # read back
+    cache = tmp_path / "host-facts.json"
+    stored = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**stored, "facts": ["9.9", "Marker", "Marker-OS"]}))
+    assert compute(tmp_path) == ("9.9", "Marker", "Marker-OS")  # the cache is what is read
+    cache.write_text(json.dumps({"key": [*stored["key"][:-1], 0], "facts": ["9.9", "M", "M"]}))
+    assert compute(tmp_path) == expected  # another interpreter file: computed again
+    cache.write_text("{not json")
+    assert compute(tmp_path) == expected
+    assert _hostname() == socket.gethostname()
+
+
+def test_new_uuids_are_random_version_4_uuids() -> None:
+    import uuid
+
+    from dpt_core.tracker import DPT_NAMESPACE, invocation_uuid, new_uuid
+
+    made = {new_uuid() for _ in range(1000)}
+    assert len(made) == 1000
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    assert invocation_uuid("a", 1) == str(uuid.uuid5(DPT_NAMESPACE, "a\x1f1"))
+    assert str(DPT_NAMESPACE) == "6f1d1c8e-3b0e-5f5a-9c57-2d1b7e0c4a11"
