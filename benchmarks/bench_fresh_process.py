@@ -20,6 +20,11 @@ make every run compile dpt and SQLAlchemy again). Cases, per backend:
 
 The added cost is ``median - median(pass)``; the target for ``deferred`` is <= 60 ms.
 Run it with ``.tox/server/bin/python`` for the OpenLineage row and PostgreSQL.
+
+``--against DIR`` also times the ``deferred`` case with another checkout of dpt on
+``PYTHONPATH`` (an older commit, say ``git worktree add /tmp/old <commit>``), in the same
+run and interleaved run by run with this tree's, so the two share the host's load: its
+rows are ``deferred (DIR)`` and, for this tree, ``deferred (here)``.
 """
 
 from __future__ import annotations
@@ -49,6 +54,25 @@ OPENLINEAGE = (
     "client.emit(RunEvent(eventType=RunState.COMPLETE, eventTime=now(), run=run, job=job,\n"
     "    producer='bench', outputs=[OutputDataset(namespace='file', name={out!r})]))\n"
 )
+
+
+def _interleaved(
+    code: str, envs: list[dict[str, str]], runs: int, cwd: Path
+) -> list[tuple[list[float], float]]:
+    """``(wall samples, median CPU)`` per environment, the environments' runs alternating."""
+    for env in envs:  # warm-up
+        subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, check=True)
+    walls: list[list[float]] = [[] for _ in envs]
+    cpus: list[list[float]] = [[] for _ in envs]
+    for _ in range(runs):
+        for index, env in enumerate(envs):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, check=True)
+            walls[index].append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus[index].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return [(wall, statistics.median(cpu)) for wall, cpu in zip(walls, cpus, strict=True)]
 
 
 def _time(code: str, env: dict[str, str], runs: int, cwd: Path) -> list[float]:
@@ -91,7 +115,7 @@ def _rows_recorded(url: str) -> int:
     return int(count)
 
 
-def run(runs: int, backends: list[str]) -> list[dict[str, object]]:
+def run(runs: int, backends: list[str], against: Path | None = None) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -174,6 +198,8 @@ def run(runs: int, backends: list[str]) -> list[dict[str, object]]:
                             "recorded": recorded,
                         }
                     )
+                if against is not None:
+                    rows += _against(against, backend, env, runs, work, baseline, out, root)
         for row in rows:
             cpu = float(row.pop("cpu_s"))  # type: ignore[arg-type]
             row["cpu_ms"] = cpu * 1000
@@ -183,12 +209,63 @@ def run(runs: int, backends: list[str]) -> list[dict[str, object]]:
     return rows
 
 
+def _against(
+    other: Path,
+    backend: str,
+    env: dict[str, str],
+    runs: int,
+    work: Path,
+    baseline: float,
+    out: Path,
+    root: str,
+) -> list[dict[str, object]]:
+    """The deferred case with ``other`` on PYTHONPATH and with this tree, interleaved."""
+    rest = env["PYTHONPATH"].split(os.pathsep, 1)[1]
+    envs = []
+    for tree, cache in ((root, "cache"), (str(other.resolve()), "cache-against")):
+        envs.append(
+            {
+                **env,
+                "PYTHONPATH": tree + os.pathsep + rest,
+                "DPT_WRITE": "deferred",
+                "DPT_CACHE_DIR": str(work / cache),  # each its own entry-point cache
+            }
+        )
+    before = _rows_recorded(env["DPT_DATABASE_URL"])
+    timed = _interleaved(RECORD.format(out=str(out)), envs, runs, work)
+    subprocess.run(
+        [sys.executable, "-m", "dpt_core.cli", "spool", "drain"],
+        env=env,
+        cwd=work,
+        check=True,
+        capture_output=True,
+    )
+    recorded = _rows_recorded(env["DPT_DATABASE_URL"]) - before  # both trees' runs
+    rows: list[dict[str, object]] = []
+    for name, (wall, cpu) in zip(("deferred (here)", f"deferred ({other})"), timed, strict=True):
+        med = statistics.median(wall)
+        rows.append(
+            {
+                "backend": backend,
+                "case": name,
+                "median_ms": med * 1000,
+                "added_ms": (med - baseline) * 1000,
+                "cpu_s": cpu,
+                "recorded": recorded,
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument(
+        "--against", type=Path, help="another dpt checkout to time the deferred case with"
+    )
     args = parser.parse_args()
-    rows = run(args.runs, [b for b in args.backends.split(",") if b])
+    rows = run(args.runs, [b for b in args.backends.split(",") if b], args.against)
     for row in rows:
         emit("fresh_process", **row, runs=args.runs, **machine())
     table(rows)

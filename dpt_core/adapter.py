@@ -27,17 +27,18 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import functools
-import pkgutil
 import threading
 import time
 import types
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 import cachetools
 
 from dpt_core.guard import Guard, strict_mode
+
+if TYPE_CHECKING:  # imported where used: every dpt process loads the adapters' dpt plugins
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = [
     "BackgroundWork",
@@ -405,6 +406,8 @@ def load_translator(name: str, base: type[T], *, setting: str = "translator") ->
     :raises ValueError: naming the setting, when ``name`` is not importable or names
         something else.
     """
+    import pkgutil
+
     try:
         found = pkgutil.resolve_name(name.strip())
     except (ImportError, AttributeError, ValueError) as exc:
@@ -489,6 +492,8 @@ class BackgroundWork:
         with self._lock:
             self._collect_done()
             if self._executor is None:
+                from concurrent.futures import ThreadPoolExecutor
+
                 self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
             future = self._executor.submit(context.run, work)
             self._pending.add(future)
@@ -507,6 +512,8 @@ class BackgroundWork:
 
         The first error a piece raised (strict mode) is raised here.
         """
+        from concurrent.futures import wait
+
         with self._lock:
             pending = list(self._pending)
         wait(pending, timeout=timeout)

@@ -21,21 +21,20 @@ process gets a random key of its own and says so once.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import logging
 import os
-import secrets
+import re
 import threading
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from dpt_core.errors import ConfigError
+
+# platformdirs, tomllib, hmac and secrets are imported where they are used: a process
+# whose DPT_* variables name every directory and the key (an orchestrator's worker, a
+# batch job) then never pays for them (see docs/performance.md, "A fresh process").
 
 HASH_ALGORITHMS = ("xxh3_128", "blake3", "sha256", "none")
 APP = "dpt"
@@ -46,18 +45,26 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 
 def data_dir() -> Path:
+    import platformdirs
+
     return Path(platformdirs.user_data_dir(APP, appauthor=False))
 
 
 def state_dir() -> Path:
+    import platformdirs
+
     return Path(platformdirs.user_state_dir(APP, appauthor=False))
 
 
 def cache_dir() -> Path:
+    import platformdirs
+
     return Path(platformdirs.user_cache_dir(APP, appauthor=False))
 
 
 def config_dir() -> Path:
+    import platformdirs
+
     return Path(platformdirs.user_config_dir(APP, appauthor=False))
 
 
@@ -165,12 +172,75 @@ def _as_path(name: str, value: Any) -> Path:
 
 
 def _as_url(name: str, value: Any) -> str:
-    from dpt_core.store.engine import validate_url
+    """``value`` when it is a database URL dpt can use; a :class:`ConfigError` naming it if not.
 
+    A URL of the usual shapes is checked here without SQLAlchemy (:func:`_plainly_valid_url`:
+    loading settings must not import the database stack, ~1 s in a busy orchestrator
+    worker). Anything else gets the full check of :func:`dpt_core.store.engine.validate_url`,
+    which gives the error: the same message either way. Making the engine checks it fully
+    again (a driver that is installed but cannot be imported, say).
+    """
     if not isinstance(value, str):
         raise ConfigError(f"{name}={value!r} must be a string")
+    if _plainly_valid_url(value):
+        return value
+    from dpt_core.store.engine import validate_url
+
     validate_url(value, source=name)
     return value
+
+
+#: The grammar of SQLAlchemy's URL parser (``sqlalchemy.engine.url``), same structure and
+#: order of alternatives, so that a match splits a URL where SQLAlchemy splits it.
+_URL_SHAPE = (
+    r"(?P<name>[\w+]+)://"
+    r"(?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?"
+    r"(?:(?:\[(?P<ipv6host>[^/?]+)\]|(?P<ipv4host>[^/:?]+))?(?::(?P<port>[^/?]*))?)?"
+    r"(?:/(?P<database>[^?]*))?"
+    r"(?:\?(?P<query>.*))?"
+)
+#: ``dialect+driver`` (after dpt's choice of driver for a bare dialect) -> the module its
+#: DBAPI is imported from. Other drivers get the full check.
+_DBAPI_MODULES = {
+    "sqlite": "_sqlite3",
+    "sqlite+pysqlite": "_sqlite3",
+    "postgresql": "psycopg",
+    "postgresql+psycopg": "psycopg",
+    "postgresql+psycopg2": "psycopg2",
+    "mysql": "pymysql",
+    "mysql+pymysql": "pymysql",
+    "mariadb": "pymysql",
+    "mariadb+pymysql": "pymysql",
+}
+
+
+def _plainly_valid_url(url: str) -> bool:
+    """True when :func:`~dpt_core.store.engine.validate_url` surely accepts ``url``: a
+    supported dialect and driver whose module is installed, a SQLite file named (no
+    ``%``-escapes to decode). False means "ask the full check", not "invalid"."""
+    text = url.strip()
+    if "\n" in text or "\r" in text:
+        return False
+    match = re.match(_URL_SHAPE, text)
+    if match is None or match.end() != len(text):
+        return False
+    port = match["port"]
+    if port is not None and not (port.isascii() and port.isdigit()):
+        return False
+    module = _DBAPI_MODULES.get(match["name"])
+    if module is None:
+        return False
+    database = match["database"]
+    if match["name"].startswith("sqlite") and (
+        not database or database == ":memory:" or "%" in database
+    ):
+        return False
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _as_url_unchecked(name: str, value: Any) -> str:
@@ -241,6 +311,10 @@ def _read_file(path: Path) -> dict[str, Any]:
         ) from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    if not raw.strip():
+        return {}  # an empty file (DPT_CONFIG=/dev/null, say): nothing to parse
+    import tomllib
+
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -263,6 +337,9 @@ def redaction_key_id(key: bytes) -> str:
     Two environments whose ids differ had their secrets digested under different keys:
     their digests cannot be compared. The id tells keys apart; it is not the key.
     """
+    import hashlib
+    import hmac
+
     return hmac.new(key, b"dpt redaction key id", hashlib.sha256).hexdigest()[:12]
 
 
@@ -280,6 +357,8 @@ def _random_process_key(reason: str) -> bytes:
     global _process_key
     with _process_key_lock:
         if _process_key is None:
+            import secrets
+
             _process_key = secrets.token_hex(32).encode()
             log.warning(
                 "dpt: %s; redacted values are digested under a random key for this process "
@@ -323,6 +402,8 @@ def _why(exc: BaseException) -> str:
 
 
 def _create_key_file(path: Path) -> bytes:
+    import secrets
+
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_hex(32).encode()
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -460,6 +541,8 @@ def _candidate_keys() -> Iterator[bytes | None]:
     key = os.environ.get("DPT_REDACTION_KEY")
     yield key.encode("utf-8", "surrogateescape") if key else None
     yield _key_from_file(os.environ.get("DPT_REDACTION_KEY_FILE"))
+    import tomllib
+
     try:
         path = config_file_path()
         data = tomllib.loads(path.read_text("utf-8")) if path is not None else {}

@@ -44,16 +44,13 @@ import hmac
 import json
 import math
 import os
-import platform
 import re
-import socket
 import string
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from dpt_core import contracts
 from dpt_core.config import Settings, get_settings, redaction_key_id
@@ -108,6 +105,28 @@ _DIGEST_PREFIX: Final = "hmac-sha256:"
 #: Facet of an environment with redacted variables: the id of the key of their digests.
 REDACTION_KEY_FACET: Final = "dpt/redaction_key"
 
+
+class _LazyPattern:
+    """A regular expression compiled when first used.
+
+    This module has some thirty patterns for redaction, ~5 ms to compile, and a process
+    that records uses a few of them (see docs/performance.md, "A fresh process").
+    After the first use each method is found on the instance directly.
+    """
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        self._source = (pattern, flags)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(re.compile(*self._source), name)
+        self.__dict__[name] = value
+        return value
+
+
+def _lazy_pattern(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    return cast("re.Pattern[str]", _LazyPattern(pattern, flags))
+
+
 # --------------------------------------------------------------------------- name globs
 
 
@@ -122,8 +141,55 @@ def _glob_regex(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
 def _matches(name: str, *pattern_groups: tuple[str, ...]) -> bool:
     # Memoised: volatile variables are re-read at every invocation start, and the same
     # few hundred names are classified against the same patterns each time.
-    regex = _glob_regex(tuple(p for group in pattern_groups for p in group))
-    return regex is not None and regex.match(name) is not None
+    return _glob_matcher(tuple(p for group in pattern_groups for p in group))(name)
+
+
+@functools.lru_cache(maxsize=64)
+def _glob_matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """``name -> bool``: does ``name`` match one of ``patterns`` (as :func:`_glob_regex` does).
+
+    The usual shapes (``NAME``, ``PREFIX*``, ``*SUFFIX``, ``*PART*``) are tested with string
+    methods on an ASCII name; other patterns and non-ASCII names use the regular
+    expression. Compiling the expressions of the default name lists cost a process that
+    records ~2 ms, more than all its matching.
+    """
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    suffixes: list[str] = []
+    parts: list[str] = []
+    others: list[str] = []
+    for pattern in patterns:
+        lowered = pattern.lower()
+        body = lowered.strip("*")
+        if not pattern.isascii() or "?" in pattern or "[" in pattern or "*" in body:
+            others.append(pattern)
+        elif lowered == body:
+            exact.add(body)
+        elif lowered.startswith("*") and lowered.endswith("*"):
+            parts.append(body)
+        elif lowered.endswith("*"):
+            prefixes.append(body)
+        else:
+            suffixes.append(body)
+    starts, ends = tuple(prefixes), tuple(suffixes)
+    rest = tuple(others)
+
+    def matches(name: str) -> bool:
+        if not name.isascii():
+            regex = _glob_regex(patterns)
+            return regex is not None and regex.match(name) is not None
+        lowered = name.lower()
+        if (
+            lowered in exact
+            or lowered.startswith(starts)
+            or lowered.endswith(ends)
+            or any(part in lowered for part in parts)
+        ):
+            return True
+        regex = _glob_regex(rest)
+        return regex is not None and regex.match(name) is not None
+
+    return matches
 
 
 def is_secret_name(key: str, settings: Settings | None = None) -> bool:
@@ -142,9 +208,9 @@ def _is_ignored(key: str, settings: Settings) -> bool:
 
 # --------------------------------------------------------------------------- value shapes
 
-_PEM_HEADER: Final = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----")
+_PEM_HEADER: Final = _lazy_pattern(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----")
 #: Well-known token formats; each is 15+ characters of :data:`_KNOWN_TOKEN_RUN`.
-_KNOWN_TOKENS: Final = re.compile(
+_KNOWN_TOKENS: Final = _lazy_pattern(
     r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
     r"|\bgh[pousr]_[A-Za-z0-9]{20,}"
     r"|\bgithub_pat_[A-Za-z0-9_]{20,}"
@@ -160,28 +226,28 @@ _KNOWN_TOKENS: Final = re.compile(
 KNOWN_TOKEN_MIN_LENGTH: Final = 15
 #: Runs of the characters well-known tokens are made of, long enough to hold one: the
 #: token patterns are tried there only (over a whole text they cost ~10 times more).
-_KNOWN_TOKEN_RUN: Final = re.compile(rf"[A-Za-z0-9_.\-]{{{KNOWN_TOKEN_MIN_LENGTH},}}")
+_KNOWN_TOKEN_RUN: Final = _lazy_pattern(rf"[A-Za-z0-9_.\-]{{{KNOWN_TOKEN_MIN_LENGTH},}}")
 #: A PEM private key block, whole (free text); an unterminated one runs to the end.
-_PEM_BLOCK: Final = re.compile(
+_PEM_BLOCK: Final = _lazy_pattern(
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----|\Z)",
     re.DOTALL,
 )
 #: A canonical UUID (8-4-4-4-12 hex): an identifier, not a secret.
-_UUID: Final = re.compile(
+_UUID: Final = _lazy_pattern(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 #: ``scheme://user:password@host``; the password may hold '@' (the last one before the host wins).
-_URL_USERINFO: Final = re.compile(
+_URL_USERINFO: Final = _lazy_pattern(
     r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^\s:/@,;]*)(?::(?P<password>[^\s,;]*))?@(?P<host>[^\s@/?#,;]*)"
 )
-_URL_QUERY_PARAM: Final = re.compile(
+_URL_QUERY_PARAM: Final = _lazy_pattern(
     r"(?P<lead>[?&;](?P<name>[A-Za-z0-9_.\-]+)=)(?P<value>[^&#\s,;]*)"
 )
-_TOKEN_SPLIT: Final = re.compile(r"[\s,;:=\"'@?&()\[\]{}<>|\\]+")
-_URL_PART_SPLIT: Final = re.compile(r"[/.]+")
+_TOKEN_SPLIT: Final = _lazy_pattern(r"[\s,;:=\"'@?&()\[\]{}<>|\\]+")
+_URL_PART_SPLIT: Final = _lazy_pattern(r"[/.]+")
 _BASE64_CHARS: Final = re.compile(r"[A-Za-z0-9+/_\-]+")
-_HEX_CHARS: Final = re.compile(r"[0-9a-fA-F\-]+")
-_RUN_SPLIT: Final = re.compile(r"[+/_\-]+")
+_HEX_CHARS: Final = _lazy_pattern(r"[0-9a-fA-F\-]+")
+_RUN_SPLIT: Final = _lazy_pattern(r"[+/_\-]+")
 MIN_TOKEN_LENGTH: Final = 24
 MIN_CLASS_CHANGE_RATE: Final = 0.3
 LOW_CLASS_CHANGE_RATE: Final = 0.15
@@ -274,8 +340,8 @@ _LETTER_PAIR_BITS: Final = {
     for previous, row in zip("^abcdefghijklmnopqrstuvwxyz", _LETTER_PAIR_TABLE, strict=True)
     for following, code in zip("abcdefghijklmnopqrstuvwxyz$", row, strict=True)
 }
-_IDENTIFIER_WORD: Final = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
-_IDENTIFIER_SEPARATOR: Final = re.compile(r"[_\-.+/]+")
+_IDENTIFIER_WORD: Final = _lazy_pattern(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+_IDENTIFIER_SEPARATOR: Final = _lazy_pattern(r"[_\-.+/]+")
 _VOWELS: Final = frozenset("aeiouy")
 #: Mean bits per letter pair over the token from which it reads as words (random: about -0.9)...
 MIN_WORD_BITS: Final = 0.1
@@ -516,7 +582,7 @@ def _mask_known_tokens(match: re.Match[str]) -> str:
 
 
 #: Runs of characters that may form a token (:data:`_TOKEN_SPLIT` is the complement).
-_TOKEN_CANDIDATE: Final = re.compile(rf"[^\s,;:=\"'@?&()\[\]{{}}<>|\\]{{{MIN_TOKEN_LENGTH},}}")
+_TOKEN_CANDIDATE: Final = _lazy_pattern(rf"[^\s,;:=\"'@?&()\[\]{{}}<>|\\]{{{MIN_TOKEN_LENGTH},}}")
 
 
 def _mask_random_token(match: re.Match[str]) -> str:
@@ -528,7 +594,7 @@ def _mask_random_token(match: re.Match[str]) -> str:
     return _REDACTED if _looks_random(token, hex_is_identifier=True) else token
 
 
-_URL_PART: Final = re.compile(rf"[^/.]{{{MIN_TOKEN_LENGTH},}}")
+_URL_PART: Final = _lazy_pattern(rf"[^/.]{{{MIN_TOKEN_LENGTH},}}")
 
 
 # --------------------------------------------------------------------------- named secrets
@@ -536,14 +602,14 @@ _URL_PART: Final = re.compile(rf"[^/.]{{{MIN_TOKEN_LENGTH},}}")
 #: Field, flag, parameter, header and assignment names (normalised: lower case, ``_``
 #: between words) whose values are secret. Narrower than the variable-name rules: a
 #: ``partition_key`` or an ``asset_key`` is an identifier, an ``author`` no credential.
-_SECRET_FIELD: Final = re.compile(
+_SECRET_FIELD: Final = _lazy_pattern(
     r"passw(?:or)?d|passwd|passphrase|(?:^|_|store|key|trust)pass(?:in|out)?(?:$|_)"
     r"|(?:^|_)pwd(?:$|_)|secret|token|credential|api_?key|private_?key|access_?key"
     r"|(?:signing|encryption|master|account|shared|storage|license|hmac)_?key"
     r"|(?:^|_)auth(?:$|_)|authorization|cookie|session_?id|signature"
 )
 #: ... unless the name says the value is where the secret is, or how it is used.
-_NOT_SECRET_FIELD: Final = re.compile(
+_NOT_SECRET_FIELD: Final = _lazy_pattern(
     r"^no_|_(?:file|path|dir|env|var|type|method|mode|url|uri|host|port|user|username|name"
     r"|length|len|ttl|expiry|expires|timeout|header|backend|provider|endpoint|command|cmd)$"
 )
@@ -579,38 +645,40 @@ _NAME_CHARS: Final = frozenset(string.ascii_letters + string.digits + "_.-")
 #: The rest of a shell word: unquoted characters, escapes, quoted strings (an unclosed
 #: quote runs to the end: a secret is never cut short).
 _WORD_PIECES: Final = r"""(?:[^\s'"\\]|\\.|'[^']*(?:'|\Z)|"(?:[^"\\]|\\.)*(?:"|\Z))"""
-_SHELL_WORD: Final = re.compile(_WORD_PIECES + "+", re.DOTALL)
-_SHELL_WORD_REST: Final = re.compile(_WORD_PIECES + "*", re.DOTALL)
+_SHELL_WORD: Final = _lazy_pattern(_WORD_PIECES + "+", re.DOTALL)
+_SHELL_WORD_REST: Final = _lazy_pattern(_WORD_PIECES + "*", re.DOTALL)
 #: At a name: ``--name=value``, ``--name value``, ``-name value``, ``NAME=value``,
 #: ``name = value``, ``-Dname=value``.
-_OPTION: Final = re.compile(
+_OPTION: Final = _lazy_pattern(
     r"(?P<dashes>-{1,2})?(?P<name>[A-Za-z_][\w.\-]*)(?P<sep>[ \t]*=(?!=)[ \t]*|[ \t]+)"
 )
 #: At a quote: ``'password': value`` / ``"api_key": value`` (a mapping's repr, JSON).
-_QUOTED_KEY: Final = re.compile(
+_QUOTED_KEY: Final = _lazy_pattern(
     r"(?P<quote>['\"])(?P<name>[\w.\-]+)(?P=quote)[ \t]*[:=][ \t]*"
     r"(?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,}\]]+)"
 )
 #: At a name: ``Authorization: Bearer x`` (the scheme stays).
-_HEADER: Final = re.compile(
+_HEADER: Final = _lazy_pattern(
     r"(?P<name>[A-Za-z][\w\-]*)[ \t]*:[ \t]*"
     r"(?:(?P<scheme>(?i:bearer|basic|digest|token|negotiate|ntlm|bot|apikey|aws4-hmac-sha256"
     r"|oauth|jwt|ssws|hmac|key))[ \t]+)?"
 )
 _HEADER_NAMES: Final = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie"))
-_HEADER_VALUE: Final = re.compile(r"[^\s'\"]+")
+_HEADER_VALUE: Final = _lazy_pattern(r"[^\s'\"]+")
 #: ``curl -u user:password`` (also ``--user``, ``--proxy-user``, ``-U``).
-_USER_PASSWORD: Final = re.compile(
+_USER_PASSWORD: Final = _lazy_pattern(
     r"(?<![\w\-])(?:-u|-U|--user|--proxy-user)(?:=|[ \t]+)['\"]?[^\s:'\"]*:(?P<password>[^\s'\"]+)"
 )
 #: ``mysql -pSECRET`` (MySQL and MariaDB clients only: elsewhere ``-p`` is a port or a parameter).
-_MYSQL_CLIENT: Final = re.compile(r"\b(?:mysql|mariadb)[\w\-]*\b")
-_MYSQL_PASSWORD: Final = re.compile(r"(?<![\w\-])-p(?P<password>\S+)")
+_MYSQL_CLIENT: Final = _lazy_pattern(r"\b(?:mysql|mariadb)[\w\-]*\b")
+_MYSQL_PASSWORD: Final = _lazy_pattern(r"(?<![\w\-])-p(?P<password>\S+)")
 #: Values that are placeholders, not secrets (compared lower-case).
 _NOT_SECRET_VALUES: Final = frozenset(("none", "null", "nil", "true", "false", "***", "''", '""'))
 #: ``$TOKEN``, ``${token}``, ``$1``, ``$(cat file)``: a reference to a secret, not the secret
 #: (``$lowercase`` may be a password starting with "$": redacted).
-_REFERENCE: Final = re.compile(r"\$(?:[A-Z_][A-Z0-9_]*$|\{[A-Za-z_][A-Za-z0-9_]*\}$|[0-9@*]$|\()")
+_REFERENCE: Final = _lazy_pattern(
+    r"\$(?:[A-Z_][A-Z0-9_]*$|\{[A-Za-z_][A-Za-z0-9_]*\}$|[0-9@*]$|\()"
+)
 #: Characters before a name that make it part of something else (a URL, a variable).
 _NOT_BEFORE_NAME: Final = frozenset("/$@%+?&:\\")
 _QUOTES: Final = "'\""
@@ -1092,9 +1160,59 @@ def _user() -> str:
 
 
 @functools.cache
-def _host_facts() -> tuple[str, str, str]:
-    """(python version, implementation, platform): fixed for the life of the process."""
+def _host_facts(cache_dir: Path | None = None) -> tuple[str, str, str]:
+    """(python version, implementation, platform): fixed for the life of the process.
+
+    Kept in ``cache_dir`` between processes: :func:`platform.platform` runs ``uname -p``
+    and reads the interpreter's binary for its C library version on Linux, ~30 ms of a
+    fresh process that records. What they depend on (the kernel as ``os.uname`` tells
+    it, the interpreter file and version) keys the cached answer.
+    """
+    if cache_dir is None:
+        return _compute_host_facts()
+    try:
+        stat = os.stat(sys.executable)
+        key = [
+            *os.uname(),
+            sys.executable,
+            sys.version,
+            stat.st_ino,
+            stat.st_size,
+            stat.st_mtime_ns,
+        ]
+    except (OSError, AttributeError):  # no os.uname (Windows), no executable
+        return _compute_host_facts()
+    path = cache_dir / "host-facts.json"
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        facts = cached["facts"]
+        if cached["key"] == key and len(facts) == 3 and all(isinstance(f, str) for f in facts):
+            return facts[0], facts[1], facts[2]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    facts = _compute_host_facts()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(json.dumps({"key": key, "facts": facts}), encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError:  # a read-only cache directory: no cache, same answer
+        pass
+    return facts
+
+
+def _compute_host_facts() -> tuple[str, str, str]:
+    import platform
+
     return platform.python_version(), platform.python_implementation(), platform.platform()
+
+
+def _hostname() -> str:
+    if sys.platform == "linux":  # glibc's gethostname() is uname()'s node name
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
 
 
 @functools.cache
@@ -1170,7 +1288,7 @@ def _build_snapshot(
     environ: Mapping[str, str],
     plugin_redact: PluginRedact | None,
 ) -> EnvironmentSnapshot:
-    python_version, implementation, platform_name = _host_facts()
+    python_version, implementation, platform_name = _host_facts(settings.cache_dir)
     variables = _stable_variables(environ, settings, plugin_redact)
     if any(digest is not None for _, _, digest in variables):
         facets = {**facets, REDACTION_KEY_FACET: redaction_key_id(settings.redaction_key)}
@@ -1178,7 +1296,7 @@ def _build_snapshot(
         "python_version": python_version,
         "implementation": implementation,
         "platform": platform_name,
-        "hostname": socket.gethostname(),
+        "hostname": _hostname(),
         "user": _user(),
         "distributions": _distributions(),
         "variables": variables,
@@ -1194,6 +1312,8 @@ GIT_TIMEOUT: Final = 3.0
 
 def _git(cwd: str, *args: str) -> str | None:
     """stdout of ``git args`` in ``cwd``, or None when git is missing, fails or hangs."""
+    import subprocess
+
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     try:
         done = subprocess.run(
@@ -1249,6 +1369,22 @@ def _strip_credentials(url: str) -> str:
     return scheme + keep + url[match.end() :]
 
 
+def _may_be_in_work_tree(where: str) -> bool:
+    """False when git surely finds no work tree from ``where``: no ``.git`` there or above,
+    and no ``GIT_DIR`` / ``GIT_WORK_TREE`` pointing elsewhere. Saves starting git (a
+    process) in every fresh process that records outside a repository."""
+    if os.environ.get("GIT_DIR") or os.environ.get("GIT_WORK_TREE"):
+        return True
+    directory = os.path.realpath(where)  # git walks up the physical path
+    while True:
+        if os.path.lexists(os.path.join(directory, ".git")):
+            return True
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return False
+        directory = parent
+
+
 def git_facet(cwd: str | None = None) -> dict[str, Any] | None:
     """The git state of the work tree holding ``cwd`` (default: the current directory).
 
@@ -1259,6 +1395,8 @@ def git_facet(cwd: str | None = None) -> dict[str, Any] | None:
     or without git. Two ``git`` calls, each with a :data:`GIT_TIMEOUT`.
     """
     where = os.getcwd() if cwd is None else cwd
+    if not _may_be_in_work_tree(where):
+        return None
     located = _git(where, "rev-parse", "--show-toplevel", "--git-common-dir")
     if located is None:
         return None

@@ -19,10 +19,9 @@ import math
 import os
 import shlex
 import sys
-import uuid as uuidlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import PurePath
-from typing import Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import pluggy
 
@@ -52,8 +51,34 @@ log = logging.getLogger("dpt")
 #: event): a write of a million files holds one chunk's observations at a time.
 WRITE_CHUNK = 5_000
 
-#: Namespace for deterministic invocation UUIDs derived from orchestrator run ids.
-DPT_NAMESPACE = uuidlib.UUID("6f1d1c8e-3b0e-5f5a-9c57-2d1b7e0c4a11")
+_DPT_NAMESPACE = "6f1d1c8e-3b0e-5f5a-9c57-2d1b7e0c4a11"
+
+if TYPE_CHECKING:
+    import uuid as uuidlib
+
+    #: Namespace for deterministic invocation UUIDs derived from orchestrator run ids.
+    DPT_NAMESPACE: uuidlib.UUID
+else:
+
+    def __getattr__(name: str) -> Any:
+        # The uuid module (and platform, which it imports) only when a UUID object is
+        # wanted: a process that records makes its UUIDs with new_uuid().
+        if name == "DPT_NAMESPACE":
+            import uuid as uuidlib
+
+            value = uuidlib.UUID(_DPT_NAMESPACE)
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def new_uuid() -> str:
+    """A random (version 4) UUID as text, the same as ``str(uuid.uuid4())``."""
+    value = bytearray(os.urandom(16))
+    value[6] = (value[6] & 0x0F) | 0x40  # version 4
+    value[8] = (value[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = value.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def invocation_uuid(*parts: object) -> str:
@@ -62,7 +87,10 @@ def invocation_uuid(*parts: object) -> str:
     Adapters derive invocation ids from orchestrator ids with it, so a task
     recorded twice (a retry of the listener, a re-read event log) is one row.
     """
-    return str(uuidlib.uuid5(DPT_NAMESPACE, "\x1f".join(str(p) for p in parts)))
+    import uuid as uuidlib
+
+    namespace = uuidlib.UUID(_DPT_NAMESPACE)
+    return str(uuidlib.uuid5(namespace, "\x1f".join(str(p) for p in parts)))
 
 
 def jsonable(value: Any, _depth: int = 0) -> Any:
@@ -492,9 +520,7 @@ class Tracker:
             observations.append(
                 ProductObservation(
                     uri=uri,
-                    version_uuid=(
-                        ref.version_uuid if ref and ref.version_uuid else str(uuidlib.uuid4())
-                    ),
+                    version_uuid=(ref.version_uuid if ref and ref.version_uuid else new_uuid()),
                     content_hash=hashes[index],
                     size=size,
                     mtime=mtime,
@@ -617,7 +643,7 @@ class Tracker:
             raise ValueError(f"status {status!r} is unknown: use one of {', '.join(STATUSES)}")
         if not job:
             raise ValueError("job must be a non-empty name")
-        handle = InvocationHandle(self, uuid or str(uuidlib.uuid4()), job, task)
+        handle = InvocationHandle(self, uuid or new_uuid(), job, task)
         if status != "running":
             handle.status = status
             handle._finished = True

@@ -19,12 +19,15 @@ both hooks answer None at the cost of a dict lookup.
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dpt_core.adapter import RunRegistry, host_guard
 from dpt_core.plugin_api import CurrentContext, hookimpl
+
+if TYPE_CHECKING:
+    from dpt_core.adapter import HostGuard, RunRegistry
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,23 @@ class _Running:
     upstream_targets: dict[Any, str] = field(default_factory=dict)
 
 
-#: Materialisations running in this process that called dpt, by invocation uuid.
-_running: RunRegistry[str, _Running] = RunRegistry(4096)
-_failures = host_guard("the asset's invocation opens without its inputs; the sensor adds them")
+@functools.cache
+def _running() -> RunRegistry[str, _Running]:
+    """Materialisations running in this process that called dpt, by invocation uuid.
+
+    Made on first use (with Dagster here): every dpt process loads this module, and one
+    that records outside Dagster does not import the adapter kit (see docs/performance.md).
+    """
+    from dpt_core.adapter import RunRegistry
+
+    return RunRegistry(4096)
+
+
+@functools.cache
+def _failures() -> HostGuard:
+    from dpt_core.adapter import host_guard
+
+    return host_guard("the asset's invocation opens without its inputs; the sensor adds them")
 
 
 def _dagster() -> Any | None:
@@ -96,10 +113,10 @@ def _current() -> _Running | None:
     from dpt_dagster.translator import materialization_invocation_uuid
 
     uuid = materialization_invocation_uuid(run_id, asset_key, partition)
-    cached = _running.get(uuid)
+    cached = _running().get(uuid)
     if cached is not None:
         return cached
-    return _running.add(uuid, _start(ctx, run_id, asset_key, partition))
+    return _running().add(uuid, _start(ctx, run_id, asset_key, partition))
 
 
 def _start(ctx: Any, run_id: str, asset_key: Any, partition: str | None) -> _Running:
@@ -157,7 +174,7 @@ def _upstream(tracker: Any, ctx: Any, run_id: str, asset_key: Any, partition: st
         )
         return resolve_upstream(ctx.instance, [being_made], graph)[being_made.storage_id]
     except Exception as exc:
-        _failures.failed(
+        _failures().failed(
             f"resolving the inputs of {asset_key.to_user_string()}",
             exc,
             strict=tracker.settings.strict,

@@ -29,7 +29,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dpt_core.events import (
     EnvironmentSnapshot,
@@ -38,9 +38,11 @@ from dpt_core.events import (
     ProductsRead,
     ProductsWritten,
 )
-from dpt_core.export.openlineage import EVENT_TYPES, Dataset, RunRef, as_client_event, run_event
 from dpt_core.guard import Guard
 from dpt_core.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # imported when an event is forwarded: every dpt process loads this plugin
+    from dpt_core.export.openlineage import Dataset, RunRef
 
 log = logging.getLogger("dpt")
 
@@ -178,6 +180,8 @@ def _environment(snapshot: EnvironmentSnapshot) -> dict[str, Any]:
 @hookimpl
 def dpt_invocation_started(event: InvocationStarted) -> None:
     def emit(ol: Any) -> None:
+        from dpt_core.export.openlineage import RunRef, as_client_event, run_event
+
         if event.uuid in _runs:
             return  # seen already (a replay): START was sent
         parent_run = _runs.get(event.parent_uuid) if event.parent_uuid else None
@@ -214,6 +218,8 @@ def dpt_products_read(event: ProductsRead) -> None:
         return  # not forwarded (no client when it started): skip the configuration lookup
 
     def keep(_ol: Any) -> None:
+        from dpt_core.export.openlineage import Dataset
+
         run = _runs.get(event.invocation_uuid)
         if run is not None:
             for o in event.inputs:
@@ -228,6 +234,8 @@ def dpt_products_written(event: ProductsWritten) -> None:
         return
 
     def keep(_ol: Any) -> None:
+        from dpt_core.export.openlineage import Dataset
+
         run = _runs.get(event.invocation_uuid)
         if run is not None:
             for o in event.outputs:
@@ -244,6 +252,8 @@ def dpt_invocation_finished(event: InvocationFinished) -> None:
         return  # did not start in this process (or no client then): nothing to send
 
     def emit(ol: Any) -> None:
+        from dpt_core.export.openlineage import EVENT_TYPES, as_client_event, run_event
+
         run = _runs.pop(event.uuid, None)
         if run is None:
             log.debug(

@@ -1,0 +1,272 @@
+"""What a fresh process that records imports, and the database URL check without SQLAlchemy.
+
+Not timed (benchmarks/bench_fresh_process.py measures): these tests fail when the
+recording path or the settings load start importing a heavy module again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dpt_core.config import _plainly_valid_url, load_settings
+from dpt_core.errors import ConfigError
+from dpt_core.store.engine import validate_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _python(code: str, env: dict[str, str], cwd: Path) -> dict[str, object]:
+    """Run ``code`` in a fresh interpreter importing this tree; its last stdout line as JSON."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DPT_")}
+    clean["PYTHONPATH"] = str(ROOT) + os.pathsep + clean.get("PYTHONPATH", "")
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- the URL check
+
+
+def test_loading_settings_with_a_server_url_leaves_sqlalchemy_out(tmp_path: Path) -> None:
+    code = (
+        "import json, sys, dpt_core\n"
+        "from dpt_core.config import get_settings\n"
+        "url = get_settings().database_url\n"
+        "print(json.dumps({'url': url, 'sqlalchemy': 'sqlalchemy' in sys.modules}))\n"
+    )
+    for url in (
+        "postgresql://postgres@127.0.0.1:5432/dpt",
+        "mysql://root@127.0.0.1:3306/dpt",
+        f"sqlite:///{tmp_path / 'dpt.sqlite3'}",
+    ):
+        env = {"DPT_DATABASE_URL": url, "DPT_REDACTION_KEY": "k", "DPT_WRITE": "background"}
+        assert _python(code, env, tmp_path) == {"url": url, "sqlalchemy": False}
+
+
+BAD_URLS = [
+    "",
+    "   ",
+    "not a url",
+    "oracle://scott@db/orcl",
+    "postgres://db/dpt",  # SQLAlchemy no longer knows the 'postgres' name
+    "postgresql://db:port/dpt",
+    "postgresql://db:/dpt",
+    "postgresql+nosuchdriver://db/dpt",
+    "sqlite://",
+    "sqlite:///:memory:",
+    "sqlite:///%3Amemory%3A",
+    "mysql+mysqlconnector://root@db/dpt",  # driver not installed here
+]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_a_bad_url_gets_the_full_checks_message(url: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as full:
+        validate_url(url, source="DPT_DATABASE_URL")
+    environ = {"DPT_DATABASE_URL": url, "DPT_REDACTION_KEY": "k", "DPT_CONFIG": os.devnull}
+    with pytest.raises(ConfigError) as light:
+        load_settings(environ)
+    assert str(light.value) == str(full.value)
+    assert not _plainly_valid_url(url)
+
+
+_ODD = ["", ":", "/", "@", "?", "%3A", "%", " ", "\n", "[", "]", "é", "x:y"]
+URLS = st.builds(
+    lambda scheme, user, host, port, slash, database, query: (
+        f"{scheme}://{user}{host}{port}{slash}{database}{query}"
+    ),
+    st.sampled_from(
+        [
+            "sqlite",
+            "sqlite+pysqlite",
+            "postgresql",
+            "postgresql+psycopg",
+            "postgresql+psycopg2",
+            "postgresql+asyncpg",
+            "postgres",
+            "mysql",
+            "mysql+pymysql",
+            "mariadb",
+            "oracle",
+            "SQLITE",
+            "sql ite",
+        ]
+    ),
+    st.sampled_from(["", "user@", "user:pw@", "user:p@ss@", ":pw@", "u/x@", *_ODD]),
+    st.sampled_from(["", "host", "127.0.0.1", "[::1]", "[::1", "ho/st", *_ODD]),
+    st.sampled_from(["", ":5432", ":", ":port", ":٣", ": 1", *_ODD]),
+    st.sampled_from(["", "/", "//", *_ODD]),
+    st.sampled_from(["", "db", "/abs/db.sqlite3", ":memory:", "%3Amemory%3A", "a?b", *_ODD]),
+    st.sampled_from(["", "?sslmode=require", "?a=1&a=2", "?", "?x", *_ODD]),
+)
+
+
+@settings(max_examples=300)
+@given(URLS)
+def test_what_the_light_check_accepts_the_full_check_accepts(url: str) -> None:
+    if _plainly_valid_url(url):
+        validate_url(url)  # raises if the light check let a bad URL through
+
+
+# --------------------------------------------------------------------------- the deferred path
+
+#: Modules a process that only spools must not import (each cost milliseconds, some a
+#: lot): the database stack, the metadata reader (the entry points are cached), the
+#: config and directory helpers (everything is set by DPT_* here), process spawning (no
+#: git outside a work tree, the platform string cached), the adapter kit and the
+#: OpenLineage exporter (loaded with the adapters' plugins before).
+NOT_IMPORTED = (
+    "sqlalchemy",
+    "alembic",
+    "importlib.metadata",
+    "email",
+    "platformdirs",
+    "tomllib",
+    "subprocess",
+    "platform",
+    "uuid",
+    "secrets",
+    "dpt_core.store.engine",
+    "dpt_core.adapter",
+    "dpt_core.export.openlineage",
+    "cachetools",
+    "concurrent.futures",
+    "pkgutil",
+)
+
+RECORD = (
+    "import json, sys, dpt_core\n"
+    "with dpt_core.invocation('fresh') as inv:\n"
+    "    inv.write({out!r})\n"
+    "print(json.dumps(sorted(m for m in {names!r} if m in sys.modules)))\n"
+)
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///{tmp}/dpt.sqlite3", "postgresql://postgres@127.0.0.1:5432/dpt"]
+)
+def test_a_process_that_only_spools_imports_nothing_heavy(tmp_path: Path, url: str) -> None:
+    out = tmp_path / "product.txt"
+    out.write_text("one output\n")
+    (tmp_path / "empty.toml").write_text("")
+    env = {
+        "DPT_DATABASE_URL": url.format(tmp=tmp_path),
+        "DPT_WRITE": "deferred",
+        "DPT_SPOOL_DIR": str(tmp_path / "spool"),
+        "DPT_CACHE_DIR": str(tmp_path / "cache"),
+        "DPT_REDACTION_KEY": "k",
+        "DPT_CONFIG": str(tmp_path / "empty.toml"),
+    }
+    code = RECORD.format(out=str(out), names=NOT_IMPORTED)
+    _python(code, env, tmp_path)  # the first process fills the caches (entry points, host)
+    assert _python(code, env, tmp_path) == []
+    spooled = [
+        event["kind"]
+        for path in sorted((tmp_path / "spool").rglob("*.jsonl"))
+        for line in path.read_text().splitlines()
+        for event in json.loads(line)
+    ]
+    assert spooled.count("invocation_started") == 2
+    assert spooled.count("products_written") == 2
+
+
+# --------------------------------------------------------------------------- name globs
+
+GLOB_NAMES = st.text(alphabet="AbKkSsxY_Z9-.\u017f\u212a\u00e9*?[]", max_size=10)
+GLOB_PATTERNS = st.lists(
+    st.text(alphabet="AbKkSsY_Z9*?[]-.\u017f\u212a\u00e9", max_size=6), max_size=5
+).map(tuple)
+
+
+@settings(max_examples=500)
+@given(GLOB_NAMES, GLOB_PATTERNS)
+def test_name_globs_match_as_the_regular_expression_does(name: str, patterns: tuple) -> None:
+    from dpt_core.environment import _glob_matcher, _glob_regex
+
+    regex = _glob_regex(patterns)
+    assert _glob_matcher(patterns)(name) == (regex is not None and regex.match(name) is not None)
+
+
+def test_the_default_name_lists_match_as_before() -> None:
+    from dpt_core import environment as env
+
+    names = [
+        *os.environ,
+        "PGPASSWORD",
+        "AWS_SECRET_ACCESS_KEY",
+        "GIT_SHA",
+        "ssh_auth_sock",
+        "XDG_SESSION_ID",
+        "MY_RUN_ID",
+        "keyring",
+        "DB_DSN",
+        "TERMINAL",
+        "_",
+        "PWD",
+    ]
+    for group in (
+        env.SECRET_NAMES,
+        env.VOLATILE_NAMES,
+        env._IDENTIFIER_NAMES,
+        env._DESCRIPTOR_NAMES,
+    ):
+        regex = env._glob_regex(group)
+        assert regex is not None
+        for name in names:
+            assert env._glob_matcher(group)(name) == (regex.match(name) is not None), name
+
+
+# --------------------------------------------------------------------------- cached host facts
+
+
+def test_host_facts_are_platforms_and_come_from_the_cache_when_its_key_fits(
+    tmp_path: Path,
+) -> None:
+    import platform
+    import socket
+
+    from dpt_core.environment import _host_facts, _hostname
+
+    compute = _host_facts.__wrapped__  # the function, without the in-process memo
+    expected = (platform.python_version(), platform.python_implementation(), platform.platform())
+    assert compute(tmp_path) == expected  # computed and stored
+    assert compute(tmp_path) == expected  # read back
+    cache = tmp_path / "host-facts.json"
+    stored = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**stored, "facts": ["9.9", "Marker", "Marker-OS"]}))
+    assert compute(tmp_path) == ("9.9", "Marker", "Marker-OS")  # the cache is what is read
+    cache.write_text(json.dumps({"key": [*stored["key"][:-1], 0], "facts": ["9.9", "M", "M"]}))
+    assert compute(tmp_path) == expected  # another interpreter file: computed again
+    cache.write_text("{not json")
+    assert compute(tmp_path) == expected
+    assert _hostname() == socket.gethostname()
+
+
+def test_new_uuids_are_random_version_4_uuids() -> None:
+    import uuid
+
+    from dpt_core.tracker import DPT_NAMESPACE, invocation_uuid, new_uuid
+
+    made = {new_uuid() for _ in range(1000)}
+    assert len(made) == 1000
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    assert invocation_uuid("a", 1) == str(uuid.uuid5(DPT_NAMESPACE, "a\x1f1"))
+    assert str(DPT_NAMESPACE) == "6f1d1c8e-3b0e-5f5a-9c57-2d1b7e0c4a11"
