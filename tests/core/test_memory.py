@@ -279,3 +279,25 @@ def test_replaying_a_spool_file_holds_one_batch_at_a_time(dpt_env, tmp_path, mon
         tracemalloc.stop()
     assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 6 * n
     assert peak_4n < 1.3 * peak_n, f"peak {peak_n} -> {peak_4n} B"
+
+
+def test_written_uris_behave_as_a_read_only_list_of_the_uris():
+    chunks = [[f"file:///data/d{c}/f{i}.dat" for i in range(300)] for c in range(3)]
+    chunks.append(["s3://b/with\0nul", "s3://b/\udcff-undecodable"])  # kept as they are
+    every = [uri for chunk in chunks for uri in chunk]
+    uris = tracker_module.WrittenURIs()
+    for chunk in chunks:
+        uris._append(chunk)
+    assert len(uris) == len(every) == 902 and uris == every and every == uris
+    assert list(uris) == every and list(reversed(uris)) == every[::-1]
+    assert [uris[i] for i in (0, 299, 300, 601, 900, -1, -902)] == [
+        every[i] for i in (0, 299, 300, 601, 900, -1, -902)
+    ]
+    assert uris[298:303] == every[298:303] and uris[::-300] == every[::-300]
+    assert "file:///data/d2/f7.dat" in uris and "file:///nowhere" not in uris
+    assert uris.index("s3://b/with\0nul") == 900 and uris + ["x"] == [*every, "x"]
+    assert uris != every[:-1] and uris != tuple(every)
+    with pytest.raises(IndexError):
+        uris[902]
+    assert repr(uris) == f"WrittenURIs(['file:///data/d0/f0.dat', ... 900 more, {every[-1]!r}])"
+    assert tracker_module.WrittenURIs() == [] and not tracker_module.WrittenURIs()
