@@ -2,12 +2,13 @@
 
     python -m benchmarks.bench_memory [--outputs 200000] [--million] [--runs 100000]
                                       [--backends sqlite,postgresql] [--trace]
+                                      [--write-modes background,sync]
 
 (a) **One invocation writing N outputs** (small files that exist): a fresh interpreter
 creates N files and records them as one ``write()`` of a generator, inside one
 invocation; next to it, the baseline, a fresh interpreter that creates the same files
 without dpt. Peak RSS (``ru_maxrss``) and wall time of each; the ratio dpt / baseline.
-``--million`` adds N = 1 000 000.
+``--million`` adds N = 1 000 000. Each ``--write-modes`` (``DPT_WRITE``) is a case.
 
 (b) **A long-lived process** recording ``--runs`` small invocations through the public
 API (start, read one file, write one file, finish), RSS (``/proc/self/statm``) sampled
@@ -127,7 +128,14 @@ def _child_long(root: Path, runs: int) -> dict[str, Any]:
             inv.write(target)
         if i % SAMPLE_EVERY == 0:
             dpt_core.flush()
-            samples.append({"runs": i, "rss_mb": _rss_mb(), "seconds": time.perf_counter() - start})
+            samples.append(
+                {
+                    "runs": i,
+                    "rss_mb": _rss_mb(),
+                    "seconds": time.perf_counter() - start,
+                    "load": os.getloadavg()[0],
+                }
+            )
     return {"samples": samples, "sizes": _sizes(), "peak_mb": _peak_mb()}
 
 
@@ -200,22 +208,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=100_000, help="invocations in (b); 0 skips")
     parser.add_argument("--sample", type=int, default=SAMPLE_EVERY, help="(b): RSS every N runs")
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument(
+        "--write-modes", default="background", help="DPT_WRITE of (a): background,sync"
+    )
     parser.add_argument("--trace", action="store_true", help="tracemalloc: where (a) holds memory")
     parser.add_argument("--skip-writes", action="store_true", help="only (b)")
     parser.add_argument("--dir", default=FILES_DIR, help="where the files are made")
     opts = parser.parse_args(args)
     FILES_DIR = opts.dir
-    emit("bench_memory.machine", **machine())
+    emit("bench_memory.machine", **machine(), load=os.getloadavg())
     sizes = [opts.outputs] + ([1_000_000] if opts.million else [])
     rows = []
     for backend in opts.backends.split(","):
         with database(backend) as url, tempfile.TemporaryDirectory() as tmp:
             env = _env(url, tmp)
-            for n in [] if opts.skip_writes else sizes:
+            cases = [] if opts.skip_writes else sizes
+            for n, mode in [(n, m) for n in cases for m in opts.write_modes.split(",")]:
                 base = _spawn("baseline", n, env)
-                got = _spawn("write", n, env)
+                got = _spawn("write", n, {**env, "DPT_WRITE": mode})
                 row = {
-                    "case": f"write {n}",
+                    "case": f"write {n} ({mode})",
                     "backend": backend,
                     "peak_mb": got["peak_mb"],
                     "baseline_mb": base["peak_mb"],
@@ -223,12 +235,19 @@ def main(argv: list[str] | None = None) -> None:
                     "seconds": got["seconds"],
                     "baseline_s": base["seconds"],
                     "ratio_s": got["seconds"] / base["seconds"],
+                    "load": os.getloadavg()[0],
                 }
                 rows.append(row)
                 emit("bench_memory.write", **row)
                 if opts.trace:
-                    traced = _spawn("trace", n, env)
-                    emit("bench_memory.trace", backend=backend, outputs=n, **traced["traced_mb"])
+                    traced = _spawn("trace", n, {**env, "DPT_WRITE": mode})
+                    emit(
+                        "bench_memory.trace",
+                        backend=backend,
+                        outputs=n,
+                        write=mode,
+                        **traced["traced_mb"],
+                    )
                     print("\n".join(traced["top"]))
             if opts.runs:
                 long = _spawn("long", opts.runs, env, opts.sample)
@@ -244,6 +263,7 @@ def main(argv: list[str] | None = None) -> None:
                     rss_mb=after,
                     sample_every=opts.sample,
                     growth_mb_per_sample=growth,
+                    load=[s["load"] for s in samples],
                     sizes=long["sizes"],
                 )
                 rows.append(
@@ -256,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
                         "seconds": samples[-1]["seconds"],
                         "baseline_s": samples[0]["seconds"],
                         "ratio_s": samples[-1]["seconds"] / samples[0]["seconds"],
+                        "load": os.getloadavg()[0],
                     }
                 )
     print()

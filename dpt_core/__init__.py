@@ -25,7 +25,7 @@ Plugins import their plumbing from :mod:`dpt_core.plugin_api`.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from dpt_core import plugin_api
 from dpt_core.api import tracked
@@ -47,13 +47,14 @@ from dpt_core.tracker import (
     InvocationBlock,
     InvocationHandle,
     Tracker,
+    WrittenURIs,
     get_tracker,
     invocation_uuid,
 )
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     # Deprecated names (see __getattr__), still visible to type checkers for one release.
     from dpt_core.plugin_api import CurrentContext as CurrentContext
@@ -106,6 +107,7 @@ __all__ = [
     "Tags",
     "Tracker",
     "TrackingError",
+    "WrittenURIs",
     "env_diff",
     "flush",
     "get_tracker",
@@ -248,14 +250,36 @@ def invocation(
     )
 
 
+@overload
+def track(
+    targets: Iterator[Any],
+    /,
+    *,
+    parents: Sequence[Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    tags: Tags | None = None,
+) -> WrittenURIs: ...
+
+
+@overload
 def track(
     *targets: Any,
     parents: Sequence[Any] | None = None,
     metadata: dict[str, Any] | None = None,
     tags: Tags | None = None,
-) -> list[str]:
+) -> list[str]: ...
+
+
+def track(
+    *targets: Any,
+    parents: Sequence[Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    tags: Tags | None = None,
+) -> list[str] | WrittenURIs:
     """Record ``targets`` as outputs of the current invocation (or of a new one-off one);
-    returns their URIs.
+    returns their URIs: a list, or, for one generator (or other iterator) of targets, a
+    compact :class:`WrittenURIs` (recorded a chunk at a time, see
+    :meth:`InvocationHandle.write`).
 
     :param parents: what every target was made from (default: every input of the
         invocation).
@@ -263,7 +287,10 @@ def track(
     :param tags: ``{key: value}`` labels of each version written (see docs/tags.md).
     :raises InvalidTag: a tag key or value cannot be recorded.
     """
-    return get_tracker().track(*targets, parents=parents, metadata=metadata, tags=tags)
+    uris: list[str] | WrittenURIs = get_tracker().track(
+        *targets, parents=parents, metadata=metadata, tags=tags
+    )
+    return uris
 
 
 def read(*targets: Any, metadata: dict[str, Any] | None = None) -> list[str]:

@@ -34,7 +34,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -281,7 +281,7 @@ class Spool:
                 files = [path for d in directories for path in self._files_in(d, exact=True)]
                 for path in files:
                     size += path.stat().st_size
-                    for batch in self._read(path, quarantine=False):
+                    for batch, _ in self._read(path, quarantine=False):
                         batches += 1
                         events += len(batch)
             except FileNotFoundError:
@@ -306,22 +306,26 @@ class Spool:
         legacy.directory = self.root
         return [s for s in [*found, legacy] if not s.is_empty()]
 
-    def _read(self, path: Path, *, quarantine: bool) -> list[list[Event]]:
-        batches: list[list[Event]] = []
+    def _read(self, path: Path, *, quarantine: bool) -> Iterator[tuple[list[Event], bytes]]:
+        """Each batch of ``path`` with its line, decoded one at a time (a claimed file can
+        hold many batches when the writer is behind: they are never all in memory)."""
         bad: list[bytes] = []
-        for raw in path.read_bytes().splitlines():
-            if not raw.strip():
-                continue
-            try:
-                batches.append(
-                    [event_from_dict(d) for d in json.loads(raw.decode("utf-8", "surrogateescape"))]
-                )
-            except (ValueError, TypeError, KeyError):
-                bad.append(raw)
+        with open(path, "rb") as handle:
+            for raw in handle:
+                if not raw.strip():
+                    continue
+                try:
+                    batch = [
+                        event_from_dict(d)
+                        for d in json.loads(raw.decode("utf-8", "surrogateescape"))
+                    ]
+                except (ValueError, TypeError, KeyError):
+                    bad.append(raw.rstrip(b"\n"))
+                    continue
+                yield batch, raw
         if bad and quarantine:
             _append_locked(_bad_path(path), b"\n".join(bad) + b"\n")
             log.warning("dpt: %d unreadable spool line(s) kept in %s", len(bad), _bad_path(path))
-        return batches
 
     def replay(
         self,
@@ -355,12 +359,14 @@ class Spool:
                     # made while its batches are written start a new file, never wait
                     path = _move_aside(path, f"r{os.getpid()}-")
                 batches = self._read(path, quarantine=True)
-                for done, batch in enumerate(batches):
+                for batch, raw in batches:
                     try:
                         record(batch)
                     except Exception as exc:
                         if is_transient(exc):
-                            self._rewrite(path, batches[done:])
+                            self._rewrite(
+                                path, itertools.chain([raw], (line for _, line in batches))
+                            )
                             raise
                         self._reject(path, batch, exc)
                         continue
@@ -370,20 +376,18 @@ class Spool:
                 os.close(fd)
         return replayed
 
-    def _rewrite(self, path: Path, batches: Sequence[Sequence[Event]]) -> None:
-        """Atomically replace ``path`` with ``batches`` (the caller holds its lock).
+    def _rewrite(self, path: Path, lines: Iterable[bytes]) -> None:
+        """Atomically replace ``path`` with the batches' ``lines`` (the caller holds its lock).
 
         The file keeps its modification time, which orders spool files for replay: its
         batches are older than those of any file started since, and must still be replayed
         first (a run's end recorded before its start would have no row to end).
         """
         temporary = path.with_suffix(".tmp")
-        lines = [
-            json.dumps([event_to_dict(e) for e in b], ensure_ascii=False) + "\n" for b in batches
-        ]
         before = os.stat(path)
         with open(temporary, "wb") as handle:
-            handle.write("".join(lines).encode("utf-8", "surrogateescape"))
+            for line in lines:
+                handle.write(line if line.endswith(b"\n") else line + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
         os.utime(temporary, ns=(before.st_atime_ns, before.st_mtime_ns))

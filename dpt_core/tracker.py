@@ -21,7 +21,7 @@ import shlex
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, overload
 
 import pluggy
 
@@ -79,6 +79,112 @@ def new_uuid() -> str:
     value[8] = (value[8] & 0x3F) | 0x80  # RFC 4122 variant
     text = value.hex()
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+class WrittenURIs(Sequence[str]):
+    """The URIs a write given one iterator of targets recorded, in order, kept compressed.
+
+    What :meth:`InvocationHandle.write`, :meth:`AsyncInvocationHandle.write` and
+    :func:`dpt_core.track` return when given one generator (or other iterator) of
+    targets: a read-only sequence that holds each chunk's URIs compressed (a few bytes a
+    URI, where a list costs ~100), so a write of a million files does not grow with the
+    URIs it returns. It has a length, indexes (a slice is a list), iterates a chunk at a
+    time, tests membership, and compares equal to a list of the same URIs; ``list(uris)``
+    makes a list. Given anything else (targets, or one list, tuple or set), they return a
+    list.
+    """
+
+    __slots__ = ("_chunks", "_ends", "_decoded")
+
+    def __init__(self, uris: Iterable[str] = ()) -> None:
+        #: One entry per chunk: the URIs joined by NUL and zlib-compressed, or a tuple
+        #: when a URI holds a NUL itself.
+        self._chunks: list[bytes | tuple[str, ...]] = []
+        #: How many URIs the chunks up to each hold (for indexing).
+        self._ends: list[int] = []
+        #: The last chunk decoded: (its position, its URIs).
+        self._decoded: tuple[int, list[str]] | None = None
+        uris = list(uris)
+        if uris:
+            self._append(uris)
+
+    def _append(self, uris: list[str]) -> None:
+        """Add one chunk's URIs (called by the write that builds this)."""
+        import zlib
+
+        if not uris:
+            return
+        joined = "\0".join(uris)
+        if joined.count("\0") == len(uris) - 1:
+            self._chunks.append(zlib.compress(joined.encode("utf-8", "surrogatepass"), 1))
+        else:
+            self._chunks.append(tuple(uris))
+        self._ends.append(len(self) + len(uris))
+
+    def _chunk(self, position: int) -> list[str]:
+        import zlib
+
+        decoded = self._decoded
+        if decoded is not None and decoded[0] == position:
+            return decoded[1]
+        stored = self._chunks[position]
+        if isinstance(stored, tuple):
+            uris = list(stored)
+        else:
+            uris = zlib.decompress(stored).decode("utf-8", "surrogatepass").split("\0")
+        self._decoded = (position, uris)
+        return uris
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        import bisect
+
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        size = len(self)
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError("WrittenURIs index out of range")
+        position = bisect.bisect_right(self._ends, index)
+        start = self._ends[position - 1] if position else 0
+        return self._chunk(position)[index - start]
+
+    def __iter__(self) -> Iterator[str]:
+        for position in range(len(self._chunks)):
+            yield from self._chunk(position)
+
+    def __contains__(self, value: object) -> bool:
+        return any(uri == value for uri in self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (list, WrittenURIs)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]  # (mutable while its write runs, like a list)
+
+    def __add__(self, other: Iterable[str]) -> list[str]:
+        return [*self, *other]
+
+    def __radd__(self, other: Iterable[str]) -> list[str]:
+        return [*other, *self]
+
+    def __repr__(self) -> str:
+        if not self:
+            return "WrittenURIs([])"
+        more = f", ... {len(self) - 2} more, {self[-1]!r}" if len(self) > 2 else ""
+        if len(self) == 2:
+            more = f", {self[-1]!r}"
+        return f"WrittenURIs([{self[0]!r}{more}])"
 
 
 def invocation_uuid(*parts: object) -> str:
@@ -168,18 +274,41 @@ class InvocationHandle:
         )
         return uris
 
+    @overload
+    def write(
+        self,
+        targets: Iterator[Any],
+        /,
+        *,
+        parents: Sequence[Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        tags: Tags | None = None,
+    ) -> WrittenURIs: ...
+
+    @overload
     def write(
         self,
         *targets: Any,
         parents: Sequence[Any] | None = None,
         metadata: dict[str, Any] | None = None,
         tags: Tags | None = None,
-    ) -> list[str]:
-        """Record that this invocation wrote ``targets``.
+    ) -> list[str]: ...
+
+    def write(
+        self,
+        *targets: Any,
+        parents: Sequence[Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        tags: Tags | None = None,
+    ) -> list[str] | WrittenURIs:
+        """Record that this invocation wrote ``targets``; returns their URIs.
 
         ``targets`` may also be one list, tuple, set or generator of targets. Many targets
         are observed and recorded :data:`WRITE_CHUNK` at a time (the same records as one
-        ``write()`` per chunk), so memory stays flat however many there are.
+        ``write()`` per chunk), so memory stays flat however many there are. Given one
+        generator (or other iterator), the URIs come back as a :class:`WrittenURIs`, a
+        compact read-only sequence (a list of a million URIs would cost ~100 MB);
+        otherwise as a list.
 
         :param parents: what every target derives from; default: every input of the invocation.
             Parents not yet read are recorded as inputs first.
@@ -188,9 +317,15 @@ class InvocationHandle:
         :raises InvalidTag: a tag key or value cannot be recorded (checked before anything is).
         """
         given = normalize_tags(tags)
-        uris: list[str] = self.tracker._guard(
-            "write", lambda: self._write(_targets(targets), parents, metadata, given), default=[]
+        items = _targets(targets)
+        streamed = isinstance(items, Iterator)
+        uris: list[str] | WrittenURIs = self.tracker._guard(
+            "write",
+            lambda: self._write(items, parents, metadata, given, streamed),
+            default=None,
         )
+        if uris is None:
+            return WrittenURIs() if streamed else []
         return uris
 
     def finish(
@@ -253,15 +388,23 @@ class InvocationHandle:
         parents: Sequence[Any] | None,
         metadata: dict[str, Any] | None,
         tags: dict[str, str] | None = None,
-    ) -> list[str]:
+        streamed: bool = False,
+    ) -> list[str] | WrittenURIs:
+        """Record ``targets`` a chunk at a time; their URIs as a list, or (``streamed``)
+        compressed a chunk at a time, so they do not grow with a write of millions."""
         if not self.tracker.enabled:
-            return []
+            return WrittenURIs() if streamed else []
         explicit = list(parents) if parents is not None else None
         uris: list[str] = []
+        written = WrittenURIs()
         items = iter(targets)
         while chunk := list(itertools.islice(items, WRITE_CHUNK)):
-            uris.extend(self._write_chunk(chunk, explicit, metadata, tags))
-        return uris
+            done = self._write_chunk(chunk, explicit, metadata, tags)
+            if streamed:
+                written._append(done)
+            else:
+                uris.extend(done)
+        return written if streamed else uris
 
     def _write_chunk(
         self,
@@ -837,27 +980,54 @@ class Tracker:
         )
         return bool(found)
 
+    @overload
+    def track(
+        self,
+        targets: Iterator[Any],
+        /,
+        *,
+        parents: Sequence[Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        tags: Tags | None = None,
+    ) -> WrittenURIs: ...
+
+    @overload
     def track(
         self,
         *targets: Any,
         parents: Sequence[Any] | None = None,
         metadata: dict[str, Any] | None = None,
         tags: Tags | None = None,
-    ) -> list[str]:
+    ) -> list[str]: ...
+
+    def track(
+        self,
+        *targets: Any,
+        parents: Sequence[Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        tags: Tags | None = None,
+    ) -> list[str] | WrittenURIs:
         """Record ``targets`` as written by the current invocation, or by a new one-off
         invocation. ``tags`` label the versions written (not the run). ``targets`` may be
-        one list or generator: many are recorded in chunks (see :meth:`InvocationHandle.write`)."""
+        one list or generator: many are recorded in chunks, and a generator's URIs come
+        back as a :class:`WrittenURIs` (see :meth:`InvocationHandle.write`)."""
         normalize_tags(tags)  # a bad tag is the caller's error, before anything is recorded
         given = _targets(targets)
+        streamed = isinstance(given, Iterator)
         current = self.current()
         if current is not None:
             return current.write(given, parents=parents, metadata=metadata, tags=tags)
         # Resolve first: targets that name no product must not leave an empty one-off run.
-        found = self._guard("track", lambda: self._first_resolvable(given))
+        found: Iterator[Any] | None = self._guard("track", lambda: self._first_resolvable(given))
         if not found:
-            return []
+            return WrittenURIs() if streamed else []
         with self.invocation(_script_name(), task="track") as handle:
-            return handle.write(found, parents=parents, metadata=metadata, tags=tags)
+            if streamed:
+                written: WrittenURIs = handle.write(
+                    found, parents=parents, metadata=metadata, tags=tags
+                )
+                return written
+            return handle.write(list(found), parents=parents, metadata=metadata, tags=tags)
 
     def _first_resolvable(self, targets: Iterable[Any]) -> Iterator[Any] | None:
         """None when no target names a product; else all of ``targets`` again (read up to
@@ -1054,13 +1224,33 @@ class AsyncInvocationHandle:
 
         return await asyncio.to_thread(self.handle.read, *targets, metadata=metadata)
 
+    @overload
+    async def write(
+        self,
+        targets: Iterator[Any],
+        /,
+        *,
+        parents: Sequence[Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        tags: Tags | None = None,
+    ) -> WrittenURIs: ...
+
+    @overload
     async def write(
         self,
         *targets: Any,
         parents: Sequence[Any] | None = None,
         metadata: dict[str, Any] | None = None,
         tags: Tags | None = None,
-    ) -> list[str]:
+    ) -> list[str]: ...
+
+    async def write(
+        self,
+        *targets: Any,
+        parents: Sequence[Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        tags: Tags | None = None,
+    ) -> list[str] | WrittenURIs:
         """Record that this invocation wrote ``targets`` (see :meth:`InvocationHandle.write`)."""
         import asyncio
 

@@ -62,6 +62,7 @@ USER_SCRIPT = textwrap.dedent(
         with block as inv:
             handle: dpt_core.InvocationHandle = inv
             uris: list[str] = handle.write("raw.txt")
+            streamed: dpt_core.WrittenURIs = handle.write(p for p in [Path("raw.txt")])
         count: int = calibrate(Path("raw.txt"), Path("cal.txt"), gain=2.0)
         made: str = asyncio.run(photometry(Path("cal.txt")))
         written: list[str] = asyncio.run(summarise())
@@ -78,7 +79,8 @@ USER_SCRIPT = textwrap.dedent(
         stale: list[StaleProduct] = dpt_core.stale()
         impact: list[ImpactedProduct] = dpt_core.impact(Path("raw.txt"))
         diff: EnvironmentDiff = dpt_core.env_diff(runs[0], runs[-1])
-        print(uris, count, made, written, read, tracked_uris, upstream, stale, impact)
+        print(uris, list(streamed), count, made, written, read, tracked_uris, upstream, stale)
+        print(impact)
         print(len(runs), diff.same, diff.to_dict()["same"], shown.to_dict())
 
 

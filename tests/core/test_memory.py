@@ -5,7 +5,8 @@ Entries are counted, not RSS or time (benchmarks/bench_memory.py measures those)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,110 @@ def test_run_records_the_outputs_listed_in_a_file_and_names_the_missing(dpt_env,
     assert sorted(r.uri for r in produced) == sorted(
         (tmp_path / n).as_uri() for n in ["first.dat", *names]
     )
+
+
+def _survey(root: Path, n: int) -> Iterator[Path]:
+    """``n`` small files, made one by one as they are asked for (nothing kept)."""
+    root.mkdir()
+    for i in range(n):
+        path = root / f"f{i:05d}.dat"
+        path.write_bytes(b"%d\n" % i)
+        yield path
+
+
+def _traced(step: Callable[[], object]) -> tuple[int, int, object]:
+    """Run ``step`` under tracemalloc: (the peak above where it started, what it left
+    allocated, its result, kept alive as a caller keeps it)."""
+    tracemalloc.reset_peak()
+    start = tracemalloc.get_traced_memory()[0]
+    result = step()
+    current, peak = tracemalloc.get_traced_memory()
+    return peak - start, current - start, result
+
+
+@pytest.mark.parametrize("mode", ["background", "sync"])
+def test_a_streamed_write_needs_no_more_memory_for_4n_outputs_than_for_n(
+    dpt_env, tmp_path, monkeypatch, mode
+):
+    """Python memory of one ``write()`` of a generator does not grow with the outputs:
+    what it returns included (a list of N URIs grew by ~150 bytes an output here)."""
+    monkeypatch.setenv("DPT_WRITE", mode)
+    dpt_core.plugin_api.reset()
+    # small chunks and caches: the flat part is reached after a few hundred outputs
+    monkeypatch.setattr(tracker_module, "WRITE_CHUNK", 100)
+    monkeypatch.setattr(recorder_module, "ID_CACHE_SIZE", 200)
+    monkeypatch.setattr(recorder_module, "RUN_CACHE_SIZE", 200)
+    n = 1_500
+
+    def survey(name: str, count: int) -> object:
+        with dpt_core.invocation(name) as inv:
+            uris = inv.write(_survey(tmp_path / name, count))
+        dpt_core.flush()
+        return uris
+
+    survey("warm", n)  # imports, statements compiled, caches full
+    tracemalloc.start()
+    try:
+        peak_n, held_n, uris_n = _traced(lambda: survey("small", n))
+        peak_4n, held_4n, uris_4n = _traced(lambda: survey("big", 4 * n))
+    finally:
+        tracemalloc.stop()
+    assert list(uris_4n) == [(tmp_path / "big" / f"f{i:05d}.dat").as_uri() for i in range(4 * n)]
+    assert len(uris_n) == n  # (both results alive while measured, as a caller keeps them)
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 6 * n
+    figures = f"peak {peak_n} -> {peak_4n} B, held {held_n} -> {held_4n} B"
+    assert peak_4n < 1.3 * peak_n, figures
+    assert held_4n < held_n + 100 * n, figures  # < 34 bytes an extra output
+
+
+def test_replaying_a_spool_file_holds_one_batch_at_a_time(dpt_env, tmp_path, monkeypatch):
+    """A writer that fell behind claims a file of many batches: it decodes and records
+    them one by one (all decoded at once, a backlog of 5 000-output batches cost ~8 MB
+    each)."""
+    monkeypatch.setenv("DPT_WRITE", "deferred")  # batches wait in the spool
+    dpt_core.plugin_api.reset()
+    monkeypatch.setattr(tracker_module, "WRITE_CHUNK", 100)
+    monkeypatch.setattr(recorder_module, "ID_CACHE_SIZE", 200)
+    monkeypatch.setattr(recorder_module, "RUN_CACHE_SIZE", 200)
+    n = 1_000
+    store = current_store()
+
+    def backlog(name: str, count: int) -> int:
+        with dpt_core.invocation(name) as inv:
+            inv.write(_survey(tmp_path / name, count))
+        (own,) = store.spool.files()
+        peak, _, _ = _traced(lambda: store.spool.replay(store.record))
+        assert store.spool.is_empty() and not own.exists()
+        return peak
+
+    tracemalloc.start()
+    try:
+        backlog("warm", n)
+        peak_n = backlog("small", n)
+        peak_4n = backlog("big", 4 * n)
+    finally:
+        tracemalloc.stop()
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 6 * n
+    assert peak_4n < 1.3 * peak_n, f"peak {peak_n} -> {peak_4n} B"
+
+
+def test_written_uris_behave_as_a_read_only_list_of_the_uris():
+    chunks = [[f"file:///data/d{c}/f{i}.dat" for i in range(300)] for c in range(3)]
+    chunks.append(["s3://b/with\0nul", "s3://b/\udcff-undecodable"])  # kept as they are
+    every = [uri for chunk in chunks for uri in chunk]
+    uris = tracker_module.WrittenURIs()
+    for chunk in chunks:
+        uris._append(chunk)
+    assert len(uris) == len(every) == 902 and uris == every and every == uris
+    assert list(uris) == every and list(reversed(uris)) == every[::-1]
+    assert [uris[i] for i in (0, 299, 300, 601, 900, -1, -902)] == [
+        every[i] for i in (0, 299, 300, 601, 900, -1, -902)
+    ]
+    assert uris[298:303] == every[298:303] and uris[::-300] == every[::-300]
+    assert "file:///data/d2/f7.dat" in uris and "file:///nowhere" not in uris
+    assert uris.index("s3://b/with\0nul") == 900 and uris + ["x"] == [*every, "x"]
+    assert uris != every[:-1] and uris != tuple(every)
+    with pytest.raises(IndexError):
+        uris[902]
+    assert repr(uris) == f"WrittenURIs(['file:///data/d0/f0.dat', ... 900 more, {every[-1]!r}])"
+    assert tracker_module.WrittenURIs() == [] and not tracker_module.WrittenURIs()
