@@ -39,6 +39,16 @@ def test_new_names_and_the_public_api_do_not_warn():
         dpt_core.trak  # noqa: B018
 
 
+def test_every_query_result_type_is_a_dpt_core_name():
+    """What dpt_core.runs(), show(), stale(), impact() and env_diff() return, and the
+    types inside it, can be named from dpt_core (a user annotates with them)."""
+    import dpt_core.query
+
+    assert set(dpt_core.query.__all__) <= set(dpt_core.__all__)
+    for name in dpt_core.query.__all__:
+        assert getattr(dpt_core, name) is getattr(dpt_core.query, name), name
+
+
 def test_dpts_own_code_imports_nothing_deprecated(tmp_path):
     """No dpt module, adapter, test, example or benchmark names an old location, and
     importing dpt with every adapter's dpt plugin loaded raises no DeprecationWarning."""
