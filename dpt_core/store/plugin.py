@@ -238,7 +238,7 @@ class Store:
                 if failure_kind(exc) == "away":
                     self.breaker.trip()
                 reason = exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc)
-                self._warn(reason)
+                self._warn(reason, failure_kind(exc))
                 if self.settings.strict:
                     raise TrackingError(f"recording failed and was spooled: {reason}") from exc
 
@@ -266,7 +266,9 @@ class Store:
                 self.spool.append(events)
                 if kind == "away":
                     self.breaker.trip()
-                self._warn(exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc))
+                self._warn(
+                    exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc), kind
+                )
                 return "spooled"
             self.breaker.close()
             if not self._dead_runs_closed:
@@ -305,16 +307,29 @@ class Store:
                 return True
             except Exception as exc:
                 self._replay_all = True
-                if failure_kind(exc) == "away":
+                kind = failure_kind(exc)
+                if kind == "away":
                     self.breaker.trip()
-                self._warn(exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc))
+                self._warn(
+                    exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc), kind
+                )
                 return False
 
-    def _warn(self, reason: str) -> None:
+    def _warn(self, reason: str, kind: FailureKind = "away") -> None:
         if self._warned or not self.settings.database_url:
             # (no URL: the configuration is broken and the tracker already said so)
             return
         self._warned = True
+        if kind == "denied":
+            log.warning(
+                "dpt: cannot record to %s (%s): this role may not write; events kept in the "
+                "spool %s until it may (grant it, or use a writing role), replayed on the next "
+                "successful write or by 'dpt spool replay'",
+                safe_url(self.settings.database_url),
+                reason,
+                self.spool.directory,
+            )
+            return
         log.warning(
             "dpt: cannot record to %s (%s); events kept in the spool %s, replayed on the next "
             "successful write or by 'dpt spool replay'; this process tries the database "

@@ -153,7 +153,7 @@ def test_writer_records_reader_reads_and_neither_can_do_the_others_job(
 
 @pytest.mark.parametrize("write", ["sync", "background"])
 def test_the_readers_events_wait_in_its_spool_in_order_and_none_is_set_aside(
-    roles, pg_env, tmp_path, monkeypatch, write
+    roles, pg_env, tmp_path, monkeypatch, caplog, write
 ):
     """A permission error is no batch refused for good: every batch waits, whichever write
     mode, however many writes and processes follow (each replays the spool first)."""
@@ -171,3 +171,4 @@ def test_the_readers_events_wait_in_its_spool_in_order_and_none_is_set_aside(
     assert after.bad_files == 0, "a batch the reader may not write was set aside as refused"
     assert after.events > 2 * first.events
     assert table_counts(pg_env.url) == before
+    assert "this role may not write" in caplog.text
