@@ -332,20 +332,30 @@ class Spool:
         record: Callable[[Sequence[Event]], None],
         is_transient: Callable[[BaseException], bool] = lambda exc: True,
         files: Sequence[Path] | None = None,
+        *,
+        first_try: Sequence[Path] = (),
     ) -> int:
         """Record every spooled batch with ``record``, in order; returns the events replayed.
 
-        ``files`` narrows the replay to those spool files (the background writer's claim).
+        ``files`` narrows the replay to those spool files (the background writer's pass).
 
         When ``record`` fails for a reason that may pass (``is_transient``: the database
-        went away again), replay stops and the file keeps exactly the batches not yet
-        recorded. A batch the database rejects for good (bad data) is moved to a ``.bad``
-        file with the error, so it never blocks the events behind it.
+        went away again, this role may not write), replay stops and the file keeps exactly
+        the batches not yet recorded. A batch the database rejects for good (bad data) is
+        moved to a ``.bad`` file with the error, so it never blocks the events behind it.
+
+        The batches of the ``first_try`` files (the background writer's claim) are written
+        for the first time, as a synchronous write would: one rejected for good is tried
+        once more before it is set aside -- as a synchronous write's spooled batch is
+        replayed first by the next write -- and, when no batch follows it in ``files``,
+        it stays in the spool and the error is raised, as a synchronous write spools it.
         """
         if self.key is None:
             raise ValueError("the spool root does not replay: name the database (Spool(root, url))")
         replayed = 0
-        for path in self.files() if files is None else files:
+        paths = self.files() if files is None else list(files)
+        for index, path in enumerate(paths):
+            fresh = path in first_try
             try:
                 fd = os.open(path, os.O_RDWR)
             except FileNotFoundError:
@@ -359,18 +369,28 @@ class Spool:
                     # made while its batches are written start a new file, never wait
                     path = _move_aside(path, f"r{os.getpid()}-")
                 batches = self._read(path, quarantine=True)
-                for batch, raw in batches:
-                    try:
-                        record(batch)
-                    except Exception as exc:
-                        if is_transient(exc):
-                            self._rewrite(
-                                path, itertools.chain([raw], (line for _, line in batches))
-                            )
-                            raise
-                        self._reject(path, batch, exc)
-                        continue
-                    replayed += len(batch)
+                pending = next(batches, None)
+                while pending is not None:
+                    batch, raw = pending
+                    # one batch ahead, no more: a claimed file can hold many
+                    following = next(batches, None)
+                    error = _attempt(record, batch)
+                    if error is not None and fresh and not is_transient(error):
+                        # (its first try: a synchronous write spools it, and the next write
+                        # replays it first)
+                        if following is None and not any(p.exists() for p in paths[index + 1 :]):
+                            self._rewrite(path, [raw])
+                            raise error
+                        error = _attempt(record, batch)
+                    if error is None:
+                        replayed += len(batch)
+                    elif is_transient(error):
+                        left = [raw] if following is None else [raw, following[1]]
+                        self._rewrite(path, itertools.chain(left, (line for _, line in batches)))
+                        raise error
+                    else:
+                        self._reject(path, batch, error)
+                    pending = following
                 path.unlink()
             finally:
                 os.close(fd)
@@ -405,6 +425,15 @@ class Spool:
             reason,
             _bad_path(path),
         )
+
+
+def _attempt(record: Callable[[Sequence[Event]], None], batch: Sequence[Event]) -> Exception | None:
+    """Record ``batch``; None when it worked, else the error."""
+    try:
+        record(batch)
+    except Exception as exc:
+        return exc
+    return None
 
 
 _TAKEN = re.compile(r"\.(w[0-9]+|r[0-9]+-[0-9]+)$")

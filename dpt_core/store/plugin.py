@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from dpt_core.config import Settings, settings_for_recording
 from dpt_core.errors import DatabaseUnavailable, DptError, TrackingError
@@ -235,10 +235,10 @@ class Store:
             except Exception as exc:
                 self.spool.append(events)
                 _outcome.set("spooled")
-                if is_transient(exc):
+                if failure_kind(exc) == "away":
                     self.breaker.trip()
                 reason = exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc)
-                self._warn(reason)
+                self._warn(reason, failure_kind(exc))
                 if self.settings.strict:
                     raise TrackingError(f"recording failed and was spooled: {reason}") from exc
 
@@ -260,11 +260,15 @@ class Store:
                     self.spool.replay(self.record, is_transient)
                 self.record(events)
             except Exception as exc:
-                if not is_transient(exc):
+                kind = failure_kind(exc)
+                if kind == "refused":
                     raise
                 self.spool.append(events)
-                self.breaker.trip()
-                self._warn(exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc))
+                if kind == "away":
+                    self.breaker.trip()
+                self._warn(
+                    exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc), kind
+                )
                 return "spooled"
             self.breaker.close()
             if not self._dead_runs_closed:
@@ -274,27 +278,28 @@ class Store:
     def _write_spooled(self, claimed: Path | None) -> bool:
         """On the writer thread: record the claimed spool file (the whole spool first when
         something may wait there); True when it is in the database, False when it stays
-        spooled. Never raises: a failure is logged once like a failed synchronous write."""
+        spooled. Never raises: a failure is logged once like a failed synchronous write.
+
+        Its batches are written as synchronous writes would be, one by one: a batch the
+        database refuses for good is set aside as soon as a later batch is written (tried
+        once more first), and stays in the spool when none follows; a permission error or
+        an unreachable database (:func:`failure_kind`) leaves it and everything after it in
+        the spool, in order."""
         if self.breaker.is_open and self.settings.retry_after != 0:
             if self.breaker.claim_probe():
                 self._probe()
             return not self.breaker.is_open and (claimed is None or not claimed.exists())
         with self._lock:
             try:
-                older: list[Path] = []
-                newer: list[Path] = []
+                files = [] if claimed is None else [claimed]
                 if self._replay_all:  # what waits from before first: every file, in order
                     waiting = self.spool.files()
                     cut = waiting.index(claimed) if claimed in waiting else len(waiting)
-                    older, newer = waiting[:cut], waiting[cut + 1 :]
-                self.spool.replay(self.record, is_transient, files=older)
-                if claimed is not None:
-                    # like a synchronous write: a batch the database refuses stays in the
-                    # spool (the next replay sets it aside if it is refused again)
-                    self.spool.replay(self.record, lambda exc: True, files=[claimed])
-                # (files started after the claim, e.g. by this process while it was
-                # written: after it, or a run's end could come before its start)
-                self.spool.replay(self.record, is_transient, files=newer)
+                    # (files started after the claim, e.g. by this process while it was
+                    # written: after it, or a run's end could come before its start)
+                    files = [*waiting[:cut], *files, *waiting[cut + 1 :]]
+                first_try = [] if claimed is None else [claimed]
+                self.spool.replay(self.record, is_transient, files=files, first_try=first_try)
                 self._replay_all = False
                 self.breaker.close()
                 if not self._dead_runs_closed:
@@ -302,16 +307,29 @@ class Store:
                 return True
             except Exception as exc:
                 self._replay_all = True
-                if is_transient(exc):
+                kind = failure_kind(exc)
+                if kind == "away":
                     self.breaker.trip()
-                self._warn(exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc))
+                self._warn(
+                    exc.args[0] if isinstance(exc, DptError) else describe_db_error(exc), kind
+                )
                 return False
 
-    def _warn(self, reason: str) -> None:
+    def _warn(self, reason: str, kind: FailureKind = "away") -> None:
         if self._warned or not self.settings.database_url:
             # (no URL: the configuration is broken and the tracker already said so)
             return
         self._warned = True
+        if kind == "denied":
+            log.warning(
+                "dpt: cannot record to %s (%s): this role may not write; events kept in the "
+                "spool %s until it may (grant it, or use a writing role), replayed on the next "
+                "successful write or by 'dpt spool replay'",
+                safe_url(self.settings.database_url),
+                reason,
+                self.spool.directory,
+            )
+            return
         log.warning(
             "dpt: cannot record to %s (%s); events kept in the spool %s, replayed on the next "
             "successful write or by 'dpt spool replay'; this process tries the database "
@@ -345,7 +363,7 @@ class Store:
             with self._lock:
                 self.spool.replay(self.record, is_transient)
         except Exception as exc:  # noqa: BLE001 - whatever it is, the events stay spooled
-            if is_transient(exc):
+            if failure_kind(exc) == "away":
                 wait = self.breaker.trip()
                 log.debug("dpt: the database is still away (%s); next try in %g s", exc, wait)
                 return
@@ -481,14 +499,60 @@ def _child_process() -> bool:
 os.register_at_fork(after_in_child=_forget_writer_in_child)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True when recording may succeed later as it is (the database is away, the schema
-    is behind, the configuration is being fixed); False for a batch it rejects for good."""
+#: Why a write failed, which decides where its events go (docs/database.md, "Why a write
+#: fails"): ``away``, ``denied`` or ``refused`` (see :func:`failure_kind`).
+FailureKind = Literal["away", "denied", "refused"]
+
+#: PostgreSQL: insufficient_privilege, read_only_sql_transaction (a read-only role's
+#: default_transaction_read_only, a hot standby).
+_DENIED_SQLSTATES = frozenset({"42501", "25006"})
+#: MariaDB/MySQL: access denied to the database, a table, a column, a routine, a privilege;
+#: the server runs --read-only; a read-only transaction.
+_DENIED_MYSQL_ERRORS = frozenset({1044, 1142, 1143, 1227, 1290, 1370, 1792})
+#: SQLite primary result codes: SQLITE_PERM, SQLITE_READONLY, SQLITE_AUTH.
+_DENIED_SQLITE_CODES = frozenset({3, 8, 23})
+
+
+def failure_kind(exc: BaseException) -> FailureKind:
+    """What a failed write means, and so where its events go.
+
+    - ``denied``: this role may not write (permission denied, a read-only transaction or
+      server, a read-only SQLite file). The events wait in the spool, in order, until the
+      role, its grants or the URL are fixed; the circuit breaker stays closed.
+    - ``away``: the database is not there now (refused, reset, no answer), or dpt cannot
+      use it as it is (its schema is behind, the configuration is broken: a
+      :class:`~dpt_core.errors.DptError`). The events wait in the spool, in order, and
+      the circuit breaker opens.
+    - ``refused``: anything else: the database refuses this batch for good (a value its
+      column cannot hold, a constraint or trigger of the user's). It is set aside, whole,
+      in a ``.bad`` file, so it holds up nothing behind it.
+    """
+    if _is_denied(exc):
+        return "denied"
     if isinstance(exc, DptError):
-        return True
+        return "away"
     from dpt_core.store.engine import is_connectivity_error
 
-    return is_connectivity_error(exc)
+    return "away" if is_connectivity_error(exc) else "refused"
+
+
+def _is_denied(exc: BaseException) -> bool:
+    """A permission error, read from the driver's own error (SQLAlchemy's ``orig``)."""
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlstate", None) in _DENIED_SQLSTATES:  # psycopg
+        return True
+    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(sqlite_code, int) and sqlite_code & 0xFF in _DENIED_SQLITE_CODES:
+        return True
+    if type(orig).__module__.startswith("pymysql") and orig.args:
+        return orig.args[0] in _DENIED_MYSQL_ERRORS
+    return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when the events must wait in the spool, in order (the database is away, or this
+    role may not write: both pass once fixed); False for a batch refused for good."""
+    return failure_kind(exc) != "refused"
 
 
 def current_store(settings: Settings | None = None) -> Store:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import dpt_core
+from dpt_core.errors import MigrationRequired
 from dpt_core.events import (
     InvocationFinished,
     InvocationStarted,
@@ -15,7 +17,8 @@ from dpt_core.events import (
     ProductsWritten,
 )
 from dpt_core.spool import Spool
-from dpt_core.store.plugin import current_store
+from dpt_core.store.engine import make_engine
+from dpt_core.store.plugin import current_store, failure_kind, is_transient
 from dpt_core.testing import empty_tracking
 
 DEAD_URL = "postgresql://postgres@127.0.0.1:9/unreachable"
@@ -163,3 +166,52 @@ def test_a_replay_cut_short_keeps_the_older_file_first(tmp_path):
     spool.replay(record_until_cut)
     assert seen == ["InvocationStarted", "cut", "ProductsWritten", "InvocationFinished"]
     assert spool.is_empty()
+
+
+#: Statements after which the session's next write is refused as read-only, per backend.
+READ_ONLY_SESSION = {
+    "sqlite": "PRAGMA query_only = ON",
+    "postgresql": "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+    "mysql": "SET SESSION TRANSACTION READ ONLY",
+}
+
+
+def _error_of(engine, *statements: str) -> BaseException:
+    """The error the database raises for the last of ``statements`` (in one connection)."""
+    with engine.connect() as conn:
+        for statement in statements[:-1]:
+            conn.exec_driver_sql(statement)
+            conn.commit()
+        with pytest.raises(Exception) as raised:
+            conn.exec_driver_sql(statements[-1])
+        conn.rollback()
+    return raised.value
+
+
+def test_write_failures_are_classified_by_what_the_database_says(dpt_backend):
+    """Real errors of each backend: a read-only session is ``denied`` (its events wait in the
+    spool, like those of an unreachable database), a duplicate key is ``refused`` for good
+    (set aside), an unreachable server or a schema behind dpt's is ``away``."""
+    backend = make_engine(dpt_backend).dialect.name
+    backend = "mysql" if backend == "mariadb" else backend
+    engine = make_engine(dpt_backend)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE dpt_test_kinds (id INTEGER PRIMARY KEY)")
+            conn.exec_driver_sql("INSERT INTO dpt_test_kinds (id) VALUES (1)")
+        refused = _error_of(engine, "INSERT INTO dpt_test_kinds (id) VALUES (1)")
+        denied = _error_of(  # (last: the pooled connection stays read-only)
+            engine, READ_ONLY_SESSION[backend], "INSERT INTO dpt_test_kinds (id) VALUES (2)"
+        )
+    finally:
+        engine.dispose()
+    assert failure_kind(denied) == "denied", repr(denied)
+    assert failure_kind(refused) == "refused", repr(refused)
+    dead = make_engine(DEAD_URL, connect_timeout=1)
+    with pytest.raises(Exception) as unreachable:
+        dead.connect()
+    dead.dispose()
+    assert failure_kind(unreachable.value) == "away"
+    assert failure_kind(MigrationRequired("run 'dpt db upgrade'")) == "away"
+    assert is_transient(denied) and is_transient(unreachable.value)
+    assert not is_transient(refused)

@@ -139,10 +139,10 @@ def test_written_and_replayed_again_counts_once(dpt_env, tmp_path):
     copies: list[bytes] = []
     original = store.spool.replay
 
-    def keep_a_copy(record, is_transient=lambda exc: True, files=None):
+    def keep_a_copy(record, is_transient=lambda exc: True, files=None, **options):
         for path in store.spool.files() if files is None else files:
             copies.append(path.read_bytes())
-        return original(record, is_transient, files)
+        return original(record, is_transient, files, **options)
 
     store.spool.replay = keep_a_copy  # type: ignore[method-assign]
     with dpt_core.invocation("job") as inv:
@@ -304,3 +304,37 @@ def test_a_forked_child_that_ends_with_os_exit_loses_nothing(dpt_env):
     assert current_store().mode == "background"  # the parent still writes in the background
     assert sorted(r.job for r in dpt_core.runs()) == ["child", "parent"]
     assert _spooled(dpt_env) == 0
+
+
+@pytest.mark.parametrize("write", ["sync", "background"])
+def test_a_refused_batch_with_none_behind_it_waits_for_the_next_write_in_both_modes(
+    dpt_env, tmp_path, monkeypatch, write
+):
+    """As a synchronous write spools a refused batch and the next write sets it aside, the
+    background writer keeps a refused batch that nothing follows in the spool, and sets it
+    aside in the pass of the next write."""
+    monkeypatch.setenv("DPT_WRITE", write)
+    dpt_core.plugin_api.reset()
+    raw = tmp_path / "raw"
+    raw.write_text("raw")
+    dpt_core.track(raw)
+    dpt_core.flush()
+    with dpt_env.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER dpt_test_reject BEFORE INSERT ON lineage_edges "
+            "BEGIN SELECT RAISE(ABORT, 'rejected for good'); END"
+        )
+    with dpt_core.get_tracker().batch(), dpt_core.invocation("rejected") as inv:
+        inv.read(raw)
+        inv.write(tmp_path / "out")
+    dpt_core.flush()
+    assert current_store().mode == write
+    waiting = Spool(dpt_env.path / "spool").status()
+    assert (waiting.batches, waiting.bad_files) == (1, 0)  # spooled, not set aside yet
+    with dpt_core.invocation("next"):
+        pass
+    dpt_core.flush()
+    after = Spool(dpt_env.path / "spool").status()
+    assert (after.batches, after.bad_files) == (0, 1)
+    assert dpt_env.scalar("SELECT count(*) FROM invocations WHERE job = 'next'") == 1
+    assert dpt_env.scalar("SELECT count(*) FROM invocations WHERE job = 'rejected'") == 0

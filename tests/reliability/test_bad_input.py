@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ from sqlalchemy.engine import make_url
 
 import dpt_core
 from dpt_core.spool import Spool
+from dpt_core.store.plugin import current_store
 
 
 @pytest.fixture
@@ -233,29 +235,41 @@ REJECT_EDGES = {
 }
 
 
+@pytest.mark.parametrize("write", ["sync", "background"])
 def test_a_batch_the_database_rejects_for_good_is_kept_aside_whole_and_blocks_nothing(
-    any_env, tmp_path, caplog, monkeypatch
+    any_env, tmp_path, caplog, monkeypatch, write
 ):
-    # (each write's outcome followed on the caller's thread: with the background writer, a
-    # refused batch holds up the batches claimed behind it until the next write)
-    monkeypatch.setenv("DPT_WRITE", "sync")
+    monkeypatch.setenv("DPT_WRITE", write)
     dpt_core.plugin_api.reset()
     (tmp_path / "raw").write_text("raw")
+    store = current_store()
+    assert store.mode == write
     dpt_core.track(tmp_path / "raw")
+    dpt_core.flush()  # (background: the writer's first pass, which replays the whole spool)
     engine = create_engine(any_env.url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
         for statement in REJECT_EDGES[any_env.backend]:
             conn.exec_driver_sql(statement)
     engine.dispose()
-    went_on = False
-    with dpt_core.invocation("rejected") as inv:
-        inv.read(tmp_path / "raw")
-        inv.write("s3://bucket/rejected-output")  # product and version in, then edges fail
-        went_on = True
-    for i in range(3):
-        with dpt_core.invocation(f"fine{i}") as inv:
-            inv.write(f"s3://bucket/fine{i}")  # no inputs, so no edges: the database takes it
-    assert went_on
+    # background: the writer claims the next batch(es), then waits for the store's lock
+    store._lock.acquire()
+    try:
+        dpt_core.track(tmp_path / "raw")
+        while write == "background" and not any(".w" in f.name for f in store.spool.files()):
+            time.sleep(0.001)  # not claimed yet
+        # background: every batch from here on is in the writer's second claim, the refused
+        # one with the good ones behind it
+        went_on = False
+        with dpt_core.invocation("rejected") as inv:
+            inv.read(tmp_path / "raw")
+            inv.write("s3://bucket/rejected-output")  # product and version in, then edges fail
+            went_on = True
+        for i in range(3):
+            with dpt_core.invocation(f"fine{i}") as inv:
+                inv.write(f"s3://bucket/fine{i}")  # no inputs, no edges: the database takes it
+        assert went_on
+    finally:
+        store._lock.release()
     dpt_core.flush()  # read below with an engine of the test's own
     jobs = {j for (j,) in direct_rows(any_env.url, "SELECT job FROM invocations")}
     assert {"fine0", "fine1", "fine2"} <= jobs, f"later events were blocked: {jobs}"

@@ -149,3 +149,26 @@ def test_writer_records_reader_reads_and_neither_can_do_the_others_job(
         )
     assert direct_scalar(pg_url, "SELECT COUNT(*) FROM invocations") == 2
     assert table_counts(pg_url) == before
+
+
+@pytest.mark.parametrize("write", ["sync", "background"])
+def test_the_readers_events_wait_in_its_spool_in_order_and_none_is_set_aside(
+    roles, pg_env, tmp_path, monkeypatch, caplog, write
+):
+    """A permission error is no batch refused for good: every batch waits, whichever write
+    mode, however many writes and processes follow (each replays the spool first)."""
+    monkeypatch.chdir(tmp_path)
+    reader = {"DPT_DATABASE_URL": roles["dpt_reader"], "DPT_WRITE": write}
+    (tmp_path / "raw.txt").write_text("raw")
+    before = table_counts(pg_env.url)
+    spool = Spool(tmp_path / "spool")
+    cli("track", "raw.txt", env=reader, check=0)
+    first = spool.status()
+    assert first.events > 0 and first.bad_files == 0
+    cli("run", "-i", "raw.txt", "--", "true", env=reader, check=0)
+    cli("track", "raw.txt", env=reader, check=0)
+    after = spool.status()
+    assert after.bad_files == 0, "a batch the reader may not write was set aside as refused"
+    assert after.events > 2 * first.events
+    assert table_counts(pg_env.url) == before
+    assert "this role may not write" in caplog.text
