@@ -75,7 +75,12 @@ from dpt_core.store.recorder import (
     start_row,
     uri_digest,
 )
-from dpt_core.store.upsert import insert_ignore, select_in
+from dpt_core.store.upsert import copy_into, insert_ignore, select_in
+
+#: From this many new rows of one shape on, PostgreSQL gets them by COPY (then one lookup
+#: of their ids) rather than by a multi-row INSERT ... RETURNING, whose statement text
+#: grows with the rows and costs psycopg more to parse than the database to run.
+COPY_ROWS = 50
 
 
 @dataclass(frozen=True)
@@ -531,11 +536,21 @@ class _Segment:
             return {}
         dialect = self.conn.dialect.name
         ids: dict[str, int] = {}
+        copied: list[str] = []
         for group in _consecutive_shapes(rows):
+            if dialect == "postgresql" and len(group) >= COPY_ROWS:
+                copy_into(self.conn, table, group)
+                copied.extend(r["uuid"] for r in group)
+                continue
             stmt = _insert_returning(dialect, table, tuple(group[0]))
             result = self.conn.execute(stmt, group)
             if result.returns_rows:
                 ids.update((r.uuid, r.id) for r in result.all())
+        if copied:
+            ids.update(
+                (r.uuid, r.id)
+                for r in select_in(self.conn, [table.c.uuid, table.c.id], table.c.uuid, copied)
+            )
         if dialect not in ("postgresql", "sqlite"):
             ids = {
                 r.uuid: r.id
