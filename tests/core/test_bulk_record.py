@@ -254,6 +254,8 @@ def sensor_steps(n: int, offset: int) -> list[Event]:
                     ProductObservation(
                         f"s3://cal/{i}",
                         str(uuid.uuid5(NS, f"cal-{i}")),
+                        content_hash=f"sha256:{i}" if i % 4 == 0 else None,
+                        size=i if i % 4 == 0 else None,
                         metadata={"rows": i, "note": "é"} if i % 3 else {},
                         tags={"q": "good"} if i % 2 else {},
                     ),
@@ -630,3 +632,70 @@ def test_a_copy_that_meets_a_concurrent_writers_row_records_event_by_event(dpt_b
     assert len(inserted) == 1
     assert len(rollbacks) == 1  # the set-wise attempt, then event by event
     assert snapshot(engine) == expected
+
+
+@pytest.mark.parametrize("dpt_backend", ["sqlite", "postgresql"], indirect=True)
+def test_a_replayed_sensor_batch_is_recorded_set_wise(dpt_backend, dpt_env):
+    """The same finished steps recorded again (a spool replay, a sensor re-reading the
+    event log from a reset cursor) by a process that knows nothing of them: the
+    statements do not grow with the batch (they went event by event: ~10 per step), and
+    no row changes."""
+    engine = current_store().engine
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    costs = {}
+    for n in (8, 64):
+        steps = sensor_steps(n, 100 * n)
+        rows = assert_same_rows(engine, [sensor_head(), steps, steps])
+        empty_tracking(engine)
+        BulkRecorder(engine).record([*sensor_head(), *steps])
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            statements.clear()
+            BulkRecorder(engine).record(steps)  # (a fresh process: nothing cached)
+            costs[n] = len(statements)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert snapshot(engine) == rows
+    assert costs[8] == costs[64] < 20, costs
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["nothing", "metadata", "size", "hash", "explicit parents", "read first", "newer version"],
+)
+def test_a_replayed_write_changes_what_the_per_event_path_changes(dpt_env, change):
+    """A write recorded again, as is or saying something else of its version: the rows
+    are the per-event path's (the set-wise path takes only what changes nothing)."""
+    engine = current_store().engine
+    run, other = RUNS[1], RUNS[2]
+    v_uuid, v_hash = version(1, 0)
+    start = InvocationStarted(uuid=run, orchestrator="dagster", job="j", started_at=T0)
+    written = ProductObservation(URIS[1], v_uuid, v_hash, size=10, metadata={"rows": 1})
+    first: list[Event] = [start, ProductsWritten(run, (written,))]
+    again = {
+        "nothing": written,
+        "metadata": ProductObservation(URIS[1], v_uuid, v_hash, size=10, metadata={"rows": 2}),
+        "size": ProductObservation(URIS[1], v_uuid, None, size=11),
+        "hash": ProductObservation(URIS[1], v_uuid, None, metadata={"rows": 1}),
+        "explicit parents": written,
+        "read first": written,
+        "newer version": written,
+    }[change]
+    replay: list[Event] = [start, ProductsWritten(run, (again,))]
+    if change == "explicit parents":
+        first[1] = ProductsWritten(
+            run, (ProductObservation(URIS[1], v_uuid, v_hash, size=10, parents=(URIS[0],)),)
+        )
+    if change == "read first":
+        replay.insert(1, ProductsRead(run, (ProductObservation(URIS[1], v_uuid, v_hash),)))
+    if change == "newer version":
+        newer, newer_hash = version(1, 1)
+        first += [
+            InvocationStarted(uuid=other, orchestrator="dagster", job="j", started_at=T0),
+            ProductsWritten(other, (ProductObservation(URIS[1], newer, v_hash, size=10),)),
+        ]
+    assert_same_rows(engine, [first, replay])
