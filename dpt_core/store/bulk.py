@@ -148,6 +148,17 @@ class BulkRecorder(Recorder):
         super().__init__(engine)
         self.bulk = True
 
+    def record_many(self, batches: Sequence[Sequence[Event]]) -> None:
+        """Record several batches (a spool file's, in order) in one transaction, set-wise
+        over all their events: the rows recording them one by one makes (the set-based
+        path is tested against any cut of a sequence into batches), for the statements of
+        one batch. All or nothing: on a failure nothing of them is recorded and the error
+        is raised; a caller that must tell which batch the database refuses then records
+        them one by one (:meth:`record`)."""
+        events = [event for batch in batches for event in batch]
+        if events:
+            self.record(events)
+
     def _apply_batch(self, conn: Connection, events: Sequence[Event]) -> None:
         if self.bulk:
             record_bulk(self, conn, events)

@@ -699,3 +699,30 @@ def test_a_replayed_write_changes_what_the_per_event_path_changes(dpt_env, chang
             ProductsWritten(other, (ProductObservation(URIS[1], newer, v_hash, size=10),)),
         ]
     assert_same_rows(engine, [first, replay])
+
+
+@pytest.mark.parametrize("dpt_backend", ["sqlite", "postgresql"], indirect=True)
+def test_spooled_batches_recorded_together_cost_what_one_batch_costs(dpt_backend, dpt_env):
+    """A spool of one-event batches (a process recording without a batch), replayed:
+    together in one transaction they cost the statements of one set-wise batch, not
+    ~5 per event, and leave the rows recording them one by one leaves."""
+    engine = current_store().engine
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    costs = {}
+    for n in (8, 64):
+        spooled = [[e] for e in [*sensor_head(), *sensor_steps(n, 1000 * n)]]
+        rows = record_with(engine, spooled, bulk=False)
+        empty_tracking(engine)
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            statements.clear()
+            BulkRecorder(engine).record_many(spooled)
+            costs[n] = len(statements)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert snapshot(engine) == rows
+    assert costs[8] == costs[64] < 30, costs
