@@ -21,19 +21,22 @@ the common case of an ingest:
   before it);
 * writes, without named parents, of new versions: of products created by this batch,
   or of known products whose newest version another run produced and which the writer
-  did not read (the common case of a pipeline run again).
+  did not read (the common case of a pipeline run again);
+* writes replayed (a spooled batch, a tick re-read): of a version that exists, made by
+  the same run, when the per-event path would change none of its row.
 
-Anything else (a replayed write, a read of an unknown version of a known product, a
-start that hands its run to another process, explicit parents, ...) ends the set-based
-part there: the events before it are written set-wise, that event goes through the
-per-event code in the same transaction, and the walk starts again after it. So an
-unusual event costs what it cost before, and never changes what is recorded.
+Anything else (a write that says something new of an existing version, a read of an
+unknown version of a known product, a start that hands its run to another process,
+explicit parents, ...) ends the set-based part there: the events before it are written
+set-wise, that event goes through the per-event code in the same transaction, and the
+walk starts again after it. So an unusual event costs what it cost before, and never
+changes what is recorded.
 
 Ids are not known before the rows are inserted: the walk names rows it creates by
 their uuid (:class:`_NewRun`, :class:`_NewVersion`) and resolves those after the
 INSERTs. New rows are inserted in the order the per-event path would have inserted
 them, so ids (which say which version of a product is the newest) come out in the
-same order.
+same order; on PostgreSQL many new rows go by COPY (see :data:`COPY_ROWS`).
 """
 
 from __future__ import annotations
