@@ -63,10 +63,6 @@ DEFAULT_BATCH_SIZE = 1000
 DEFAULT_TIME_BUDGET_SECONDS = 40.0
 #: Most partitions of one asset a failed run's plan is read for.
 MAX_PLANNED_PARTITIONS = 1000
-#: How many per-asset reads one per-run read costs on the run-sharded SQLite event log.
-SHARDED_RUN_READ_COST = 50
-#: Largest clock difference between an event's index row and its payload (same event).
-MATCH_TOLERANCE_SECONDS = 0.001
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,10 +194,8 @@ def _load_materializations(instance: Any, rows: Sequence[Any]) -> dict[int, Mate
 
     1. Each asset's newest materialisation comes with the asset index (one query for
        all keys): a sensor that keeps up finds every payload there.
-    2. The rest per run (one query each, matched to the summaries on asset, partition
-       and time) when that takes fewer reads than per asset; on the run-sharded SQLite
-       event log a run read counts as :data:`SHARDED_RUN_READ_COST` asset reads.
-    3. Otherwise per asset key (one query each, by storage id).
+    2. The rest by storage id, across assets (one query per 1000).
+    3. Only where the event log storage cannot do that: per asset key (one query each).
 
     Rows whose event is gone (a wiped asset) are left out.
     """
@@ -213,48 +207,23 @@ def _load_materializations(instance: Any, rows: Sequence[Any]) -> dict[int, Mate
         record = latest.get(row.asset_key)
         if record is not None and record.storage_id == row.storage_id:
             loaded[row.storage_id] = Materialization.from_record(record)
-    by_run: dict[str, list[Any]] = defaultdict(list)
-    by_key: dict[AssetKey, list[Any]] = defaultdict(list)
-    for row in rows:
-        if row.storage_id in loaded:
-            continue
-        if row.run_id:
-            by_run[row.run_id].append(row)
-        by_key[row.asset_key].append(row)
-    run_cost = SHARDED_RUN_READ_COST if compat.run_sharded_event_log(instance) else 1
-    if by_run and len(by_run) * run_cost < len(by_key):
-        for run_id, run_rows in by_run.items():
-            records = compat.materialization_records_for_run(instance, run_id)
-            loaded.update(_match_run_records(run_rows, records))
-    for key, key_rows in by_key.items():
-        ids = [r.storage_id for r in key_rows if r.storage_id not in loaded]
+    rest = [r for r in rows if r.storage_id not in loaded]
+    if not rest:
+        return loaded
+    found = compat.materializations_by_storage_id(instance, [r.storage_id for r in rest])
+    if found is not None:
+        loaded.update((r.storage_id, Materialization.from_record(r)) for r in found)
+        return loaded
+    by_key: dict[AssetKey, list[int]] = defaultdict(list)
+    for row in rest:
+        by_key[row.asset_key].append(row.storage_id)
+    for key, ids in by_key.items():
         for start in range(0, len(ids), 1000):
             for record in compat.fetch_materializations_by_id(
                 instance, key, ids[start : start + 1000]
             ):
                 loaded[record.storage_id] = Materialization.from_record(record)
     return loaded
-
-
-def _match_run_records(rows: Sequence[Any], records: Sequence[Any]) -> dict[int, Materialization]:
-    """Pair a run's materialisation records with their index summaries (asset, partition, time)."""
-    slots: dict[tuple[str, str | None], list[Any]] = defaultdict(list)
-    for row in rows:
-        slots[(row.asset_key.to_string(), row.partition)].append(row)
-    matched: dict[int, Materialization] = {}
-    for record in records:
-        entry = record.event_log_entry
-        materialization = entry.asset_materialization
-        if materialization is None:
-            continue
-        candidates = slots.get((materialization.asset_key.to_string(), materialization.partition))
-        if not candidates:
-            continue
-        best = min(candidates, key=lambda r: abs(r.timestamp - entry.timestamp))
-        if abs(best.timestamp - entry.timestamp) <= MATCH_TOLERANCE_SECONDS:
-            candidates.remove(best)
-            matched[best.storage_id] = Materialization.from_entry(best.storage_id, entry)
-    return matched
 
 
 @dataclass

@@ -21,19 +21,22 @@ the common case of an ingest:
   before it);
 * writes, without named parents, of new versions: of products created by this batch,
   or of known products whose newest version another run produced and which the writer
-  did not read (the common case of a pipeline run again).
+  did not read (the common case of a pipeline run again);
+* writes replayed (a spooled batch, a tick re-read): of a version that exists, made by
+  the same run, when the per-event path would change none of its row.
 
-Anything else (a replayed write, a read of an unknown version of a known product, a
-start that hands its run to another process, explicit parents, ...) ends the set-based
-part there: the events before it are written set-wise, that event goes through the
-per-event code in the same transaction, and the walk starts again after it. So an
-unusual event costs what it cost before, and never changes what is recorded.
+Anything else (a write that says something new of an existing version, a read of an
+unknown version of a known product, a start that hands its run to another process,
+explicit parents, ...) ends the set-based part there: the events before it are written
+set-wise, that event goes through the per-event code in the same transaction, and the
+walk starts again after it. So an unusual event costs what it cost before, and never
+changes what is recorded.
 
 Ids are not known before the rows are inserted: the walk names rows it creates by
 their uuid (:class:`_NewRun`, :class:`_NewVersion`) and resolves those after the
 INSERTs. New rows are inserted in the order the per-event path would have inserted
 them, so ids (which say which version of a product is the newest) come out in the
-same order.
+same order; on PostgreSQL many new rows go by COPY (see :data:`COPY_ROWS`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
 from dpt_core.events import (
     FINAL_STATUSES,
@@ -58,9 +61,9 @@ from dpt_core.store.recorder import (
     _FILL_IN,
     _FINISH,
     _FINISH_IF_RUNNING,
-    _NEWEST_VERSIONS,
     EDGES,
     INPUTS,
+    MTIME_TOLERANCE,
     PLACEHOLDER,
     RUN_TAGS,
     VERSION_TAGS,
@@ -75,7 +78,36 @@ from dpt_core.store.recorder import (
     start_row,
     uri_digest,
 )
-from dpt_core.store.upsert import insert_ignore, select_in
+from dpt_core.store.upsert import copy_into, insert_ignore, select_in
+
+#: From this many new rows of one shape on, PostgreSQL gets them by COPY (then one lookup
+#: of their ids) rather than by a multi-row INSERT ... RETURNING, whose statement text
+#: grows with the rows and costs psycopg more to parse than the database to run.
+COPY_ROWS = 50
+
+
+#: The newest version of each product, with all a replayed write's outcome depends on.
+_NEWEST_VERSIONS = select(
+    V.c.id,
+    V.c.product_id,
+    V.c.content_hash,
+    V.c.size,
+    V.c.mtime,
+    V.c.produced_by_id,
+    V.c.explicit_parents,
+    V.c["metadata"].label("known_metadata"),
+).where(
+    V.c.id.in_(
+        select(func.max(V.c.id))
+        .where(V.c.product_id.in_(bindparam("product_ids", expanding=True)))
+        .group_by(V.c.product_id)
+        .scalar_subquery()
+    )
+)
+#: After a walk stopped at an event it could not take, the next one looks this many events
+#: ahead at first (doubling while it takes them all): a batch of many such events costs
+#: a prefetch per stop, not one over the rest of the batch per stop.
+WALK_AFTER_A_STOP = 64
 
 
 @dataclass(frozen=True)
@@ -119,6 +151,17 @@ class BulkRecorder(Recorder):
         super().__init__(engine)
         self.bulk = True
 
+    def record_many(self, batches: Sequence[Sequence[Event]]) -> None:
+        """Record several batches (a spool file's, in order) in one transaction, set-wise
+        over all their events: the rows recording them one by one makes (the set-based
+        path is tested against any cut of a sequence into batches), for the statements of
+        one batch. All or nothing: on a failure nothing of them is recorded and the error
+        is raised; a caller that must tell which batch the database refuses then records
+        them one by one (:meth:`record`)."""
+        events = [event for batch in batches for event in batch]
+        if events:
+            self.record(events)
+
     def _apply_batch(self, conn: Connection, events: Sequence[Event]) -> None:
         if self.bulk:
             record_bulk(self, conn, events)
@@ -131,15 +174,19 @@ def record_bulk(recorder: Recorder, conn: Connection, events: Sequence[Event]) -
     where it cannot (see the module docstring). The same rows as
     ``for e in events: recorder._apply(conn, e)``."""
     start = 0
+    window = len(events)
     while start < len(events):
-        end = start
-        while end < len(events) and _statically_bulk(events[end]):
+        end, limit = start, min(len(events), start + window)
+        while end < limit and _statically_bulk(events[end]):
             end += 1
         taken = _Segment(recorder, conn, events[start:end]).run() if end > start else 0
         start += taken
         if start < len(events) and (taken == 0 or start < end):
             recorder._apply(conn, events[start])
             start += 1
+            window = max(WALK_AFTER_A_STOP, 2 * taken)
+        else:
+            window *= 2
 
 
 @functools.lru_cache(maxsize=64)
@@ -156,6 +203,34 @@ def _update_by_uuid(table: Any, keys: tuple[str, ...]) -> Any:
         update(table)
         .where(table.c.uuid == bindparam("b_uuid"))
         .values({k: bindparam(f"b_{k}") for k in keys})
+    )
+
+
+def _unhashed(metadata: Any) -> bool:
+    return isinstance(metadata, dict) and "dpt/unhashed" in metadata
+
+
+def _same_observation(newest: Any, o: Any, producer: int) -> bool:
+    """True when the per-event path takes output ``o`` of run ``producer`` as an
+    observation of ``newest``, its product's newest version, rather than as a version of
+    its own (``Recorder._same_observations``, for a run that wrote before)."""
+    if o.content_hash is None and _unhashed(o.metadata):
+        return False
+    if newest.size is not None and o.size is not None and newest.size != o.size:
+        return False
+    if (
+        newest.mtime is not None
+        and o.mtime is not None
+        and abs(newest.mtime - o.mtime) > MTIME_TOLERANCE
+    ):
+        return False
+    if o.content_hash is not None and newest.content_hash == o.content_hash:
+        return newest.produced_by_id in (None, producer)
+    return (
+        newest.produced_by_id == producer
+        and (o.content_hash is None or newest.content_hash is None)
+        and not _unhashed(o.metadata)
+        and not _unhashed(newest.known_metadata)
     )
 
 
@@ -196,7 +271,8 @@ class _Segment:
         #: product -> its newest version before this walk, for products written here
         #: that existed before; and the written version uuids that existed before
         self.newest_before: dict[int, Any] = {}
-        self.written_before: set[str] = set()
+        #: written version uuid -> (id, uuid, produced_by_id), of versions that existed
+        self.written_before: dict[str, Any] = {}
         self.new_versions: dict[str, dict[str, Any]] = {}
         #: invocation uuid -> versions it read here: (version, its product)
         self.read_here: dict[str, list[tuple[int | _NewVersion, int]]] = {}
@@ -279,7 +355,7 @@ class _Segment:
                 r.product_id: r
                 for r in rec._rows_in(conn, _NEWEST_VERSIONS, sorted(set(known.values())))
             }
-            self.written_before = set(rec._version_ids_of(conn, list(known)))
+            self.written_before = rec._version_rows(conn, list(known))
         # What earlier transactions (or earlier events of this one) recorded for the
         # runs this walk reads or writes for: inputs and outputs, to draw the edges.
         # (None for a run inserted by this transaction that had no such events yet.)
@@ -452,9 +528,13 @@ class _Segment:
 
     def _write_products(self, event: ProductsWritten) -> bool:
         uuid = event.invocation_uuid
+        replayed: dict[str, int] = {}
         for o in event.outputs:
             pid = self.products[o.uri]
-            if (
+            again = self._replayed(uuid, pid, o)
+            if again is not None:
+                replayed[o.version_uuid] = again
+            elif (
                 pid in self.versioned_here
                 or o.version_uuid in self.new_versions
                 or o.version_uuid in self.rec._version_ids
@@ -468,7 +548,7 @@ class _Segment:
         now = utcnow()
         made: list[_NewVersion] = []
         for o in sorted(event.outputs, key=lambda o: o.version_uuid):
-            if o.version_uuid not in self.new_versions:
+            if o.version_uuid not in self.new_versions and o.version_uuid not in replayed:
                 self.new_versions[o.version_uuid] = self._version_row(o, ref, now)
                 made.append(_NewVersion(o.version_uuid))
         # An invocation's own outputs are never its parents.
@@ -480,16 +560,66 @@ class _Segment:
             )
         inputs.extend(v for v, _ in self.read_here.get(uuid, []) if v not in own_before)
         self.written_here.setdefault(uuid, []).extend(made)
-        children = [_NewVersion(o.version_uuid) for o in event.outputs]
-        for o in event.outputs:
+        children: list[Any] = [
+            replayed.get(o.version_uuid) or _NewVersion(o.version_uuid) for o in event.outputs
+        ]
+        for o, child in zip(event.outputs, children, strict=True):
             for key, value in o.tags.items():
-                self.version_tags.setdefault((_NewVersion(o.version_uuid), key), value)
+                self.version_tags.setdefault((child, key), value)
+        own = set(children)
         for child in dict.fromkeys(children):
             for parent in dict.fromkeys(inputs):
-                if parent != child and parent not in made:
+                if parent not in own:
                     self.edges.setdefault((parent, child), ref)
-        self.versioned_here.update(self.products[o.uri] for o in event.outputs)
+        # (a replayed version is no new version of its product)
+        self.versioned_here.update(
+            self.products[o.uri] for o in event.outputs if o.version_uuid not in replayed
+        )
         return True
+
+    def _replayed(self, uuid: str, pid: int, o: Any) -> int | None:
+        """The id of the version ``o`` names when run ``uuid`` writing it again changes no
+        row on the per-event path (a replayed batch, a re-read event log): the version
+        exists, this run (recorded before this transaction) produced it, and either it is
+        not the product's newest version's observation or it is that version with the
+        very values the write would set. None: not such a replay (it may be fresh)."""
+        row = self.written_before.get(o.version_uuid)
+        ref = self.runs.get(uuid)
+        if (
+            row is None
+            or not isinstance(ref, int)
+            or row.produced_by_id != ref
+            or uuid in self.rec._new_here
+            or pid in self.versioned_here
+            or pid in self.created_products
+        ):
+            return None
+        # A read of the product by the run may make the write claim that version instead.
+        if any(r.product_id == pid for r in self.inputs_before.get(ref, [])):
+            return None
+        if any(p == pid for _, p in self.read_here.get(uuid, [])):
+            return None
+        newest = self.newest_before.get(pid)
+        if newest is None:  # pragma: no cover - the product has this version at least
+            return None
+        if not _same_observation(newest, o, ref):
+            return int(row.id)  # a new observation on the per-event path: finds the version
+        if newest.id != row.id:
+            return None  # the write would be taken as the newest version's observation
+        # It is the newest version, which the per-event path updates with what the write
+        # says: only a replay when that changes nothing.
+        metadata = o.metadata or None
+        if not (o.content_hash is not None and newest.content_hash == o.content_hash):
+            metadata = {**(o.metadata or {}), **(newest.known_metadata or {})} or None
+        elif newest.explicit_parents:
+            return None
+        unchanged = (
+            metadata == newest.known_metadata
+            and (o.content_hash is None or o.content_hash == newest.content_hash)
+            and (o.size is None or o.size == newest.size)
+            and (o.mtime is None or o.mtime == newest.mtime)
+        )
+        return int(row.id) if unchanged else None
 
     def _fresh_version(self, uuid: str, pid: int, o: Any) -> bool:
         """True when run ``uuid`` writing ``o`` to product ``pid``, which had versions
@@ -531,11 +661,21 @@ class _Segment:
             return {}
         dialect = self.conn.dialect.name
         ids: dict[str, int] = {}
+        copied: list[str] = []
         for group in _consecutive_shapes(rows):
+            if dialect == "postgresql" and len(group) >= COPY_ROWS:
+                copy_into(self.conn, table, group)
+                copied.extend(r["uuid"] for r in group)
+                continue
             stmt = _insert_returning(dialect, table, tuple(group[0]))
             result = self.conn.execute(stmt, group)
             if result.returns_rows:
                 ids.update((r.uuid, r.id) for r in result.all())
+        if copied:
+            ids.update(
+                (r.uuid, r.id)
+                for r in select_in(self.conn, [table.c.uuid, table.c.id], table.c.uuid, copied)
+            )
         if dialect not in ("postgresql", "sqlite"):
             ids = {
                 r.uuid: r.id

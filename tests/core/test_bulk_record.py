@@ -12,9 +12,11 @@ hand over their run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,6 +32,7 @@ from dpt_core.events import (
     ProductsRead,
     ProductsWritten,
 )
+from dpt_core.store import bulk
 from dpt_core.store.bulk import BulkRecorder
 from dpt_core.store.models import (
     DataProduct,
@@ -180,7 +183,16 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         version_tags = sorted(
             (vuuid[r.version_id], r.key, r.value) for r in conn.execute(select(VT))
         )
+        # SQL NULL and JSON null read back alike: told apart here (COPY and INSERT bind
+        # a None differently unless told).
+        sql_nulls = sorted(
+            (r.uuid, column)
+            for table, columns in ((inv, ("parameters", "variables")), (V, ("metadata",)))
+            for column in columns
+            for r in conn.execute(select(table.c.uuid).where(table.c[column].is_(None)))
+        )
     return {
+        "sql_nulls": sql_nulls,
         "runs": runs,
         "products": sorted(uri.values()),
         "versions": versions,
@@ -205,6 +217,52 @@ def assert_same_rows(engine: Engine, batches: list[list[Event]]) -> dict[str, An
     reference = record_with(engine, batches, bulk=False)
     assert record_with(engine, batches, bulk=True) == reference
     return reference
+
+
+def sensor_head() -> list[Event]:
+    """The run the sensor's steps belong to, and the version they all read."""
+    source, source_hash = version(0, 0)
+    return [
+        InvocationStarted(uuid=RUNS[0], orchestrator="dagster", job="survey", started_at=T0),
+        ProductsWritten(RUNS[0], (ProductObservation(URIS[0], source, source_hash),)),
+    ]
+
+
+def sensor_steps(n: int, offset: int) -> list[Event]:
+    """What the Dagster sensor records per materialisation: a start carrying its outcome,
+    the read of the upstream version, the write of a new product's version."""
+    source, source_hash = version(0, 0)
+    events: list[Event] = []
+    for i in range(offset, offset + n):
+        run = str(uuid.uuid5(NS, f"step-{i}"))
+        events += [
+            InvocationStarted(
+                uuid=run,
+                orchestrator="dagster",
+                job="survey",
+                task=f"cal_{i}",
+                parent_uuid=RUNS[0],
+                started_at=T0,
+                status="success",
+                ended_at=T0 + dt.timedelta(seconds=i),
+                parameters={"partition": None} if i % 2 else {},
+            ),
+            ProductsRead(run, (ProductObservation(URIS[0], source, source_hash),)),
+            ProductsWritten(
+                run,
+                (
+                    ProductObservation(
+                        f"s3://cal/{i}",
+                        str(uuid.uuid5(NS, f"cal-{i}")),
+                        content_hash=f"sha256:{i}" if i % 4 == 0 else None,
+                        size=i if i % 4 == 0 else None,
+                        metadata={"rows": i, "note": "é"} if i % 3 else {},
+                        tags={"q": "good"} if i % 2 else {},
+                    ),
+                ),
+            ),
+        ]
+    return events
 
 
 # --------------------------------------------------------------------------- tests
@@ -432,35 +490,7 @@ def test_a_sensor_batch_of_finished_steps_costs_a_constant_number_of_statements(
     such steps cost the same statements (they went event by event before: ~10 per
     step), and the rows are the per-event path's."""
     engine = current_store().engine
-    source, source_hash = version(0, 0)
-
-    def steps(n: int, offset: int) -> list[Event]:
-        events: list[Event] = []
-        for i in range(offset, offset + n):
-            run = str(uuid.uuid5(NS, f"step-{i}"))
-            events += [
-                InvocationStarted(
-                    uuid=run,
-                    orchestrator="dagster",
-                    job="survey",
-                    task=f"cal_{i}",
-                    parent_uuid=RUNS[0],
-                    started_at=T0,
-                    status="success",
-                    ended_at=T0 + dt.timedelta(seconds=i),
-                ),
-                ProductsRead(run, (ProductObservation(URIS[0], source, source_hash),)),
-                ProductsWritten(
-                    run,
-                    (ProductObservation(f"s3://cal/{i}", str(uuid.uuid5(NS, f"cal-{i}"))),),
-                ),
-            ]
-        return events
-
-    head: list[Event] = [
-        InvocationStarted(uuid=RUNS[0], orchestrator="dagster", job="survey", started_at=T0),
-        ProductsWritten(RUNS[0], (ProductObservation(URIS[0], source, source_hash),)),
-    ]
+    head, steps = sensor_head(), sensor_steps
     assert_same_rows(engine, [head, steps(5, 500), steps(3, 500)])  # (a replay among them)
     statements: list[str] = []
 
@@ -485,3 +515,214 @@ def test_a_sensor_batch_of_finished_steps_costs_a_constant_number_of_statements(
     steps_recorded = [r for r in rows["runs"].values() if r["job"] == "survey" and r["task"]]
     assert len(steps_recorded) == 1 + 8 + 64
     assert all(r["status"] == "success" for r in steps_recorded)
+
+
+@contextlib.contextmanager
+def copy_from(rows: int) -> Iterator[None]:
+    """The set-based path COPYs new rows from ``rows`` rows of one shape on."""
+    before = bulk.COPY_ROWS
+    bulk.COPY_ROWS = rows
+    try:
+        yield
+    finally:
+        bulk.COPY_ROWS = before
+
+
+@pytest.mark.parametrize("dpt_backend", ["postgresql"], indirect=True)
+@settings(max_examples=150)
+@given(
+    events=st.lists(dpt_events(), min_size=1, max_size=30),
+    cuts=st.lists(st.integers(1, 30), max_size=3),
+    replay=st.booleans(),
+)
+def test_rows_copied_are_the_rows_the_per_event_path_inserts(
+    dpt_backend, dpt_env, events, cuts, replay
+):
+    """PostgreSQL, every new row by COPY: any events, cut into any batches, some
+    replayed, leave the per-event path's rows (JSON nulls and version order included)."""
+    engine = current_store().engine
+    bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
+    batches = [events[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    if replay:
+        batches.append(events + events[: len(events) // 2])
+    with copy_from(1):
+        assert_same_rows(engine, batches)
+
+
+@pytest.mark.parametrize("dpt_backend", ["postgresql"], indirect=True)
+def test_a_big_batch_of_new_rows_sends_no_statement_that_grows_with_it(dpt_backend, dpt_env):
+    """PostgreSQL: a sensor batch's new invocations and versions go by COPY, not by a
+    multi-row INSERT whose text grows with the batch (psycopg parses such a statement
+    for ~20 ms per thousand rows: most of a 1 000-materialisation tick's recording).
+    The rows are the per-event path's."""
+    engine = current_store().engine
+    big = bulk.COPY_ROWS + 14
+    rows = assert_same_rows(engine, [sensor_head(), sensor_steps(big, 0)])
+    assert len(rows["versions"]) == 1 + big
+
+    inserts: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO"):
+            inserts.append(statement.split("(")[0].split()[-1])
+
+    empty_tracking(engine)
+    recorder = BulkRecorder(engine)
+    recorder.record(sensor_head())
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        recorder.record(sensor_steps(big, 0))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert "invocations" not in inserts and "data_product_versions" not in inserts, inserts
+    assert snapshot(engine) == rows
+
+
+@pytest.mark.parametrize("dpt_backend", ["postgresql"], indirect=True)
+def test_a_copy_that_meets_a_concurrent_writers_row_records_event_by_event(dpt_backend, dpt_env):
+    """A run another writer inserted between the batch's lookup and its COPY: the COPY
+    fails as the INSERT would (a unique violation), the transaction is recorded again
+    event by event, and the rows are what the per-event path makes of the other
+    writer's row (it fills it in)."""
+    engine = current_store().engine
+    steps = sensor_steps(bulk.COPY_ROWS + 1, 0)
+    first = steps[0]
+    assert isinstance(first, InvocationStarted)
+    theirs = {
+        "uuid": first.uuid,
+        "orchestrator": "dagster",
+        "job": "survey",
+        "status": "running",
+        "started_at": T0,
+        "parameters": {"by": "another writer"},
+    }
+
+    def other_writer() -> None:
+        with engine.begin() as other:
+            other.execute(Invocation.__table__.insert().values(theirs))
+
+    empty_tracking(engine)
+    recorder = BulkRecorder(engine)
+    recorder.bulk = False
+    recorder.record(sensor_head())
+    other_writer()
+    recorder.record(steps)
+    expected = snapshot(engine)
+
+    empty_tracking(engine)
+    recorder = BulkRecorder(engine)
+    recorder.record(sensor_head())
+    inserted: list[str] = []
+    rollbacks: list[Any] = []
+
+    def between_lookup_and_copy(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # Right after the batch looked its runs up (and found none), once.
+        if not inserted and statement.lstrip().startswith("SELECT invocations.uuid"):
+            inserted.append(statement)
+            other_writer()
+
+    event.listen(engine, "after_cursor_execute", between_lookup_and_copy)
+    rolled_back = rollbacks.append
+    event.listen(engine, "rollback", rolled_back)
+    try:
+        recorder.record(steps)
+    finally:
+        event.remove(engine, "after_cursor_execute", between_lookup_and_copy)
+        event.remove(engine, "rollback", rolled_back)
+    assert len(inserted) == 1
+    assert len(rollbacks) == 1  # the set-wise attempt, then event by event
+    assert snapshot(engine) == expected
+
+
+@pytest.mark.parametrize("dpt_backend", ["sqlite", "postgresql"], indirect=True)
+def test_a_replayed_sensor_batch_is_recorded_set_wise(dpt_backend, dpt_env):
+    """The same finished steps recorded again (a spool replay, a sensor re-reading the
+    event log from a reset cursor) by a process that knows nothing of them: the
+    statements do not grow with the batch (they went event by event: ~10 per step), and
+    no row changes."""
+    engine = current_store().engine
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    costs = {}
+    for n in (8, 64):
+        steps = sensor_steps(n, 100 * n)
+        rows = assert_same_rows(engine, [sensor_head(), steps, steps])
+        empty_tracking(engine)
+        BulkRecorder(engine).record([*sensor_head(), *steps])
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            statements.clear()
+            BulkRecorder(engine).record(steps)  # (a fresh process: nothing cached)
+            costs[n] = len(statements)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert snapshot(engine) == rows
+    assert costs[8] == costs[64] < 20, costs
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["nothing", "metadata", "size", "hash", "explicit parents", "read first", "newer version"],
+)
+def test_a_replayed_write_changes_what_the_per_event_path_changes(dpt_env, change):
+    """A write recorded again, as is or saying something else of its version: the rows
+    are the per-event path's (the set-wise path takes only what changes nothing)."""
+    engine = current_store().engine
+    run, other = RUNS[1], RUNS[2]
+    v_uuid, v_hash = version(1, 0)
+    start = InvocationStarted(uuid=run, orchestrator="dagster", job="j", started_at=T0)
+    written = ProductObservation(URIS[1], v_uuid, v_hash, size=10, metadata={"rows": 1})
+    first: list[Event] = [start, ProductsWritten(run, (written,))]
+    again = {
+        "nothing": written,
+        "metadata": ProductObservation(URIS[1], v_uuid, v_hash, size=10, metadata={"rows": 2}),
+        "size": ProductObservation(URIS[1], v_uuid, None, size=11),
+        "hash": ProductObservation(URIS[1], v_uuid, None, metadata={"rows": 1}),
+        "explicit parents": written,
+        "read first": written,
+        "newer version": written,
+    }[change]
+    replay: list[Event] = [start, ProductsWritten(run, (again,))]
+    if change == "explicit parents":
+        first[1] = ProductsWritten(
+            run, (ProductObservation(URIS[1], v_uuid, v_hash, size=10, parents=(URIS[0],)),)
+        )
+    if change == "read first":
+        replay.insert(1, ProductsRead(run, (ProductObservation(URIS[1], v_uuid, v_hash),)))
+    if change == "newer version":
+        newer, newer_hash = version(1, 1)
+        first += [
+            InvocationStarted(uuid=other, orchestrator="dagster", job="j", started_at=T0),
+            ProductsWritten(other, (ProductObservation(URIS[1], newer, v_hash, size=10),)),
+        ]
+    assert_same_rows(engine, [first, replay])
+
+
+@pytest.mark.parametrize("dpt_backend", ["sqlite", "postgresql"], indirect=True)
+def test_spooled_batches_recorded_together_cost_what_one_batch_costs(dpt_backend, dpt_env):
+    """A spool of one-event batches (a process recording without a batch), replayed:
+    together in one transaction they cost the statements of one set-wise batch, not
+    ~5 per event, and leave the rows recording them one by one leaves."""
+    engine = current_store().engine
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    costs = {}
+    for n in (8, 64):
+        spooled = [[e] for e in [*sensor_head(), *sensor_steps(n, 1000 * n)]]
+        rows = record_with(engine, spooled, bulk=False)
+        empty_tracking(engine)
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            statements.clear()
+            BulkRecorder(engine).record_many(spooled)
+            costs[n] = len(statements)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert snapshot(engine) == rows
+    assert costs[8] == costs[64] < 30, costs

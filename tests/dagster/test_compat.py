@@ -118,6 +118,53 @@ def test_summaries_and_records(instance: dg.DagsterInstance) -> None:
     assert compat.run_sharded_event_log(instance) is True
 
 
+@pytest.fixture(params=["run-sharded", "consolidated"])
+def any_instance(request: Any, dagster_home: Path) -> Iterator[dg.DagsterInstance]:
+    """The default SQLite instance (a wipe deletes the index's copies of the events), and
+    a single-database event log, which keeps them behind a wipe timestamp as the
+    PostgreSQL and MySQL storages do."""
+    overrides = None
+    if request.param == "consolidated":
+        overrides = {
+            "event_log_storage": {
+                "module": "dagster._core.storage.event_log",
+                "class": "ConsolidatedSqliteEventLogStorage",
+                "config": {"base_dir": str(dagster_home / "consolidated")},
+            }
+        }
+    with dg.DagsterInstance.local_temp(str(dagster_home), overrides=overrides) as instance:
+        assert compat.run_sharded_event_log(instance) is (request.param == "run-sharded")
+        yield instance
+
+
+def test_materializations_by_storage_id_across_assets(any_instance: dg.DagsterInstance) -> None:
+    """One query for the payloads of several assets' materialisations; what a wipe hid
+    stays hidden, as the per-asset record API hides it."""
+    instance = any_instance
+    _make_days(instance, "2024-01-01", "2024-01-02")
+    assert dg.materialize([plain], instance=instance).success
+    rows = compat.materialization_summaries_after(instance, 0, 10)
+    ids = [r.storage_id for r in rows]
+    found = compat.materializations_by_storage_id(instance, reversed(ids))
+    assert found is not None
+    assert [r.storage_id for r in found] == ids
+    assert [(r.asset_key, r.event_log_entry.asset_materialization.partition) for r in found] == [
+        (days.key, "2024-01-01"),
+        (days.key, "2024-01-02"),
+        (plain.key, None),
+    ]
+    assert compat.materializations_by_storage_id(instance, ids[1:2])[0].storage_id == ids[1]
+
+    instance.wipe_assets([days.key])
+    assert compat.fetch_materializations_by_id(instance, days.key, ids[:2]) == []
+    kept = compat.materializations_by_storage_id(instance, ids)
+    assert [r.storage_id for r in kept] == [ids[2]]
+    _make_days(instance, "2024-01-03")
+    newest = compat.materialization_summaries_after(instance, ids[2], 10)[0].storage_id
+    kept = compat.materializations_by_storage_id(instance, [*ids, newest])
+    assert [r.storage_id for r in kept] == [ids[2], newest]
+
+
 def test_latest_storage_ids_by_partition_and_older_ones(instance: dg.DagsterInstance) -> None:
     _make_days(instance, "2024-01-01", "2024-01-02", "2024-01-01")
     ids = [r.storage_id for r in compat.materialization_summaries_after(instance, 0, 10)]

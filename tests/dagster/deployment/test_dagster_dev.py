@@ -99,4 +99,6 @@ def test_dagster_dev_records_a_backfill_with_a_partition_mapping(
         "yesterday_event_stats[2023-01-23]",
     ]
     assert f"{LAKE}/reference" not in recorded["products"]
-    assert figures["sensor_ticks"] > 0 and figures["tick_statuses"] == ["SKIPPED"]
+    # Every tick done ended SKIPPED (a tick running when they were listed is STARTED).
+    assert figures["sensor_ticks"] > 0 and "SKIPPED" in figures["tick_statuses"]
+    assert set(figures["tick_statuses"]) <= {"SKIPPED", "STARTED"}, figures["tick_statuses"]
