@@ -272,9 +272,11 @@ def test_a_range_run_and_its_plan(instance: dg.DagsterInstance) -> None:
 
 
 def test_the_private_dagster_names_dpt_uses_are_still_there() -> None:
-    """dpt_dagster.compat reaches into ``dagster._core`` in exactly two functions
-    (:func:`compat.max_fetch`, :func:`compat.current_op_context`), which fall back quietly
-    at run time; this test is what fails loudly when Dagster moves or reshapes them."""
+    """dpt_dagster.compat reaches into Dagster's private parts in exactly three functions
+    (:func:`compat.max_fetch`, :func:`compat.current_op_context` and the cross-asset read
+    of :func:`compat.materializations_by_storage_id`, through the SQL event log's
+    ``_get_assets_details``), which fall back quietly at run time; this test is what fails
+    loudly when Dagster moves or reshapes them."""
     import contextvars
     import inspect
     import pathlib
@@ -285,6 +287,10 @@ def test_the_private_dagster_names_dpt_uses_are_still_there() -> None:
     assert isinstance(current_execution_context, contextvars.ContextVar)
     assert current_execution_context.get(None) is None  # nothing runs here
     assert isinstance(get_max_event_records_limit(), int)
+    from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+
+    details = inspect.signature(SqlEventLogStorage._get_assets_details)
+    assert list(details.parameters)[:2] == ["self", "asset_keys"], details
     # ... and no other dpt_dagster module imports a private Dagster module.
     package = pathlib.Path(inspect.getfile(compat)).parent
     private = {
