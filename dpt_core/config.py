@@ -62,6 +62,32 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP, appauthor=False))
 
 
+def read_keyed_cache(path: Path, key: Any) -> Any:
+    """The value a :func:`write_keyed_cache` call kept in ``path`` under ``key``; None when
+    there is none, it was kept under another key, or the file cannot be read."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data["value"] if data["key"] == key else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_keyed_cache(path: Path, key: Any, value: Any) -> None:
+    """Keep the JSON-able ``value`` in ``path`` under ``key``, atomically (a temporary file
+    renamed over it); a cache directory that cannot be written means no cache, silently."""
+    import json
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(json.dumps({"key": key, "value": value}), encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError:
+        pass
+
+
 def config_dir() -> Path:
     import platformdirs
 

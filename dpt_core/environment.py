@@ -53,7 +53,13 @@ from pathlib import Path
 from typing import Any, Final, cast
 
 from dpt_core import contracts
-from dpt_core.config import Settings, get_settings, redaction_key_id
+from dpt_core.config import (
+    Settings,
+    get_settings,
+    read_keyed_cache,
+    redaction_key_id,
+    write_keyed_cache,
+)
 from dpt_core.errors import ConfigError
 from dpt_core.events import EnvironmentSnapshot, clean_text
 
@@ -1183,21 +1189,11 @@ def _host_facts(cache_dir: Path | None = None) -> tuple[str, str, str]:
     except (OSError, AttributeError):  # no os.uname (Windows), no executable
         return _compute_host_facts()
     path = cache_dir / "host-facts.json"
-    try:
-        cached = json.loads(path.read_text(encoding="utf-8"))
-        facts = cached["facts"]
-        if cached["key"] == key and len(facts) == 3 and all(isinstance(f, str) for f in facts):
-            return facts[0], facts[1], facts[2]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    cached = read_keyed_cache(path, key)
+    if isinstance(cached, list) and len(cached) == 3 and all(isinstance(f, str) for f in cached):
+        return cached[0], cached[1], cached[2]
     facts = _compute_host_facts()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps({"key": key, "facts": facts}), encoding="utf-8")
-        os.replace(temporary, path)
-    except OSError:  # a read-only cache directory: no cache, same answer
-        pass
+    write_keyed_cache(path, key, facts)
     return facts
 
 

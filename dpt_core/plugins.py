@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import logging
 import os
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 import pluggy
 
 from dpt_core import hookspecs
+from dpt_core.config import read_keyed_cache, write_keyed_cache
 
 log = logging.getLogger("dpt")
 
@@ -82,11 +82,11 @@ def _entry_points() -> list[tuple[str, str, str | None]]:
     key = _installed_key()
     cache = _cache_file()
     if cache is not None:
+        cached = read_keyed_cache(cache, key)
         try:
-            data = json.loads(cache.read_text(encoding="utf-8"))
-            if data["key"] == key:
-                return [(str(n), str(v), o if o is None else str(o)) for n, v, o in data["found"]]
-        except (OSError, ValueError, KeyError, TypeError):
+            if cached is not None:
+                return [(str(n), str(v), o if o is None else str(o)) for n, v, o in cached]
+        except (ValueError, TypeError):  # not the shape written below
             pass
     from importlib.metadata import entry_points  # only when the cache cannot answer
 
@@ -99,13 +99,7 @@ def _entry_points() -> list[tuple[str, str, str | None]]:
         for ep in entry_points(group=ENTRY_POINT_GROUP)
     ]
     if cache is not None:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            temporary = cache.with_name(f".{cache.name}.{os.getpid()}")
-            temporary.write_text(json.dumps({"key": key, "found": found}), encoding="utf-8")
-            os.replace(temporary, cache)
-        except OSError:  # a read-only cache directory: no cache, same answer
-            pass
+        write_keyed_cache(cache, key, found)
     return found
 
 

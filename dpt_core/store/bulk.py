@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from dpt_core.events import (
     FINAL_STATUSES,
@@ -78,6 +78,9 @@ from dpt_core.store.recorder import (
     start_row,
     uri_digest,
 )
+from dpt_core.store.recorder import (
+    _NEWEST_VERSIONS as _RECORDER_NEWEST_VERSIONS,
+)
 from dpt_core.store.upsert import copy_into, insert_ignore, select_in
 
 #: From this many new rows of one shape on, PostgreSQL gets them by COPY (then one lookup
@@ -87,22 +90,8 @@ COPY_ROWS = 50
 
 
 #: The newest version of each product, with all a replayed write's outcome depends on.
-_NEWEST_VERSIONS = select(
-    V.c.id,
-    V.c.product_id,
-    V.c.content_hash,
-    V.c.size,
-    V.c.mtime,
-    V.c.produced_by_id,
-    V.c.explicit_parents,
-    V.c["metadata"].label("known_metadata"),
-).where(
-    V.c.id.in_(
-        select(func.max(V.c.id))
-        .where(V.c.product_id.in_(bindparam("product_ids", expanding=True)))
-        .group_by(V.c.product_id)
-        .scalar_subquery()
-    )
+_NEWEST_VERSIONS = _RECORDER_NEWEST_VERSIONS.add_columns(
+    V.c.explicit_parents, V.c["metadata"].label("known_metadata")
 )
 #: After a walk stopped at an event it could not take, the next one looks this many events
 #: ahead at first (doubling while it takes them all): a batch of many such events costs

@@ -248,9 +248,9 @@ def test_host_facts_are_platforms_and_come_from_the_cache_when_its_key_fits(
     assert compute(tmp_path) == expected  # read back
     cache = tmp_path / "host-facts.json"
     stored = json.loads(cache.read_text())
-    cache.write_text(json.dumps({**stored, "facts": ["9.9", "Marker", "Marker-OS"]}))
+    cache.write_text(json.dumps({**stored, "value": ["9.9", "Marker", "Marker-OS"]}))
     assert compute(tmp_path) == ("9.9", "Marker", "Marker-OS")  # the cache is what is read
-    cache.write_text(json.dumps({"key": [*stored["key"][:-1], 0], "facts": ["9.9", "M", "M"]}))
+    cache.write_text(json.dumps({"key": [*stored["key"][:-1], 0], "value": ["9.9", "M", "M"]}))
     assert compute(tmp_path) == expected  # another interpreter file: computed again
     cache.write_text("{not json")
     assert compute(tmp_path) == expected
