@@ -380,13 +380,6 @@ class Store:
                 self._probe()
                 continue
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-        if self.breaker.is_open:
-            return False
-        # A probe closes the breaker with its first batch recorded and goes on replaying
-        # the spool under the store's lock: wait for it to finish.
-        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            return False
-        self._lock.release()
         return not self.breaker.is_open
 
     def _close_dead_runs(self) -> None:
