@@ -62,6 +62,7 @@ from dpt_core.config import (
 )
 from dpt_core.errors import ConfigError
 from dpt_core.events import EnvironmentSnapshot, clean_text
+from dpt_core.process import hostname
 
 __all__ = [
     "MIN_KNOWN_SECRET_LENGTH",
@@ -1203,14 +1204,6 @@ def _compute_host_facts() -> tuple[str, str, str]:
     return platform.python_version(), platform.python_implementation(), platform.platform()
 
 
-def _hostname() -> str:
-    if sys.platform == "linux":  # glibc's gethostname() is uname()'s node name
-        return os.uname().nodename
-    import socket
-
-    return socket.gethostname()
-
-
 @functools.cache
 def _distributions() -> tuple[tuple[str, str], ...]:
     return installed_distributions()
@@ -1292,7 +1285,7 @@ def _build_snapshot(
         "python_version": python_version,
         "implementation": implementation,
         "platform": platform_name,
-        "hostname": _hostname(),
+        "hostname": hostname(),
         "user": _user(),
         "distributions": _distributions(),
         "variables": variables,

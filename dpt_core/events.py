@@ -65,6 +65,9 @@ class EnvironmentSnapshot:
 
 @dataclass(frozen=True)
 class InvocationStarted:
+    """An invocation began (or, with a final ``status``, began and ended): its job, where it
+    ran and with what. Recording it again adds nothing."""
+
     uuid: str
     orchestrator: str
     job: str
@@ -93,6 +96,8 @@ class InvocationStarted:
 
 @dataclass(frozen=True)
 class InvocationFinished:
+    """An invocation ended with ``status`` (one of :data:`FINAL_STATUSES`)."""
+
     uuid: str
     status: str
     ended_at: dt.datetime = field(default_factory=utcnow)
@@ -120,6 +125,8 @@ class ProductObservation:
 
 @dataclass(frozen=True)
 class ProductsRead:
+    """An invocation read these product versions."""
+
     invocation_uuid: str
     inputs: tuple[ProductObservation, ...]
     kind: str = "products_read"
@@ -127,6 +134,8 @@ class ProductsRead:
 
 @dataclass(frozen=True)
 class ProductsWritten:
+    """An invocation wrote these product versions."""
+
     invocation_uuid: str
     outputs: tuple[ProductObservation, ...]
     kind: str = "products_written"

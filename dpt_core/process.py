@@ -16,10 +16,22 @@ name) cannot be judged from here. Elsewhere it is ``pid:<pid>``.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Final
 
 _BOOT_ID: Final = "/proc/sys/kernel/random/boot_id"
 _tokens: dict[int, str | None] = {}
+
+
+def hostname() -> str:
+    """This host's name, as ``socket.gethostname()`` gives it, without importing ``socket``
+    on Linux (glibc's ``gethostname()`` is ``uname()``'s node name): a process that only
+    spools its events pays for no network module."""
+    if sys.platform == "linux":
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
 
 
 def _read(path: str) -> str | None:

@@ -32,13 +32,13 @@ import json
 import logging
 import os
 import re
-import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dpt_core.events import Event, event_from_dict, event_to_dict
+from dpt_core.process import hostname
 
 log = logging.getLogger("dpt")
 
@@ -127,6 +127,8 @@ class TargetStatus:
 
 @dataclass(frozen=True)
 class SpoolStatus:
+    """What a spool directory holds (``dpt spool status``)."""
+
     directory: str
     files: int
     batches: int
@@ -154,7 +156,7 @@ class Spool:
 
     @property
     def own_file(self) -> Path:
-        return self.directory / f"{socket.gethostname()}-{os.getpid()}{SUFFIX}"
+        return self.directory / f"{hostname()}-{os.getpid()}{SUFFIX}"
 
     def append(self, events: Sequence[Event]) -> None:
         """Durably append one batch (a JSON array on one line)."""

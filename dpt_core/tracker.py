@@ -17,7 +17,6 @@ import itertools
 import logging
 import math
 import os
-import shlex
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import PurePath
@@ -812,6 +811,8 @@ class Tracker:
             parent_uuid = parent.uuid if isinstance(parent, InvocationHandle) else str(parent)
         command_line: str | None = None
         if command is not None:
+            import shlex
+
             from dpt_core.environment import redact_text
 
             text = command if isinstance(command, str) else shlex.join(command)

@@ -30,12 +30,12 @@ import functools
 import os
 import posixpath
 import re
-import socket
 from typing import Final
 from urllib.parse import quote, unquote_to_bytes
 
 from dpt_core import contracts
 from dpt_core.errors import DptError, InvalidTarget
+from dpt_core.process import hostname
 
 __all__ = ["file_uri_host", "is_local", "local_path", "normalize_uri", "uri_to_path"]
 
@@ -101,7 +101,7 @@ def _own_host_names() -> frozenset[str]:
     """Host names under which a ``file://`` URI names a file on this machine."""
     names = {"", "localhost"}
     try:
-        own = socket.gethostname().lower()
+        own = hostname().lower()
     except OSError:  # pragma: no cover
         own = ""
     if own:

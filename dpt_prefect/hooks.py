@@ -85,6 +85,8 @@ def _enabled() -> bool:
 
 @dataclass
 class FlowRunRecord:
+    """What the hooks keep of a flow run between its start and its end."""
+
     uuid: str
     job: str
     translator: PrefectTranslator
@@ -92,6 +94,8 @@ class FlowRunRecord:
 
 @dataclass
 class TaskRunRecord:
+    """What the hooks keep of a task run between its start and its end."""
+
     uuid: str
     flow_run_id: str | None
     job: str

@@ -56,6 +56,8 @@ _lock = threading.Lock()
 
 @dataclass
 class _Run:
+    """A run this emitter has seen start, kept until it ends."""
+
     ref: RunRef
     orchestrator: str
     parent: RunRef | None

@@ -20,7 +20,6 @@ import contextlib
 import contextvars
 import logging
 import os
-import queue
 import sys
 import threading
 import time
@@ -73,6 +72,8 @@ class _Worker:
     """
 
     def __init__(self) -> None:
+        import queue
+
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]] = (
             queue.SimpleQueue()
         )
@@ -385,13 +386,12 @@ class Store:
     def _close_dead_runs(self) -> None:
         """Once per process, after its first successful write (its spool replayed first, so
         an end event that waited there wins): close this host's runs whose process died."""
-        import socket
-
+        from dpt_core.process import hostname
         from dpt_core.store.liveness import close_dead_runs
 
         self._dead_runs_closed = True
         try:
-            closed = close_dead_runs(self._get_engine(), socket.gethostname())
+            closed = close_dead_runs(self._get_engine(), hostname())
         except Exception as exc:  # (a read-only role, say): the next process tries again
             log.debug("dpt: looking for runs whose process died failed: %s", exc)
             return

@@ -129,7 +129,8 @@ def test_what_the_light_check_accepts_the_full_check_accepts(url: str) -> None:
 #: lot): the database stack, the metadata reader (the entry points are cached), the
 #: config and directory helpers (everything is set by DPT_* here), process spawning (no
 #: git outside a work tree, the platform string cached), the adapter kit and the
-#: OpenLineage exporter (loaded with the adapters' plugins before).
+#: OpenLineage exporter (loaded with the adapters' plugins before), the network stack (the
+#: host name comes from ``uname()`` on Linux), the writer's queue and ``shlex``.
 NOT_IMPORTED = (
     "sqlalchemy",
     "alembic",
@@ -147,6 +148,9 @@ NOT_IMPORTED = (
     "cachetools",
     "concurrent.futures",
     "pkgutil",
+    *(("socket",) if sys.platform == "linux" else ()),
+    "queue",
+    "shlex",
 )
 
 RECORD = (
@@ -240,7 +244,8 @@ def test_host_facts_are_platforms_and_come_from_the_cache_when_its_key_fits(
     import platform
     import socket
 
-    from dpt_core.environment import _host_facts, _hostname
+    from dpt_core.environment import _host_facts
+    from dpt_core.process import hostname
 
     compute = _host_facts.__wrapped__  # the function, without the in-process memo
     expected = (platform.python_version(), platform.python_implementation(), platform.platform())
@@ -254,7 +259,7 @@ def test_host_facts_are_platforms_and_come_from_the_cache_when_its_key_fits(
     assert compute(tmp_path) == expected  # another interpreter file: computed again
     cache.write_text("{not json")
     assert compute(tmp_path) == expected
-    assert _hostname() == socket.gethostname()
+    assert hostname() == socket.gethostname()
 
 
 def test_new_uuids_are_random_version_4_uuids() -> None:
