@@ -111,24 +111,6 @@ def materialization_summaries_by_id(
     return found
 
 
-def materialization_records_for_run(instance: DagsterInstance, run_id: str) -> list[Any]:
-    """Every materialisation record of one run, oldest first (paged, 1000 at a time).
-
-    On the default SQLite instance these come from the run's own event-log shard,
-    whose storage ids differ from the index's: match them on asset, partition and time.
-    """
-    records: list[Any] = []
-    cursor = None
-    while True:
-        connection = instance.get_records_for_run(
-            run_id, cursor=cursor, of_type=DagsterEventType.ASSET_MATERIALIZATION, limit=1000
-        )
-        records.extend(connection.records)
-        if not connection.has_more or not connection.records:
-            return records
-        cursor = connection.cursor
-
-
 def latest_materialization_records(
     instance: DagsterInstance, asset_keys: Sequence[AssetKey]
 ) -> dict[AssetKey, Any]:
@@ -141,15 +123,6 @@ def latest_materialization_records(
         if entry.last_materialization_record is not None:
             latest[entry.asset_key] = entry.last_materialization_record
     return latest
-
-
-def run_sharded_event_log(instance: DagsterInstance) -> bool:
-    """True for the default SQLite event log, which keeps one database file per run.
-
-    Opening a run's file costs a schema check (~0.4 s) the first time in a process, so
-    per-run reads only pay off there when they save very many per-asset reads.
-    """
-    return type(instance.event_log_storage).__name__ == "SqliteEventLogStorage"
 
 
 def materialized_asset_ids(
