@@ -38,7 +38,7 @@ def emit(benchmark: str, **figures: Any) -> None:
 def table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    keys = list(rows[0])
+    keys = list(dict.fromkeys(k for r in rows for k in r))
     widths = {k: max(len(k), *(len(_fmt(r.get(k))) for r in rows)) for k in keys}
     print("  ".join(k.ljust(widths[k]) for k in keys))
     for r in rows:

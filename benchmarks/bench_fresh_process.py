@@ -15,6 +15,11 @@ make every run compile dpt and SQLAlchemy again). Cases, per backend:
 - ``deferred``: the same with ``DPT_WRITE=deferred`` (spooled only; a drainer writes);
 - ``deferred, no plugins``: and ``DPT_LOAD_PLUGINS=""`` (no entry-point plugins: the
   adapters' own dpt plugins and the live OpenLineage emitter are not imported);
+- ``preload`` and ``deferred, preloaded``: ``python -c`` importing the standard library
+  modules every orchestrator's process has loaded before its tasks run (:data:`PRELOAD`:
+  typing, inspect, dataclasses, logging, pathlib, json, ...), then the same plus the
+  deferred recording, interleaved: the difference (``cpu_over_preload_ms``) is what dpt
+  adds to an Airflow, Prefect or Dagster task process, Python's own modules left out;
 - ``openlineage``: the openlineage-python client emitting START + COMPLETE to a file
   (when it is installed: it is in ``.tox/server``).
 
@@ -41,6 +46,11 @@ from pathlib import Path
 
 from benchmarks._common import database, emit, machine, table
 
+#: Standard library modules Airflow, Prefect and Dagster all import before a task runs.
+PRELOAD = (
+    "import typing, inspect, dataclasses, logging, pathlib, json, re, hashlib, datetime, "
+    "contextlib, threading, socket, sqlite3, urllib.parse\n"
+)
 RECORD = "import dpt_core\nwith dpt_core.invocation('bench') as inv:\n    inv.write({out!r})\n"
 OPENLINEAGE = (
     "import uuid, datetime\n"
@@ -57,15 +67,15 @@ OPENLINEAGE = (
 
 
 def _interleaved(
-    code: str, envs: list[dict[str, str]], runs: int, cwd: Path
+    cases: list[tuple[str, dict[str, str]]], runs: int, cwd: Path
 ) -> list[tuple[list[float], float]]:
-    """``(wall samples, median CPU)`` per environment, the environments' runs alternating."""
-    for env in envs:  # warm-up
+    """``(wall samples, median CPU)`` per ``(code, environment)``, the cases' runs alternating."""
+    for code, env in cases:  # warm-up
         subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, check=True)
-    walls: list[list[float]] = [[] for _ in envs]
-    cpus: list[list[float]] = [[] for _ in envs]
+    walls: list[list[float]] = [[] for _ in cases]
+    cpus: list[list[float]] = [[] for _ in cases]
     for _ in range(runs):
-        for index, env in enumerate(envs):
+        for index, (code, env) in enumerate(cases):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, check=True)
@@ -198,6 +208,7 @@ def run(runs: int, backends: list[str], against: Path | None = None) -> list[dic
                             "recorded": recorded,
                         }
                     )
+                rows += _preloaded(backend, env, runs, work, baseline, out)
                 if against is not None:
                     rows += _against(against, backend, env, runs, work, baseline, out, root)
         for row in rows:
@@ -206,6 +217,33 @@ def run(runs: int, backends: list[str], against: Path | None = None) -> list[dic
             row["cpu_added_ms"] = (cpu - baseline_cpu) * 1000
     for row in rows:
         row["ratio_to_pass"] = row["median_ms"] / (baseline * 1000)  # type: ignore[operator]
+    return rows
+
+
+def _preloaded(
+    backend: str, env: dict[str, str], runs: int, work: Path, baseline: float, out: Path
+) -> list[dict[str, object]]:
+    """:data:`PRELOAD` alone and :data:`PRELOAD` + the deferred recording, interleaved."""
+    deferred = {**env, "DPT_WRITE": "deferred"}
+    (preload_wall, preload_cpu), (record_wall, record_cpu) = _interleaved(
+        [(PRELOAD, deferred), (PRELOAD + RECORD.format(out=str(out)), deferred)], runs, work
+    )
+    rows: list[dict[str, object]] = []
+    for case, wall, cpu in (
+        ("preload", preload_wall, preload_cpu),
+        ("deferred, preloaded", record_wall, record_cpu),
+    ):
+        med = statistics.median(wall)
+        rows.append(
+            {
+                "backend": backend,
+                "case": case,
+                "median_ms": med * 1000,
+                "added_ms": (med - baseline) * 1000,
+                "cpu_s": cpu,
+                "cpu_over_preload_ms": (cpu - preload_cpu) * 1000,
+            }
+        )
     return rows
 
 
@@ -232,7 +270,8 @@ def _against(
             }
         )
     before = _rows_recorded(env["DPT_DATABASE_URL"])
-    timed = _interleaved(RECORD.format(out=str(out)), envs, runs, work)
+    code = RECORD.format(out=str(out))
+    timed = _interleaved([(code, e) for e in envs], runs, work)
     subprocess.run(
         [sys.executable, "-m", "dpt_core.cli", "spool", "drain"],
         env=env,
