@@ -15,6 +15,7 @@ make every run compile dpt and SQLAlchemy again). Cases, per backend:
 - ``deferred``: the same with ``DPT_WRITE=deferred`` (spooled only; a drainer writes);
 - ``deferred, no plugins``: and ``DPT_LOAD_PLUGINS=""`` (no entry-point plugins: the
   adapters' own dpt plugins and the live OpenLineage emitter are not imported);
+- ``dpt run, deferred``: ``dpt run -o OUT -- true`` (the command line, deferred mode);
 - ``preload`` and ``deferred, preloaded``: ``python -c`` importing the standard library
   modules every orchestrator's process has loaded before its tasks run (:data:`PRELOAD`:
   typing, inspect, dataclasses, logging, pathlib, json, ...), then the same plus the
@@ -46,6 +47,13 @@ from pathlib import Path
 
 from benchmarks._common import database, emit, machine, table
 
+DPT_RUN = (
+    "from dpt_core.cli import main\n"
+    "try:\n"
+    "    main(['run', '--name', 'bench', '-o', {out!r}, '--', 'true'])\n"
+    "except SystemExit as exit:\n"
+    "    assert exit.code == 0, exit.code\n"
+)
 #: Standard library modules Airflow, Prefect and Dagster all import before a task runs.
 PRELOAD = (
     "import typing, inspect, dataclasses, logging, pathlib, json, re, hashlib, datetime, "
@@ -208,6 +216,26 @@ def run(runs: int, backends: list[str], against: Path | None = None) -> list[dic
                             "recorded": recorded,
                         }
                     )
+                before = _rows_recorded(url)
+                deferred = {**env, "DPT_WRITE": "deferred"}
+                med = statistics.median(_time(DPT_RUN.format(out=str(out)), deferred, runs, work))
+                subprocess.run(
+                    [sys.executable, "-m", "dpt_core.cli", "spool", "drain"],
+                    env=env,
+                    cwd=work,
+                    check=True,
+                    capture_output=True,
+                )
+                rows.append(
+                    {
+                        "backend": backend,
+                        "case": "dpt run, deferred",
+                        "median_ms": med * 1000,
+                        "added_ms": (med - baseline) * 1000,
+                        "cpu_s": _last_cpu,
+                        "recorded": _rows_recorded(url) - before,
+                    }
+                )
                 rows += _preloaded(backend, env, runs, work, baseline, out)
                 if against is not None:
                     rows += _against(against, backend, env, runs, work, baseline, out, root)

@@ -7,6 +7,7 @@ a traceback. Every listing takes ``--json``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
@@ -23,20 +24,74 @@ class CliError(click.ClickException):
         self.exit_code = exit_code
 
 
+#: Built-in command -> the module under ``dpt_core.cli`` that defines it (its
+#: ``register(cli)`` adds it). A command's module is imported when the command is asked
+#: for, so ``dpt run`` does not import the database stack or ``rich`` that other commands
+#: need; ``dpt --help`` imports them all.
+BUILTIN_COMMANDS = {
+    "db": "db",
+    "run": "run",
+    "track": "run",
+    "runs": "query",
+    "show": "query",
+    "stats": "query",
+    "plugins": "admin",
+    "spool": "admin",
+    "doctor": "admin",
+    "serve": "serve",
+    "lineage": "analysis",
+    "stale": "analysis",
+    "impact": "analysis",
+    "env": "analysis",
+    "export": "analysis",
+    "reproduce": "reproduce",
+    "tag": "tag",
+}
+
+
 class DptGroup(click.Group):
-    """Turns dpt errors and database errors into one line and the right exit code."""
+    """Turns dpt errors and database errors into one line and the right exit code, and
+    loads each built-in command's module when the command is first asked for."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in BUILTIN_COMMANDS:
+            _load_module(self, BUILTIN_COMMANDS[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for module in dict.fromkeys(BUILTIN_COMMANDS.values()):
+            _load_module(self, module)
+        return sorted(self.commands)
 
     def invoke(self, ctx: click.Context) -> Any:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from dpt_core.store.engine import describe_db_error
-
         try:
             return super().invoke(ctx)
         except DptError as exc:
             raise CliError(str(exc), exc.exit_code) from None
-        except SQLAlchemyError as exc:
+        except Exception as exc:
+            database = sys.modules.get("sqlalchemy.exc")  # (not imported: not its error)
+            if database is None or not isinstance(exc, database.SQLAlchemyError):
+                raise
+            from dpt_core.store.engine import describe_db_error
+
             raise CliError(f"database error: {describe_db_error(exc)}", 1) from None
+
+
+_loaded_modules: set[str] = set()
+
+
+def _load_module(group: click.Group, module: str) -> None:
+    """Import ``dpt_core.cli.<module>`` and add its commands to ``group``, once."""
+    if module in _loaded_modules:
+        return
+    _loaded_modules.add(module)
+    try:
+        loaded = importlib.import_module(f"dpt_core.cli.{module}")
+    except ImportError:  # pragma: no cover - an optional dependency (rich) is missing
+        if module != "analysis":
+            raise
+        return
+    loaded.register(group)
 
 
 def echo_json(data: Any) -> None:
@@ -87,23 +142,6 @@ def cli(verbose: bool) -> None:
     )
 
 
-def _register() -> None:
-    from dpt_core.cli import admin, db, query, run, serve
-
-    for module in (db, run, query, admin, serve):
-        module.register(cli)
-    try:
-        from dpt_core.cli import analysis
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        analysis.register(cli)
-    from dpt_core.cli import reproduce, tag
-
-    reproduce.register(cli)
-    tag.register(cli)
-
-
 _registered = False
 
 
@@ -112,7 +150,6 @@ def build_cli() -> click.Group:
     global _registered
     if not _registered:
         _registered = True
-        _register()
         try:
             from dpt_core.plugins import load_plugins
 

@@ -20,9 +20,8 @@ def _walk(command: click.Command, path: list[str]) -> list[tuple[list[str], clic
 def cli_reference() -> str:
     from dpt_core import cli as cli_module
 
-    if not cli_module._registered:
-        cli_module._registered = True
-        cli_module._register()  # built-in commands only: plugins may add their own
+    # built-in commands only (plugins may add their own): each built-in module, loaded
+    cli_module.cli.list_commands(click.Context(cli_module.cli))
     parts = [
         "# Command line reference",
         "",

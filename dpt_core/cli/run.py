@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -159,25 +159,12 @@ def _write_outputs(handle: Any, outputs: tuple[str, ...], outputs_from: str | No
     """Record the declared outputs that exist, a chunk at a time (never all in memory),
     with a progress bar on a terminal for many; returns the missing ones, named (the
     first few) and counted, or "" when none is missing."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from dpt_core.tracker import WRITE_CHUNK
 
     total = len(outputs) + (_count_lines(outputs_from) if outputs_from else 0)
     missing: list[str] = []
     missed = 0
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("dpt: recording outputs"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal or total <= WRITE_CHUNK,
-    ) as bar:
-        task = bar.add_task("outputs", total=total)
+    with _progress(total, shown=total > WRITE_CHUNK) as advance:
         declared = _declared(outputs, outputs_from)
         while chunk := list(itertools.islice(declared, WRITE_CHUNK)):
             present = []
@@ -190,11 +177,35 @@ def _write_outputs(handle: Any, outputs: tuple[str, ...], outputs_from: str | No
                         missing.append(output)
             if present:
                 handle.write(present)
-            bar.advance(task, len(chunk))
+            advance(len(chunk))
     if not missed:
         return ""
     more = missed - len(missing)
     return ", ".join(missing) + (f" and {more} more" if more else "")
+
+
+@contextlib.contextmanager
+def _progress(total: int, shown: bool) -> Iterator[Callable[[int], None]]:
+    """``advance(n)`` of a progress bar on stderr when ``shown`` and stderr is a terminal;
+    else of nothing (and ``rich`` is not imported: most runs declare a few outputs)."""
+    if not (shown and sys.stderr.isatty()):
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("dpt: recording outputs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task("outputs", total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def _count_lines(path: str) -> int:

@@ -218,6 +218,76 @@ def test_newer_schema_is_refused(dpt_env):
     assert result.returncode == 2 and "newer than this dpt" in one_line_error(result)
 
 
+def test_a_database_error_is_one_line_and_exit_1(dpt_env):
+    # (dpt loads SQLAlchemy only for the commands that need it: the error is still told)
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(dpt_env.url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE invocation_tags"))
+    engine.dispose()
+    result = dpt("runs", "--tag", "a=b")
+    assert result.returncode == 1, result.stderr
+    line = one_line_error(result)
+    assert line.startswith("Error: database error:") and "invocation_tags" in line
+
+
+def test_each_built_in_command_is_loaded_from_the_module_the_cli_names():
+    import click
+
+    from dpt_core import cli
+
+    for module in set(cli.BUILTIN_COMMANDS.values()):
+        group = click.Group()
+        __import__(f"dpt_core.cli.{module}", fromlist=["register"]).register(group)
+        named = {name for name, where in cli.BUILTIN_COMMANDS.items() if where == module}
+        assert set(group.commands) == named, module
+    assert cli.cli.list_commands(click.Context(cli.cli)) == sorted(cli.BUILTIN_COMMANDS)
+
+
+def test_the_progress_bar_shows_on_a_terminal_for_many_outputs(dpt_env, tmp_path):
+    import pty
+
+    from dpt_core.tracker import WRITE_CHUNK
+
+    listing = tmp_path / "outputs.txt"
+    names = [f"f{i}" for i in range(WRITE_CHUNK + 1)]
+    for name in names:
+        (tmp_path / name).write_text(name)
+    listing.write_text("\n".join(names) + "\n")
+    argv = ["run", "--name", "many", "--outputs-from", str(listing), "--", "true"]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: dpt run with a terminal as stdout and stderr
+        os.chdir(tmp_path)
+        os.execve(sys.executable, [sys.executable, "-m", "dpt_core.cli", *argv], os.environ)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, shown
+    assert b"dpt: recording outputs" in shown
+    plain = dpt(*argv, cwd=tmp_path, check=0)  # not a terminal: no bar
+    assert "recording outputs" not in plain.stderr
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(dpt_env.url)
+    with engine.connect() as conn:
+        written = conn.execute(
+            text(
+                "SELECT count(DISTINCT v.product_id) FROM data_product_versions v"
+                " JOIN invocations i ON i.id = v.produced_by_id WHERE i.job = 'many'"
+            )
+        ).scalar_one()
+    engine.dispose()
+    assert written == len(names)
+
+
 def test_stats_json_counts(dpt_env, tmp_path):
     (tmp_path / "a").write_text("a")
     dpt("track", str(tmp_path / "a"), check=0)

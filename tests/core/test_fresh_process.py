@@ -189,6 +189,47 @@ def test_a_process_that_only_spools_imports_nothing_heavy(tmp_path: Path, url: s
     assert spooled.count("products_written") == 2
 
 
+def test_dpt_run_that_only_spools_imports_no_database_stack(tmp_path: Path) -> None:
+    (tmp_path / "empty.toml").write_text("")
+    (tmp_path / "out.txt").write_text("made\n")
+    env = {
+        "DPT_DATABASE_URL": f"sqlite:///{tmp_path}/dpt.sqlite3",
+        "DPT_WRITE": "deferred",
+        "DPT_SPOOL_DIR": str(tmp_path / "spool"),
+        "DPT_CACHE_DIR": str(tmp_path / "cache"),
+        "DPT_REDACTION_KEY": "k",
+        "DPT_CONFIG": str(tmp_path / "empty.toml"),
+    }
+    # (click imports uuid and with it platform; dpt run starts the command with subprocess
+    # and records its command line, joined with shlex)
+    click_and_run = ("uuid", "platform", "subprocess", "shlex")
+    names = (
+        *(m for m in NOT_IMPORTED if m not in click_and_run),
+        "rich",
+        "dpt_core.cli.query",
+        "dpt_core.cli.analysis",
+    )
+    code = (
+        "import json, sys\n"
+        "from dpt_core.cli import main\n"
+        "try:\n"
+        "    main(['run', '--name', 'cli', '-o', 'out.txt', '--', 'true'])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        f"print(json.dumps(sorted(m for m in {names!r} if m in sys.modules)))\n"
+    )
+    _python(code, env, tmp_path)  # the first process fills the caches
+    assert _python(code, env, tmp_path) == []
+    spooled = [
+        event
+        for path in sorted((tmp_path / "spool").rglob("*.jsonl"))
+        for line in path.read_text().splitlines()
+        for event in json.loads(line)
+    ]
+    assert [e["job"] for e in spooled if e["kind"] == "invocation_started"] == ["cli", "cli"]
+    assert sum(e["kind"] == "products_written" for e in spooled) == 2
+
+
 # --------------------------------------------------------------------------- name globs
 
 GLOB_NAMES = st.text(alphabet="AbKkSsxY_Z9-.\u017f\u212a\u00e9*?[]", max_size=10)
