@@ -81,7 +81,8 @@ _loaded_modules: set[str] = set()
 
 
 def _load_module(group: click.Group, module: str) -> None:
-    """Import ``dpt_core.cli.<module>`` and add its commands to ``group``, once."""
+    """Import ``dpt_core.cli.<module>`` and add its commands to ``group``, once (not over a
+    command a plugin added under the same name, as when built-ins were added first)."""
     if module in _loaded_modules:
         return
     _loaded_modules.add(module)
@@ -91,7 +92,10 @@ def _load_module(group: click.Group, module: str) -> None:
         if module != "analysis":
             raise
         return
-    loaded.register(group)
+    found = click.Group()
+    loaded.register(found)
+    for name, command in found.commands.items():
+        group.commands.setdefault(name, command)  # a plugin's command of that name wins
 
 
 def echo_json(data: Any) -> None:
