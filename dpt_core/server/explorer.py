@@ -4,7 +4,8 @@
 API::
 
     /                      what is recorded, the newest and the failed runs
-    /runs                  runs, newest first: ?orchestrator= &job= &status= &host= &since= &until= &offset=
+    /runs                  runs, newest first: ?orchestrator= &job= &status= &host= &since= &until=
+                           &tag=KEY=VALUE (repeatable: runs with all of them) &offset=
     /runs/{id}             one run (number, UUID or UUID prefix): inputs, outputs, parent, children
     /runs/{id}/environment the environment it ran in (redacted variables stay redacted)
     /products              products, newest first;  /products?uri=  one product and its versions
@@ -108,6 +109,9 @@ class Ask:
     query: Mapping[str, str]
     path_params: Mapping[str, str]
     root: str = ""
+    #: Every value of a parameter given more than once (``?tag=a=1&tag=b=2``); ``query``
+    #: holds the last one of each.
+    repeated: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def text(self, name: str) -> str | None:
         value = self.query.get(name)
@@ -117,6 +121,20 @@ class Ask:
         if "\x00" in value:
             raise BadRequest(f"{name}: contains a NUL character")
         return value or None
+
+    def texts(self, name: str) -> list[str]:
+        """Every non-empty value of a repeatable parameter, in the order given."""
+        values = self.repeated.get(name)
+        if values is None:
+            values = (self.query[name],) if name in self.query else ()
+        found = []
+        for value in values:
+            value = value.strip()
+            if "\x00" in value:
+                raise BadRequest(f"{name}: contains a NUL character")
+            if value:
+                found.append(value)
+        return found
 
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
         value = self.text(name)
@@ -145,8 +163,12 @@ class Ask:
         return self.integer("depth", 0, 0, 10_000)
 
     def url(self, path: str, **params: Any) -> str:
-        """``path`` under this app's root, with the non-empty ``params`` as a query string."""
-        query = urlencode({k: v for k, v in params.items() if v is not None and v != ""})
+        """``path`` under this app's root, with the non-empty ``params`` as a query string
+        (a list or tuple gives the parameter once per item: ``tag=a%3D1&tag=b%3D2``)."""
+        query = urlencode(
+            {k: v for k, v in params.items() if v is not None and v != "" and v != [] and v != ()},
+            doseq=True,
+        )
         return f"{self.root}{path}{'?' + query if query else ''}"
 
 
@@ -306,6 +328,12 @@ def size(value: Any) -> str:
     return str(value)  # pragma: no cover
 
 
+def has_tags(rows: Any) -> bool:
+    """Whether some run of ``rows`` has tags (a listing shows a Tags column only then, as
+    ``dpt runs`` does)."""
+    return any(row.get("tags") for row in rows)
+
+
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
 
@@ -340,6 +368,7 @@ def template_environment() -> jinja2.Environment:
         when=when,
         size=size,
         pretty_json=pretty_json,
+        has_tags=has_tags,
     )
     env.globals.update(
         duration=duration,
@@ -391,12 +420,14 @@ def list_runs_page(
     host: str | None = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
+    tags: Mapping[str, str] | None = None,
     offset: int = 0,
     limit: int = PAGE,
 ) -> tuple[list[dict[str, Any]], bool]:
-    """``dpt runs``'s listing (same order, same row shape) with host and time filters and an
-    offset: ``(rows, more)``, ``more`` telling whether a next page exists."""
-    from dpt_core.store.queries import run_dict
+    """``dpt runs``'s listing (same order, same row shape, each run with its ``tags``; ``tags``
+    keeps the runs carrying all of them, as ``dpt runs --tag`` does) with host and time
+    filters and an offset: ``(rows, more)``, ``more`` telling whether a next page exists."""
+    from dpt_core.store.queries import run_dict, tag_filter, with_tags
 
     runs = _tables()[0]
     query = (
@@ -417,9 +448,24 @@ def list_runs_page(
         query = query.where(runs.c.started_at >= since)
     if until is not None:
         query = query.where(runs.c.started_at < until)
+    query = tag_filter(query, tags)
     with engine.connect() as conn:
         rows = [run_dict(r) for r in conn.execute(query)]
+        with_tags(conn, rows[:limit])
     return rows[:limit], len(rows) > limit
+
+
+def tag_filters(texts: list[str]) -> dict[str, str]:
+    """``?tag=KEY=VALUE`` (repeatable: runs with all of them) as ``{key: value}``, parsed by
+    the JSON API's ``/api/runs`` (:mod:`dpt_core.tags` underneath), so the page and its
+    JSON twin take and refuse the same filters; a refusal is a :class:`BadRequest`."""
+    from dpt_core.server.api import _tag_filters
+    from dpt_core.server.responses import ApiError
+
+    try:
+        return _tag_filters(texts)
+    except ApiError as exc:
+        raise BadRequest(exc.message) from None
 
 
 def run_summary(row: Any) -> dict[str, Any]:
@@ -438,8 +484,9 @@ def run_summary(row: Any) -> dict[str, Any]:
 
 
 def run_detail(engine: Engine, run: str) -> dict[str, Any]:
-    """``dpt show RUN --json`` plus its parent, children, inputs, outputs and environment."""
-    from dpt_core.store.queries import get_run
+    """``dpt show RUN --json`` plus its parent, children (with their tags), inputs, outputs
+    and environment."""
+    from dpt_core.store.queries import get_run, with_tags
 
     info = get_run(engine, run)
     runs, versions, products, environments, inputs = _tables()
@@ -471,6 +518,7 @@ def run_detail(engine: Engine, run: str) -> dict[str, Any]:
                 .limit(RUN_LIST)
             )
         ]
+        with_tags(conn, children)
         child_count = conn.execute(
             select(func.count()).select_from(runs).where(runs.c.parent_id == rid)
         ).scalar_one()
@@ -852,11 +900,13 @@ class Explorer:
 
     def _endpoint(self, handler: Callable[[Ask], Any]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
+            query = request.query_params
             ask = Ask(
                 path=request.url.path,
-                query=dict(request.query_params),
+                query=dict(query),
                 path_params={k: str(v) for k, v in request.path_params.items()},
                 root=request.scope.get("root_path", "") or "",
+                repeated={k: tuple(query.getlist(k)) for k in query if len(query.getlist(k)) > 1},
             )
             return await run_in_threadpool(self._answer, handler, ask)
 
@@ -939,39 +989,64 @@ class Explorer:
             "failed": list_runs(engine, status="failed", limit=5),
         }
 
-    def runs(self, ask: Ask) -> tuple[str, dict[str, Any]]:
+    def runs(self, ask: Ask) -> tuple[str, dict[str, Any]] | Response:
         from dpt_core.export import BadSince, parse_since
 
-        filters: dict[str, Any] = {
-            "orchestrator": ask.text("orchestrator"),
-            "job": ask.text("job"),
-            "status": ask.choice("status", ("", *_statuses()), "") or None,
-            "host": ask.text("host"),
-        }
-        times: dict[str, dt.datetime | None] = {}
-        for name in ("since", "until"):
-            text = ask.text(name)
-            try:
-                times[name] = parse_since(text) if text else None
-            except BadSince as exc:
-                raise BadRequest(str(exc).replace("--since", name, 1)) from None
-        limit = ask.integer("limit", PAGE, 1, MAX_PAGE)
-        offset = ask.integer("offset", 0, 0, 10**9)
         engine = self.engine
+        try:
+            filters: dict[str, Any] = {
+                "orchestrator": ask.text("orchestrator"),
+                "job": ask.text("job"),
+                "status": ask.choice("status", ("", *_statuses()), "") or None,
+                "host": ask.text("host"),
+            }
+            times: dict[str, dt.datetime | None] = {}
+            for name in ("since", "until"):
+                text = ask.text(name)
+                try:
+                    times[name] = parse_since(text) if text else None
+                except BadSince as exc:
+                    raise BadRequest(str(exc).replace("--since", name, 1)) from None
+            tags = tag_filters(ask.texts("tag"))
+            limit = ask.integer("limit", PAGE, 1, MAX_PAGE)
+            offset = ask.integer("offset", 0, 0, 10**9)
+        except BadRequest as exc:
+            # The form as it was filled in, and what is wrong with it: fix it and filter again.
+            return self._render(ask, "runs.html", self._runs_form_error(ask, str(exc)), status=400)
         rows, more = list_runs_page(
             engine,
             **filters,
             since=times["since"],
             until=times["until"],
+            tags=tags,
             offset=offset,
             limit=limit,
         )
+        tag_texts = [f"{key}={value}" for key, value in tags.items()]
         shown = {
             **filters,
             "since": ask.text("since"),
             "until": ask.text("until"),
+            "tag": tag_texts,
             "limit": limit if limit != PAGE else None,
         }
+
+        def add_tag(key: str, value: str) -> str:
+            """This view narrowed to the runs also tagged ``key=value`` (from its first page)."""
+            text = f"{key}={value}"
+            return ask.url(
+                "/runs", **{**shown, "tag": [*tag_texts, text]} if text not in tag_texts else shown
+            )
+
+        def remove_tag(text: str) -> str:
+            return ask.url("/runs", **{**shown, "tag": [t for t in tag_texts if t != text]})
+
+        active = [
+            f"{name}={shown[name]}"
+            for name in ("orchestrator", "status", "job", "host", "since", "until")
+            if shown[name]
+        ]
+        active += [f"tag {text}" for text in tag_texts]
         return "runs.html", {
             "nav": "runs",
             "api": ask.url(
@@ -979,6 +1054,7 @@ class Explorer:
                 orchestrator=filters["orchestrator"],
                 status=filters["status"],
                 job=filters["job"],
+                tag=tag_texts,
                 limit=limit,
             ),
             "rows": rows,
@@ -986,11 +1062,44 @@ class Explorer:
             "offset": offset,
             "limit": limit,
             "filters": shown,
+            "tags": tags,
+            "tag_texts": tag_texts,
+            "tag_inputs": [],
+            "add_tag": add_tag,
+            "remove_tag": remove_tag,
+            "active": active,
+            "error": None,
             "orchestrators": known_orchestrators(engine),
             "newer": ask.url("/runs", **shown, offset=max(offset - limit, 0) or None)
             if offset > 0
             else None,
             "older": ask.url("/runs", **shown, offset=offset + limit) if more else None,
+        }
+
+    def _runs_form_error(self, ask: Ask, message: str) -> dict[str, Any]:
+        """The runs page for a filter it cannot apply: no rows, the form holding what was
+        given (each tag in a field of its own, to be corrected) and ``message``."""
+        given = {
+            name: (ask.query.get(name) or "").replace("\x00", "").strip() or None
+            for name in ("orchestrator", "job", "status", "host", "since", "until")
+        }
+        tag_inputs = ask.repeated.get("tag") or ((ask.query["tag"],) if "tag" in ask.query else ())
+        return {
+            "nav": "runs",
+            "api": None,
+            "rows": [],
+            "more": False,
+            "offset": 0,
+            "limit": PAGE,
+            "filters": given,
+            "tags": {},
+            "tag_texts": [],
+            "tag_inputs": [t.replace("\x00", "") for t in tag_inputs if t.strip()],
+            "active": [],
+            "error": message,
+            "orchestrators": known_orchestrators(self.engine),
+            "newer": None,
+            "older": None,
         }
 
     def run(self, ask: Ask) -> tuple[str, dict[str, Any]]:

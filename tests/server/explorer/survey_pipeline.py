@@ -12,7 +12,8 @@ separate processes and by ``dpt serve`` from OpenLineage events:
   ``catalog`` (observations -> catalog.json), ``cutouts`` (catalog -> 486 cutout files, a
   fan-out the lineage picture collapses), ``summary`` (catalog + zeropoints.txt ->
   summary.txt) and ``report`` (catalog -> report.html, then fails). ``catalog`` ran once before, in another process whose environment differs
-  (``SURVEY_RELEASE`` dr2 -> dr1, a changed secret), for the environment diff.
+  (``SURVEY_RELEASE`` dr2 -> dr1, a changed secret), for the environment diff. These runs
+  carry tags (``TAGS``; one value is markup), for the runs page's tag filter.
 
 * OpenLineage events (with ``DPT_TEST_SERVER_URL`` set: the ``dpt serve`` to send them
   to), sent by the openlineage-python client as dbt-ol and Spark send theirs: a dbt model
@@ -41,7 +42,27 @@ SECRETS = {
 }
 XSS_JOB = '"><script>alert(1)</script>'
 XSS_FILE = "<img src=x onerror=alert(1)>.csv"
+XSS_TAG = '"><img src=x onerror=alert(2)>'
 FAN_OUT = 486
+#: The tags of the Python-API runs, by job (``catalog``'s ``release`` is its process's
+#: ``SURVEY_RELEASE``: dr2 for the earlier run, dr1 for the one under ``nightly``).
+TAGS: dict[str, dict[str, str]] = {
+    "nightly": {"survey": "tess", "night": "2025-03-01"},
+    "catalog": {"survey": "tess"},
+    "cutouts": {"survey": "tess", "release": "dr1", "team/owner": "photometry & cutouts"},
+    "summary": {"release": "dr1"},
+    "report": {"survey": "tess", "ticket": XSS_TAG},
+}
+
+
+def tagged_runs() -> list[tuple[str, dict[str, str]]]:
+    """``(job, tags)`` of every tagged run the pipeline records, oldest first."""
+    return [
+        ("catalog", {**TAGS["catalog"], "release": "dr2"}),
+        ("nightly", TAGS["nightly"]),
+        ("catalog", {**TAGS["catalog"], "release": "dr1"}),
+        *[(job, TAGS[job]) for job in ("cutouts", "summary", "report")],
+    ]
 
 
 def dpt(*args: str, env: dict[str, str] | None = None, check: bool = True) -> int:
@@ -82,12 +103,13 @@ def nightly(workdir: Path) -> None:
     import dpt_core
 
     catalog = workdir / "catalog.json"
-    with dpt_core.invocation("nightly", parameters={"night": "2025-03-01"}):
+    with dpt_core.invocation("nightly", parameters={"night": "2025-03-01"}, tags=TAGS["nightly"]):
         catalog_step(workdir)
         with dpt_core.invocation(
             "cutouts",
             task="stamp",
             parameters={"size": 64, "db_password": SECRETS["PARAMETER_TOKEN"]},
+            tags=TAGS["cutouts"],
         ) as inv:
             inv.read(catalog)
             cutouts = workdir / "cutouts"
@@ -99,7 +121,7 @@ def nightly(workdir: Path) -> None:
                 made.append(path)
             inv.write(*made)
         zeropoints = workdir / "zeropoints.txt"
-        with dpt_core.invocation("summary") as inv:
+        with dpt_core.invocation("summary", tags=TAGS["summary"]) as inv:
             inv.read(catalog, zeropoints)
             summary = workdir / "summary.txt"
             summary.write_text(
@@ -107,7 +129,9 @@ def nightly(workdir: Path) -> None:
             )
             inv.write(summary)
         try:
-            with dpt_core.invocation("report", parameters={"format": "html"}) as inv:
+            with dpt_core.invocation(
+                "report", parameters={"format": "html"}, tags=TAGS["report"]
+            ) as inv:
                 inv.read(catalog)
                 report = workdir / "report.html"
                 report.write_text("<h1>partial report</h1>\n")
@@ -123,8 +147,9 @@ def catalog_step(workdir: Path) -> None:
     import dpt_core
 
     observations, catalog = workdir / "observations.csv", workdir / "catalog.json"
+    release = os.environ["SURVEY_RELEASE"]
     with dpt_core.invocation(
-        "catalog", parameters={"release": os.environ["SURVEY_RELEASE"]}
+        "catalog", parameters={"release": release}, tags={**TAGS["catalog"], "release": release}
     ) as inv:
         inv.read(observations)
         with observations.open() as handle:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from .browser import figure, same_origin, shoot
-from .survey_pipeline import FAN_OUT, SECRETS, XSS_FILE, XSS_JOB
+from .browser import Watched, figure, same_origin, shoot
+from .survey_pipeline import FAN_OUT, SECRETS, XSS_FILE, XSS_JOB, XSS_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +30,7 @@ def every_page(site: Any) -> list[str]:
         "/",
         "/runs",
         "/runs?status=failed",
+        "/runs?tag=survey%3Dtess&tag=release%3Ddr1",
         *[f"/runs/{i}" for i in runs],
         f"/runs/{later}/environment",
         "/products",
@@ -177,6 +179,7 @@ def test_hostile_names_open_no_dialog_and_show_as_text(survey_site: Any, page: A
         f"/lineage?run={site.run_id(XSS_JOB)}",
         "/search?q=onerror",
         f"/runs?job={XSS_JOB}",
+        "/runs?" + urlencode({"tag": f"ticket={XSS_TAG}"}),
     ):
         page.goto(site.url + path)
         page.wait_for_load_state("load")
@@ -234,6 +237,109 @@ def test_everything_works_without_javascript(survey_site: Any, nojs_page: Any, s
     assert "lightcurve.csv" in page.locator("#product-results").inner_text()
     same_origin(page, site)
     assert page.dialogs == []
+
+
+def shown_runs(page: Any) -> list[int]:
+    return [int(t) for t in page.locator("table.runs td:first-child a").all_inner_texts()]
+
+
+def tagged(site: Any, *tags: str) -> list[int]:
+    """The runs ``dpt runs --tag T ...`` lists (what was recorded with those tags)."""
+    options = [option for tag in tags for option in ("--tag", tag)]
+    return [r["id"] for r in site.cli_json("runs", "--limit", "1000", *options)]
+
+
+def url_tags(page: Any) -> list[str]:
+    return [t for t in parse_qs(urlsplit(page.url).query).get("tag", []) if t]
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_filter_runs_by_tags(
+    survey_site: Any, chromium: Any, shots: Path, javascript: bool
+) -> None:
+    """Click a run's tag, type another, reload, go back, remove one: the rows are always the
+    runs ``dpt runs --tag`` lists for the tags in the URL; no match and a bad tag say so."""
+    site = survey_site
+    context = chromium.new_context(
+        viewport={"width": 1280, "height": 800}, java_script_enabled=javascript
+    )
+    try:
+        page = Watched(context)
+        page.goto(site.url + "/runs")
+        assert page.locator("#active-tags").count() == 0
+        cutouts = site.run_id("cutouts")
+        row = page.locator("table.runs tbody tr").filter(
+            has=page.locator(f'td:first-child a[href="/runs/{cutouts}"]')
+        )
+        # a tag on a row: the runs carrying it
+        row.locator('a.tag-chip[data-tag="survey"]').click()
+        page.wait_for_url(re.compile(r"/runs\?tag=survey%3Dtess$"))
+        assert shown_runs(page) == tagged(site, "survey=tess")
+        assert len(shown_runs(page)) == 5
+        assert page.locator("#active-tags .tag-chip").all_inner_texts() == ["survey=tess×"]
+        # another, typed into the form: runs carrying both
+        page.fill("#tag-input", "release=dr1")
+        page.press("#tag-input", "Enter")
+        page.wait_for_url(re.compile(r"tag=release%3Ddr1"))
+        assert url_tags(page) == ["survey=tess", "release=dr1"]
+        both = tagged(site, "survey=tess", "release=dr1")
+        assert shown_runs(page) == both
+        assert sorted(site.cli_json("show", str(i))["job"] for i in both) == ["catalog", "cutouts"]
+        for run in both:  # every row shown carries both tags
+            line = page.locator("table.runs tbody tr").filter(
+                has=page.locator(f'td:first-child a[href="/runs/{run}"]')
+            )
+            texts = line.locator("a.tag-chip").all_inner_texts()
+            assert "survey=tess" in texts and "release=dr1" in texts, texts
+        shoot(page, shots, "runs-tagged", full=True)
+        # the URL is the view: it survives a reload and opens the same in a new page
+        linked = page.url
+        page.reload()
+        assert shown_runs(page) == both
+        other = context.new_page()
+        other.goto(linked)
+        assert [
+            int(t) for t in other.locator("table.runs td:first-child a").all_inner_texts()
+        ] == both
+        other.close()
+        # a third, clicked on a row: only the cutouts run has it
+        row.locator('a.tag-chip[data-tag="team/owner"]').click()
+        page.wait_for_url(re.compile(r"tag=team%2Fowner%3Dphotometry"))
+        assert url_tags(page) == ["survey=tess", "release=dr1", "team/owner=photometry & cutouts"]
+        assert shown_runs(page) == [cutouts]
+        # back: the two-tag view again
+        page.go_back()
+        page.wait_for_url(linked)
+        assert shown_runs(page) == both
+        # remove one: the runs carrying the other
+        page.click('#active-tags .tag-chip[data-tag="survey"] a.remove')
+        page.wait_for_url(re.compile(r"/runs\?tag=release%3Ddr1$"))
+        assert shown_runs(page) == tagged(site, "release=dr1")
+        # nothing matches
+        page.fill("#tag-input", "survey=kepler")
+        page.press("#tag-input", "Enter")
+        page.wait_for_url(re.compile(r"tag=survey%3Dkepler"))
+        assert tagged(site, "release=dr1", "survey=kepler") == []
+        assert shown_runs(page) == []
+        empty = page.locator("#no-runs").inner_text()
+        assert "No runs match tag release=dr1 and tag survey=kepler" in empty, empty
+        page.click("#clear-filters")
+        page.wait_for_url(re.compile(r"/runs$"))
+        assert shown_runs(page) == tagged(site)[:50]
+        # a bad tag: the form again, the error naming it, nothing listed
+        page.fill("#tag-input", "survey")
+        with page.expect_navigation() as navigation:
+            page.press("#tag-input", "Enter")
+        assert navigation.value.status == 400
+        assert "tag 'survey' has no '='" in page.locator("#filter-error").inner_text()
+        assert page.locator("form.filters input[name=tag]").first.input_value() == "survey"
+        assert shown_runs(page) == []
+        shoot(page, shots, "runs-bad-tag")
+        same_origin(page, site)
+        assert page.dialogs == []
+        assert [e for e in page.errors if "status of 400" not in e] == []
+    finally:
+        context.close()
 
 
 def test_pan_and_zoom(survey_site: Any, page: Any) -> None:

@@ -53,6 +53,17 @@ def test_pages_on_postgresql_agree_with_the_cli(
         assert re.findall(r'<td class="nowrap"><a href="/runs/(\d+)">', page) == [
             str(r["id"]) for r in runs
         ]
+        # tags set with `dpt tag`; the page's filter lists what `dpt runs --tag` lists
+        assert len(runs) >= 2
+        for run, tags in ((runs[0], ["stage=cal", "night=1"]), (runs[1], ["stage=cal"])):
+            assert site.cli("tag", str(run["id"]), *tags).returncode == 0
+        for tags, count in ((["stage=cal"], 2), (["night=1", "stage=cal"], 1), (["stage=x"], 0)):
+            listed = site.cli_json("runs", *[o for t in tags for o in ("--tag", t)])
+            response = site.get("/runs", tag=tags)
+            assert response.status_code == 200, response.text[:300]
+            ids = re.findall(r'<td class="nowrap"><a href="/runs/(\d+)">', response.text)
+            assert ids == [str(r["id"]) for r in listed] and len(ids) == count, tags
+        assert site.get("/runs", tag="stage").status_code == 400
         shown = site.cli_json("show", str(work / "calibrated.csv"))
         page = page_of(site, "/products", uri=str(work / "calibrated.csv"))
         assert figure(page, "versions") == len(shown["versions"]) == 1

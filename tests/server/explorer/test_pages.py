@@ -10,12 +10,12 @@ import html
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from markupsafe import escape
 
-from .survey_pipeline import FAN_OUT, SECRETS, XSS_FILE, XSS_JOB
+from .survey_pipeline import FAN_OUT, SECRETS, XSS_FILE, XSS_JOB, XSS_TAG, tagged_runs
 
 pytestmark = pytest.mark.slow
 
@@ -53,6 +53,8 @@ def pages(site: Any) -> list[tuple[str, dict[str, Any]]]:
         ("/", {}),
         ("/runs", {}),
         ("/runs", {"status": "failed"}),
+        ("/runs", {"tag": ["survey=tess", "release=dr1"]}),
+        ("/runs", {"tag": f"ticket={XSS_TAG}"}),
         *[(f"/runs/{i}", {}) for i in everything],
         *[(f"/runs/{i}/environment", {}) for i in environments],
         ("/env/diff", {"a": str(site.run_id("catalog", 1)), "b": str(site.run_id("catalog"))}),
@@ -158,6 +160,110 @@ def test_runs_page_is_dpt_runs(survey_site: Any) -> None:
     assert run_ids(ok(survey_site, "/runs", host="no-such-host")) == []
     assert run_ids(ok(survey_site, "/runs", since="1d")) == [r["id"] for r in everything][:50]
     assert run_ids(ok(survey_site, "/runs", until="2000-01-01")) == []
+
+
+def tag_options(tags: list[str]) -> list[str]:
+    return [option for tag in tags for option in ("--tag", tag)]
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        ["survey=tess"],
+        ["release=dr1"],
+        ["survey=tess", "release=dr1"],
+        ["release=dr1", "team/owner=photometry & cutouts", "survey=tess"],
+        [" survey = tess", "release=dr2"],
+        [f"ticket={XSS_TAG}"],
+    ],
+)
+def test_runs_page_filters_on_tags_like_dpt_runs_tag(survey_site: Any, tags: list[str]) -> None:
+    """``/runs?tag=K=V&tag=...`` lists the runs carrying all of them: those the pipeline
+    tagged so, the runs ``dpt runs --tag`` and its JSON twin list, each row with its tags."""
+    page = ok(survey_site, "/runs", tag=tags)
+    listed = survey_site.cli_json("runs", "--limit", "1000", *tag_options(tags))
+    wanted = dict(t.split("=", 1) for t in tags)
+    wanted = {k.strip(): v.strip() for k, v in wanted.items()}
+    recorded = sorted(job for job, carried in tagged_runs() if wanted.items() <= carried.items())
+    assert recorded, tags
+    assert sorted(r["job"] for r in listed) == recorded
+    assert run_ids(page) == [r["id"] for r in listed]
+    # the filter is shown as chips, each removable, and kept by the form's hidden fields
+    active = page.split('id="active-tags"', 1)[1].split("</div>", 1)[0]
+    for key, value in wanted.items():
+        assert f'<input type="hidden" name="tag" value="{escape(f"{key}={value}")}">' in active
+        assert f'data-tag="{escape(key)}">{escape(key)}={escape(value)}<a class="remove"' in active
+    # each row shows its tags, each a link adding it to the filter
+    table = page.split('<table class="runs">', 1)[1].split("</table>", 1)[0]
+    rows = table.split("<tr class=")[1:]
+    for run, row in zip(listed, rows, strict=True):
+        assert f'href="/runs/{run["id"]}"' in row
+        chips = re.findall(r'<a class="tag-chip[^"]*" href="([^"]+)" data-tag="([^"]+)"', row)
+        assert sorted(html.unescape(k) for _, k in chips) == sorted(run["tags"]), row
+        for href, key in chips:
+            value = run["tags"][html.unescape(key)]
+            linked = parse_qs(urlsplit(html.unescape(href)).query)["tag"]
+            assert set(linked) == {f"{k}={v}" for k, v in wanted.items()} | {
+                f"{html.unescape(key)}={value}"
+            }
+    # the JSON twin is /api/runs with the same filter, and lists the same runs
+    twin = html.unescape(re.search(r'<a href="([^"]+)" rel="alternate"', page).group(1))
+    assert sorted(parse_qs(urlsplit(twin).query)["tag"]) == sorted(
+        f"{k}={v}" for k, v in wanted.items()
+    )
+    assert [r["id"] for r in survey_site.get(twin).json()] == run_ids(page)
+
+
+def test_pages_of_a_tag_filter_keep_it(survey_site: Any) -> None:
+    listed = survey_site.cli_json("runs", "--limit", "1000", "--tag", "survey=tess")
+    assert len(listed) == 5
+    seen: list[int] = []
+    link: str | None = "/runs?" + urlencode({"tag": "survey=tess", "limit": "2"})
+    while link:
+        page = ok(survey_site, link)
+        seen += run_ids(page)
+        found = re.search(r'<a href="([^"]+)" rel="next">', page)
+        link = html.unescape(found.group(1)) if found else None
+        if link:
+            assert parse_qs(urlsplit(link).query)["tag"] == ["survey=tess"]
+    assert seen == [r["id"] for r in listed]
+
+
+def test_a_tag_filter_nothing_matches_says_so(survey_site: Any) -> None:
+    for tags, status, named in (
+        (["survey=kepler"], None, ["tag survey=kepler"]),
+        (["survey=tess", "release=dr3"], None, ["tag survey=tess", "tag release=dr3"]),
+        (["survey=tess"], "crashed", ["status=crashed", "tag survey=tess"]),
+        (["survey=TESS"], None, ["tag survey=TESS"]),  # values compare exactly, as text
+    ):
+        options = tag_options(tags) + (["--status", status] if status else [])
+        assert survey_site.cli_json("runs", *options) == []
+        page = ok(survey_site, "/runs", tag=tags, status=status or "")
+        assert run_ids(page) == [], tags
+        empty = page.split('id="no-runs"', 1)[1].split("</div>", 1)[0]
+        assert "No runs match" in empty, tags
+        assert " and ".join(f"<code>{n}</code>" for n in named) in empty, tags
+        assert 'href="/runs" id="clear-filters"' in empty
+    everything = ok(survey_site, "/runs")
+    assert "No runs match" not in everything and 'id="no-runs"' not in everything
+
+
+def test_run_tags_link_to_the_runs_carrying_them(survey_site: Any) -> None:
+    cutouts = survey_site.run_id("cutouts")
+    page = ok(survey_site, f"/runs/{cutouts}")
+    tags = page.split('id="run-tags">', 1)[1].split("</dd>", 1)[0]
+    links = re.findall(r'<a href="([^"]+)"[^>]*><code data-tag="([^"]+)">', tags)
+    assert sorted(html.unescape(k) for _, k in links) == ["release", "survey", "team/owner"]
+    for href, key in links:
+        key = html.unescape(key)
+        value = survey_site.cli_json("show", str(cutouts))["tags"][key]
+        assert parse_qs(urlsplit(html.unescape(href)).query) == {"tag": [f"{key}={value}"]}
+        listed = survey_site.cli_json("runs", "--tag", f"{key}={value}")
+        assert run_ids(ok(survey_site, html.unescape(href))) == [r["id"] for r in listed]
+    # the child runs listed on the parent's page show their tags too
+    nightly = ok(survey_site, f"/runs/{survey_site.run_id('nightly')}")
+    children = nightly.split('<table class="runs">', 1)[1].split("</table>", 1)[0]
+    assert 'data-tag="team/owner"' in children and '<th scope="col">Tags</th>' in children
 
 
 def test_run_page_shows_inputs_outputs_parent_children_and_environment(survey_site: Any) -> None:
@@ -312,6 +418,11 @@ def test_search_finds_products_jobs_and_runs(survey_site: Any) -> None:
         ("/runs", {"since": "yesterday"}, 400, "since 'yesterday' is not a date"),
         ("/runs", {"status": "great"}, 400, "status='great' is not one of"),
         ("/runs", {"limit": "0"}, 400, "limit=0 is out of range"),
+        ("/runs", {"tag": "survey"}, 400, "tag 'survey' has no '=': write KEY=VALUE"),
+        ("/runs", {"tag": "bad key=1"}, 400, "tag key 'bad key' is not valid"),
+        ("/runs", {"tag": "=tess"}, 400, "tag key '' is not valid"),
+        ("/runs", {"tag": ["survey=tess", "survey=kepler"]}, 400, "gives 'survey' twice"),
+        ("/runs", {"tag": f"survey={'x' * 600}"}, 400, "more than 512"),
         ("/impact", {"package": "!!"}, 400, "is not a package"),
         ("/env/diff", {"a": "1", "b": "99999"}, 404, "no run '99999'"),
     ],
@@ -324,6 +435,19 @@ def test_bad_requests_get_a_page_naming_the_input(
     assert response.headers["content-type"].startswith("text/html")
     assert words in html.unescape(response.text)
     assert "Traceback" not in response.text
+
+
+def test_a_bad_tag_keeps_the_form_filled_in_to_correct_it(survey_site: Any) -> None:
+    response = survey_site.get("/runs", tag=["survey=tess", "bad key=1"], status="failed")
+    assert response.status_code == 400
+    page = response.text
+    assert run_ids(page) == []
+    error = page.split('id="filter-error"', 1)[1].split("</p>", 1)[0]
+    assert "tag key &#39;bad key&#39; is not valid" in error
+    form = page.split('<form class="filters"', 1)[1].split("</form>", 1)[0]
+    assert '<input name="tag" value="survey=tess"' in form
+    assert '<input name="tag" value="bad key=1"' in form
+    assert '<option value="failed" selected>' in form
 
 
 def test_static_files_are_our_own_and_small(survey_site: Any) -> None:
