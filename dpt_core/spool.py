@@ -201,6 +201,54 @@ class Spool:
         finally:
             os.close(fd)
 
+    def wait_for_others(self, timeout: float) -> bool:
+        """Wait (``timeout`` at most) until no other process still replays a file of this
+        process's events; True when none of them waits in the spool any more.
+
+        A drainer (``dpt serve``, ``dpt spool drain``, another process's replay) may take
+        this process's file before its own background writer claims it: the events are
+        then written by that drainer, under the file's lock, and this process's flush must
+        wait for it, or a read right after would not see what the process recorded. Such a
+        file keeps this process's name: ``<host>-<pid>.r<drainer pid>-<n>.jsonl``.
+        """
+        if self.key is None:
+            return True
+        import time
+
+        deadline = time.monotonic() + timeout
+        mine = f"{hostname()}-{os.getpid()}.r"
+        own_replay = f"{mine}{os.getpid()}-"  # (this process's replays hold the store's lock)
+        try:
+            with os.scandir(self.directory) as entries:
+                taken = [
+                    Path(e.path)
+                    for e in entries
+                    if e.name.startswith(mine)
+                    and e.name.endswith(SUFFIX)
+                    and not e.name.startswith(own_replay)
+                ]
+        except FileNotFoundError:
+            return True
+        for path in taken:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # written meanwhile
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            return False
+                        time.sleep(0.01)
+                if os.fstat(fd).st_nlink > 0:  # the drainer left it: not written
+                    return False
+            finally:
+                os.close(fd)
+        return True
+
     def _write_target(self) -> None:
         """Name the target database (password hidden) beside its events, once."""
         path = self.directory / TARGET_FILE

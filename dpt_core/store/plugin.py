@@ -135,8 +135,16 @@ class Store:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until the background writer has handled every event submitted so far
         (recorded them, or left them in the spool when the database is away); True when
-        nothing waits. ``timeout`` defaults to ``DPT_FLUSH_TIMEOUT``."""
-        return self.writer.flush(self.settings.flush_timeout if timeout is None else timeout)
+        nothing waits. ``timeout`` defaults to ``DPT_FLUSH_TIMEOUT``.
+
+        Events another process's replay took from this process's spool file before the
+        writer could (``dpt serve`` or a drainer sharing the spool) are waited for too: a
+        read after a flush sees what this process recorded, whoever wrote it."""
+        timeout = self.settings.flush_timeout if timeout is None else timeout
+        start = time.monotonic()
+        done = self.writer.flush(timeout)
+        left = max(0.0, timeout - (time.monotonic() - start))
+        return self.spool.wait_for_others(left) and done
 
     @property
     def engine(self) -> Engine:
