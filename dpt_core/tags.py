@@ -106,6 +106,32 @@ def parse_tag(text: str) -> tuple[str, str]:
     return check_key(key), tag_text(key, value)
 
 
+def parse_tag_filter(texts: Iterable[str], given_as: str) -> dict[str, str]:
+    """Tag filters (``KEY=VALUE``, several: runs with all of them) as ``{key: value}``.
+
+    The one parser of ``dpt runs --tag``, ``/api/runs?tag=`` and the explorer's runs page:
+    they take and refuse the same filters. A key given twice with two values can match no
+    run (a run has one value per key) and is refused like a malformed tag.
+
+    :param given_as: how the caller names the input in messages (``--tag``,
+        ``query parameter 'tag'``).
+    :raises InvalidTag: naming the input and the tag.
+    """
+    found: dict[str, str] = {}
+    for text in texts:
+        try:
+            key, value = parse_tag(text)
+        except InvalidTag as exc:
+            raise InvalidTag(f"{given_as}: {exc}") from None
+        if found.get(key, value) != value:
+            raise InvalidTag(
+                f"{given_as} gives {key!r} twice ({found[key]!r} and {value!r}): a run has "
+                "one value per key, give one"
+            )
+        found[key] = value
+    return found
+
+
 def parse_tags(texts: Iterable[str]) -> dict[str, str]:
     """Several ``KEY=VALUE``; the last value of a repeated key wins."""
     return dict(parse_tag(t) for t in texts)

@@ -62,22 +62,6 @@ def tag_text(tags: dict[str, str] | None) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted((tags or {}).items()))
 
 
-def parse_tag_options(values: tuple[str, ...]) -> dict[str, str]:
-    """``--tag KEY=VALUE`` options as a dict; a key given twice is bad usage."""
-    from dpt_core.tags import InvalidTag, parse_tag
-
-    found: dict[str, str] = {}
-    for text in values:
-        key, value = parse_tag(text)
-        if key in found and found[key] != value:
-            raise InvalidTag(
-                f"--tag {key}= is given twice ({found[key]!r} and {value!r}): a run has one "
-                "value per key, give one"
-            )
-        found[key] = value
-    return found
-
-
 _ELASTIC_MIN_WIDTH = 12
 
 
@@ -197,8 +181,9 @@ def runs(
       dpt runs --tag survey=tess --tag sector=42
     """
     from dpt_core.store.queries import list_runs
+    from dpt_core.tags import parse_tag_filter
 
-    wanted = parse_tag_options(tags)
+    wanted = parse_tag_filter(tags, "--tag")
     rows = list_runs(
         engine(), orchestrator=orchestrator, status=status, job=job, limit=limit, tags=wanted
     )

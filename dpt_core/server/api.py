@@ -259,25 +259,15 @@ def runs_page(
         return with_tags(conn, [run_dict(r) for r in conn.execute(query)])
 
 
-def _tag_filters(texts: list[str]) -> dict[str, str]:
-    """``?tag=KEY=VALUE`` (repeatable: runs with all of them) as ``{key: value}``."""
-    from dpt_core.tags import InvalidTag, parse_tag
+def tag_filters(texts: list[str]) -> dict[str, str]:
+    """``?tag=KEY=VALUE`` (repeatable: runs with all of them) as ``{key: value}``; a bad
+    one is a 400 naming the parameter (:func:`dpt_core.tags.parse_tag_filter`)."""
+    from dpt_core.tags import InvalidTag, parse_tag_filter
 
-    tags: dict[str, str] = {}
-    for text in texts:
-        try:
-            key, value = parse_tag(text)
-        except InvalidTag as exc:
-            raise ApiError(400, f"query parameter 'tag': {exc}", parameter="tag") from None
-        if tags.get(key, value) != value:
-            raise ApiError(
-                400,
-                f"query parameter 'tag' gives {key!r} twice ({tags[key]!r} and {value!r}): "
-                "a run has one value per key",
-                parameter="tag",
-            )
-        tags[key] = value
-    return tags
+    try:
+        return parse_tag_filter(texts, "query parameter 'tag'")
+    except InvalidTag as exc:
+        raise ApiError(400, str(exc), parameter="tag") from None
 
 
 def routes(config: ServerConfig) -> list[Route]:
@@ -334,7 +324,7 @@ def routes(config: ServerConfig) -> list[Route]:
         assert limit is not None
         cursor = params.text("cursor")
         tag_texts = [str(t) for t in request.query_params.getlist("tag")]
-        tags = _tag_filters(tag_texts)
+        tags = tag_filters(tag_texts)
         filters = {
             "orchestrator": params.text("orchestrator"),
             "status": params.choice("status", STATUSES, None),

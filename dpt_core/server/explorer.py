@@ -456,16 +456,15 @@ def list_runs_page(
 
 
 def tag_filters(texts: list[str]) -> dict[str, str]:
-    """``?tag=KEY=VALUE`` (repeatable: runs with all of them) as ``{key: value}``, parsed by
-    the JSON API's ``/api/runs`` (:mod:`dpt_core.tags` underneath), so the page and its
-    JSON twin take and refuse the same filters; a refusal is a :class:`BadRequest`."""
-    from dpt_core.server.api import _tag_filters
-    from dpt_core.server.responses import ApiError
+    """``?tag=KEY=VALUE`` (repeatable: runs with all of them) as ``{key: value}``, parsed as
+    the JSON API's ``/api/runs`` and ``dpt runs --tag`` parse them
+    (:func:`dpt_core.tags.parse_tag_filter`); a refusal is a :class:`BadRequest`."""
+    from dpt_core.tags import InvalidTag, parse_tag_filter
 
     try:
-        return _tag_filters(texts)
-    except ApiError as exc:
-        raise BadRequest(exc.message) from None
+        return parse_tag_filter(texts, "query parameter 'tag'")
+    except InvalidTag as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def run_summary(row: Any) -> dict[str, Any]:

@@ -221,9 +221,10 @@ def test_the_cli_names_a_bad_tag_in_one_line_with_exit_2(dpt_env, tagged):
     assert "tag key 'bad key' is not valid" in one_line_error(result)
     result = dpt("runs", "--tag", "survey")
     assert result.returncode == 2
-    assert "tag 'survey' has no '=': write KEY=VALUE" in one_line_error(result)
+    assert "--tag: tag 'survey' has no '=': write KEY=VALUE" in one_line_error(result)
     result = dpt("runs", "--tag", "survey=tess", "--tag", "survey=kepler")
-    assert result.returncode == 2 and "given twice" in one_line_error(result)
+    assert result.returncode == 2
+    assert "--tag gives 'survey' twice ('tess' and 'kepler')" in one_line_error(result)
     result = dpt("tag", "no-such-thing", "a=1")
     assert result.returncode == 2
     assert "is neither a recorded product nor a run id" in one_line_error(result)
