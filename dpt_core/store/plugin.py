@@ -142,6 +142,8 @@ class Store:
         read after a flush sees what this process recorded, whoever wrote it."""
         timeout = self.settings.flush_timeout if timeout is None else timeout
         start = time.monotonic()
+        if self.writer.thread is None:  # (the writer fsyncs what it claims)
+            self.spool.sync()  # a run's reads and writes appended since its last fsync
         done = self.writer.flush(timeout)
         left = max(0.0, timeout - (time.monotonic() - start))
         return self.spool.wait_for_others(left) and done
