@@ -28,7 +28,10 @@ def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def _spooled_kinds(spool: Spool) -> list[str]:
     return [
-        event.kind for path in spool.files() for batch, _ in spool._read(path, quarantine=False) for event in batch
+        event.kind
+        for path in spool.files()
+        for batch, _ in spool._read(path, quarantine=False)
+        for event in batch
     ]
 
 
