@@ -13,7 +13,7 @@ the DAG with ``dag.test()`` once per mode, the order rotating from round to roun
 
 - ``off``: ``[dpt] enabled = False``, no OpenLineage listener (the baseline);
 - ``dpt``: the dpt plugin on, in dpt's default write mode (``DPT_WRITE`` unset: the
-  background writer; the mode in effect is printed);
+  background writer) or ``--write-mode``'s; the mode in effect is printed;
 - ``ol-thread`` / ``ol-fork``: dpt off, Airflow's OpenLineage provider on with a file
   transport (``append``), with ``[openlineage] execute_in_thread = True`` / its
   default, a fork per task event.
@@ -82,7 +82,11 @@ bench = dpt_bench()
 
 
 def set_up(
-    home: Path, tasks: int, database_url: str | None = None, openlineage: bool = False
+    home: Path,
+    tasks: int,
+    database_url: str | None = None,
+    openlineage: bool = False,
+    write_mode: str | None = None,
 ) -> None:
     """Point Airflow and dpt at ``home`` (before Airflow is imported) and migrate Airflow's DB.
 
@@ -108,6 +112,8 @@ def set_up(
     (home / "dpt.toml").write_text("")
     for name in ("DPT_DISABLED", "DPT_STRICT", "DPT_WRITE", "AIRFLOW__DPT__TRANSLATOR"):
         os.environ.pop(name, None)
+    if write_mode:
+        os.environ["DPT_WRITE"] = write_mode
     for name in [k for k in os.environ if k.startswith(("OPENLINEAGE", "AIRFLOW__OPENLINEAGE"))]:
         os.environ.pop(name)
     if openlineage:
@@ -289,6 +295,11 @@ def main() -> int:
     parser.add_argument(
         "--database-url", help="dpt database (default: a new SQLite file beside AIRFLOW_HOME)"
     )
+    parser.add_argument(
+        "--write-mode",
+        choices=("background", "sync", "deferred"),
+        help="DPT_WRITE for the dpt mode (default: unset, dpt's default)",
+    )
     args = parser.parse_args()
     modes = ["off", *(m for m in args.modes.split(",") if m and m != "off")]
     unknown = set(modes) - set(MODES)
@@ -298,7 +309,7 @@ def main() -> int:
 
     home = Path(tempfile.mkdtemp(prefix="dpt-bench-airflow-"))
     try:
-        set_up(home, args.tasks, args.database_url, openlineage)
+        set_up(home, args.tasks, args.database_url, openlineage, args.write_mode)
         sys.path.insert(0, str(home / "dags"))
         import dpt_bench_dag  # noqa: E402  (Airflow must see the variables above first)
 
