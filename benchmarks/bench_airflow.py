@@ -2,18 +2,30 @@
 
 Usage::
 
-    .tox/airflow/bin/python benchmarks/bench_airflow.py [--tasks 20] [--rounds 5]
+    .tox/airflow/bin/python benchmarks/bench_airflow.py [--tasks 40] [--rounds 5]
+        [--modes off,dpt,ol-thread,ol-fork]
 
 A temporary AIRFLOW_HOME (migrated with ``airflow db migrate``) holds a DAG of
 ``--tasks`` tasks in a chain; task i reads file i-1 (an inlet Asset) and writes
 file i (an outlet Asset, 4 KiB, with an asset event extra), so every task records
 an invocation, one input, one output and a lineage edge on SQLite. Each round runs
-the DAG with ``dag.test()`` twice, once with ``[dpt] enabled = False`` (off) and once
-with the plugin on, in alternating order; the first runs warm Airflow and the dpt
-database up and are not counted. Printed: one JSON line per run, then a table of
-the median wall time per task for each mode, the time added per task (the median
-over rounds of on minus off, wall and CPU time) and the ratio, plus the time spent inside the listener hooks per task. ``dag.test()`` runs
-every task in this one process; a real worker starts a process per task try, which
+the DAG with ``dag.test()`` once per mode, the order rotating from round to round:
+
+- ``off``: ``[dpt] enabled = False``, no OpenLineage listener (the baseline);
+- ``dpt``: the dpt plugin on, in dpt's default write mode (``DPT_WRITE`` unset: the
+  background writer) or ``--write-mode``'s; the mode in effect is printed;
+- ``ol-thread`` / ``ol-fork``: dpt off, Airflow's OpenLineage provider on with a file
+  transport (``append``), with ``[openlineage] execute_in_thread = True`` / its
+  default, a fork per task event.
+
+The first run of each mode warms Airflow and the dpt database up and is not counted.
+Printed: one JSON line per run, then a table with, per mode, the median wall time
+per task, the time added per task against ``off`` (the median over rounds of mode
+minus off, wall and CPU time of the process, all threads), the time spent on the
+task's thread inside the mode's listener hooks per task (for ``ol-fork`` the parent
+waits for each forked child there), and for ``dpt`` the time added until the
+background writer has written everything (``dag.test()`` then ``dpt_core.flush()``).
+``dag.test()`` runs every task in this one process; a real worker starts a process per task try, which
 pays dpt's set-up (plugin import, settings, engine, environment capture) once: the
 last line times that set-up plus one task's calls in a fresh interpreter.
 """
@@ -69,8 +81,18 @@ bench = dpt_bench()
 """
 
 
-def set_up(home: Path, tasks: int, database_url: str | None = None) -> None:
-    """Point Airflow and dpt at ``home`` (before Airflow is imported) and migrate Airflow's DB."""
+def set_up(
+    home: Path,
+    tasks: int,
+    database_url: str | None = None,
+    openlineage: bool = False,
+    write_mode: str | None = None,
+) -> None:
+    """Point Airflow and dpt at ``home`` (before Airflow is imported) and migrate Airflow's DB.
+
+    With ``openlineage``, Airflow's OpenLineage provider gets a file transport, so it
+    registers its listener when plugins load (:class:`OpenLineageSwitch` turns it off
+    and on); without, the provider stays disabled."""
     (home / "dags").mkdir(parents=True)
     (home / "data").mkdir()
     (home / "dags" / "dpt_bench_dag.py").write_text(DAG_TEMPLATE.format(tasks=tasks))
@@ -88,27 +110,48 @@ def set_up(home: Path, tasks: int, database_url: str | None = None) -> None:
         }
     )
     (home / "dpt.toml").write_text("")
-    for name in ("DPT_DISABLED", "DPT_STRICT", "AIRFLOW__DPT__TRANSLATOR"):
+    for name in ("DPT_DISABLED", "DPT_STRICT", "DPT_WRITE", "AIRFLOW__DPT__TRANSLATOR"):
         os.environ.pop(name, None)
+    if write_mode:
+        os.environ["DPT_WRITE"] = write_mode
+    for name in [k for k in os.environ if k.startswith(("OPENLINEAGE", "AIRFLOW__OPENLINEAGE"))]:
+        os.environ.pop(name)
+    if openlineage:
+        transport = {
+            "type": "file",
+            "log_file_path": str(home / "openlineage.jsonl"),
+            "append": True,
+        }
+        os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(transport)
+        os.environ["AIRFLOW__OPENLINEAGE__NAMESPACE"] = "dpt_bench"
+    else:
+        os.environ["AIRFLOW__OPENLINEAGE__DISABLED"] = "True"
     airflow = Path(sys.executable).with_name("airflow")
     subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
 
 
 class HookTimer:
-    """Wall time spent inside the dpt listener's hooks, per task try."""
+    """Wall time spent inside a listener's hooks, per task try."""
 
     HOOKS = (
         "on_task_instance_running",
         "on_task_instance_success",
         "on_task_instance_failed",
+        "on_dag_run_running",
         "on_dag_run_success",
         "on_dag_run_failed",
     )
 
     def __init__(self, listener: Any) -> None:
         self.calls: dict[str, list[float]] = defaultdict(list)
+        self.add(listener)
+
+    def add(self, listener: Any) -> None:
+        """Time ``listener``'s hooks too (before it is registered with a listener manager)."""
         for name in self.HOOKS:
-            setattr(listener, name, self._wrap(name, getattr(listener, name)))
+            method = getattr(listener, name, None)
+            if method is not None and hasattr(method, "__func__"):
+                setattr(listener, name, self._wrap(name, method))
 
     def _wrap(self, name: str, method: Any) -> Any:
         @functools.wraps(method)  # pluggy reads the hook's argument names through __wrapped__
@@ -166,21 +209,73 @@ def fresh_process_ms(home: Path, repeats: int = 3) -> float:
     return statistics.median(timings)
 
 
-def run_once(dag: Any, plugin_on: bool, tasks: int, timer: HookTimer) -> dict[str, Any]:
-    os.environ["AIRFLOW__DPT__ENABLED"] = "True" if plugin_on else "False"
+MODES = ("off", "dpt", "ol-thread", "ol-fork")
+
+
+class OpenLineageSwitch:
+    """Airflow's OpenLineage provider listener, registered only for the ``ol-*`` modes.
+
+    The provider registers its listener with Airflow's listener managers when plugins
+    load (its transport is configured by then, see :func:`set_up`); this takes it out
+    and puts it back, and switches ``execute_in_thread`` (a cached setting) per run.
+    """
+
+    def __init__(self) -> None:
+        import airflow.listeners.listener as core_listeners
+        import airflow.sdk.listener as sdk_listeners
+        from airflow.providers.openlineage import conf as ol_conf
+        from airflow.providers.openlineage.plugins.listener import get_openlineage_listener
+
+        self.conf = ol_conf
+        self.listener = get_openlineage_listener()
+        self.managers = [
+            sdk_listeners.get_listener_manager(),
+            core_listeners.get_listener_manager(),
+        ]
+        self.on = True
+        self.switch(False)
+
+    def switch(self, mode: str | bool) -> None:
+        on = isinstance(mode, str) and mode.startswith("ol-")
+        if on:
+            os.environ["AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD"] = str(mode == "ol-thread")
+            self.conf.execute_in_thread.cache_clear()
+        if on == self.on:
+            return
+        for manager in self.managers:
+            if on:
+                manager.add_listener(self.listener)
+            elif manager.pm.is_registered(self.listener):
+                manager.pm.unregister(self.listener)
+        self.on = on
+
+
+def run_once(
+    dag: Any, mode: str, tasks: int, timer: HookTimer, lineage: OpenLineageSwitch | None
+) -> dict[str, Any]:
+    import dpt_core
+
+    os.environ["AIRFLOW__DPT__ENABLED"] = "True" if mode == "dpt" else "False"
+    if lineage is not None:
+        lineage.switch(mode)
     start, cpu_start = time.perf_counter(), time.process_time()
     dag_run = dag.test()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    dpt_core.flush()  # the dpt run's writes, before the next run is timed
+    until_written = time.perf_counter() - start
     state = str(getattr(dag_run.state, "value", dag_run.state))
     calls = timer.take()
+    task_hooks = sum(sum(v) for k, v in calls.items() if k.startswith("on_task_instance"))
     in_hooks = sum(sum(v) for v in calls.values())
     return {
-        "mode": "on" if plugin_on else "off",
+        "mode": mode,
         "state": state,
         "tasks": tasks,
         "wall_s": round(wall, 4),
         "per_task_ms": round(wall / tasks * 1000, 3),
+        "until_written_per_task_ms": round(until_written / tasks * 1000, 3),
         "cpu_per_task_ms": round(cpu / tasks * 1000, 3),
+        "on_task_thread_per_task_ms": round(task_hooks / tasks * 1000, 3),
         "in_listener_per_task_ms": round(in_hooks / tasks * 1000, 3),
         "first_task_start_ms": round(calls["on_task_instance_running"][0] * 1000, 3)
         if calls.get("on_task_instance_running")
@@ -190,45 +285,80 @@ def run_once(dag: Any, plugin_on: bool, tasks: int, timer: HookTimer) -> dict[st
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=20)
+    parser.add_argument("--tasks", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help=f"comma-separated, from {','.join(MODES)} (off is always run)",
+    )
     parser.add_argument(
         "--database-url", help="dpt database (default: a new SQLite file beside AIRFLOW_HOME)"
     )
+    parser.add_argument(
+        "--write-mode",
+        choices=("background", "sync", "deferred"),
+        help="DPT_WRITE for the dpt mode (default: unset, dpt's default)",
+    )
     args = parser.parse_args()
+    modes = ["off", *(m for m in args.modes.split(",") if m and m != "off")]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        parser.error(f"unknown modes: {', '.join(sorted(unknown))}")
+    openlineage = any(m.startswith("ol-") for m in modes)
 
     home = Path(tempfile.mkdtemp(prefix="dpt-bench-airflow-"))
     try:
-        set_up(home, args.tasks, args.database_url)
+        set_up(home, args.tasks, args.database_url, openlineage, args.write_mode)
         sys.path.insert(0, str(home / "dags"))
         import dpt_bench_dag  # noqa: E402  (Airflow must see the variables above first)
 
         import dpt_core
         from dpt_airflow.listener import dpt_listener
 
-        timer = HookTimer(dpt_listener)
+        timer = HookTimer(dpt_listener)  # before the listener managers register it
+        lineage = None
+        if openlineage:
+            lineage = OpenLineageSwitch()
+            timer.add(lineage.listener)
         dag = dpt_bench_dag.bench
-        for plugin_on in (True, False):  # warm-up: Airflow's first run imports a lot
-            run_once(dag, plugin_on, args.tasks, timer)
+        for mode in modes:  # warm-up: Airflow's first run imports a lot
+            run_once(dag, mode, args.tasks, timer, lineage)
+        from dpt_core.store import plugin as store_plugin
+
+        store = store_plugin._store  # the store the warm-up's dpt run wrote through
+        write_mode = None
+        if store is not None:
+            writer = "running" if store.writer.thread is not None else "not started"
+            write_mode = f"{store.mode} (background writer thread {writer})"
 
         results: list[dict[str, Any]] = []
         for round_no in range(args.rounds):
-            order = (False, True) if round_no % 2 == 0 else (True, False)
-            for plugin_on in order:
-                result = run_once(dag, plugin_on, args.tasks, timer)
+            shift = round_no % len(modes)
+            for mode in modes[shift:] + modes[:shift]:
+                result = run_once(dag, mode, args.tasks, timer, lineage)
                 result["round"] = round_no
                 results.append(result)
                 print(json.dumps(result), flush=True)
 
-        # A fresh tracker and store: what the first task of a new worker process pays.
-        dpt_core.plugin_api.reset()
-        cold = run_once(dag, True, args.tasks, timer)
-        cold["round"] = "cold-store"
-        print(json.dumps(cold), flush=True)
+        cold = None
+        if "dpt" in modes:
+            # A fresh tracker and store: what the first task of a new worker process pays.
+            dpt_core.plugin_api.reset()
+            cold = run_once(dag, "dpt", args.tasks, timer, lineage)
+            cold["round"] = "cold-store"
+            print(json.dumps(cold), flush=True)
 
         recorded = _count_rows(os.environ["DPT_DATABASE_URL"])
-        summary = _summarise(results, cold, recorded)
-        summary["fresh_process_dpt_ms"] = round(fresh_process_ms(home), 1)
+        summary = _summarise(results, modes, cold, recorded)
+        summary["dpt_write_mode"] = write_mode
+        if openlineage:
+            events = home / "openlineage.jsonl"
+            summary["openlineage_events"] = (
+                len(events.read_text().splitlines()) if events.exists() else 0
+            )
+        if "dpt" in modes:
+            summary["fresh_process_dpt_ms"] = round(fresh_process_ms(home), 1)
         print(json.dumps({"summary": summary}), flush=True)
         _print_table(summary)
         bad = [r for r in results if r["state"] != "success"]
@@ -252,50 +382,79 @@ def _count_rows(database_url: str) -> dict[str, int]:
 
 
 def _summarise(
-    results: list[dict[str, Any]], cold: dict[str, Any], recorded: dict[str, int]
+    results: list[dict[str, Any]],
+    modes: list[str],
+    cold: dict[str, Any] | None,
+    recorded: dict[str, int],
 ) -> dict[str, Any]:
     def median(mode: str, key: str) -> float:
         return statistics.median(r[key] for r in results if r["mode"] == mode)
 
-    def paired(key: str) -> float:
-        """Median over rounds of (on - off): both runs of a round saw the same machine load."""
-        by_round: dict[Any, dict[str, float]] = defaultdict(dict)
+    def paired(mode: str, key: str, base_key: str | None = None) -> float:
+        """Median over rounds of (mode - off): both runs of a round saw about the same load."""
+        by_round: dict[Any, dict[str, dict[str, Any]]] = defaultdict(dict)
         for r in results:
-            by_round[r["round"]][r["mode"]] = r[key]
-        return statistics.median(v["on"] - v["off"] for v in by_round.values())
+            by_round[r["round"]][r["mode"]] = r
+        return statistics.median(
+            v[mode][key] - v["off"][base_key or key] for v in by_round.values()
+        )
 
-    off, on = median("off", "per_task_ms"), median("on", "per_task_ms")
+    off = median("off", "per_task_ms")
+    rows = {}
+    for mode in modes:
+        per_task = median(mode, "per_task_ms")
+        rows[mode] = {
+            "per_task_ms": round(per_task, 2),
+            "added_per_task_ms": round(paired(mode, "per_task_ms"), 2),
+            "added_cpu_per_task_ms": round(paired(mode, "cpu_per_task_ms"), 2),
+            "ratio": round(per_task / off, 3),
+            "on_task_thread_per_task_ms": round(median(mode, "on_task_thread_per_task_ms"), 2),
+            "in_listener_per_task_ms": round(median(mode, "in_listener_per_task_ms"), 2),
+        }
+        if mode == "dpt":
+            rows[mode]["added_until_written_per_task_ms"] = round(
+                paired(mode, "until_written_per_task_ms", "per_task_ms"), 2
+            )
     return {
         "tasks_per_run": results[0]["tasks"],
-        "rounds": len(results) // 2,
-        "off_per_task_ms": round(off, 2),
-        "on_per_task_ms": round(on, 2),
-        "added_per_task_ms": round(paired("per_task_ms"), 2),
-        "ratio": round(on / off, 3),
-        "added_cpu_per_task_ms": round(paired("cpu_per_task_ms"), 2),
-        "in_listener_per_task_ms": round(median("on", "in_listener_per_task_ms"), 2),
-        "cold_first_task_start_ms": cold["first_task_start_ms"],
-        "target_added_ms": 20,
+        "rounds": len(results) // len(modes),
+        "modes": rows,
+        "cold_first_task_start_ms": cold["first_task_start_ms"] if cold else None,
+        "target_added_ms": 2,
         "recorded_rows": recorded,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
 def _print_table(s: dict[str, Any]) -> None:
-    rows = [
-        ("tasks per run x rounds", f"{s['tasks_per_run']} x {s['rounds']}"),
-        ("plugin off, per task", f"{s['off_per_task_ms']:.2f} ms"),
-        ("plugin on, per task", f"{s['on_per_task_ms']:.2f} ms"),
-        ("added per task (wall)", f"{s['added_per_task_ms']:.2f} ms (target <= 20 ms)"),
-        ("added per task (CPU)", f"{s['added_cpu_per_task_ms']:.2f} ms"),
-        ("ratio on/off", f"{s['ratio']:.3f}"),
-        ("inside the listener, per task", f"{s['in_listener_per_task_ms']:.2f} ms"),
-        ("start hook, store just reset", f"{s['cold_first_task_start_ms']:.1f} ms"),
-        ("dpt set-up + one task, new process", f"{s['fresh_process_dpt_ms']:.1f} ms"),
-    ]
-    width = max(len(label) for label, _ in rows)
     print()
-    for label, value in rows:
-        print(f"{label:<{width}}  {value}")
+    print(
+        f"{s['tasks_per_run']} tasks x {s['rounds']} rounds, per task try; added: median over"
+        f" rounds of (mode - off); load {s['load_average']}"
+    )
+    header = (
+        f"{'mode':<10} {'wall ms':>8} {'added ms':>9} {'added CPU ms':>13} {'ratio':>6}"
+        f" {'task thread ms':>15} {'added until written ms':>23}"
+    )
+    print(header)
+    for mode, row in s["modes"].items():
+        written = row.get("added_until_written_per_task_ms")
+        print(
+            f"{mode:<10} {row['per_task_ms']:>8.2f} {row['added_per_task_ms']:>9.2f}"
+            f" {row['added_cpu_per_task_ms']:>13.2f} {row['ratio']:>6.3f}"
+            f" {row['on_task_thread_per_task_ms']:>15.2f}"
+            f" {'' if written is None else f'{written:.2f}':>23}"
+        )
+    print(f"target: dpt added <= {s['target_added_ms']} ms per task try")
+    if s.get("dpt_write_mode"):
+        print(f"dpt write mode in dag.test(): {s['dpt_write_mode']}")
+    if s.get("cold_first_task_start_ms") is not None:
+        print(f"dpt start hook, store just reset: {s['cold_first_task_start_ms']:.1f} ms")
+    if s.get("fresh_process_dpt_ms") is not None:
+        print(f"dpt set-up + one task, new process: {s['fresh_process_dpt_ms']:.1f} ms")
+    if "openlineage_events" in s:
+        print(f"OpenLineage events written to the file: {s['openlineage_events']}")
+    print(f"dpt recorded: {s['recorded_rows']}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """How soon a fresh process that recorded exits, once its events are written (issue 19).
 
     python -m benchmarks.bench_exit_latency [--runs 15] [--backends sqlite,postgresql]
+    python -m benchmarks.bench_exit_latency --fork-race 40
 
 Each run is a new interpreter (``python -c ...``) that records one invocation with one
 output and ends. The child stamps (wall clock, same host) the moment its last line ran,
@@ -14,6 +15,13 @@ stamps the moment ``wait`` returned. Per case, medians and maxima of:
   keeps the interpreter alive) shows here;
 - ``finalization_ms``: last exit handler done -> process gone (the interpreter's own
   teardown).
+
+``--fork-race N`` instead measures the race behind an Airflow worker finishing up to
+``[workers] min_heartbeat_interval`` after its task (see docs/performance.md): a forked
+child exits (``os._exit``) holding one end of a socket pair; the parent waits for the
+EOF, then checks once with ``waitpid(WNOHANG)`` whether the child can be reaped, as
+Airflow's supervisor does. Printed: in how many of N tries it could not, for a child
+holding nothing else, two PostgreSQL connections, 20 open files, and both.
 
 The baseline is ``pass``: a process that imports nothing of dpt, measured the same way
 in the same run; ``ratio_to_pass`` divides ``exit_after_written_ms`` (background) or
@@ -127,11 +135,65 @@ def run(runs: int, backends: list[str]) -> list[dict[str, object]]:
     return rows
 
 
+def _not_reapable_at_eof(connections: int, files: int, work: Path) -> bool:
+    """Fork a child that opens ``connections`` and ``files`` and exits; True when the
+    parent, woken by the EOF of the child's socket, cannot reap it yet."""
+    import select
+    import socket
+
+    parent, child = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:  # the child: hold things open, then exit as Airflow's task runner does
+        parent.close()
+        held: list[object] = []
+        if connections:
+            import psycopg
+
+            url = os.environ.get(
+                "DPT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+            )
+            held += [psycopg.connect(url) for _ in range(connections)]
+        for i in range(files):
+            path = work / f"held-{os.getpid()}-{i}"
+            held.append(path.open("w"))
+            path.unlink()
+        os._exit(0)
+    child.close()
+    while True:
+        select.select([parent], [], [])
+        if not parent.recv(4096):
+            break
+    reaped, _ = os.waitpid(pid, os.WNOHANG)
+    if not reaped:
+        os.waitpid(pid, 0)
+    parent.close()
+    return not reaped
+
+
+def fork_race(tries: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for connections, files in ((0, 0), (2, 0), (0, 20), (2, 20)):
+            late = sum(_not_reapable_at_eof(connections, files, Path(tmp)) for _ in range(tries))
+            print(
+                f"child holding {connections} PostgreSQL connections, {files} files: "
+                f"not reapable at the EOF in {late} of {tries} (load {os.getloadavg()[0]:.1f})"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument(
+        "--fork-race",
+        type=int,
+        metavar="N",
+        help="only the fork/exit race behind Airflow's late workers, N tries a case",
+    )
     args = parser.parse_args()
+    if args.fork_race:
+        fork_race(args.fork_race)
+        return
     rows = run(args.runs, [b for b in args.backends.split(",") if b])
     for row in rows:
         emit("exit_latency", **row, runs=args.runs, **machine())

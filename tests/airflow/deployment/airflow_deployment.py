@@ -77,6 +77,10 @@ class Report:
     while_deferred: list[str] = field(default_factory=list)
     #: the process token dpt holds for that try at the end
     deferred_try_process: str | None = None
+    #: per task try that ended in a task process: seconds from Airflow's ``end_date`` of
+    #: the try to the worker's "Workload finished" (the task process reaped, the state
+    #: sent): ``"task_id[map_index] try N"`` -> seconds
+    worker_done_after_task_end: dict[str, float] = field(default_factory=dict)
 
 
 def _free_port() -> int:
@@ -115,7 +119,9 @@ def _databases(*names: str) -> Iterator[None]:
 class Deployment:
     """Airflow's components on PostgreSQL with LocalExecutor, dpt recording to PostgreSQL."""
 
-    def __init__(self, workdir: Path, meta_db: str, dpt_db: str) -> None:
+    def __init__(
+        self, workdir: Path, meta_db: str, dpt_db: str, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.workdir = workdir
         self.meta_url = _url(meta_db, "psycopg")
         self.dpt_url = _url(dpt_db)
@@ -151,6 +157,7 @@ class Deployment:
             "DPT_CONFIG": str(workdir / "dpt-config.toml"),
             "DPT_REDACTION_KEY": "dpt-deployment-test-key",
             "DPT_DEPLOYMENT_DATA": str(workdir / "data"),
+            **(extra_env or {}),
         }
 
     # -- commands ---------------------------------------------------------------------------
@@ -315,8 +322,11 @@ def _read_back(deployment: Deployment, report: Report) -> None:
     report.deferred_try_process = None if last is None else last[1]
 
 
-def run(keep: Path | None = None) -> Report:
-    """Run the deployment once; the report of what Airflow ran and dpt recorded."""
+def run(keep: Path | None = None, extra_env: dict[str, str] | None = None) -> Report:
+    """Run the deployment once; the report of what Airflow ran and dpt recorded.
+
+    ``extra_env`` is added to every process's environment (``AIRFLOW__DPT__ENABLED``,
+    ``AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL``, ...)."""
     workdir = Path(tempfile.mkdtemp(prefix="dpt-airflow-deployment-"))
     suffix = f"{os.getpid()}_{secrets.token_hex(3)}"
     meta_db, dpt_db = f"dpt_af_meta_{suffix}", f"dpt_af_records_{suffix}"
@@ -324,7 +334,7 @@ def run(keep: Path | None = None) -> Report:
     started = time.monotonic()
     try:
         with _databases(meta_db, dpt_db):
-            deployment = Deployment(workdir, meta_db, dpt_db)
+            deployment = Deployment(workdir, meta_db, dpt_db, extra_env)
             clock = time.monotonic()
             deployment.command("airflow", "db", "migrate")
             deployment.command("dpt", "db", "upgrade")
@@ -363,7 +373,15 @@ def run(keep: Path | None = None) -> Report:
                 )
                 report.dag_run_state = state
                 report.figures["trigger_to_run_end_s"] = time.monotonic() - clock
-                deployment.wait("dpt's dag-run record closed", lambda: _dag_run_closed(deployment))
+                if deployment.env.get("AIRFLOW__DPT__ENABLED", "True").lower() != "false":
+                    deployment.wait(
+                        "dpt's dag-run record closed", lambda: _dag_run_closed(deployment)
+                    )
+                # The workers log "Workload finished" after the try's end: a figure, not a
+                # check, so it waits a bounded while and reports what it found.
+                deadline = time.monotonic() + 30
+                while not _worker_delays(deployment, report) and time.monotonic() < deadline:
+                    time.sleep(0.5)
             finally:
                 deployment.stop()
             _read_back(deployment, report)
@@ -404,6 +422,56 @@ def _watch_the_deferral(deployment: Deployment, report: Report) -> None:
         time.sleep(0.5)
 
 
+def _workloads_finished(log: str) -> dict[str, list[float]]:
+    """Task instance id -> times (epoch s) of the LocalExecutor worker's "Workload finished"
+    lines in the scheduler's log (one per task process; a deferred try has two)."""
+    import datetime as dt
+    import re
+
+    finished: dict[str, list[float]] = {}
+    stamp = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?)(Z|[+-]\d\d:?\d\d)?")
+    ident = re.compile(r"workload_id=['\"]?([0-9a-f-]{36})|\"workload_id\": \"([0-9a-f-]{36})\"")
+    for line in re.sub(r"\x1b\[[0-9;]*m", "", log).splitlines():
+        if "Workload finished" not in line:
+            continue
+        when, found = stamp.search(line), ident.search(line)
+        if when is None or found is None:
+            continue
+        at = dt.datetime.fromisoformat(when.group(1).replace(" ", "T"))
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=dt.UTC)
+        finished.setdefault(found.group(1) or found.group(2), []).append(at.timestamp())
+    return finished
+
+
+def _worker_delays(deployment: Deployment, report: Report) -> bool:
+    """Fill ``report.worker_done_after_task_end``; True once every ended try has its line."""
+    finished = _workloads_finished(
+        (deployment.workdir / "scheduler.log").read_text(errors="replace")
+    )
+    tries = deployment.meta(
+        "SELECT task_instance_id::text, task_id, map_index, try_number, end_date"
+        " FROM task_instance_history WHERE dag_id = %(dag)s AND run_id = %(run)s"
+        " UNION ALL SELECT id::text, task_id, map_index, try_number, end_date"
+        " FROM task_instance WHERE dag_id = %(dag)s AND run_id = %(run)s AND try_number > 0",
+        dag=DAG_ID,
+        run=RUN_ID,
+    )
+    report.worker_done_after_task_end.clear()
+    missing = 0
+    for ti_id, task_id, map_index, try_number, end_date in tries:
+        if end_date is None:
+            continue
+        if ti_id not in finished:
+            missing += 1
+            continue
+        key = f"{task_id}[{map_index}] try {try_number}"
+        report.worker_done_after_task_end[key] = round(
+            max(finished[ti_id]) - end_date.timestamp(), 3
+        )
+    return missing == 0
+
+
 def _answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -432,8 +500,16 @@ def _dag_run_closed(deployment: Deployment) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, help="copy the work directory (logs) here")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="add to every process's environment, e.g. AIRFLOW__DPT__ENABLED=False or"
+        " AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1 (repeatable)",
+    )
     args = parser.parse_args()
-    report = run(args.keep)
+    report = run(args.keep, dict(item.split("=", 1) for item in args.env))
     print(json.dumps(asdict(report), indent=2, default=str))
 
 
