@@ -144,21 +144,35 @@ class ProductsWritten:
 Event = InvocationStarted | InvocationFinished | ProductsRead | ProductsWritten
 
 
+#: Field names of each event class, in order (``dataclasses.fields`` builds them anew at
+#: every call, and events are encoded on the task's thread).
+_field_names: dict[type, tuple[str, ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    names = _field_names.get(cls)
+    if names is None:
+        names = _field_names[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _encode(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if value is None or isinstance(value, str | int | float):
+        return value
     if isinstance(value, dt.datetime):
         return {"__dt__": value.isoformat()}
     if isinstance(value, tuple | list):
         return [_encode(v) for v in value]
     if isinstance(value, dict):
         return {k: _encode(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {name: _encode(getattr(value, name)) for name in _names(type(value))}
     return value
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
     """A JSON-able dict of ``event`` (datetimes tagged so they come back as datetimes)."""
-    return {f.name: _encode(getattr(event, f.name)) for f in dataclasses.fields(event)}
+    return {name: _encode(getattr(event, name)) for name in _names(type(event))}
 
 
 def _decode(value: Any) -> Any:
