@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     # spools (DPT_WRITE=deferred) never loads SQLAlchemy.
     from sqlalchemy import Engine
 
-    from dpt_core.store.recorder import Recorder
+    from dpt_core.store.bulk import BulkRecorder
 
 
 def describe_db_error(exc: BaseException) -> str:
@@ -106,7 +106,7 @@ class Store:
         self.settings = settings
         self.spool = Spool(settings.spool_dir, settings.database_url)
         self._engine: Engine | None = None
-        self._recorder: Recorder | None = None
+        self._recorder: BulkRecorder | None = None
         self._warned = False
         self._lock = threading.RLock()
         self._worker: _Worker | None = None
@@ -164,7 +164,7 @@ class Store:
         return self._engine
 
     @property
-    def recorder(self) -> Recorder:
+    def recorder(self) -> BulkRecorder:
         if self._recorder is None:
             from dpt_core.store.bulk import BulkRecorder
 
@@ -185,15 +185,33 @@ class Store:
         if self.breaker.is_open:
             self.breaker.close()
 
+    def record_many(self, batches: Sequence[Sequence[Event]]) -> None:
+        """Write several batches (spooled ones, in order) in one transaction, or raise and
+        write none of them (:meth:`BulkRecorder.record_many`); as :meth:`record` does, under
+        the same watchdog, and closing the breaker when it works."""
+        self._record_with(lambda: self.recorder.record_many(batches))
+        if self.breaker.is_open:
+            self.breaker.close()
+
+    def replay(self, spool: Spool | None = None) -> int:
+        """Replay ``spool`` (this store's own by default) into this database; returns the
+        events replayed. Its batches go in groups, one transaction each
+        (:meth:`record_many`), and one by one where the database refuses a group for good
+        (:meth:`Spool.replay`); raises as :meth:`Spool.replay` does."""
+        return (spool or self.spool).replay(self.record, is_transient, record_many=self.record_many)
+
     def _record(self, events: Sequence[Event]) -> None:
+        self._record_with(lambda: self.recorder.record(events))
+
+    def _record_with(self, write: Callable[[], None]) -> None:
         if self.settings.database_url.startswith("sqlite"):
-            self.recorder.record(events)
+            write()
             return
         deadline = self.settings.connect_timeout + self.settings.statement_timeout
         if self._worker is None:
             self._worker = _Worker()
         try:
-            self._worker.call(lambda: self.recorder.record(events), timeout=deadline)
+            self._worker.call(write, timeout=deadline)
         except TimeoutError:
             self._worker = None  # abandoned, with its engine: both may be stuck for good
             self._engine = None
@@ -226,7 +244,7 @@ class Store:
         with self._lock:
             try:
                 if not self.spool.is_empty():
-                    self.spool.replay(self.record, is_transient)
+                    self.replay()
                 self.record(events)
                 _outcome.set("recorded")
                 self.breaker.close()
@@ -257,7 +275,7 @@ class Store:
         with self._lock:
             try:
                 if not self.spool.is_empty():
-                    self.spool.replay(self.record, is_transient)
+                    self.replay()
                 self.record(events)
             except Exception as exc:
                 kind = failure_kind(exc)
@@ -299,7 +317,13 @@ class Store:
                     # written: after it, or a run's end could come before its start)
                     files = [*waiting[:cut], *files, *waiting[cut + 1 :]]
                 first_try = [] if claimed is None else [claimed]
-                self.spool.replay(self.record, is_transient, files=files, first_try=first_try)
+                self.spool.replay(
+                    self.record,
+                    is_transient,
+                    files=files,
+                    first_try=first_try,
+                    record_many=self.record_many,
+                )
                 self._replay_all = False
                 self.breaker.close()
                 if not self._dead_runs_closed:
@@ -361,7 +385,7 @@ class Store:
         (the spool then holds nothing), else it stays open twice as long."""
         try:
             with self._lock:
-                self.spool.replay(self.record, is_transient)
+                self.replay()
         except Exception as exc:  # noqa: BLE001 - whatever it is, the events stay spooled
             if failure_kind(exc) == "away":
                 wait = self.breaker.trip()
