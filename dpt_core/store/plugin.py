@@ -382,29 +382,43 @@ class Store:
 
     def _probe(self) -> None:
         """Try the database again by replaying the spool: closes the breaker when it works
-        (the spool then holds nothing), else it stays open twice as long."""
+        (the spool then holds nothing), else it stays open twice as long. Run by whoever
+        claimed the probe (:meth:`Breaker.claim_probe`), which it reports finished."""
         try:
-            with self._lock:
-                self.replay()
-        except Exception as exc:  # noqa: BLE001 - whatever it is, the events stay spooled
-            if failure_kind(exc) == "away":
-                wait = self.breaker.trip()
-                log.debug("dpt: the database is still away (%s); next try in %g s", exc, wait)
-                return
-            log.debug("dpt: probing the database failed: %s", exc)
-        self.breaker.close()
-        log.info("dpt: the database %s is back", safe_url(self.settings.database_url))
+            try:
+                with self._lock:
+                    self.replay()
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the events stay spooled
+                if failure_kind(exc) == "away":
+                    wait = self.breaker.trip()
+                    log.debug("dpt: the database is still away (%s); next try in %g s", exc, wait)
+                    return
+                log.debug("dpt: probing the database failed: %s", exc)
+            self.breaker.close()
+            log.info("dpt: the database %s is back", safe_url(self.settings.database_url))
+        finally:
+            self.breaker.probe_finished()
 
     def wait_for_probe(self, timeout: float) -> bool:
-        """Block until no probe runs (or ``timeout``); True when the breaker is closed. For
-        callers about to exit that want the spool drained if the database is back."""
+        """Block until the breaker is closed and no probe runs (probing here when one is
+        due), or ``timeout``; True when so. For callers about to exit that want the spool
+        drained if the database is back.
+
+        A probe closes the breaker with its first batch written and goes on replaying the
+        rest: what counts is that it ended. And a write that fails after it (one that began
+        before the database came back) opens the breaker again: then this waits for the
+        next probe, as it did for the first."""
         deadline = time.monotonic() + timeout
-        while self.breaker.is_open and time.monotonic() < deadline:
+        while True:
             if self.breaker.claim_probe():
                 self._probe()
                 continue
-            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-        return not self.breaker.is_open
+            if not self.breaker.is_open and not self.breaker.probe_running:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(0.05, left))
 
     def _close_dead_runs(self) -> None:
         """Once per process, after its first successful write (its spool replayed first, so
