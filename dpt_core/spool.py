@@ -335,16 +335,18 @@ class Spool:
         *,
         first_try: Sequence[Path] = (),
         record_many: Callable[[Sequence[Sequence[Event]]], None] | None = None,
+        group_size: int | None = None,
     ) -> int:
         """Record every spooled batch with ``record``, in order; returns the events replayed.
 
         ``files`` narrows the replay to those spool files (the background writer's pass).
 
         With ``record_many`` (which records several batches in one transaction, all or
-        nothing), a file's consecutive batches go in groups of :data:`REPLAY_GROUP` events
-        and products at most, one transaction per group; a group the database refuses for
-        good is then recorded batch by batch with ``record``, so that only the batch it
-        refuses is set aside. Only one group (and one batch after it) is decoded at a time.
+        nothing), a file's consecutive batches go in groups of ``group_size`` (default
+        :data:`REPLAY_GROUP`) events and products at most, one transaction per group; a
+        group the database refuses for good is then recorded batch by batch with
+        ``record``, so that only the batch it refuses is set aside. Only one group (and one
+        batch after it) is decoded at a time.
 
         When ``record`` fails for a reason that may pass (``is_transient``: the database
         went away again, this role may not write), replay stops and the file keeps exactly
@@ -361,6 +363,7 @@ class Spool:
         if self.key is None:
             raise ValueError("the spool root does not replay: name the database (Spool(root, url))")
         replayed = 0
+        limit = REPLAY_GROUP if group_size is None else group_size
         paths = self.files() if files is None else list(files)
         for index, path in enumerate(paths):
             fresh = path in first_try
@@ -386,7 +389,7 @@ class Spool:
                     while (
                         record_many is not None
                         and pending is not None
-                        and weight + _weight(pending[0]) <= REPLAY_GROUP
+                        and weight + _weight(pending[0]) <= limit
                     ):
                         group.append(pending)
                         weight += _weight(pending[0])

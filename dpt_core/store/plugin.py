@@ -38,7 +38,7 @@ from dpt_core.events import (
     ProductsWritten,
 )
 from dpt_core.hookspecs import hookimpl
-from dpt_core.spool import Spool
+from dpt_core.spool import REPLAY_GROUP, Spool
 from dpt_core.store.breaker import Breaker
 from dpt_core.store.writer import BackgroundWriter
 
@@ -118,6 +118,9 @@ class Store:
         self._replay_all = True
         #: Set at exit, after the writer was flushed: later events are written at once.
         self.exiting = False
+        #: The events and products a replay writes in one transaction at most (see
+        #: :meth:`record_many`).
+        self.replay_group = REPLAY_GROUP
 
     @property
     def mode(self) -> str:
@@ -188,8 +191,20 @@ class Store:
     def record_many(self, batches: Sequence[Sequence[Event]]) -> None:
         """Write several batches (spooled ones, in order) in one transaction, or raise and
         write none of them (:meth:`BulkRecorder.record_many`); as :meth:`record` does, under
-        the same watchdog, and closing the breaker when it works."""
-        self._record_with(lambda: self.recorder.record_many(batches))
+        the same watchdog, and closing the breaker when it works.
+
+        A group that fails as if the database were away may only have been too big to
+        write within the watchdog's deadline or a statement timeout (a loaded server): the
+        next replay's groups are half as big (:attr:`replay_group`), down to one batch, so
+        a replay always makes progress; each group written doubles it again, up to
+        :data:`~dpt_core.spool.REPLAY_GROUP`."""
+        try:
+            self._record_with(lambda: self.recorder.record_many(batches))
+        except Exception as exc:
+            if failure_kind(exc) == "away":
+                self.replay_group = max(1, self.replay_group // 2)
+            raise
+        self.replay_group = min(REPLAY_GROUP, self.replay_group * 2)
         if self.breaker.is_open:
             self.breaker.close()
 
@@ -198,7 +213,9 @@ class Store:
         events replayed. Its batches go in groups, one transaction each
         (:meth:`record_many`), and one by one where the database refuses a group for good
         (:meth:`Spool.replay`); raises as :meth:`Spool.replay` does."""
-        return (spool or self.spool).replay(self.record, is_transient, record_many=self.record_many)
+        return (spool or self.spool).replay(
+            self.record, is_transient, record_many=self.record_many, group_size=self.replay_group
+        )
 
     def _record(self, events: Sequence[Event]) -> None:
         self._record_with(lambda: self.recorder.record(events))
@@ -323,6 +340,7 @@ class Store:
                     files=files,
                     first_try=first_try,
                     record_many=self.record_many,
+                    group_size=self.replay_group,
                 )
                 self._replay_all = False
                 self.breaker.close()
@@ -388,6 +406,10 @@ class Store:
             try:
                 with self._lock:
                     self.replay()
+                    self.breaker.close()
+                    # again, for what was spooled while it ran with the breaker open (it
+                    # listed the spool before): from now on nothing is spooled so
+                    self.replay()
             except Exception as exc:  # noqa: BLE001 - whatever it is, the events stay spooled
                 if failure_kind(exc) == "away":
                     wait = self.breaker.trip()
@@ -409,16 +431,32 @@ class Store:
         before the database came back) opens the breaker again: then this waits for the
         next probe, as it did for the first."""
         deadline = time.monotonic() + timeout
+        leftovers_tried = False
         while True:
             if self.breaker.claim_probe():
                 self._probe()
                 continue
             if not self.breaker.is_open and not self.breaker.probe_running:
-                return True
+                if leftovers_tried or self.spool.is_empty():
+                    return True
+                # spooled by a write that found the breaker still open as the probe
+                # closed it: replayed here, once, as the next write would
+                leftovers_tried = True
+                self._replay_leftovers()
+                continue
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             time.sleep(min(0.05, left))
+
+    def _replay_leftovers(self) -> None:
+        with self._lock:
+            try:
+                self.replay()
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the events stay spooled
+                if failure_kind(exc) == "away":
+                    self.breaker.trip()
+                log.debug("dpt: replaying the spool after the probe failed: %s", exc)
 
     def _close_dead_runs(self) -> None:
         """Once per process, after its first successful write (its spool replayed first, so

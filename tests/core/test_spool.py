@@ -412,3 +412,42 @@ def test_a_grouped_replay_holds_one_group_at_a_time(dpt_env, tmp_path, monkeypat
         tracemalloc.stop()
     assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 6_000
     assert peak_4n < 1.3 * peak_n, f"peak {peak_n} -> {peak_4n} B"
+
+
+def test_a_group_that_fails_as_if_the_database_were_away_makes_the_next_groups_smaller(
+    dpt_env, monkeypatch
+):
+    """A group the watchdog gave up on may only have been too big for its deadline: the
+    next replay writes groups half as big (down to one batch: a replay always makes
+    progress), and each group written doubles them again."""
+    from dpt_core.errors import DatabaseUnavailable
+    from dpt_core.spool import REPLAY_GROUP
+
+    store = current_store()
+    for batch in _events(10):
+        store.spool.append(batch)
+    recorder = store.recorder
+    real = recorder.record_many
+    sizes: list[int] = []
+
+    def too_big_for_the_deadline(batches):
+        sizes.append(len(batches))
+        if len(batches) > 4:
+            raise DatabaseUnavailable("timeout: did not answer within 2 s")
+        real(batches)
+
+    monkeypatch.setattr(recorder, "record_many", too_big_for_the_deadline)
+    failures = 0
+    for _ in range(100):  # (as many probes)
+        try:
+            store.replay()
+        except DatabaseUnavailable:
+            failures += 1
+        if store.spool.is_empty():
+            break
+    assert store.spool.is_empty(), "the replay never made progress"
+    tried = sizes[:failures]  # (30 one-event batches of 40 events and products)
+    assert tried[0] == 30 and tried == sorted(tried, reverse=True) and tried[-1] > 4
+    assert max(sizes[failures:]) <= 4  # from then on every group fits
+    assert dpt_env.scalar("SELECT COUNT(*) FROM invocations WHERE status = 'success'") == 10
+    assert REPLAY_GROUP >= store.replay_group > 4  # grown again with each group written
