@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from dpt_core import spool as spool_module
 from dpt_core.config import Settings, settings_for_recording
 from dpt_core.errors import DatabaseUnavailable, DptError, TrackingError
 from dpt_core.events import (
@@ -38,7 +39,7 @@ from dpt_core.events import (
     ProductsWritten,
 )
 from dpt_core.hookspecs import hookimpl
-from dpt_core.spool import REPLAY_GROUP, Spool
+from dpt_core.spool import Spool
 from dpt_core.store.breaker import Breaker
 from dpt_core.store.writer import BackgroundWriter
 
@@ -118,9 +119,9 @@ class Store:
         self._replay_all = True
         #: Set at exit, after the writer was flushed: later events are written at once.
         self.exiting = False
-        #: The events and products a replay writes in one transaction at most (see
-        #: :meth:`record_many`).
-        self.replay_group = REPLAY_GROUP
+        #: The events and products a replay writes in one transaction at most, when a
+        #: group failed lately (see :meth:`record_many`); None: ``REPLAY_GROUP``.
+        self.replay_group: int | None = None
 
     @property
     def mode(self) -> str:
@@ -198,13 +199,15 @@ class Store:
         next replay's groups are half as big (:attr:`replay_group`), down to one batch, so
         a replay always makes progress; each group written doubles it again, up to
         :data:`~dpt_core.spool.REPLAY_GROUP`."""
+        full = spool_module.REPLAY_GROUP
         try:
             self._record_with(lambda: self.recorder.record_many(batches))
         except Exception as exc:
             if failure_kind(exc) == "away":
-                self.replay_group = max(1, self.replay_group // 2)
+                self.replay_group = max(1, (self.replay_group or full) // 2)
             raise
-        self.replay_group = min(REPLAY_GROUP, self.replay_group * 2)
+        if self.replay_group is not None:
+            self.replay_group = None if 2 * self.replay_group >= full else 2 * self.replay_group
         if self.breaker.is_open:
             self.breaker.close()
 

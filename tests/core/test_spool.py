@@ -406,11 +406,13 @@ def test_a_grouped_replay_holds_one_group_at_a_time(dpt_env, tmp_path, monkeypat
     tracemalloc.start()
     try:
         backlog("warm", 1_000)
-        peak_n = backlog("small", 1_000)
-        peak_4n = backlog("big", 4_000)
+        # best of three on each side, as in test_memory.py (a one-off reallocation of
+        # CPython's interned strings lands in whichever replay crosses the threshold)
+        peak_n = min(backlog(f"small{i}", 1_000) for i in range(3))
+        peak_4n = min(backlog(f"big{i}", 4_000) for i in range(3))
     finally:
         tracemalloc.stop()
-    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 6_000
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 16_000
     assert peak_4n < 1.3 * peak_n, f"peak {peak_n} -> {peak_4n} B"
 
 
@@ -450,4 +452,4 @@ def test_a_group_that_fails_as_if_the_database_were_away_makes_the_next_groups_s
     assert tried[0] == 30 and tried == sorted(tried, reverse=True) and tried[-1] > 4
     assert max(sizes[failures:]) <= 4  # from then on every group fits
     assert dpt_env.scalar("SELECT COUNT(*) FROM invocations WHERE status = 'success'") == 10
-    assert REPLAY_GROUP >= store.replay_group > 4  # grown again with each group written
+    assert store.replay_group is None or REPLAY_GROUP > store.replay_group > 4  # grown again
