@@ -418,15 +418,25 @@ class Spool:
         files: Sequence[Path] | None = None,
         *,
         first_try: Sequence[Path] = (),
+        record_many: Callable[[Sequence[Sequence[Event]]], None] | None = None,
+        group_size: int | None = None,
     ) -> int:
         """Record every spooled batch with ``record``, in order; returns the events replayed.
 
         ``files`` narrows the replay to those spool files (the background writer's pass).
 
+        With ``record_many`` (which records several batches in one transaction, all or
+        nothing), a file's consecutive batches go in groups of ``group_size`` (default
+        :data:`REPLAY_GROUP`) events and products at most, one transaction per group; a
+        group the database refuses for good is then recorded batch by batch with
+        ``record``, so that only the batch it refuses is set aside. Only one group (and one
+        batch after it) is decoded at a time.
+
         When ``record`` fails for a reason that may pass (``is_transient``: the database
         went away again, this role may not write), replay stops and the file keeps exactly
-        the batches not yet recorded. A batch the database rejects for good (bad data) is
-        moved to a ``.bad`` file with the error, so it never blocks the events behind it.
+        the batches not yet recorded (a whole group when ``record_many`` failed so). A batch
+        the database rejects for good (bad data) is moved to a ``.bad`` file with the
+        error, so it never blocks the events behind it.
 
         The batches of the ``first_try`` files (the background writer's claim) are written
         for the first time, as a synchronous write would: one rejected for good is tried
@@ -437,6 +447,7 @@ class Spool:
         if self.key is None:
             raise ValueError("the spool root does not replay: name the database (Spool(root, url))")
         replayed = 0
+        limit = REPLAY_GROUP if group_size is None else group_size
         paths = self.files() if files is None else list(files)
         for index, path in enumerate(paths):
             fresh = path in first_try
@@ -455,30 +466,64 @@ class Spool:
                 batches = self._read(path, quarantine=True)
                 pending = next(batches, None)
                 while pending is not None:
-                    batch, raw = pending
-                    # one batch ahead, no more: a claimed file can hold many
-                    following = next(batches, None)
-                    error = _attempt(record, batch)
-                    if error is not None and fresh and not is_transient(error):
-                        # (its first try: a synchronous write spools it, and the next write
-                        # replays it first)
-                        if following is None and not any(p.exists() for p in paths[index + 1 :]):
-                            self._rewrite(path, [raw])
+                    group = [pending]
+                    weight = _weight(pending[0])
+                    # one batch ahead of the group, no more: a claimed file can hold many
+                    pending = next(batches, None)
+                    while (
+                        record_many is not None
+                        and pending is not None
+                        and weight + _weight(pending[0]) <= limit
+                    ):
+                        group.append(pending)
+                        weight += _weight(pending[0])
+                        pending = next(batches, None)
+                    if record_many is not None and len(group) > 1:
+                        error = _attempt_many(record_many, [batch for batch, _ in group])
+                        if error is None:
+                            replayed += sum(len(batch) for batch, _ in group)
+                            continue
+                        if is_transient(error):
+                            self._keep(path, [raw for _, raw in group], pending, batches)
                             raise error
+                        # refused for good: batch by batch, to find which
+                    for position, (batch, raw) in enumerate(group):
+                        following = group[position + 1] if position + 1 < len(group) else pending
                         error = _attempt(record, batch)
-                    if error is None:
-                        replayed += len(batch)
-                    elif is_transient(error):
-                        left = [raw] if following is None else [raw, following[1]]
-                        self._rewrite(path, itertools.chain(left, (line for _, line in batches)))
-                        raise error
-                    else:
-                        self._reject(path, batch, error)
-                    pending = following
+                        if error is not None and fresh and not is_transient(error):
+                            # (its first try: a synchronous write spools it, and the next
+                            # write replays it first)
+                            if following is None and not any(
+                                p.exists() for p in paths[index + 1 :]
+                            ):
+                                self._rewrite(path, [raw])
+                                raise error
+                            error = _attempt(record, batch)
+                        if error is None:
+                            replayed += len(batch)
+                        elif is_transient(error):
+                            self._keep(
+                                path, [line for _, line in group[position:]], pending, batches
+                            )
+                            raise error
+                        else:
+                            self._reject(path, batch, error)
                 path.unlink()
             finally:
                 os.close(fd)
         return replayed
+
+    def _keep(
+        self,
+        path: Path,
+        left: list[bytes],
+        after: tuple[list[Event], bytes] | None,
+        unread: Iterator[tuple[list[Event], bytes]],
+    ) -> None:
+        """A replay stopped: leave in ``path`` the batches ``left``, the one read ``after``
+        them, and every one still ``unread``."""
+        rest = [] if after is None else [after[1]]
+        self._rewrite(path, itertools.chain(left, rest, (line for _, line in unread)))
 
     def _rewrite(self, path: Path, lines: Iterable[bytes]) -> None:
         """Atomically replace ``path`` with the batches' ``lines`` (the caller holds its lock).
@@ -518,6 +563,31 @@ def _attempt(record: Callable[[Sequence[Event]], None], batch: Sequence[Event]) 
     except Exception as exc:
         return exc
     return None
+
+
+def _attempt_many(
+    record_many: Callable[[Sequence[Sequence[Event]]], None], batches: Sequence[Sequence[Event]]
+) -> Exception | None:
+    """Record ``batches`` in one transaction; None when it worked, else the error."""
+    try:
+        record_many(batches)
+    except Exception as exc:
+        return exc
+    return None
+
+
+#: Spooled batches replayed in one transaction (:meth:`Spool.replay` with ``record_many``)
+#: weigh this much at most together (:func:`_weight`). A backlog of small invocations (a
+#: start, a write of one output, an end: 4 each) goes ~1 250 of them a transaction; a
+#: replay holds no more decoded than two of the biggest batches a write makes
+#: (``dpt_core.tracker.WRITE_CHUNK`` outputs), as it did batch by batch.
+REPLAY_GROUP = 5_000
+
+
+def _weight(batch: Sequence[Event]) -> int:
+    """What a batch weighs in a replay group: each event 1, plus the products it reads or
+    writes."""
+    return sum(1 + len(getattr(e, "inputs", ())) + len(getattr(e, "outputs", ())) for e in batch)
 
 
 #: Event kinds that start or end a run: appending one fsyncs the file.

@@ -36,6 +36,7 @@ class Breaker:
         self.backoff = 0.0
         self._retry_at = 0.0
         self._probing = False
+        self._probes_running = 0
         #: Failures that opened or kept it open, since it last closed (for messages).
         self.failures = 0
 
@@ -61,14 +62,31 @@ class Breaker:
             self.failures = 0
 
     def claim_probe(self) -> bool:
-        """True for exactly one caller once the wait is over: that caller probes, and
-        reports with :meth:`close` or :meth:`trip`. False while closed, while waiting, or
+        """True for exactly one caller once the wait is over: that caller probes, reports
+        with :meth:`close` or :meth:`trip`, then calls :meth:`probe_finished`. False while closed, while waiting, or
         while another probe runs."""
         with self._lock:
             if self.backoff == 0 or self._probing or self._clock() < self._retry_at:
                 return False
             self._probing = True
+            self._probes_running += 1
             return True
+
+    def probe_finished(self) -> None:
+        """The probe a :meth:`claim_probe` gave has ended (after its :meth:`close` or
+        :meth:`trip`, whatever it did)."""
+        with self._lock:
+            self._probes_running = max(0, self._probes_running - 1)
+
+    @property
+    def probe_running(self) -> bool:
+        """True from a successful :meth:`claim_probe` until its :meth:`probe_finished`.
+
+        Unlike the open state, this outlasts the probe's first success: a probe replaying
+        the spool closes the breaker with its first batch written and goes on with the
+        rest."""
+        with self._lock:
+            return self._probes_running > 0
 
     def seconds_left(self) -> float:
         """How long until the next probe may run (0 when closed or due)."""

@@ -297,6 +297,7 @@ class _Segment:
         uris: dict[str, None] = {}
         read_versions: dict[str, None] = {}
         product_runs: set[str] = set()
+        readers: set[str] = set()
         written: dict[str, str] = {}  # version uuid -> uri, of the writes
         writes = False
         for event in self.events:
@@ -309,6 +310,7 @@ class _Segment:
             elif isinstance(event, ProductsRead):
                 uuids[event.invocation_uuid] = None
                 product_runs.add(event.invocation_uuid)
+                readers.add(event.invocation_uuid)
                 for o in event.inputs:
                     uris[o.uri] = None
                     read_versions[o.version_uuid] = None
@@ -356,8 +358,13 @@ class _Segment:
         want_inputs = [
             i for u, i in ids.items() if "read" in rec._new_here.get(u, {"read", "write"})
         ]
+        # Outputs only of the runs that read here: a write needs them only to tell the
+        # run's own outputs among what it read here, so a run writing a million outputs,
+        # a chunk a batch, does not fetch every earlier one again at each chunk.
         want_outputs = [
-            i for u, i in ids.items() if "write" in rec._new_here.get(u, {"read", "write"})
+            i
+            for u, i in ids.items()
+            if u in readers and "write" in rec._new_here.get(u, {"read", "write"})
         ]
         if want_inputs:
             for r in conn.execute(

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from dpt_core import spool as spool_module
 from dpt_core.config import Settings, settings_for_recording
 from dpt_core.errors import DatabaseUnavailable, DptError, TrackingError
 from dpt_core.events import (
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     # spools (DPT_WRITE=deferred) never loads SQLAlchemy.
     from sqlalchemy import Engine
 
-    from dpt_core.store.recorder import Recorder
+    from dpt_core.store.bulk import BulkRecorder
 
 
 def describe_db_error(exc: BaseException) -> str:
@@ -107,7 +108,7 @@ class Store:
         self.settings = settings
         self.spool = Spool(settings.spool_dir, settings.database_url)
         self._engine: Engine | None = None
-        self._recorder: Recorder | None = None
+        self._recorder: BulkRecorder | None = None
         self._warned = False
         self._lock = threading.RLock()
         self._worker: _Worker | None = None
@@ -119,6 +120,9 @@ class Store:
         self._replay_all = True
         #: Set at exit, after the writer was flushed: later events are written at once.
         self.exiting = False
+        #: The events and products a replay writes in one transaction at most, when a
+        #: group failed lately (see :meth:`record_many`); None: ``REPLAY_GROUP``.
+        self.replay_group: int | None = None
 
     @property
     def mode(self) -> str:
@@ -175,7 +179,7 @@ class Store:
         return self._engine
 
     @property
-    def recorder(self) -> Recorder:
+    def recorder(self) -> BulkRecorder:
         if self._recorder is None:
             from dpt_core.store.bulk import BulkRecorder
 
@@ -196,15 +200,49 @@ class Store:
         if self.breaker.is_open:
             self.breaker.close()
 
+    def record_many(self, batches: Sequence[Sequence[Event]]) -> None:
+        """Write several batches (spooled ones, in order) in one transaction, or raise and
+        write none of them (:meth:`BulkRecorder.record_many`); as :meth:`record` does, under
+        the same watchdog, and closing the breaker when it works.
+
+        A group that fails as if the database were away may only have been too big to
+        write within the watchdog's deadline or a statement timeout (a loaded server): the
+        next replay's groups are half as big (:attr:`replay_group`), down to one batch, so
+        a replay always makes progress; each group written doubles it again, up to
+        :data:`~dpt_core.spool.REPLAY_GROUP`."""
+        full = spool_module.REPLAY_GROUP
+        try:
+            self._record_with(lambda: self.recorder.record_many(batches))
+        except Exception as exc:
+            if failure_kind(exc) == "away":
+                self.replay_group = max(1, (self.replay_group or full) // 2)
+            raise
+        if self.replay_group is not None:
+            self.replay_group = None if 2 * self.replay_group >= full else 2 * self.replay_group
+        if self.breaker.is_open:
+            self.breaker.close()
+
+    def replay(self, spool: Spool | None = None) -> int:
+        """Replay ``spool`` (this store's own by default) into this database; returns the
+        events replayed. Its batches go in groups, one transaction each
+        (:meth:`record_many`), and one by one where the database refuses a group for good
+        (:meth:`Spool.replay`); raises as :meth:`Spool.replay` does."""
+        return (spool or self.spool).replay(
+            self.record, is_transient, record_many=self.record_many, group_size=self.replay_group
+        )
+
     def _record(self, events: Sequence[Event]) -> None:
+        self._record_with(lambda: self.recorder.record(events))
+
+    def _record_with(self, write: Callable[[], None]) -> None:
         if self.settings.database_url.startswith("sqlite"):
-            self.recorder.record(events)
+            write()
             return
         deadline = self.settings.connect_timeout + self.settings.statement_timeout
         if self._worker is None:
             self._worker = _Worker()
         try:
-            self._worker.call(lambda: self.recorder.record(events), timeout=deadline)
+            self._worker.call(write, timeout=deadline)
         except TimeoutError:
             self._worker = None  # abandoned, with its engine: both may be stuck for good
             self._engine = None
@@ -237,7 +275,7 @@ class Store:
         with self._lock:
             try:
                 if not self.spool.is_empty():
-                    self.spool.replay(self.record, is_transient)
+                    self.replay()
                 self.record(events)
                 _outcome.set("recorded")
                 self.breaker.close()
@@ -268,7 +306,7 @@ class Store:
         with self._lock:
             try:
                 if not self.spool.is_empty():
-                    self.spool.replay(self.record, is_transient)
+                    self.replay()
                 self.record(events)
             except Exception as exc:
                 kind = failure_kind(exc)
@@ -310,7 +348,14 @@ class Store:
                     # written: after it, or a run's end could come before its start)
                     files = [*waiting[:cut], *files, *waiting[cut + 1 :]]
                 first_try = [] if claimed is None else [claimed]
-                self.spool.replay(self.record, is_transient, files=files, first_try=first_try)
+                self.spool.replay(
+                    self.record,
+                    is_transient,
+                    files=files,
+                    first_try=first_try,
+                    record_many=self.record_many,
+                    group_size=self.replay_group,
+                )
                 self._replay_all = False
                 self.breaker.close()
                 if not self._dead_runs_closed:
@@ -369,29 +414,63 @@ class Store:
 
     def _probe(self) -> None:
         """Try the database again by replaying the spool: closes the breaker when it works
-        (the spool then holds nothing), else it stays open twice as long."""
+        (the spool then holds nothing), else it stays open twice as long. Run by whoever
+        claimed the probe (:meth:`Breaker.claim_probe`), which it reports finished."""
         try:
-            with self._lock:
-                self.spool.replay(self.record, is_transient)
-        except Exception as exc:  # noqa: BLE001 - whatever it is, the events stay spooled
-            if failure_kind(exc) == "away":
-                wait = self.breaker.trip()
-                log.debug("dpt: the database is still away (%s); next try in %g s", exc, wait)
-                return
-            log.debug("dpt: probing the database failed: %s", exc)
-        self.breaker.close()
-        log.info("dpt: the database %s is back", safe_url(self.settings.database_url))
+            try:
+                with self._lock:
+                    self.replay()
+                    self.breaker.close()
+                    # again, for what was spooled while it ran with the breaker open (it
+                    # listed the spool before): from now on nothing is spooled so
+                    self.replay()
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the events stay spooled
+                if failure_kind(exc) == "away":
+                    wait = self.breaker.trip()
+                    log.debug("dpt: the database is still away (%s); next try in %g s", exc, wait)
+                    return
+                log.debug("dpt: probing the database failed: %s", exc)
+            self.breaker.close()
+            log.info("dpt: the database %s is back", safe_url(self.settings.database_url))
+        finally:
+            self.breaker.probe_finished()
 
     def wait_for_probe(self, timeout: float) -> bool:
-        """Block until no probe runs (or ``timeout``); True when the breaker is closed. For
-        callers about to exit that want the spool drained if the database is back."""
+        """Block until the breaker is closed and no probe runs (probing here when one is
+        due), or ``timeout``; True when so. For callers about to exit that want the spool
+        drained if the database is back.
+
+        A probe closes the breaker with its first batch written and goes on replaying the
+        rest: what counts is that it ended. And a write that fails after it (one that began
+        before the database came back) opens the breaker again: then this waits for the
+        next probe, as it did for the first."""
         deadline = time.monotonic() + timeout
-        while self.breaker.is_open and time.monotonic() < deadline:
+        leftovers_tried = False
+        while True:
             if self.breaker.claim_probe():
                 self._probe()
                 continue
-            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-        return not self.breaker.is_open
+            if not self.breaker.is_open and not self.breaker.probe_running:
+                if leftovers_tried or self.spool.is_empty():
+                    return True
+                # spooled by a write that found the breaker still open as the probe
+                # closed it: replayed here, once, as the next write would
+                leftovers_tried = True
+                self._replay_leftovers()
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(0.05, left))
+
+    def _replay_leftovers(self) -> None:
+        with self._lock:
+            try:
+                self.replay()
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the events stay spooled
+                if failure_kind(exc) == "away":
+                    self.breaker.trip()
+                log.debug("dpt: replaying the spool after the probe failed: %s", exc)
 
     def _close_dead_runs(self) -> None:
         """Once per process, after its first successful write (its spool replayed first, so

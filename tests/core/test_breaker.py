@@ -70,3 +70,110 @@ def test_a_cap_below_the_first_wait_is_the_first_wait() -> None:
     assert breaker.trip() == 10
     clock.now += 10
     assert breaker.claim_probe() and breaker.trip() == 10
+
+
+def test_wait_for_probe_waits_until_the_probe_has_replayed_the_whole_spool(
+    dpt_env, monkeypatch
+) -> None:
+    """A probe closes the breaker with its first write and goes on replaying the spool:
+    ``wait_for_probe`` returns once it has ended, not once the breaker is closed (a caller
+    about to exit saw events still in the spool). The probe is held after its first write,
+    so the window is forced, not timed."""
+    import uuid
+
+    import dpt_core
+    from dpt_core.events import InvocationFinished, InvocationStarted
+    from dpt_core.store.plugin import current_store
+
+    monkeypatch.setenv("DPT_WRITE", "sync")
+    dpt_core.plugin_api.reset()
+    store = current_store()
+    with dpt_core.invocation("before"):
+        pass  # connected, schema checked
+    runs = [str(uuid.uuid4()) for _ in range(2)]
+    store.spool.append([InvocationStarted(uuid=runs[0], orchestrator="python", job="older")])
+    store.spool.append([InvocationFinished(runs[0], "success")])
+    assert store.spool.claim_own() is not None  # (a file the probe replays first)
+    clock = Clock()
+    store.breaker = Breaker(1, 1, clock)
+    store.breaker.trip()  # the database was away
+    clock.now += 1  # and the probe is due
+
+    recorder = store.recorder
+    real_record = recorder.record
+    first_written, go_on = threading.Event(), threading.Event()
+    writes: list[int] = []
+
+    def held_after_the_first_write(events, **kwargs):  # type: ignore[no-untyped-def]
+        if writes:
+            first_written.set()
+            go_on.wait()
+        real_record(events, **kwargs)
+        writes.append(len(events))
+
+    monkeypatch.setattr(recorder, "record", held_after_the_first_write)
+    try:
+        # spooled (the breaker is open), and the probe starts in the background
+        store.submit([InvocationStarted(uuid=runs[1], orchestrator="python", job="newer")])
+        assert first_written.wait(60), "the probe did not start"
+        assert not store.breaker.is_open  # closed by the probe's first write
+        assert not store.spool.is_empty()
+        assert not store.wait_for_probe(0.05), "returned while the probe still replays"
+    finally:
+        go_on.set()
+    assert store.wait_for_probe(60)
+    assert store.spool.is_empty()
+    assert not store.breaker.probe_running
+    assert sorted(r.job for r in dpt_core.runs()) == ["before", "newer", "older"]
+
+
+def test_what_a_write_spools_while_the_probe_runs_is_replayed_before_wait_for_probe_returns(
+    dpt_env, monkeypatch
+) -> None:
+    """A write that finds the breaker open while the probe replays spools its events after
+    the probe listed the spool: the probe (or wait_for_probe) replays them too, so that a
+    caller about to exit finds the spool empty. The probe is held at its first write while
+    the write spools, so the window is forced, not timed."""
+    import uuid
+
+    import dpt_core
+    from dpt_core.events import InvocationFinished, InvocationStarted
+    from dpt_core.store.plugin import current_store
+
+    monkeypatch.setenv("DPT_WRITE", "sync")
+    dpt_core.plugin_api.reset()
+    store = current_store()
+    with dpt_core.invocation("before"):
+        pass  # connected, schema checked
+    run = str(uuid.uuid4())
+    store.spool.append([InvocationStarted(uuid=run, orchestrator="python", job="spooled")])
+    assert store.spool.claim_own() is not None  # all the probe will list
+    clock = Clock()
+    store.breaker = Breaker(1, 1, clock)
+    store.breaker.trip()
+    clock.now += 1
+
+    recorder = store.recorder
+    real_record = recorder.record
+    writing, go_on = threading.Event(), threading.Event()
+
+    def held_at_the_first_write(events, **kwargs):  # type: ignore[no-untyped-def]
+        if not writing.is_set():
+            writing.set()
+            go_on.wait()
+        real_record(events, **kwargs)
+
+    monkeypatch.setattr(recorder, "record", held_at_the_first_write)
+    returned: list[bool] = []
+    waiter = threading.Thread(target=lambda: returned.append(store.wait_for_probe(60)))
+    waiter.start()  # it probes, being due
+    try:
+        assert writing.wait(60), "the probe did not start"
+        assert store.breaker.is_open
+        store.submit([InvocationFinished(run, "success")])  # spooled: the breaker is open
+    finally:
+        go_on.set()
+        waiter.join()
+    assert returned == [True]
+    assert store.spool.is_empty(), "left in the spool by the probe"
+    assert dpt_env.scalar("SELECT status FROM invocations WHERE job = 'spooled'") == "success"

@@ -215,3 +215,241 @@ def test_write_failures_are_classified_by_what_the_database_says(dpt_backend):
     assert failure_kind(MigrationRequired("run 'dpt db upgrade'")) == "away"
     assert is_transient(denied) and is_transient(unreachable.value)
     assert not is_transient(refused)
+
+
+def _commits(engine) -> list[int]:
+    """A list that grows by one at each commit on ``engine``, from now on."""
+    from sqlalchemy import event
+
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    return commits
+
+
+@pytest.mark.parametrize("dpt_backend", ["sqlite", "postgresql"], indirect=True)
+def test_the_next_write_replays_a_spool_of_many_batches_in_one_transaction(
+    dpt_backend, dpt_env, monkeypatch
+):
+    """200 invocations spooled one event a batch (600 batches, as a process recording
+    without a batch leaves them): the next write records them in one transaction, then
+    its own batch in another -- not one transaction per spooled batch."""
+    monkeypatch.setenv("DPT_WRITE", "sync")
+    dpt_core.plugin_api.reset()
+    with dpt_core.invocation("before"):
+        pass  # connected, schema checked, dead runs looked for
+    store = current_store()
+    batches = _events(200)
+    for batch in batches:
+        store.spool.append(batch)
+    commits = _commits(store.engine)
+    store.submit([InvocationStarted(uuid=str(uuid.uuid4()), orchestrator="python", job="next")])
+    assert store.spool.is_empty()
+    assert len(commits) == 2, f"{len(commits)} transactions for 600 spooled batches and one"
+    assert dpt_env.scalar("SELECT COUNT(*) FROM invocations WHERE status = 'success'") == 201
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 200
+
+
+#: A trigger that refuses, for good, to record a run whose job is ``refused``.
+REFUSE_JOB = {
+    "sqlite": [
+        "CREATE TRIGGER dpt_test_refuse BEFORE INSERT ON invocations WHEN NEW.job = 'refused' "
+        "BEGIN SELECT RAISE(ABORT, 'refused for good'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION dpt_test_refuse() RETURNS trigger AS $$ BEGIN "
+        "IF NEW.job = 'refused' THEN RAISE EXCEPTION 'refused for good'; END IF; "
+        "RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER dpt_test_refuse BEFORE INSERT ON invocations "
+        "FOR EACH ROW EXECUTE FUNCTION dpt_test_refuse()",
+    ],
+}
+
+
+@pytest.mark.parametrize("dpt_backend", ["sqlite", "postgresql"], indirect=True)
+def test_a_batch_refused_in_the_middle_of_a_group_is_set_aside_and_the_rest_recorded_once(
+    dpt_backend, dpt_env
+):
+    store = current_store()
+    with store.engine.begin() as conn:
+        for statement in REFUSE_JOB[dpt_env.backend]:
+            conn.exec_driver_sql(statement)
+    refused = str(uuid.uuid4())
+    before, after = _events(4), _events(4)
+    for batch in before:
+        store.spool.append(batch)
+    store.spool.append(  # one batch, as tracker.batch() spools a whole invocation
+        [
+            InvocationStarted(uuid=refused, orchestrator="python", job="refused"),
+            ProductsWritten(refused, (ProductObservation("s3://b/refused", str(uuid.uuid4())),)),
+            InvocationFinished(refused, "success"),
+        ]
+    )
+    for batch in after:
+        store.spool.append(batch)
+    commits = _commits(store.engine)
+    assert store.replay() == 24  # the 8 good invocations' events
+    assert store.spool.is_empty()
+    (bad,) = store.spool.directory.glob("*.bad")
+    (line,) = bad.read_text().splitlines()
+    assert "refused for good" in line and refused in line
+    recorded = {u for u, _ in dpt_env.rows("SELECT uuid, status FROM invocations")}
+    assert recorded == {b[0].uuid for b in [*before, *after] if isinstance(b[0], InvocationStarted)}
+    assert dpt_env.scalar("SELECT COUNT(*) FROM invocations WHERE status = 'success'") == 8
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 8
+    # the group, refused whole, then batch by batch
+    assert len(commits) == 24
+
+
+@pytest.mark.parametrize("dpt_backend", ["postgresql"], indirect=True)
+def test_a_connection_lost_in_the_middle_of_a_group_loses_and_duplicates_nothing(
+    dpt_backend, dpt_env, monkeypatch
+):
+    """The server ends the connection in the middle of the second group's transaction (on
+    the retry on a fresh connection too): the file keeps exactly the batches of that group
+    and after; a commit whose answer was lost is replayed without duplicating anything."""
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.engine import make_url
+
+    import dpt_core.spool as spool_module
+
+    monkeypatch.setattr(spool_module, "REPLAY_GROUP", 20)  # 5 invocations a group
+    store = current_store()
+    engine = store.engine
+    batches = _events(12)
+    for batch in batches:
+        store.spool.append(batch)
+    killer = create_engine(
+        make_url(dpt_env.url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+    transactions = cuts = statements = 0
+
+    def begin(conn):
+        nonlocal transactions, statements
+        transactions += 1
+        statements = 0
+
+    def cut_the_second_group(conn, cursor, statement, *args):
+        nonlocal statements, cuts
+        statements += 1
+        if transactions >= 2 and statements == 3 and cuts < 2:
+            cuts += 1
+            with killer.connect() as kill:
+                pid = cursor.connection.info.backend_pid
+                kill.exec_driver_sql(f"SELECT pg_terminate_backend({pid}, 10000)")
+
+    event.listen(engine, "begin", begin)
+    event.listen(engine, "before_cursor_execute", cut_the_second_group)
+    try:
+        with pytest.raises(Exception) as lost:
+            store.replay()
+    finally:
+        event.remove(engine, "before_cursor_execute", cut_the_second_group)
+        killer.dispose()
+    assert is_transient(lost.value) and cuts == 2
+    assert store.spool.status().batches == len(batches) - 15  # the first group's 15 recorded
+    assert dpt_env.scalar("SELECT COUNT(*) FROM invocations") == 5
+
+    recorded: list[list] = []
+
+    def answer_lost(groups):
+        store.record_many(groups)
+        recorded.extend(groups)
+        if len(recorded) == 15:  # the commit of the second group happened; its answer not
+            raise ConnectionError("the server went away")
+
+    with pytest.raises(ConnectionError):
+        store.spool.replay(store.record, is_transient, record_many=answer_lost)
+    assert store.spool.status().batches == len(batches) - 15
+    assert store.replay() == 3 * 12 - 15
+    assert store.spool.is_empty()
+    assert dpt_env.scalar("SELECT COUNT(*) FROM invocations WHERE status = 'success'") == 12
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 12
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_products") == 3
+
+
+def test_a_grouped_replay_holds_one_group_at_a_time(dpt_env, tmp_path, monkeypatch):
+    """Replayed in groups, a backlog of 4n outputs needs no more memory than one of n: a
+    group is bounded (here to 300 events and products: 3 batches of 100 outputs), not the
+    file (tests/core/test_memory.py checks the same of a replay batch by batch)."""
+    import tracemalloc
+
+    import dpt_core.spool as spool_module
+    import dpt_core.tracker as tracker_module
+    from dpt_core.store import recorder as recorder_module
+
+    monkeypatch.setenv("DPT_WRITE", "deferred")  # batches wait in the spool
+    dpt_core.plugin_api.reset()
+    monkeypatch.setattr(tracker_module, "WRITE_CHUNK", 100)
+    monkeypatch.setattr(recorder_module, "ID_CACHE_SIZE", 200)
+    monkeypatch.setattr(recorder_module, "RUN_CACHE_SIZE", 200)
+    monkeypatch.setattr(spool_module, "REPLAY_GROUP", 300)
+    store = current_store()
+    commits = _commits(store.engine)
+
+    def backlog(name: str, count: int) -> int:
+        root = tmp_path / name
+        root.mkdir()
+        with dpt_core.invocation(name) as inv:
+            for i in range(count):  # small files, made one by one as they are asked for
+                (root / f"f{i:05d}.dat").write_bytes(b"%d\n" % i)
+            inv.write(root.glob("*.dat"))
+        (own,) = store.spool.files()
+        commits.clear()
+        tracemalloc.reset_peak()
+        start = tracemalloc.get_traced_memory()[0]
+        store.replay()
+        peak = tracemalloc.get_traced_memory()[1] - start
+        assert store.spool.is_empty() and not own.exists()
+        assert len(commits) < count / 100, "not replayed in groups"
+        return peak
+
+    tracemalloc.start()
+    try:
+        backlog("warm", 1_000)
+        # best of three on each side, as in test_memory.py (a one-off reallocation of
+        # CPython's interned strings lands in whichever replay crosses the threshold)
+        peak_n = min(backlog(f"small{i}", 1_000) for i in range(3))
+        peak_4n = min(backlog(f"big{i}", 4_000) for i in range(3))
+    finally:
+        tracemalloc.stop()
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 16_000
+    assert peak_4n < 1.3 * peak_n, f"peak {peak_n} -> {peak_4n} B"
+
+
+def test_a_group_that_fails_as_if_the_database_were_away_makes_the_next_groups_smaller(
+    dpt_env, monkeypatch
+):
+    """A group the watchdog gave up on may only have been too big for its deadline: the
+    next replay writes groups half as big (down to one batch: a replay always makes
+    progress), and each group written doubles them again."""
+    from dpt_core.errors import DatabaseUnavailable
+    from dpt_core.spool import REPLAY_GROUP
+
+    store = current_store()
+    for batch in _events(10):
+        store.spool.append(batch)
+    recorder = store.recorder
+    real = recorder.record_many
+    sizes: list[int] = []
+
+    def too_big_for_the_deadline(batches):
+        sizes.append(len(batches))
+        if len(batches) > 4:
+            raise DatabaseUnavailable("timeout: did not answer within 2 s")
+        real(batches)
+
+    monkeypatch.setattr(recorder, "record_many", too_big_for_the_deadline)
+    failures = 0
+    for _ in range(100):  # (as many probes)
+        try:
+            store.replay()
+        except DatabaseUnavailable:
+            failures += 1
+        if store.spool.is_empty():
+            break
+    assert store.spool.is_empty(), "the replay never made progress"
+    tried = sizes[:failures]  # (30 one-event batches of 40 events and products)
+    assert tried[0] == 30 and tried == sorted(tried, reverse=True) and tried[-1] > 4
+    assert max(sizes[failures:]) <= 4  # from then on every group fits
+    assert dpt_env.scalar("SELECT COUNT(*) FROM invocations WHERE status = 'success'") == 10
+    assert store.replay_group is None or REPLAY_GROUP > store.replay_group > 4  # grown again
