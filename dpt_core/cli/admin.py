@@ -87,7 +87,7 @@ def replay(bad: bool, dry_run: bool, as_json: bool) -> None:
     their *.bad file for inspection.
     """
     from dpt_core.spool import Spool
-    from dpt_core.store.plugin import current_store, is_transient
+    from dpt_core.store.plugin import current_store
 
     if dry_run and not bad:
         raise CliError("--dry-run goes with --bad: 'dpt spool replay --bad --dry-run'", 2)
@@ -98,7 +98,7 @@ def replay(bad: bool, dry_run: bool, as_json: bool) -> None:
     count = 0
     try:
         for spool_ in [store.spool, *store.spool.unconfigured()]:
-            count += spool_.replay(store.record, is_transient)
+            count += store.replay(spool_)
     except Exception as exc:
         from dpt_core.store.engine import describe_db_error
 
@@ -142,7 +142,7 @@ def drain(follow: bool, interval: float, as_json: bool) -> None:
     """
     import time
 
-    from dpt_core.store.plugin import current_store, is_transient
+    from dpt_core.store.plugin import current_store
 
     store = current_store(settings())
     count = 0
@@ -150,7 +150,7 @@ def drain(follow: bool, interval: float, as_json: bool) -> None:
     try:
         while True:
             try:
-                count += store.spool.replay(store.record, is_transient)
+                count += store.replay()
                 wait = interval
             except Exception as exc:
                 from dpt_core.store.engine import describe_db_error

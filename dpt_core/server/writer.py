@@ -250,13 +250,13 @@ class GroupWriter:
 
     def _replay_idle(self) -> None:
         """Replay this database's spool when it holds events and no request is waiting."""
-        from dpt_core.store.plugin import current_store, is_transient
+        from dpt_core.store.plugin import current_store
 
         try:
             store = current_store()
             if store.spool.is_empty():
                 return
-            replayed = store.spool.replay(store.record, is_transient)
+            replayed = store.replay()
         except Exception as exc:  # noqa: BLE001 - still away: the next attempt comes
             log.debug("dpt serve: spool replay failed: %s", exc)
             return
