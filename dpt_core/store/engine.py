@@ -110,6 +110,15 @@ def _sqlite_begin(connection: Any) -> None:
 WRITE_OPTION = "dpt_write"
 
 
+def load_driver(url: str) -> None:
+    """Import the database driver ``url`` needs (what :func:`make_engine` would import),
+    without connecting: a caller timing its first connection leaves the import out."""
+    try:
+        validate_url(url).get_dialect().import_dbapi()
+    except Exception:  # noqa: BLE001 - make_engine reports a bad URL or a missing driver
+        pass
+
+
 def make_engine(
     url: str | URL,
     *,

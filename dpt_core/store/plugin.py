@@ -239,6 +239,14 @@ class Store:
             write()
             return
         deadline = self.settings.connect_timeout + self.settings.statement_timeout
+        if self._recorder is None:
+            # The first write imports SQLAlchemy, the driver and the recorder: seconds on a
+            # slow or busy host, and no network in it. Done before the watchdog starts, or
+            # those seconds would count as a database that does not answer.
+            import dpt_core.store.bulk
+            import dpt_core.store.engine
+
+            dpt_core.store.engine.load_driver(self.settings.database_url)
         if self._worker is None:
             self._worker = _Worker()
         try:
