@@ -10,6 +10,7 @@ behind, naming ``dpt db upgrade``.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -113,10 +114,8 @@ WRITE_OPTION = "dpt_write"
 def load_driver(url: str) -> None:
     """Import the database driver ``url`` needs (what :func:`make_engine` would import),
     without connecting: a caller timing its first connection leaves the import out."""
-    try:
+    with contextlib.suppress(Exception):  # make_engine reports a bad URL or a missing driver
         validate_url(url).get_dialect().import_dbapi()
-    except Exception:  # noqa: BLE001 - make_engine reports a bad URL or a missing driver
-        pass
 
 
 def make_engine(
