@@ -7,10 +7,12 @@ a traceback. Every listing takes ``--json``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -106,6 +108,36 @@ def json_option(func: Any) -> Any:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(
         func
     )
+
+
+@contextlib.contextmanager
+def progress(description: str, shown: bool = True) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr, on a terminal and when ``shown``; yields
+    ``update(done, total=None)``. ``rich`` is imported only when a bar can show."""
+    if not (shown and sys.stderr.isatty()):
+        yield lambda done, total=None: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
+        task: list[Any] = []
+
+        def update(done: int, total: int | None = None) -> None:
+            if not task:
+                task.append(bar.add_task(description, total=total))
+            bar.update(task[0], completed=done, total=total)
+
+        yield update
 
 
 def settings() -> Any:

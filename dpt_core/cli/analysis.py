@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from dpt_core.cli import echo_json, engine, json_option, resolve_target
+from dpt_core.cli import echo_json, engine, json_option, progress, resolve_target
 
 
 def _console() -> Console:
@@ -40,31 +40,6 @@ def _short(text: str | None, width: int = 8) -> str:
     if not text:
         return "-"
     return text.split(":", 1)[-1][:width]
-
-
-@contextlib.contextmanager
-def _progress(description: str) -> Iterator[Any]:
-    """A progress bar on stderr; yields ``update(done, total)``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as bar:
-        task: list[Any] = []
-
-        def update(done: int, total: int | None = None) -> None:
-            if not task:
-                task.append(bar.add_task(description, total=total))
-            bar.update(task[0], completed=done, total=total)
-
-        yield update
 
 
 # =========================================================================== lineage
@@ -261,7 +236,7 @@ def stale(targets: tuple[str, ...], as_json: bool) -> None:
 
     stats: dict[str, int] = {}
     try:  # exit 1 means "stale": a check that could not be made exits 2, whatever went wrong
-        with _progress("hashing changed inputs") as update:
+        with progress("hashing changed inputs") as update:
             found = _stale(
                 [resolve_target(t) for t in targets] if targets else None,
                 engine(),
@@ -529,7 +504,7 @@ def export(fmt: str, since: str | None, output: str | None) -> None:
         from dpt_core.export.openlineage import count_runs, write_events
 
         total = count_runs(eng, when)
-        with _progress("exporting runs") as update:
+        with progress("exporting runs") as update:
             count = write_events(eng, out, when, progress=lambda done: update(done, total))
     if output:
         click.echo(f"wrote {count} OpenLineage event(s) for {total} run(s) to {output}", err=True)

@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
-from dpt_core.cli import CliError
+from dpt_core.cli import CliError, progress
 
 
 def _existing(paths: tuple[str, ...], what: str) -> None:
@@ -164,7 +164,8 @@ def _write_outputs(handle: Any, outputs: tuple[str, ...], outputs_from: str | No
     total = len(outputs) + (_count_lines(outputs_from) if outputs_from else 0)
     missing: list[str] = []
     missed = 0
-    with _progress(total, shown=total > WRITE_CHUNK) as advance:
+    done = 0
+    with progress("dpt: recording outputs", shown=total > WRITE_CHUNK) as update:
         declared = _declared(outputs, outputs_from)
         while chunk := list(itertools.islice(declared, WRITE_CHUNK)):
             present = []
@@ -177,35 +178,12 @@ def _write_outputs(handle: Any, outputs: tuple[str, ...], outputs_from: str | No
                         missing.append(output)
             if present:
                 handle.write(present)
-            advance(len(chunk))
+            done += len(chunk)
+            update(done, total)
     if not missed:
         return ""
     more = missed - len(missing)
     return ", ".join(missing) + (f" and {more} more" if more else "")
-
-
-@contextlib.contextmanager
-def _progress(total: int, shown: bool) -> Iterator[Callable[[int], None]]:
-    """``advance(n)`` of a progress bar on stderr when ``shown`` and stderr is a terminal;
-    else of nothing (and ``rich`` is not imported: most runs declare a few outputs)."""
-    if not (shown and sys.stderr.isatty()):
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("dpt: recording outputs"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as bar:
-        task = bar.add_task("outputs", total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 def _count_lines(path: str) -> int:
