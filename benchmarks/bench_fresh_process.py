@@ -93,6 +93,30 @@ def _interleaved(
     return [(wall, statistics.median(cpu)) for wall, cpu in zip(walls, cpus, strict=True)]
 
 
+def _drain(env: dict[str, str], cwd: Path) -> None:
+    """``dpt spool drain``: the drainer writes what deferred runs spooled."""
+    subprocess.run(
+        [sys.executable, "-m", "dpt_core.cli", "spool", "drain"],
+        env=env,
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
+
+
+def _row(
+    backend: str, case: str, median: float, baseline: float, **extra: object
+) -> dict[str, object]:
+    """One table row: the median wall time and what it adds to ``python -c pass``."""
+    return {
+        "backend": backend,
+        "case": case,
+        "median_ms": median * 1000,
+        "added_ms": (median - baseline) * 1000,
+        **extra,
+    }
+
+
 def _time(code: str, env: dict[str, str], runs: int, cwd: Path) -> list[float]:
     subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, check=True)  # warm-up
     samples, cpu = [], []
@@ -146,29 +170,13 @@ def run(runs: int, backends: list[str], against: Path | None = None) -> list[dic
         base["PYTHONPATH"] = root + os.pathsep + base.get("PYTHONPATH", "")
         baseline = statistics.median(_time("pass", base, runs, work))
         baseline_cpu = _last_cpu
-        rows.append(
-            {
-                "backend": "-",
-                "case": "pass",
-                "median_ms": baseline * 1000,
-                "added_ms": 0.0,
-                "cpu_s": baseline_cpu,
-            }
-        )
+        rows.append(_row("-", "pass", baseline, baseline, cpu_s=baseline_cpu))
         if _has_openlineage():
             log = work / "openlineage.jsonl"
             med = statistics.median(
                 _time(OPENLINEAGE.format(log=str(log), out=str(out)), base, runs, work)
             )
-            rows.append(
-                {
-                    "backend": "file",
-                    "case": "openlineage",
-                    "median_ms": med * 1000,
-                    "added_ms": (med - baseline) * 1000,
-                    "cpu_s": _last_cpu,
-                }
-            )
+            rows.append(_row("file", "openlineage", med, baseline, cpu_s=_last_cpu))
         for backend in backends:
             with database(backend) as url:
                 env = {
@@ -181,15 +189,7 @@ def run(runs: int, backends: list[str], against: Path | None = None) -> list[dic
                 }
                 (work / "none.toml").write_text("")
                 med = statistics.median(_time("import dpt_core", env, runs, work))
-                rows.append(
-                    {
-                        "backend": backend,
-                        "case": "import",
-                        "median_ms": med * 1000,
-                        "added_ms": (med - baseline) * 1000,
-                        "cpu_s": _last_cpu,
-                    }
-                )
+                rows.append(_row(backend, "import", med, baseline, cpu_s=_last_cpu))
                 for mode in ("background", "sync", "deferred", "deferred, no plugins"):
                     before = _rows_recorded(url)
                     code = RECORD.format(out=str(out))
@@ -198,43 +198,25 @@ def run(runs: int, backends: list[str], against: Path | None = None) -> list[dic
                         settings["DPT_LOAD_PLUGINS"] = ""
                     med = statistics.median(_time(code, {**env, **settings}, runs, work))
                     if mode.startswith("deferred"):  # the drainer writes what the runs spooled
-                        subprocess.run(
-                            [sys.executable, "-m", "dpt_core.cli", "spool", "drain"],
-                            env=env,
-                            cwd=work,
-                            check=True,
-                            capture_output=True,
-                        )
+                        _drain(env, work)
                     recorded = _rows_recorded(url) - before
                     rows.append(
-                        {
-                            "backend": backend,
-                            "case": mode,
-                            "median_ms": med * 1000,
-                            "added_ms": (med - baseline) * 1000,
-                            "cpu_s": _last_cpu,
-                            "recorded": recorded,
-                        }
+                        _row(backend, mode, med, baseline, cpu_s=_last_cpu, recorded=recorded)
                     )
                 before = _rows_recorded(url)
                 deferred = {**env, "DPT_WRITE": "deferred"}
                 med = statistics.median(_time(DPT_RUN.format(out=str(out)), deferred, runs, work))
-                subprocess.run(
-                    [sys.executable, "-m", "dpt_core.cli", "spool", "drain"],
-                    env=env,
-                    cwd=work,
-                    check=True,
-                    capture_output=True,
-                )
+                _drain(env, work)
+                recorded = _rows_recorded(url) - before
                 rows.append(
-                    {
-                        "backend": backend,
-                        "case": "dpt run, deferred",
-                        "median_ms": med * 1000,
-                        "added_ms": (med - baseline) * 1000,
-                        "cpu_s": _last_cpu,
-                        "recorded": _rows_recorded(url) - before,
-                    }
+                    _row(
+                        backend,
+                        "dpt run, deferred",
+                        med,
+                        baseline,
+                        cpu_s=_last_cpu,
+                        recorded=recorded,
+                    )
                 )
                 rows += _preloaded(backend, env, runs, work, baseline, out)
                 if against is not None:
@@ -263,14 +245,14 @@ def _preloaded(
     ):
         med = statistics.median(wall)
         rows.append(
-            {
-                "backend": backend,
-                "case": case,
-                "median_ms": med * 1000,
-                "added_ms": (med - baseline) * 1000,
-                "cpu_s": cpu,
-                "cpu_over_preload_ms": (cpu - preload_cpu) * 1000,
-            }
+            _row(
+                backend,
+                case,
+                med,
+                baseline,
+                cpu_s=cpu,
+                cpu_over_preload_ms=(cpu - preload_cpu) * 1000,
+            )
         )
     return rows
 
@@ -300,27 +282,12 @@ def _against(
     before = _rows_recorded(env["DPT_DATABASE_URL"])
     code = RECORD.format(out=str(out))
     timed = _interleaved([(code, e) for e in envs], runs, work)
-    subprocess.run(
-        [sys.executable, "-m", "dpt_core.cli", "spool", "drain"],
-        env=env,
-        cwd=work,
-        check=True,
-        capture_output=True,
-    )
+    _drain(env, work)
     recorded = _rows_recorded(env["DPT_DATABASE_URL"]) - before  # both trees' runs
     rows: list[dict[str, object]] = []
     for name, (wall, cpu) in zip(("deferred (here)", f"deferred ({other})"), timed, strict=True):
         med = statistics.median(wall)
-        rows.append(
-            {
-                "backend": backend,
-                "case": name,
-                "median_ms": med * 1000,
-                "added_ms": (med - baseline) * 1000,
-                "cpu_s": cpu,
-                "recorded": recorded,
-            }
-        )
+        rows.append(_row(backend, name, med, baseline, cpu_s=cpu, recorded=recorded))
     return rows
 
 
