@@ -25,9 +25,9 @@ the common case of an ingest:
 * writes replayed (a spooled batch, a tick re-read): of a version that exists, made by
   the same run, when the per-event path would change none of its row.
 
-Anything else (a write that says something new of an existing version, a read of an
-unknown version of a known product, a start that hands its run to another process,
-explicit parents, ...) ends the set-based part there: the events before it are written
+Anything else (a write that says something new of an existing version, or names one
+twice saying different things, a read of an unknown version of a known product, a start
+that hands its run to another process, explicit parents, ...) ends the set-based part there: the events before it are written
 set-wise, that event goes through the per-event code in the same transaction, and the
 walk starts again after it. So an unusual event costs what it cost before, and never
 changes what is recorded.
@@ -220,6 +220,17 @@ def _same_observation(newest: Any, o: Any, producer: int) -> bool:
         and (o.content_hash is None or newest.content_hash is None)
         and not _unhashed(o.metadata)
         and not _unhashed(newest.known_metadata)
+    )
+
+
+def _same_values(a: Any, b: Any) -> bool:
+    """True when two outputs naming one version say the same of it (tags aside: the
+    first record of a tag wins on either path)."""
+    return (a.content_hash, a.size, a.mtime, a.metadata or None) == (
+        b.content_hash,
+        b.size,
+        b.mtime,
+        b.metadata or None,
     )
 
 
@@ -525,10 +536,16 @@ class _Segment:
     def _write_products(self, event: ProductsWritten) -> bool:
         uuid = event.invocation_uuid
         replayed: dict[str, int] = {}
+        first: dict[str, Any] = {}
         for o in event.outputs:
             pid = self.products[o.uri]
             again = self._replayed(uuid, pid, o)
             if again is not None:
+                if not _same_values(first.setdefault(o.version_uuid, o), o):
+                    # One existing version reported twice in the event, differently: the
+                    # per-event path claims it for every report once one of them is the
+                    # same observation, and updates it with each in turn.
+                    return False
                 replayed[o.version_uuid] = again
             elif (
                 pid in self.versioned_here

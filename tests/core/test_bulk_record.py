@@ -665,7 +665,16 @@ def test_a_replayed_sensor_batch_is_recorded_set_wise(dpt_backend, dpt_env):
 
 @pytest.mark.parametrize(
     "change",
-    ["nothing", "metadata", "size", "hash", "explicit parents", "read first", "newer version"],
+    [
+        "nothing",
+        "metadata",
+        "size",
+        "hash",
+        "explicit parents",
+        "read first",
+        "newer version",
+        "reported twice",
+    ],
 )
 def test_a_replayed_write_changes_what_the_per_event_path_changes(dpt_env, change):
     """A write recorded again, as is or saying something else of its version: the rows
@@ -684,8 +693,15 @@ def test_a_replayed_write_changes_what_the_per_event_path_changes(dpt_env, chang
         "explicit parents": written,
         "read first": written,
         "newer version": written,
+        "reported twice": written,
     }[change]
     replay: list[Event] = [start, ProductsWritten(run, (again,))]
+    if change == "reported twice":
+        # One event names the version twice, the second time saying something else of it
+        # (hypothesis found it, in a replayed batch): the per-event path takes the first
+        # as the version's observation, then updates the version with each in turn.
+        other_report = ProductObservation(URIS[1], v_uuid, v_hash, size=11, metadata={"n": 2})
+        replay[1] = ProductsWritten(run, (written, other_report))
     if change == "explicit parents":
         first[1] = ProductsWritten(
             run, (ProductObservation(URIS[1], v_uuid, v_hash, size=10, parents=(URIS[0],)),)
