@@ -87,7 +87,6 @@ def _load_module(group: click.Group, module: str) -> None:
     command a plugin added under the same name, as when built-ins were added first)."""
     if module in _loaded_modules:
         return
-    _loaded_modules.add(module)
     try:
         loaded = importlib.import_module(f"dpt_core.cli.{module}")
     except ImportError:  # pragma: no cover - an optional dependency (rich) is missing
@@ -98,6 +97,7 @@ def _load_module(group: click.Group, module: str) -> None:
     loaded.register(found)
     for name, command in found.commands.items():
         group.commands.setdefault(name, command)  # a plugin's command of that name wins
+    _loaded_modules.add(module)  # (only once its commands are there: a failed import retries)
 
 
 def echo_json(data: Any) -> None:
