@@ -248,7 +248,11 @@ class Store:
 
             dpt_core.store.engine.load_driver(self.settings.database_url)
         if self._worker is None:
-            self._worker = _Worker()
+            try:
+                self._worker = _Worker()
+            except RuntimeError:  # interpreter shutdown: no thread starts (Python 3.12+)
+                write()  # the last writes of an exiting process, without a watchdog
+                return
         try:
             self._worker.call(write, timeout=deadline)
         except TimeoutError:
@@ -412,7 +416,11 @@ class Store:
         self.spool.append(events)
         _outcome.set("spooled")
         if self.breaker.claim_probe():
-            threading.Thread(target=self._probe, name="dpt-probe", daemon=True).start()
+            try:
+                threading.Thread(target=self._probe, name="dpt-probe", daemon=True).start()
+            except RuntimeError:  # interpreter shutdown: no probe; the next writer replays
+                self.breaker.trip()
+                self.breaker.probe_finished()
         if self.settings.strict:
             raise TrackingError(
                 f"recording was spooled: the database {safe_url(self.settings.database_url)} "
