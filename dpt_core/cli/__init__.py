@@ -55,15 +55,38 @@ class DptGroup(click.Group):
     """Turns dpt errors and database errors into one line and the right exit code, and
     loads each built-in command's module when the command is first asked for."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Modules of :data:`BUILTIN_COMMANDS` whose commands were added to this group.
+        self._loaded: set[str] = set()
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in BUILTIN_COMMANDS:
-            _load_module(self, BUILTIN_COMMANDS[cmd_name])
+            self._load(BUILTIN_COMMANDS[cmd_name])
         return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         for module in dict.fromkeys(BUILTIN_COMMANDS.values()):
-            _load_module(self, module)
+            self._load(module)
         return sorted(self.commands)
+
+    def _load(self, module: str) -> None:
+        """Import ``dpt_core.cli.<module>`` and add its commands, once (not over a command a
+        plugin added under the same name, as when built-ins were added first); a module
+        whose import failed is tried again next time."""
+        if module in self._loaded:
+            return
+        try:
+            loaded = importlib.import_module(f"dpt_core.cli.{module}")
+        except ImportError:  # pragma: no cover - an optional dependency (rich) is missing
+            if module != "analysis":
+                raise
+            return
+        found = click.Group()
+        loaded.register(found)
+        for name, command in found.commands.items():
+            self.commands.setdefault(name, command)  # a plugin's command of that name wins
+        self._loaded.add(module)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -77,27 +100,6 @@ class DptGroup(click.Group):
             from dpt_core.store.engine import describe_db_error
 
             raise CliError(f"database error: {describe_db_error(exc)}", 1) from None
-
-
-_loaded_modules: set[str] = set()
-
-
-def _load_module(group: click.Group, module: str) -> None:
-    """Import ``dpt_core.cli.<module>`` and add its commands to ``group``, once (not over a
-    command a plugin added under the same name, as when built-ins were added first)."""
-    if module in _loaded_modules:
-        return
-    try:
-        loaded = importlib.import_module(f"dpt_core.cli.{module}")
-    except ImportError:  # pragma: no cover - an optional dependency (rich) is missing
-        if module != "analysis":
-            raise
-        return
-    found = click.Group()
-    loaded.register(found)
-    for name, command in found.commands.items():
-        group.commands.setdefault(name, command)  # a plugin's command of that name wins
-    _loaded_modules.add(module)  # (only once its commands are there: a failed import retries)
 
 
 def echo_json(data: Any) -> None:
