@@ -122,13 +122,17 @@ class Ask:
             raise BadRequest(f"{name}: contains a NUL character")
         return value or None
 
-    def texts(self, name: str) -> list[str]:
-        """Every non-empty value of a repeatable parameter, in the order given."""
+    def given(self, name: str) -> tuple[str, ...]:
+        """Every value given for ``name``, as given (none, one, or a repeated parameter's)."""
         values = self.repeated.get(name)
         if values is None:
             values = (self.query[name],) if name in self.query else ()
+        return tuple(values)
+
+    def texts(self, name: str) -> list[str]:
+        """Every non-empty value of a repeatable parameter, in the order given."""
         found = []
-        for value in values:
+        for value in self.given(name):
             value = value.strip()
             if "\x00" in value:
                 raise BadRequest(f"{name}: contains a NUL character")
@@ -1082,7 +1086,7 @@ class Explorer:
             name: (ask.query.get(name) or "").replace("\x00", "").strip() or None
             for name in ("orchestrator", "job", "status", "host", "since", "until")
         }
-        tag_inputs = ask.repeated.get("tag") or ((ask.query["tag"],) if "tag" in ask.query else ())
+        tag_inputs = ask.given("tag")
         return {
             "nav": "runs",
             "api": None,
