@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -151,8 +152,9 @@ def _insert_then_find(
 #: write of 200 000 files, see benchmarks/bench_memory.py).
 ID_CACHE_SIZE = 50_000
 
-#: Most runs a recorder remembers (id and known columns, ~1.5 KB a run): a scheduler or
-#: sensor recording runs for ever grows to this many, then starts over.
+#: Most runs a recorder remembers between batches (id and known columns, ~1.5 KB a
+#: run): a scheduler or sensor recording runs for ever grows to this many, then forgets
+#: the oldest after each batch.
 RUN_CACHE_SIZE = 10_000
 
 
@@ -330,7 +332,6 @@ class Recorder:
         transaction is rolled back and the batch recorded again event by event.
         """
         set_based = len(events) > 1
-        self._cap_caches()
 
         def apply_all(conn: Connection) -> None:
             self._new_here.clear()
@@ -362,6 +363,9 @@ class Recorder:
         except BaseException:
             on_retry()
             raise
+        # After the batch, not before it: a set-based batch adds all its runs at once,
+        # so a check before it let a cache end a batch above its bound.
+        self._cap_caches()
 
     def _apply_batch(self, conn: Connection, events: Sequence[Event]) -> None:
         """Apply a batch of several events in ``conn``'s transaction (here: one by one)."""
@@ -369,11 +373,15 @@ class Recorder:
             self._apply(conn, event)
 
     def _cap_caches(self) -> None:
-        """Start a cache over once it holds RUN_CACHE_SIZE entries: a long-lived process
-        (a scheduler, a sensor) seeing new invocations for ever keeps its memory flat."""
+        """Forget the oldest entries of a cache above RUN_CACHE_SIZE: a long-lived
+        process (a scheduler, a sensor) seeing new invocations for ever keeps its memory
+        flat. Called after each batch, so no cache is above its bound between batches,
+        and the runs just written stay known."""
         for cache in (self._environment_ids, self._invocation_ids, self._facts):
-            if len(cache) >= RUN_CACHE_SIZE:
-                cache.clear()
+            excess = len(cache) - RUN_CACHE_SIZE
+            if excess > 0:
+                for key in list(itertools.islice(cache, excess)):  # oldest first
+                    del cache[key]
 
     def _apply(self, conn: Connection, event: Event) -> None:
         if isinstance(event, InvocationStarted):
@@ -526,8 +534,7 @@ class Recorder:
         self._know({**current._asdict(), **changes, "uuid": row["uuid"]})
 
     def _know(self, row: dict[str, Any]) -> None:
-        if len(self._facts) >= RUN_CACHE_SIZE:
-            self._facts.clear()
+        self._facts.pop(row["uuid"], None)  # the newest last, for _cap_caches
         self._facts[row["uuid"]] = _Facts.of(row)
 
     def _finish(self, conn: Connection, event: InvocationFinished) -> None:
