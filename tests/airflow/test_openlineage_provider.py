@@ -6,7 +6,8 @@ of its own with both listeners on: dpt's (the entry-point plugin) and the provid
 its HTTP transport pointed at the server (``[openlineage] transport``) and its task
 events emitted on a thread the task runner waits for (``execute_in_thread``), so every
 task event has reached the server when the task ends. The provider's dag-run events go
-through its process pool, drained before the process exits.
+through its process pool, drained before the process exits. What the server spooled
+(answered 202) is read once its idle replay has emptied the spool.
 
 Asserted: one dpt run per task try and one per dag run, not two; the provider's run ids
 linked; the statuses; dpt's environment and command kept; inputs and outputs, including
@@ -20,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,22 @@ class Server:
             if self.proc.poll() is not None:
                 raise AssertionError(f"dpt serve exited: {self.errors.read_text()}")
             time.sleep(0.05)
+
+    def settle(self, within: float = 180.0) -> dict[str, Any]:
+        """Wait until nothing waits in the server's spool: a post the server answered 202
+        (spooled: on a loaded host SQLite can stay locked by the listener's writes past
+        the server's timeout), or a listener's events its process left there at exit,
+        is in the database only once the server's idle replay has written it."""
+        deadline = time.monotonic() + within
+        while True:
+            with urllib.request.urlopen(f"{self.url}/api/health", timeout=30) as answer:
+                health: dict[str, Any] = json.load(answer)
+            if health["spool"]["events"] == 0 or time.monotonic() > deadline:
+                return health
+            time.sleep(0.5)
+
+    def logs(self) -> str:
+        return f"dpt serve's log:\n{self.errors.read_text(errors='replace')[-4000:]}"
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -103,6 +121,8 @@ def test_a_task_try_reported_by_the_provider_and_by_dpt_is_one_run(dpt_env, dpt_
     log = done.stdout + done.stderr
     assert "Successfully emitted OpenLineage" in log, log[-4000:]
     assert "Failed to emit OpenLineage" not in log, log[-4000:]
+    health = dpt_serve.settle()
+    assert health["spool"] == {"events": 0, "bad_files": 0}, (health, dpt_serve.logs())
 
     runs = rows(
         dpt_env,
@@ -117,14 +137,14 @@ def test_a_task_try_reported_by_the_provider_and_by_dpt_is_one_run(dpt_env, dpt_
         (DAG_ID, "extract"),
         (DAG_ID, "publish"),
         (DAG_ID, "transform"),
-    ]
+    ], (runs, dpt_serve.logs(), log[-4000:])
     assert {r.orchestrator for r in runs} == {"airflow"}
     dag_run = by_task[None]
     for task_id in ("extract", "transform", "publish", "explode"):
         run = by_task[task_id]
         parameters = as_dict(run.parameters)
         # the provider's run id is linked to dpt's run: its events were recorded on it
-        assert parameters.get("openlineage/run_id"), (task_id, parameters)
+        assert parameters.get("openlineage/run_id"), (task_id, parameters, dpt_serve.logs())
         assert parameters["openlineage/job_namespace"] == "survey-airflow"
         assert parameters["try_number"] == 1  # dpt's listener's parameters, merged
         assert run.parent_id == dag_run.id
