@@ -156,11 +156,24 @@ def _names(cls: type) -> tuple[str, ...]:
     return names
 
 
+#: The last environment snapshot encoded, and its encoding: a process's runs share one
+#: snapshot (hundreds of packages and variables), encoded once rather than at every start.
+_last_snapshot: tuple[EnvironmentSnapshot, dict[str, Any]] | None = None
+
+
 def _encode(value: Any) -> Any:
+    global _last_snapshot
     if value is None or isinstance(value, str | int | float):
         return value
     if isinstance(value, dt.datetime):
         return {"__dt__": value.isoformat()}
+    if isinstance(value, EnvironmentSnapshot):  # (frozen; its encoding only read)
+        last = _last_snapshot
+        if last is not None and last[0] is value:
+            return last[1]
+        encoded = {name: _encode(getattr(value, name)) for name in _names(EnvironmentSnapshot)}
+        _last_snapshot = (value, encoded)
+        return encoded
     if isinstance(value, tuple | list):
         return [_encode(v) for v in value]
     if isinstance(value, dict):

@@ -155,12 +155,14 @@ class Spool:
         self.directory = self.root if self.key is None else self.root / self.key
         #: A batch was appended to this process's file without an fsync (see :meth:`append`).
         self._unsynced = False
+        #: The directories and the target file were made by this process (:meth:`_prepare`).
+        self._prepared = False
 
     @property
     def own_file(self) -> Path:
         return self.directory / f"{hostname()}-{os.getpid()}{SUFFIX}"
 
-    def append(self, events: Sequence[Event]) -> None:
+    def append(self, events: Sequence[Event], *, synced_by_claim: bool = False) -> None:
         """Append one batch (a JSON array on one line) to this process's file.
 
         Every batch is in the kernel before this returns, so it survives the process being
@@ -170,17 +172,24 @@ class Spool:
         run rather than one per event. A machine that crashes mid-run loses at most the
         reads and writes since the run's start, which the run's outputs, not yet fsynced
         either, would not have outlived.
+
+        ``synced_by_claim``: no fsync here at all; the caller's background writer has been
+        woken to claim the file, and fsyncs it then, off the caller's thread (see
+        :class:`dpt_core.store.writer.BackgroundWriter`).
         """
         if self.key is None:
             raise ValueError("the spool root takes no events: name the database they are for")
         line = json.dumps([event_to_dict(e) for e in events], ensure_ascii=False) + "\n"
         data = line.encode("utf-8", "surrogateescape")
-        boundary = any(e.kind in _RUN_BOUNDARIES for e in events)
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._write_target()
+        boundary = not synced_by_claim and any(e.kind in _RUN_BOUNDARIES for e in events)
+        if not self._prepared:  # (once a process: two mkdirs and a stat per event else)
+            self._prepare()
         while True:
-            fd = os.open(self.own_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(self.own_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            except FileNotFoundError:  # the directory was removed since (dpt spool clear)
+                self._prepare()
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if not _still_at(fd, self.own_file):  # replay or the writer took it meanwhile
@@ -210,12 +219,15 @@ class Spool:
         finally:
             os.close(fd)
 
-    def claim_own(self) -> Path | None:
+    def claim_own(self, *, sync: bool = True) -> Path | None:
         """Move this process's file aside for the background writer; None when it has none.
 
         The file is renamed under its lock to ``<host>-<pid>.w<n>.jsonl``: appends made
         from then on start a new file, and the claimed one stays a spool file like any
         other (a process killed while writing it leaves it for the next writer to replay).
+        What was appended to it without an fsync is fsynced first (durable before the
+        writer may delete it, or not); with ``sync=False`` the caller does that with
+        :meth:`sync_claimed` once it no longer holds what an append waits for.
         """
         if self.key is None:
             raise ValueError("the spool root has no file of its own: name the database")
@@ -228,10 +240,22 @@ class Spool:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if not _still_at(fd, own):
                 return None
-            if self._unsynced:  # (durable before the writer may delete it, or not)
+            if self._unsynced and sync:
                 os.fsync(fd)
-                self._unsynced = False
+            self._unsynced = False
             return _move_aside(own, "w")
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def sync_claimed(path: Path) -> None:
+        """fsync a file :meth:`claim_own` moved aside with ``sync=False``."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # (replayed and deleted by a drainer meanwhile)
+            return
+        try:
+            os.fsync(fd)
         finally:
             os.close(fd)
 
@@ -282,6 +306,13 @@ class Spool:
             finally:
                 os.close(fd)
         return True
+
+    def _prepare(self) -> None:
+        """Make the directories and name the target database, before the first append."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._write_target()
+        self._prepared = True
 
     def _write_target(self) -> None:
         """Name the target database (password hidden) beside its events, once."""

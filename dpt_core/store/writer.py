@@ -1,12 +1,15 @@
 """The background writer: events are made durable in the spool, then written off the caller's thread.
 
 The spool is the write-ahead log. :meth:`BackgroundWriter.submit` appends a batch to
-the process's spool file (one ``write`` + ``fsync``) and wakes the writer thread; the
-caller goes on. The writer claims the file (renames it aside under its lock, so new
-appends start a new file), records its batches in order and deletes it. A process
-killed at any point leaves its events in a spool file, replayed exactly once by the
-next writer (events are idempotent by UUID, and a file is deleted only after its
-batches are in the database).
+the process's spool file (one ``write``, in the kernel when it returns) and wakes the
+writer thread; the caller goes on. The writer claims the file (renames it aside under
+its lock, so new appends start a new file), fsyncs it (group commit: one fsync for
+every batch appended since the last claim, off the caller's thread), records its
+batches in order and deletes it. A process killed at any point leaves its events in a
+spool file, replayed exactly once by the next writer (events are idempotent by UUID,
+and a file is deleted only after its batches are in the database). A machine crash
+loses at most what was appended since the writer's last claim: the batches of the
+database write in progress when they came.
 
 :meth:`BackgroundWriter.flush` waits until everything submitted before it was handled
 (recorded, or left in the spool when the database is away): every read through dpt
@@ -58,7 +61,7 @@ class BackgroundWriter:
     def submit(self, events: Sequence[Event]) -> int:
         """Append ``events`` durably and have the writer record them; returns their number."""
         with self._cond:
-            self.spool.append(events)
+            self.spool.append(events, synced_by_claim=True)
             self._appended += 1
             number = self._appended
             if self._thread is None or not self._thread.is_alive():
@@ -96,9 +99,11 @@ class BackgroundWriter:
             first, target = self._done + 1, self._appended
             if target < first:
                 return
-            claimed = self.spool.claim_own()
+            claimed = self.spool.claim_own(sync=False)
         ok = False
         try:
+            if claimed is not None:  # (not under the lock submit waits for)
+                self.spool.sync_claimed(claimed)
             ok = self._write(claimed) if claimed is not None else True
         finally:
             with self._cond:

@@ -1,9 +1,14 @@
-"""When the spool fsyncs: at each end of a run, not at every event (a task's reads and
-writes reach the disk with its end), and whatever is left at a flush or a claim."""
+"""When the spool fsyncs: with a background writer, on the writer's thread when it claims
+the file, never on the caller's; without one, at each end of a run, not at every event
+(a task's reads and writes reach the disk with its end), and whatever is left at a
+flush."""
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,17 +18,35 @@ from dpt_core.store.plugin import current_store
 
 
 @pytest.fixture
-def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The spool's fsyncs, by the name of the file synced (the real fsync still runs)."""
-    done: list[str] = []
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """The spool's fsyncs: the thread's name and the file synced (the real fsync still
+    runs)."""
+    done: list[tuple[str, str]] = []
     real = os.fsync
 
     def counted(fd: int) -> None:
-        done.append(os.readlink(f"/proc/self/fd/{fd}"))
+        done.append((threading.current_thread().name, os.readlink(f"/proc/self/fd/{fd}")))
         real(fd)
 
     monkeypatch.setattr("dpt_core.spool.os.fsync", counted)
     return done
+
+
+@pytest.fixture
+def fsyncs(synced: list[tuple[str, str]]) -> _Paths:
+    """The files the spool fsynced, in order."""
+    return _Paths(synced)
+
+
+class _Paths:
+    def __init__(self, synced: list[tuple[str, str]]) -> None:
+        self.synced = synced
+
+    def __len__(self) -> int:
+        return len(self.synced)
+
+    def __iter__(self) -> Iterator[str]:
+        return (path for _, path in self.synced)
 
 
 def _spooled_kinds(spool: Spool) -> list[str]:
@@ -80,18 +103,27 @@ def test_events_appended_after_the_last_fsync_are_synced_by_a_flush(
     assert len(fsyncs) == 3
 
 
-def test_the_writer_fsyncs_what_it_claims(dpt_env, tmp_path, fsyncs) -> None:
+def test_with_a_background_writer_the_caller_never_fsyncs_the_writer_syncs_its_claims(
+    dpt_env, tmp_path, synced
+) -> None:
     store = current_store()
-    out = tmp_path / "out.txt"
+    assert store.mode == "background"
+    raw, out = tmp_path / "raw.txt", tmp_path / "out.txt"
+    raw.write_text("raw")
     out.write_text("out")
-    run = dpt_core.invocation("claimed")
-    inv = run.__enter__()
+    for n in range(3):
+        with dpt_core.invocation(f"task {n}") as inv:  # both ends of each run
+            inv.read(raw)
+            inv.write(out)
     assert dpt_core.flush() is True
-    before = len(fsyncs)
-    inv.write(out)  # appended without an fsync; the writer claims the file, synced first
-    assert dpt_core.flush() is True
-    assert len(fsyncs) == before + 1
+    me = threading.current_thread().name
+    assert [path for thread, path in synced if thread == me] == []
+    assert synced, "nothing fsynced: the writer's claims must be"
+    assert {thread for thread, _ in synced} == {"dpt-writer"}
+    # each a claimed file, fsynced before its batches were written and the file deleted
+    for _, path in synced:
+        assert Path(path).parent == store.spool.directory
+        assert ".w" in Path(path).name and not path.endswith("(deleted)"), path
     assert not store.spool._unsynced
-    run.__exit__(None, None, None)
-    assert dpt_core.flush() is True
-    assert dpt_env.scalar("SELECT count(*) FROM data_product_versions") == 1
+    assert dpt_env.scalar("SELECT count(*) FROM invocations WHERE status = 'success'") == 3
+    assert store.spool.is_empty()

@@ -281,9 +281,9 @@ def test_chaos_outages_during_writes_lose_and_duplicate_nothing(
     spooled: list[int] = []
     real_append = Spool.append
 
-    def counting_append(self, events):
+    def counting_append(self, events, **options):
         spooled.append(len(events))
-        real_append(self, events)
+        real_append(self, events, **options)
 
     monkeypatch.setattr(Spool, "append", counting_append)
     inputs = files(tmp_path, *[f"in{k}" for k in range(5)])
