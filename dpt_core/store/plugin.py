@@ -1,7 +1,7 @@
 """The built-in ``dpt.store`` plugin: recording hooks on the SQL database, with the spool.
 
-By default (``DPT_WRITE=background``) a batch is appended and fsynced to the spool,
-then written to the database by the process's background writer
+By default (``DPT_WRITE=background``) a batch is appended to the spool, then fsynced
+and written to the database by the process's background writer
 (:mod:`dpt_core.store.writer`); every read through dpt waits for the writer first,
 and the process flushes it at exit. With ``DPT_WRITE=sync`` (and always in strict
 mode) the caller's thread writes; with ``DPT_WRITE=deferred`` the process only
