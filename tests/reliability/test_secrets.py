@@ -202,6 +202,9 @@ def record_and_collect(env, tmp_path, variables: dict[str, str]) -> dict[str, st
         dpt_core.plugin_api.reset()
         with dpt_core.invocation("spooled-with-secrets"):
             pass
+        # the writer has tried the dead database and left the events in the spool (it
+        # renames the file it claims: a listing taken meanwhile names a file then gone)
+        dpt_core.flush()
         spooled = read_tree(spool_dir)
         assert spooled, "nothing was spooled: the spool sink was not exercised"
         os.environ["DPT_DATABASE_URL"] = env.url
