@@ -254,7 +254,7 @@ def runs_page(
         query = query.where(I.c.status == status)
     if job:
         query = query.where(I.c.job == job)
-    query = tag_filter(query, tags)
+    query = tag_filter(query, tags, engine.dialect.name)
     with engine.connect() as conn:
         return with_tags(conn, [run_dict(r) for r in conn.execute(query)])
 

@@ -452,7 +452,7 @@ def list_runs_page(
         query = query.where(runs.c.started_at >= since)
     if until is not None:
         query = query.where(runs.c.started_at < until)
-    query = tag_filter(query, tags)
+    query = tag_filter(query, tags, engine.dialect.name)
     with engine.connect() as conn:
         rows = [run_dict(r) for r in conn.execute(query)]
         with_tags(conn, rows[:limit])

@@ -125,6 +125,26 @@ def test_runs_filter_on_every_tag_given_values_compared_as_text(tagged):
     assert run.to_dict()["tags"] == {"sector": "41", "survey": "tess"}
 
 
+def test_a_filter_of_many_tags_is_one_query_that_matches_only_runs_with_them_all(tagged):
+    # One nested subquery per tag made SQLite refuse 1 000 tags ("Expression tree is too
+    # large"), which dpt serve answered 503 as if the database were away.
+    many = {f"k{i}": f"v{i}" for i in range(300)}
+    with dpt_core.invocation("many", tags={"survey": "tess", **many}):
+        pass
+    with dpt_core.invocation("most", tags={"survey": "tess", **dict(list(many.items())[:-1])}):
+        pass
+
+    def jobs(tags: dict[str, Any]) -> list[str]:
+        return sorted(r.job for r in dpt_core.runs(tags=tags))
+
+    assert jobs({"survey": "tess", **many}) == ["many"]
+    assert jobs(many) == ["many"]
+    assert jobs(dict(list(many.items())[:-1])) == ["many", "most"]
+    assert jobs({**many, "k299": "other"}) == []  # one value off
+    assert jobs({f"x{i}": "v" for i in range(1000)}) == []
+    assert jobs({"survey": "tess", "sector": "42"}) == ["s42"]  # (grouped on PostgreSQL)
+
+
 def test_show_carries_tags_of_versions_and_of_their_runs(tagged):
     product = dpt_core.show(tagged["s42"][1])
     assert isinstance(product, dpt_core.Product)
