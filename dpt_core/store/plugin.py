@@ -446,7 +446,10 @@ class Store:
                     log.debug("dpt: the database is still away (%s); next try in %g s", exc, wait)
                     return
                 log.debug("dpt: probing the database failed: %s", exc)
-            self.breaker.close()
+                with self._lock:  # it answered: not away (a write's trip after this stands)
+                    self.breaker.close()
+            # (no close out of the lock: a write failing since, its trip under the lock,
+            # found the database away again, and the breaker stays open for it)
             log.info("dpt: the database %s is back", safe_url(self.settings.database_url))
         finally:
             self.breaker.probe_finished()

@@ -177,3 +177,53 @@ def test_what_a_write_spools_while_the_probe_runs_is_replayed_before_wait_for_pr
     assert returned == [True]
     assert store.spool.is_empty(), "left in the spool by the probe"
     assert dpt_env.scalar("SELECT status FROM invocations WHERE job = 'spooled'") == "success"
+
+
+class _TripOnRelease:
+    """The store's lock, and a write that fails (trips the breaker, under the lock, as
+    writes do) the moment the probe lets go of it: the window is forced, not timed."""
+
+    def __init__(self, breaker_of: object) -> None:
+        self.lock = threading.RLock()
+        self.depth = 0
+        self.breaker_of = breaker_of
+        self.tripped = False
+
+    def __enter__(self) -> _TripOnRelease:
+        self.lock.acquire()
+        self.depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.depth -= 1
+        outermost = self.depth == 0
+        self.lock.release()
+        if outermost and not self.tripped:
+            self.tripped = True
+            with self.lock:
+                self.breaker_of.breaker.trip()  # type: ignore[attr-defined]
+
+
+def test_a_write_failing_as_the_probe_ends_leaves_the_breaker_open(dpt_env, monkeypatch) -> None:
+    """The probe closed the breaker again after it let go of the store's lock: a write
+    that found the database away meanwhile was overridden, and the next write waited
+    for the database's timeout instead of spooling."""
+    import dpt_core
+    from dpt_core.store.plugin import current_store
+
+    monkeypatch.setenv("DPT_WRITE", "sync")
+    dpt_core.plugin_api.reset()
+    store = current_store()
+    with dpt_core.invocation("before"):
+        pass  # connected, schema checked
+    clock = Clock()
+    store.breaker = Breaker(1, 1, clock)
+    store.breaker.trip()  # the database was away
+    clock.now += 1
+    assert store.breaker.claim_probe()
+    lock = _TripOnRelease(store)
+    monkeypatch.setattr(store, "_lock", lock)
+    store._probe()  # the database answers: the probe closes the breaker, under the lock
+    assert lock.tripped  # then a write failed
+    assert store.breaker.is_open, "the probe's end overrode the later failure"
+    assert not store.breaker.probe_running
