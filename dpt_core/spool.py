@@ -219,15 +219,15 @@ class Spool:
         finally:
             os.close(fd)
 
-    def claim_own(self, *, sync: bool = True) -> Path | None:
+    def claim_own(self) -> Path | None:
         """Move this process's file aside for the background writer; None when it has none.
 
         The file is renamed under its lock to ``<host>-<pid>.w<n>.jsonl``: appends made
         from then on start a new file, and the claimed one stays a spool file like any
         other (a process killed while writing it leaves it for the next writer to replay).
-        What was appended to it without an fsync is fsynced first (durable before the
-        writer may delete it, or not); with ``sync=False`` the caller does that with
-        :meth:`sync_claimed` once it no longer holds what an append waits for.
+        What was appended to it without an fsync is not synced here: the claimer calls
+        :meth:`sync_claimed` before it writes the batches (and may delete the file), once
+        it no longer holds what an append waits for.
         """
         if self.key is None:
             raise ValueError("the spool root has no file of its own: name the database")
@@ -240,16 +240,14 @@ class Spool:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if not _still_at(fd, own):
                 return None
-            if self._unsynced and sync:
-                os.fsync(fd)
-            self._unsynced = False
+            self._unsynced = False  # (the claimer's sync_claimed)
             return _move_aside(own, "w")
         finally:
             os.close(fd)
 
     @staticmethod
     def sync_claimed(path: Path) -> None:
-        """fsync a file :meth:`claim_own` moved aside with ``sync=False``."""
+        """fsync a file :meth:`claim_own` moved aside."""
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:  # (replayed and deleted by a drainer meanwhile)

@@ -99,7 +99,7 @@ class BackgroundWriter:
             first, target = self._done + 1, self._appended
             if target < first:
                 return
-            claimed = self.spool.claim_own(sync=False)
+            claimed = self.spool.claim_own()
         ok = False
         try:
             if claimed is not None:  # (not under the lock submit waits for)

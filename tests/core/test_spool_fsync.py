@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,35 +17,26 @@ from dpt_core.store.plugin import current_store
 
 
 @pytest.fixture
-def synced(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """The spool's fsyncs: the thread's name and the file synced (the real fsync still
-    runs)."""
-    done: list[tuple[str, str]] = []
+def fsync_log(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
+    """The spool's fsyncs: the files synced and, in the same order, the threads' names
+    (the real fsync still runs)."""
+    paths: list[str] = []
+    threads: list[str] = []
     real = os.fsync
 
     def counted(fd: int) -> None:
-        done.append((threading.current_thread().name, os.readlink(f"/proc/self/fd/{fd}")))
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        threads.append(threading.current_thread().name)
         real(fd)
 
     monkeypatch.setattr("dpt_core.spool.os.fsync", counted)
-    return done
+    return paths, threads
 
 
 @pytest.fixture
-def fsyncs(synced: list[tuple[str, str]]) -> _Paths:
+def fsyncs(fsync_log: tuple[list[str], list[str]]) -> list[str]:
     """The files the spool fsynced, in order."""
-    return _Paths(synced)
-
-
-class _Paths:
-    def __init__(self, synced: list[tuple[str, str]]) -> None:
-        self.synced = synced
-
-    def __len__(self) -> int:
-        return len(self.synced)
-
-    def __iter__(self) -> Iterator[str]:
-        return (path for _, path in self.synced)
+    return fsync_log[0]
 
 
 def _spooled_kinds(spool: Spool) -> list[str]:
@@ -104,7 +94,7 @@ def test_events_appended_after_the_last_fsync_are_synced_by_a_flush(
 
 
 def test_with_a_background_writer_the_caller_never_fsyncs_the_writer_syncs_its_claims(
-    dpt_env, tmp_path, synced
+    dpt_env, tmp_path, fsync_log
 ) -> None:
     store = current_store()
     assert store.mode == "background"
@@ -116,6 +106,7 @@ def test_with_a_background_writer_the_caller_never_fsyncs_the_writer_syncs_its_c
             inv.read(raw)
             inv.write(out)
     assert dpt_core.flush() is True
+    synced = list(zip(fsync_log[1], fsync_log[0], strict=True))
     me = threading.current_thread().name
     assert [path for thread, path in synced if thread == me] == []
     assert synced, "nothing fsynced: the writer's claims must be"
