@@ -20,17 +20,16 @@ process gets a random key of its own and says so once.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dpt_core.errors import ConfigError
+from dpt_core.frozen import Frozen, set_field
 
 # platformdirs, tomllib, hmac and secrets are imported where they are used: a process
 # whose DPT_* variables name every directory and the key (an orchestrator's worker, a
@@ -60,6 +59,9 @@ def cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir(APP, appauthor=False))
+
+
+_user_cache_dir = cache_dir  # (Settings' cache_dir parameter hides the function)
 
 
 def read_keyed_cache(path: Path, key: Any) -> Any:
@@ -98,48 +100,114 @@ def default_database_url() -> str:
     return f"sqlite:///{data_dir() / 'dpt.sqlite3'}"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Every knob dpt has. Build it with :func:`load_settings`."""
+class Settings(Frozen):
+    """Every knob dpt has. Build it with :func:`load_settings`.
 
-    database_url: str = field(default_factory=default_database_url)
-    spool_dir: Path = field(default_factory=lambda: state_dir() / "spool")
-    cache_dir: Path = field(default_factory=cache_dir)
-    hash_algorithm: str = "xxh3_128"
-    disabled: bool = False
-    strict: bool = False
+    ``database_url``, ``spool_dir`` and ``cache_dir`` left None are the user's defaults
+    (:func:`default_database_url`, the state and cache directories); the rest are
+    described where they are read (``DPT_*`` in docs/configuration.md).
+    """
+
+    __slots__ = (
+        "database_url",
+        "spool_dir",
+        "cache_dir",
+        "hash_algorithm",
+        "disabled",
+        "strict",
+        "load_plugins",
+        "redact_names",
+        "volatile_names",
+        "ignore_names",
+        "redaction_key",
+        "redaction_key_file",
+        "connect_timeout",
+        "statement_timeout",
+        "retry_after",
+        "retry_after_max",
+        "write",
+        "flush_timeout",
+        "config_file",
+    )
+    database_url: str
+    spool_dir: Path
+    cache_dir: Path
+    hash_algorithm: str
+    disabled: bool
+    strict: bool
     #: Comma-separated plugin names to load from the ``dpt`` entry-point group (None: all).
-    load_plugins: tuple[str, ...] | None = None
+    load_plugins: tuple[str, ...] | None
     #: Extra glob patterns (case-insensitive) of variable names whose values are secret.
-    redact_names: tuple[str, ...] = ()
+    redact_names: tuple[str, ...]
     #: Extra glob patterns of variable names that change per run (kept out of the fingerprint).
-    volatile_names: tuple[str, ...] = ()
+    volatile_names: tuple[str, ...]
     #: Glob patterns of variable names not recorded at all.
-    ignore_names: tuple[str, ...] = ()
+    ignore_names: tuple[str, ...]
     #: Key for the keyed digest of redacted values (see the module docstring for its sources).
-    redaction_key: bytes = b""
+    redaction_key: bytes
     #: A file holding the redaction key (read into ``redaction_key`` by :func:`load_settings`).
-    redaction_key_file: Path | None = None
-    connect_timeout: float = 10.0
-    statement_timeout: float = 10.0
+    redaction_key_file: Path | None
+    connect_timeout: float
+    statement_timeout: float
     #: Seconds a process writes straight to the spool after the database was found away,
     #: before one background probe tries it again (doubling after each failed probe);
     #: 0: no breaker, every write tries the database.
-    retry_after: float = 5.0
+    retry_after: float
     #: The cap of that doubling wait.
-    retry_after_max: float = 120.0
-    #: How events reach the database. ``background`` (default): appended and fsynced to
-    #: the spool, then written by a writer thread of the process, flushed at exit;
-    #: ``sync``: written on the caller's thread (the spool only when the database is
-    #: away; strict mode always writes this way); ``deferred``: only spooled, written by
-    #: the next dpt process, ``dpt spool drain`` or ``dpt serve``.
-    write: str = "background"
+    retry_after_max: float
+    #: How events reach the database. ``background`` (default): appended to the spool,
+    #: then written by a writer thread of the process, flushed at exit; ``sync``: written
+    #: on the caller's thread (the spool only when the database is away; strict mode
+    #: always writes this way); ``deferred``: only spooled, written by the next dpt
+    #: process, ``dpt spool drain`` or ``dpt serve``.
+    write: str
     #: Seconds a process waits at exit (and a read waits) for the background writer.
-    flush_timeout: float = 10.0
-    config_file: Path | None = None
+    flush_timeout: float
+    config_file: Path | None
 
-    def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
+    def __init__(
+        self,
+        database_url: str | None = None,
+        spool_dir: Path | None = None,
+        cache_dir: Path | None = None,
+        hash_algorithm: str = "xxh3_128",
+        disabled: bool = False,
+        strict: bool = False,
+        load_plugins: tuple[str, ...] | None = None,
+        redact_names: tuple[str, ...] = (),
+        volatile_names: tuple[str, ...] = (),
+        ignore_names: tuple[str, ...] = (),
+        redaction_key: bytes = b"",
+        redaction_key_file: Path | None = None,
+        connect_timeout: float = 10.0,
+        statement_timeout: float = 10.0,
+        retry_after: float = 5.0,
+        retry_after_max: float = 120.0,
+        write: str = "background",
+        flush_timeout: float = 10.0,
+        config_file: Path | None = None,
+    ) -> None:
+        if database_url is None:
+            database_url = default_database_url()
+        set_field(self, "database_url", database_url)
+        set_field(self, "spool_dir", state_dir() / "spool" if spool_dir is None else spool_dir)
+        set_field(self, "cache_dir", _user_cache_dir() if cache_dir is None else cache_dir)
+        set_field(self, "hash_algorithm", hash_algorithm)
+        set_field(self, "disabled", disabled)
+        set_field(self, "strict", strict)
+        set_field(self, "load_plugins", load_plugins)
+        set_field(self, "redact_names", redact_names)
+        set_field(self, "volatile_names", volatile_names)
+        set_field(self, "ignore_names", ignore_names)
+        set_field(self, "redaction_key", redaction_key)
+        set_field(self, "redaction_key_file", redaction_key_file)
+        set_field(self, "connect_timeout", connect_timeout)
+        set_field(self, "statement_timeout", statement_timeout)
+        set_field(self, "retry_after", retry_after)
+        set_field(self, "retry_after_max", retry_after_max)
+        set_field(self, "write", write)
+        set_field(self, "flush_timeout", flush_timeout)
+        set_field(self, "config_file", config_file)
 
 
 def _as_bool(name: str, value: Any) -> bool:

@@ -2,16 +2,16 @@
 
 Every event carries UUIDs so that recording it twice (a retry, a spool replay,
 two sensors reading the same Dagster event) is the same as recording it once.
-Events are dataclasses of JSON-able values only: the spool writes them as JSON
-lines and reads them back with :func:`event_from_dict`.
+Events are frozen values (:class:`dpt_core.frozen.Frozen`) of JSON-able values only:
+the spool writes them as JSON lines and reads them back with :func:`event_from_dict`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-from dataclasses import dataclass, field
 from typing import Any
+
+from dpt_core.frozen import Frozen, set_field
 
 STATUSES = ("running", "success", "failed", "crashed", "cancelled", "skipped")
 FINAL_STATUSES = STATUSES[1:]
@@ -46,10 +46,20 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@dataclass(frozen=True)
-class EnvironmentSnapshot:
+class EnvironmentSnapshot(Frozen):
     """Where code ran, after redaction. ``fingerprint`` identifies it."""
 
+    __slots__ = (
+        "fingerprint",
+        "python_version",
+        "implementation",
+        "platform",
+        "hostname",
+        "user",
+        "distributions",
+        "variables",
+        "facets",
+    )
     fingerprint: str
     python_version: str
     implementation: str
@@ -60,100 +70,247 @@ class EnvironmentSnapshot:
     #: (key, value or None when redacted, keyed digest when redacted else None), sorted by key.
     #: Volatile variables are not here: they vary per run and ride on the invocation.
     variables: tuple[tuple[str, str | None, str | None], ...]
-    facets: dict[str, Any] = field(default_factory=dict)
+    facets: dict[str, Any]
+
+    def __init__(
+        self,
+        fingerprint: str,
+        python_version: str,
+        implementation: str,
+        platform: str,
+        hostname: str,
+        user: str,
+        distributions: tuple[tuple[str, str], ...],
+        variables: tuple[tuple[str, str | None, str | None], ...],
+        facets: dict[str, Any] | None = None,
+    ) -> None:
+        set_field(self, "fingerprint", fingerprint)
+        set_field(self, "python_version", python_version)
+        set_field(self, "implementation", implementation)
+        set_field(self, "platform", platform)
+        set_field(self, "hostname", hostname)
+        set_field(self, "user", user)
+        set_field(self, "distributions", distributions)
+        set_field(self, "variables", variables)
+        set_field(self, "facets", {} if facets is None else facets)
 
 
-@dataclass(frozen=True)
-class InvocationStarted:
+class InvocationStarted(Frozen):
     """An invocation began (or, with a final ``status``, began and ended): its job, where it
-    ran and with what. Recording it again adds nothing."""
+    ran and with what. Recording it again adds nothing.
 
+    ``started_at`` None is now; ``variables`` are the volatile environment variables of
+    this run (already redacted); ``ended_at`` and ``error`` are set when an
+    already-finished invocation is recorded in one event; ``process`` is the process
+    recording it (:func:`dpt_core.process.process_token`), when it runs here; ``tags``
+    are the run's, ``{key: text}`` (validated by :func:`dpt_core.tags.normalize_tags`).
+    """
+
+    __slots__ = (
+        "uuid",
+        "orchestrator",
+        "job",
+        "task",
+        "external_id",
+        "parent_uuid",
+        "status",
+        "started_at",
+        "user",
+        "host",
+        "command",
+        "parameters",
+        "code_version",
+        "environment",
+        "variables",
+        "ended_at",
+        "error",
+        "process",
+        "tags",
+        "kind",
+    )
     uuid: str
     orchestrator: str
     job: str
-    task: str | None = None
-    external_id: str | None = None
-    parent_uuid: str | None = None
-    status: str = "running"
-    started_at: dt.datetime = field(default_factory=utcnow)
-    user: str | None = None
-    host: str | None = None
-    command: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    code_version: str | None = None
-    environment: EnvironmentSnapshot | None = None
-    #: Volatile environment variables of this run (already redacted).
-    variables: dict[str, str] = field(default_factory=dict)
-    #: Set when an already-finished invocation is recorded in one event.
-    ended_at: dt.datetime | None = None
-    error: str | None = None
-    #: The process recording it (:func:`dpt_core.process.process_token`), when it runs here.
-    process: str | None = None
-    #: Tags of the run, ``{key: text}`` (validated by :func:`dpt_core.tags.normalize_tags`).
-    tags: dict[str, str] = field(default_factory=dict)
-    kind: str = "invocation_started"
+    task: str | None
+    external_id: str | None
+    parent_uuid: str | None
+    status: str
+    started_at: dt.datetime
+    user: str | None
+    host: str | None
+    command: str | None
+    parameters: dict[str, Any]
+    code_version: str | None
+    environment: EnvironmentSnapshot | None
+    variables: dict[str, str]
+    ended_at: dt.datetime | None
+    error: str | None
+    process: str | None
+    tags: dict[str, str]
+    kind: str
+
+    def __init__(
+        self,
+        uuid: str,
+        orchestrator: str,
+        job: str,
+        task: str | None = None,
+        external_id: str | None = None,
+        parent_uuid: str | None = None,
+        status: str = "running",
+        started_at: dt.datetime | None = None,
+        user: str | None = None,
+        host: str | None = None,
+        command: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        code_version: str | None = None,
+        environment: EnvironmentSnapshot | None = None,
+        variables: dict[str, str] | None = None,
+        ended_at: dt.datetime | None = None,
+        error: str | None = None,
+        process: str | None = None,
+        tags: dict[str, str] | None = None,
+        kind: str = "invocation_started",
+    ) -> None:
+        set_field(self, "uuid", uuid)
+        set_field(self, "orchestrator", orchestrator)
+        set_field(self, "job", job)
+        set_field(self, "task", task)
+        set_field(self, "external_id", external_id)
+        set_field(self, "parent_uuid", parent_uuid)
+        set_field(self, "status", status)
+        set_field(self, "started_at", utcnow() if started_at is None else started_at)
+        set_field(self, "user", user)
+        set_field(self, "host", host)
+        set_field(self, "command", command)
+        set_field(self, "parameters", {} if parameters is None else parameters)
+        set_field(self, "code_version", code_version)
+        set_field(self, "environment", environment)
+        set_field(self, "variables", {} if variables is None else variables)
+        set_field(self, "ended_at", ended_at)
+        set_field(self, "error", error)
+        set_field(self, "process", process)
+        set_field(self, "tags", {} if tags is None else tags)
+        set_field(self, "kind", kind)
 
 
-@dataclass(frozen=True)
-class InvocationFinished:
-    """An invocation ended with ``status`` (one of :data:`FINAL_STATUSES`)."""
+class InvocationFinished(Frozen):
+    """An invocation ended with ``status`` (one of :data:`FINAL_STATUSES`); ``ended_at``
+    None is now. ``only_if_running`` closes it only if it is still ``running`` (a closer
+    that may come after the real end)."""
 
+    __slots__ = ("uuid", "status", "ended_at", "error", "only_if_running", "kind")
     uuid: str
     status: str
-    ended_at: dt.datetime = field(default_factory=utcnow)
-    error: str | None = None
-    #: Close it only if it is still ``running`` (a closer that may come after the real end).
-    only_if_running: bool = False
-    kind: str = "invocation_finished"
+    ended_at: dt.datetime
+    error: str | None
+    only_if_running: bool
+    kind: str
+
+    def __init__(
+        self,
+        uuid: str,
+        status: str,
+        ended_at: dt.datetime | None = None,
+        error: str | None = None,
+        only_if_running: bool = False,
+        kind: str = "invocation_finished",
+    ) -> None:
+        set_field(self, "uuid", uuid)
+        set_field(self, "status", status)
+        set_field(self, "ended_at", utcnow() if ended_at is None else ended_at)
+        set_field(self, "error", error)
+        set_field(self, "only_if_running", only_if_running)
+        set_field(self, "kind", kind)
 
 
-@dataclass(frozen=True)
-class ProductObservation:
-    """One observed state of a product: what a read saw or a write made."""
+class ProductObservation(Frozen):
+    """One observed state of a product: what a read saw or a write made.
 
+    ``parents`` (for writes) are the URIs this output derives from; None means "every
+    input of the invocation". ``tags`` are the version's, ``{key: text}`` (recorded for
+    writes).
+    """
+
+    __slots__ = (
+        "uri",
+        "version_uuid",
+        "content_hash",
+        "size",
+        "mtime",
+        "metadata",
+        "parents",
+        "tags",
+    )
     uri: str
     version_uuid: str
-    content_hash: str | None = None
-    size: int | None = None
-    mtime: float | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    #: For writes: URIs this output derives from; None means "every input of the invocation".
-    parents: tuple[str, ...] | None = None
-    #: Tags of the version, ``{key: text}`` (recorded for writes).
-    tags: dict[str, str] = field(default_factory=dict)
+    content_hash: str | None
+    size: int | None
+    mtime: float | None
+    metadata: dict[str, Any]
+    parents: tuple[str, ...] | None
+    tags: dict[str, str]
+
+    def __init__(
+        self,
+        uri: str,
+        version_uuid: str,
+        content_hash: str | None = None,
+        size: int | None = None,
+        mtime: float | None = None,
+        metadata: dict[str, Any] | None = None,
+        parents: tuple[str, ...] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        set_field(self, "uri", uri)
+        set_field(self, "version_uuid", version_uuid)
+        set_field(self, "content_hash", content_hash)
+        set_field(self, "size", size)
+        set_field(self, "mtime", mtime)
+        set_field(self, "metadata", {} if metadata is None else metadata)
+        set_field(self, "parents", parents)
+        set_field(self, "tags", {} if tags is None else tags)
 
 
-@dataclass(frozen=True)
-class ProductsRead:
+class ProductsRead(Frozen):
     """An invocation read these product versions."""
 
+    __slots__ = ("invocation_uuid", "inputs", "kind")
     invocation_uuid: str
     inputs: tuple[ProductObservation, ...]
-    kind: str = "products_read"
+    kind: str
+
+    def __init__(
+        self,
+        invocation_uuid: str,
+        inputs: tuple[ProductObservation, ...],
+        kind: str = "products_read",
+    ) -> None:
+        set_field(self, "invocation_uuid", invocation_uuid)
+        set_field(self, "inputs", inputs)
+        set_field(self, "kind", kind)
 
 
-@dataclass(frozen=True)
-class ProductsWritten:
+class ProductsWritten(Frozen):
     """An invocation wrote these product versions."""
 
+    __slots__ = ("invocation_uuid", "outputs", "kind")
     invocation_uuid: str
     outputs: tuple[ProductObservation, ...]
-    kind: str = "products_written"
+    kind: str
+
+    def __init__(
+        self,
+        invocation_uuid: str,
+        outputs: tuple[ProductObservation, ...],
+        kind: str = "products_written",
+    ) -> None:
+        set_field(self, "invocation_uuid", invocation_uuid)
+        set_field(self, "outputs", outputs)
+        set_field(self, "kind", kind)
 
 
 Event = InvocationStarted | InvocationFinished | ProductsRead | ProductsWritten
-
-
-#: Field names of each event class, in order (``dataclasses.fields`` builds them anew at
-#: every call, and events are encoded on the task's thread).
-_field_names: dict[type, tuple[str, ...]] = {}
-
-
-def _names(cls: type) -> tuple[str, ...]:
-    names = _field_names.get(cls)
-    if names is None:
-        names = _field_names[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return names
 
 
 #: The last environment snapshot encoded, and its encoding: a process's runs share one
@@ -171,21 +328,21 @@ def _encode(value: Any) -> Any:
         last = _last_snapshot
         if last is not None and last[0] is value:
             return last[1]
-        encoded = {name: _encode(getattr(value, name)) for name in _names(EnvironmentSnapshot)}
+        encoded = {name: _encode(getattr(value, name)) for name in EnvironmentSnapshot.__slots__}
         _last_snapshot = (value, encoded)
         return encoded
     if isinstance(value, tuple | list):
         return [_encode(v) for v in value]
     if isinstance(value, dict):
         return {k: _encode(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {name: _encode(getattr(value, name)) for name in _names(type(value))}
+    if isinstance(value, Frozen):
+        return {name: _encode(getattr(value, name)) for name in value.__slots__}
     return value
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
     """A JSON-able dict of ``event`` (datetimes tagged so they come back as datetimes)."""
-    return {name: _encode(getattr(event, name)) for name in _names(type(event))}
+    return {name: _encode(getattr(event, name)) for name in event.__slots__}
 
 
 def _decode(value: Any) -> Any:
@@ -234,8 +391,7 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     raise ValueError(f"unknown event kind {kind!r}")
 
 
-@dataclass(frozen=True)
-class ProductRef:
+class ProductRef(Frozen):
     """A product named with more than a path: what adapters hand to ``read``/``write``.
 
     :param target: a path, URI, or any object a ``dpt_resolve_uri`` plugin knows.
@@ -251,16 +407,32 @@ class ProductRef:
         ``write``; this one wins for a key in both; see :mod:`dpt_core.tags`).
     """
 
+    __slots__ = ("target", "metadata", "content_hash", "version_uuid", "parents", "tags")
     target: Any
-    metadata: dict[str, Any] | None = None
-    content_hash: str | None = None
-    version_uuid: str | None = None
-    parents: tuple[Any, ...] | None = None
-    tags: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None
+    content_hash: str | None
+    version_uuid: str | None
+    parents: tuple[Any, ...] | None
+    tags: dict[str, Any] | None
+
+    def __init__(
+        self,
+        target: Any,
+        metadata: dict[str, Any] | None = None,
+        content_hash: str | None = None,
+        version_uuid: str | None = None,
+        parents: tuple[Any, ...] | None = None,
+        tags: dict[str, Any] | None = None,
+    ) -> None:
+        set_field(self, "target", target)
+        set_field(self, "metadata", metadata)
+        set_field(self, "content_hash", content_hash)
+        set_field(self, "version_uuid", version_uuid)
+        set_field(self, "parents", parents)
+        set_field(self, "tags", tags)
 
 
-@dataclass(frozen=True)
-class CurrentContext:
+class CurrentContext(Frozen):
     """What an orchestrator says is running now (see the ``dpt_current_context`` hook).
 
     :param invocation_uuid: the UUID of the running invocation (already started by the adapter).
@@ -268,6 +440,14 @@ class CurrentContext:
     :param task: its task, for display.
     """
 
+    __slots__ = ("invocation_uuid", "job", "task")
     invocation_uuid: str
-    job: str | None = None
-    task: str | None = None
+    job: str | None
+    task: str | None
+
+    def __init__(
+        self, invocation_uuid: str, job: str | None = None, task: str | None = None
+    ) -> None:
+        set_field(self, "invocation_uuid", invocation_uuid)
+        set_field(self, "job", job)
+        set_field(self, "task", task)

@@ -30,7 +30,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -40,6 +39,7 @@ import xxhash
 from dpt_core import contracts
 from dpt_core.config import HASH_ALGORITHMS, Settings, get_settings
 from dpt_core.errors import ConfigError, HashError
+from dpt_core.frozen import Frozen, set_field
 
 __all__ = [
     "CHUNK_SIZE",
@@ -77,14 +77,22 @@ _HASHERS: Final[dict[str, Callable[[], _Hasher]]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class FileFacts:
+class FileFacts(Frozen):
     """What :func:`observe` saw: all None (and ``exists=False``) for a missing path."""
 
+    __slots__ = ("content_hash", "size", "mtime", "exists")
     content_hash: str | None
     size: int | None
     mtime: float | None
     exists: bool
+
+    def __init__(
+        self, content_hash: str | None, size: int | None, mtime: float | None, exists: bool
+    ) -> None:
+        set_field(self, "content_hash", content_hash)
+        set_field(self, "size", size)
+        set_field(self, "mtime", mtime)
+        set_field(self, "exists", exists)
 
 
 def _resolve_algorithm(algorithm: str | None) -> str:

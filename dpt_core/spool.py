@@ -34,10 +34,10 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dpt_core.events import Event, event_from_dict, event_to_dict
+from dpt_core.frozen import Frozen, set_field
 from dpt_core.process import hostname
 
 log = logging.getLogger("dpt")
@@ -110,12 +110,12 @@ def target_key(database_url: str) -> str:
     return "db-" + hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class TargetStatus:
-    """The events waiting for one database."""
+class TargetStatus(Frozen):
+    """The events waiting for one database; ``database`` is its URL with the password
+    hidden, None for ``unconfigured``."""
 
+    __slots__ = ("key", "database", "directory", "files", "batches", "events", "bytes", "bad_files")
     key: str
-    #: The database's URL with the password hidden; None for ``unconfigured``.
     database: str | None
     directory: str
     files: int
@@ -124,19 +124,57 @@ class TargetStatus:
     bytes: int
     bad_files: int
 
+    def __init__(
+        self,
+        key: str,
+        database: str | None,
+        directory: str,
+        files: int,
+        batches: int,
+        events: int,
+        bytes: int,
+        bad_files: int,
+    ) -> None:
+        set_field(self, "key", key)
+        set_field(self, "database", database)
+        set_field(self, "directory", directory)
+        set_field(self, "files", files)
+        set_field(self, "batches", batches)
+        set_field(self, "events", events)
+        set_field(self, "bytes", bytes)
+        set_field(self, "bad_files", bad_files)
 
-@dataclass(frozen=True)
-class SpoolStatus:
-    """What a spool directory holds (``dpt spool status``)."""
 
+class SpoolStatus(Frozen):
+    """What a spool directory holds (``dpt spool status``); ``databases``: per target
+    database, those with anything waiting (or the current one)."""
+
+    __slots__ = ("directory", "files", "batches", "events", "bytes", "bad_files", "databases")
     directory: str
     files: int
     batches: int
     events: int
     bytes: int
     bad_files: int
-    #: Per target database, those with anything waiting (or the current one).
-    databases: list[TargetStatus] = field(default_factory=list)
+    databases: list[TargetStatus]
+
+    def __init__(
+        self,
+        directory: str,
+        files: int,
+        batches: int,
+        events: int,
+        bytes: int,
+        bad_files: int,
+        databases: list[TargetStatus] | None = None,
+    ) -> None:
+        set_field(self, "directory", directory)
+        set_field(self, "files", files)
+        set_field(self, "batches", batches)
+        set_field(self, "events", events)
+        set_field(self, "bytes", bytes)
+        set_field(self, "bad_files", bad_files)
+        set_field(self, "databases", [] if databases is None else databases)
 
 
 class Spool:
@@ -687,8 +725,7 @@ def _append_locked(path: Path, data: bytes) -> None:
             os.close(fd)
 
 
-@dataclass(frozen=True)
-class BadBatch:
+class BadBatch(Frozen):
     """One line of a ``.bad`` file and what ``replay_bad`` did (or would do) with it.
 
     :param file: the ``.bad`` file.
@@ -703,6 +740,7 @@ class BadBatch:
         ``new_error`` says why) or ``unreadable`` (stays as it is).
     """
 
+    __slots__ = ("file", "line", "error", "events", "runs", "products", "outcome", "new_error")
     file: str
     line: int
     error: str | None
@@ -710,7 +748,27 @@ class BadBatch:
     runs: list[tuple[str, str | None]]
     products: list[str]
     outcome: str
-    new_error: str | None = None
+    new_error: str | None
+
+    def __init__(
+        self,
+        file: str,
+        line: int,
+        error: str | None,
+        events: int,
+        runs: list[tuple[str, str | None]],
+        products: list[str],
+        outcome: str,
+        new_error: str | None = None,
+    ) -> None:
+        set_field(self, "file", file)
+        set_field(self, "line", line)
+        set_field(self, "error", error)
+        set_field(self, "events", events)
+        set_field(self, "runs", runs)
+        set_field(self, "products", products)
+        set_field(self, "outcome", outcome)
+        set_field(self, "new_error", new_error)
 
 
 def _describe(events: Sequence[Event]) -> tuple[list[tuple[str, str | None]], list[str]]:
@@ -806,9 +864,9 @@ def _replay_bad_file(
                 kept.append(
                     json.dumps(entry, ensure_ascii=False).encode("utf-8", "surrogateescape")
                 )
-                found.append(replace(batch, outcome="rejected", new_error=reason))
+                found.append(batch.replace(outcome="rejected", new_error=reason))
                 continue
-            found.append(replace(batch, outcome="recorded"))
+            found.append(batch.replace(outcome="recorded"))
         changed = any(b.outcome in ("recorded", "rejected") for b in found)
         if changed and kept:
             temporary = path.with_suffix(".bad-tmp")

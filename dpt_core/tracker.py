@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
-import dataclasses
 import datetime as dt
 import itertools
 import logging
@@ -367,7 +366,7 @@ class InvocationHandle:
         _unfinished.pop(self.uuid, None)
         started = self._started
         if started is not None and not self._finished:
-            released = dataclasses.replace(started, process=DETACHED_PROCESS)
+            released = started.replace(process=DETACHED_PROCESS)
             self.tracker._emit("dpt_invocation_started", released)
 
     # -- internals ------------------------------------------------------------------------

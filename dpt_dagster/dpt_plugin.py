@@ -21,25 +21,40 @@ from __future__ import annotations
 
 import functools
 import sys
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dpt_core.frozen import Frozen, set_field
 from dpt_core.plugin_api import CurrentContext, hookimpl
 
 if TYPE_CHECKING:
     from dpt_core.adapter import HostGuard, RunRegistry
 
 
-@dataclass(frozen=True)
-class _Running:
-    """A materialisation whose own code called dpt: its invocation and what it names."""
+class _Running(Frozen):
+    """A materialisation whose own code called dpt: its invocation and what it names.
 
+    ``upstream_targets``: the product each upstream asset key stands for in this
+    materialisation (its file when it reported ``dpt/path``), where the key names one
+    product.
+    """
+
+    __slots__ = ("context", "asset_key", "partition", "upstream_targets")
     context: CurrentContext
     asset_key: Any
     partition: str | None
-    #: The product each upstream asset key stands for in this materialisation (its file
-    #: when it reported ``dpt/path``), where the key names one product.
-    upstream_targets: dict[Any, str] = field(default_factory=dict)
+    upstream_targets: dict[Any, str]
+
+    def __init__(
+        self,
+        context: CurrentContext,
+        asset_key: Any,
+        partition: str | None,
+        upstream_targets: dict[Any, str] | None = None,
+    ) -> None:
+        set_field(self, "context", context)
+        set_field(self, "asset_key", asset_key)
+        set_field(self, "partition", partition)
+        set_field(self, "upstream_targets", {} if upstream_targets is None else upstream_targets)
 
 
 @functools.cache

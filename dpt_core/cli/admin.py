@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import click
@@ -43,7 +42,7 @@ def status(as_json: bool) -> None:
     from dpt_core.spool import Spool, target_key
 
     s = settings()
-    data = dataclasses.asdict(Spool(s.spool_dir).status())
+    data = Spool(s.spool_dir).status().to_dict()
     current = target_key(s.database_url)
     for target in data["databases"]:
         target["current"] = target["key"] == current
@@ -193,7 +192,7 @@ def _replay_bad(store: Any, dry_run: bool, as_json: bool) -> None:
         ) from None
     rejected = [b for b in batches if b.outcome == "rejected"]
     if as_json:
-        echo_json({"dry_run": dry_run, "batches": [dataclasses.asdict(b) for b in batches]})
+        echo_json({"dry_run": dry_run, "batches": [b.to_dict() for b in batches]})
     else:
         for b in batches:
             where = f"{b.file}:{b.line}"

@@ -28,7 +28,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dpt_core.events import (
@@ -54,17 +53,22 @@ _failures = Guard("events are not forwarded")
 _lock = threading.Lock()
 
 
-@dataclass
 class _Run:
-    """A run this emitter has seen start, kept until it ends."""
+    """A run this emitter has seen start, kept until it ends (what it read and wrote so
+    far, and its tags)."""
 
-    ref: RunRef
-    orchestrator: str
-    parent: RunRef | None
-    root: RunRef | None
-    inputs: dict[tuple[str, str], Dataset] = field(default_factory=dict)
-    outputs: dict[tuple[str, str], Dataset] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("ref", "orchestrator", "parent", "root", "inputs", "outputs", "tags")
+
+    def __init__(
+        self, ref: RunRef, orchestrator: str, parent: RunRef | None, root: RunRef | None
+    ) -> None:
+        self.ref = ref
+        self.orchestrator = orchestrator
+        self.parent = parent
+        self.root = root
+        self.inputs: dict[tuple[str, str], Dataset] = {}
+        self.outputs: dict[tuple[str, str], Dataset] = {}
+        self.tags: dict[str, str] = {}
 
 
 def reset() -> None:

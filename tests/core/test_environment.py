@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -49,7 +48,7 @@ def expected_digest(key: str, value: str, secret: bytes = KEY) -> str:
 
 def dumped(snapshot: EnvironmentSnapshot) -> str:
     """Everything a store or a spool could write: the JSON and the repr."""
-    return json.dumps(dataclasses.asdict(snapshot), ensure_ascii=False) + repr(snapshot)
+    return json.dumps(snapshot.to_dict(), ensure_ascii=False) + repr(snapshot)
 
 
 @pytest.fixture(autouse=True)
@@ -405,9 +404,9 @@ def test_capture_records_host_interpreter_and_sorted_variables() -> None:
         ("ZED", "z", None),
     )
     fields = {
-        f.name: getattr(snapshot, f.name)
-        for f in dataclasses.fields(snapshot)
-        if f.name != "fingerprint"
+        name: value
+        for name, value in snapshot.to_dict(recurse=False).items()
+        if name != "fingerprint"
     }
     assert snapshot.fingerprint == fingerprint(**fields)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import threading
@@ -511,9 +510,8 @@ def test_big_batches_take_the_bulk_path_and_replay_to_the_same_rows(recorder):
     inv = str(uuid.uuid4())
     raw = [obs(f"s3://bulk/raw/{i}", f"xxh3_128:r{i}") for i in range(n + 1)]
     cal = [
-        dataclasses.replace(
-            obs(f"s3://bulk/cal/{i}", f"xxh3_128:c{i}", parents=(raw[i].uri, raw[i + 1].uri)),
-            metadata={"band": "g", "index": i},
+        obs(f"s3://bulk/cal/{i}", f"xxh3_128:c{i}", parents=(raw[i].uri, raw[i + 1].uri)).replace(
+            metadata={"band": "g", "index": i}
         )
         for i in range(n)
     ]

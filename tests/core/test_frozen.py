@@ -1,0 +1,136 @@
+"""The frozen values of the recording path behave as the frozen dataclasses they replace."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import pickle
+from pathlib import Path
+
+import pytest
+
+from dpt_core.config import Settings
+from dpt_core.events import (
+    CurrentContext,
+    EnvironmentSnapshot,
+    InvocationFinished,
+    InvocationStarted,
+    ProductObservation,
+    ProductRef,
+    ProductsWritten,
+    event_from_dict,
+    event_to_dict,
+)
+from dpt_core.frozen import FrozenInstanceError
+from dpt_core.hashing import FileFacts
+from dpt_core.spool import SpoolStatus, TargetStatus
+
+WHEN = dt.datetime(2026, 12, 6, 8, 0, tzinfo=dt.UTC)
+
+
+def written() -> ProductsWritten:
+    return ProductsWritten(
+        "run-1",
+        (
+            ProductObservation("file:///a", "v-a", "xxh3_128:aa", 3, 1.5, {"k": 1}, ("file:///b",)),
+            ProductObservation("file:///c", "v-c", tags={"band": "g"}),
+        ),
+    )
+
+
+def test_equal_by_fields_and_class_hashable_when_the_fields_are() -> None:
+    assert written() == written()
+    assert written() != written().replace(invocation_uuid="run-2")
+    assert CurrentContext("run-1", "job") == CurrentContext("run-1", "job", None)
+    assert CurrentContext("run-1") != ProductRef("run-1")  # same first field, other class
+    assert len({FileFacts("h", 1, 2.0, True), FileFacts("h", 1, 2.0, True)}) == 1
+    assert hash(CurrentContext("run-1", "job")) == hash(CurrentContext("run-1", "job"))
+    with pytest.raises(TypeError):  # a dict field (metadata), as with a frozen dataclass
+        hash(written())
+
+
+def test_fields_cannot_be_assigned_or_deleted() -> None:
+    finished = InvocationFinished("run-1", "success", WHEN)
+    with pytest.raises(FrozenInstanceError, match="'status'"):
+        finished.status = "failed"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del finished.status  # type: ignore[misc]
+    with pytest.raises(AttributeError):  # no __dict__: no new attributes either
+        object.__setattr__(finished, "other", 1)
+    assert finished.status == "success"
+
+
+def test_defaults_are_fresh_per_value_and_times_default_to_now() -> None:
+    before = dt.datetime.now(dt.UTC)
+    one = InvocationStarted("u1", "python", "job")
+    two = InvocationStarted("u2", "python", "job")
+    assert one.parameters == {} and one.parameters is not two.parameters
+    assert one.tags == {} and one.variables == {} and one.status == "running"
+    assert before <= one.started_at <= dt.datetime.now(dt.UTC)
+    assert InvocationFinished("u1", "success").ended_at >= before
+    assert ProductObservation("file:///a", "v").metadata == {}
+
+
+def test_replace_keeps_the_other_fields_and_refuses_unknown_ones() -> None:
+    started = InvocationStarted("u1", "python", "job", started_at=WHEN, tags={"a": "1"})
+    moved = started.replace(process="detached")
+    assert moved.process == "detached" and started.process is None
+    assert moved.replace(process=None) == started
+    with pytest.raises(TypeError, match="nope"):
+        started.replace(nope=1)
+
+
+def test_repr_names_every_field() -> None:
+    assert repr(CurrentContext("run-1", "job")) == (
+        "CurrentContext(invocation_uuid='run-1', job='job', task=None)"
+    )
+
+
+def test_copy_pickle_and_to_dict() -> None:
+    event = written()
+    assert copy.copy(event) == event
+    assert copy.deepcopy(event) == event
+    assert pickle.loads(pickle.dumps(event)) == event
+    status = SpoolStatus("/s", 1, 1, 2, 10, 0, [TargetStatus("k", None, "/s/k", 1, 1, 2, 10, 0)])
+    assert status.to_dict() == {
+        "directory": "/s",
+        "files": 1,
+        "batches": 1,
+        "events": 2,
+        "bytes": 10,
+        "bad_files": 0,
+        "databases": [
+            {
+                "key": "k",
+                "database": None,
+                "directory": "/s/k",
+                "files": 1,
+                "batches": 1,
+                "events": 2,
+                "bytes": 10,
+                "bad_files": 0,
+            }
+        ],
+    }
+    assert status.to_dict(recurse=False)["databases"][0] is status.databases[0]
+
+
+def test_events_round_trip_through_the_spools_encoding() -> None:
+    snapshot = EnvironmentSnapshot(
+        "fp", "3.11.7", "CPython", "Linux", "host", "me", (("dpt", "1"),), (("A", "1", None),)
+    )
+    events = [
+        InvocationStarted("u1", "python", "job", started_at=WHEN, environment=snapshot),
+        InvocationFinished("u1", "failed", WHEN, "ValueError: x", only_if_running=True),
+        written(),
+    ]
+    for event in events:
+        assert event_from_dict(event_to_dict(event)) == event
+
+
+def test_settings_defaults_and_explicit_empty_url(tmp_path: Path) -> None:
+    settings = Settings(cache_dir=tmp_path, spool_dir=tmp_path / "spool")
+    assert settings.database_url.startswith("sqlite:///")  # the user's default database
+    assert Settings(database_url="", cache_dir=tmp_path).database_url == ""  # unconfigured
+    assert settings.replace(strict=True).strict and not settings.strict
+    assert settings.replace(strict=True).replace(strict=False) == settings
