@@ -20,7 +20,6 @@ process gets a random key of its own and says so once.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import threading
@@ -30,6 +29,7 @@ from typing import Any
 
 from dpt_core.errors import ConfigError
 from dpt_core.frozen import Frozen, set_field
+from dpt_core.log import log
 
 # platformdirs, tomllib, hmac and secrets are imported where they are used: a process
 # whose DPT_* variables name every directory and the key (an orchestrator's worker, a
@@ -37,7 +37,6 @@ from dpt_core.frozen import Frozen, set_field
 
 HASH_ALGORITHMS = ("xxh3_128", "blake3", "sha256", "none")
 APP = "dpt"
-log = logging.getLogger("dpt")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}

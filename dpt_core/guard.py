@@ -9,17 +9,15 @@ messages are the same everywhere.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from dpt_core.errors import DptError, TrackingError
+from dpt_core.log import log
 
 T = TypeVar("T")
-
-log = logging.getLogger("dpt")
 
 
 def strict_mode() -> bool:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import logging
 import os
 import re
 import sqlite3
@@ -40,6 +39,7 @@ from dpt_core import contracts
 from dpt_core.config import HASH_ALGORITHMS, Settings, get_settings
 from dpt_core.errors import ConfigError, HashError
 from dpt_core.frozen import Frozen, set_field
+from dpt_core.log import deferred_logger
 
 __all__ = [
     "CHUNK_SIZE",
@@ -61,7 +61,7 @@ _TREE_HEADER: Final = b"dpt-tree-v1\0"
 
 PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
-log = logging.getLogger(__name__)
+log = deferred_logger(__name__)
 
 
 class _Hasher(Protocol):

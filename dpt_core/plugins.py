@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import logging
 import os
 import sys
 import threading
@@ -20,8 +19,7 @@ import pluggy
 
 from dpt_core import hookspecs
 from dpt_core.config import read_keyed_cache, write_keyed_cache
-
-log = logging.getLogger("dpt")
+from dpt_core.log import log
 
 ENTRY_POINT_GROUP = "dpt"
 BUILTIN_PLUGINS = {

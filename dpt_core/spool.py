@@ -29,7 +29,6 @@ import fcntl
 import hashlib
 import itertools
 import json
-import logging
 import os
 import re
 import sys
@@ -38,9 +37,8 @@ from pathlib import Path
 
 from dpt_core.events import Event, event_from_dict, event_to_dict
 from dpt_core.frozen import Frozen, set_field
+from dpt_core.log import log
 from dpt_core.process import hostname
-
-log = logging.getLogger("dpt")
 
 SUFFIX = ".jsonl"
 #: Quarantined lines: unreadable ones as they were, rejected batches with their error.

@@ -13,7 +13,6 @@ import contextlib
 import contextvars
 import datetime as dt
 import itertools
-import logging
 import math
 import os
 import sys
@@ -41,9 +40,8 @@ from dpt_core.events import (
     utcnow,
 )
 from dpt_core.guard import Guard
+from dpt_core.log import log
 from dpt_core.tags import Tags, normalize_tags
-
-log = logging.getLogger("dpt")
 
 #: Most targets of one write observed and recorded together (one ``ProductsWritten``
 #: event): a write of a million files holds one chunk's observations at a time.

@@ -24,7 +24,6 @@ reach OpenLineage through the process that owns the invocation, or through
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 from collections.abc import Callable
@@ -39,11 +38,11 @@ from dpt_core.events import (
 )
 from dpt_core.guard import Guard
 from dpt_core.hookspecs import hookimpl
+from dpt_core.log import log
 
 if TYPE_CHECKING:  # imported when an event is forwarded: every dpt process loads this plugin
     from dpt_core.export.openlineage import Dataset, RunRef
 
-log = logging.getLogger("dpt")
 
 _UNSET: Any = object()
 _module: Any = _UNSET

@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
-import logging
 import os
 import sys
 import threading
@@ -38,6 +37,7 @@ from dpt_core.events import (
     ProductsWritten,
 )
 from dpt_core.hookspecs import hookimpl
+from dpt_core.log import log
 from dpt_core.spool import Spool
 from dpt_core.store.breaker import Breaker
 from dpt_core.store.writer import BackgroundWriter
@@ -60,9 +60,6 @@ def safe_url(url: str) -> str:
     from dpt_core.store.engine import safe_url as safe
 
     return safe(url)
-
-
-log = logging.getLogger("dpt")
 
 
 class _Worker:

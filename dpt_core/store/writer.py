@@ -18,15 +18,13 @@ calls it first, and so does the process at exit.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dpt_core.events import Event
+from dpt_core.log import log
 from dpt_core.spool import Spool
-
-log = logging.getLogger("dpt")
 
 #: How many failed drains a writer remembers, for :meth:`BackgroundWriter.outcome`.
 _FAILURES_KEPT = 64

@@ -132,7 +132,8 @@ def test_what_the_light_check_accepts_the_full_check_accepts(url: str) -> None:
 #: OpenLineage exporter (loaded with the adapters' plugins before), the network stack (the
 #: host name comes from ``uname()`` on Linux), the writer's queue and ``shlex``, and
 #: ``dataclasses`` (the events, settings and file facts are :class:`~dpt_core.frozen.Frozen`:
-#: generating a dataclass's methods cost ~0.6 ms a class).
+#: generating a dataclass's methods cost ~0.6 ms a class) and ``logging`` (imported at
+#: dpt's first log message, :mod:`dpt_core.log`).
 NOT_IMPORTED = (
     "sqlalchemy",
     "alembic",
@@ -154,6 +155,7 @@ NOT_IMPORTED = (
     "queue",
     "shlex",
     "dataclasses",
+    "logging",
 )
 
 RECORD = (
@@ -204,8 +206,8 @@ def test_dpt_run_that_only_spools_imports_no_database_stack(tmp_path: Path) -> N
         "DPT_CONFIG": str(tmp_path / "empty.toml"),
     }
     # (click imports uuid and with it platform; dpt run starts the command with subprocess
-    # and records its command line, joined with shlex)
-    click_and_run = ("uuid", "platform", "subprocess", "shlex")
+    # and records its command line, joined with shlex; the CLI sends log messages to stderr)
+    click_and_run = ("uuid", "platform", "subprocess", "shlex", "logging")
     names = (
         *(m for m in NOT_IMPORTED if m not in click_and_run),
         "rich",
