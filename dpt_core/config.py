@@ -63,30 +63,54 @@ def cache_dir() -> Path:
 _user_cache_dir = cache_dir  # (Settings' cache_dir parameter hides the function)
 
 
+#: How many keys a keyed cache file keeps, the most recently written first: processes
+#: that share a cache directory but differ in a key (scripts in different directories
+#: put a different first entry on the import path; several interpreters) each find
+#: theirs, instead of each replacing the other's.
+KEYED_CACHE_ENTRIES = 16
+
+
 def read_keyed_cache(path: Path, key: Any) -> Any:
     """The value a :func:`write_keyed_cache` call kept in ``path`` under ``key``; None when
-    there is none, it was kept under another key, or the file cannot be read."""
+    there is none (never kept, or one of more than :data:`KEYED_CACHE_ENTRIES` other keys
+    kept since), or the file cannot be read."""
+    import json
+
+    key = json.loads(json.dumps(key))  # as it was kept (tuples are lists)
+    for kept, value in _keyed_entries(path):
+        if kept == key:
+            return value
+    return None
+
+
+def write_keyed_cache(path: Path, key: Any, value: Any) -> None:
+    """Keep the JSON-able ``value`` in ``path`` under ``key`` (with the most recent other
+    keys), atomically (a temporary file renamed over it); a cache directory that cannot
+    be written means no cache, silently. Two processes writing at once may each drop the
+    other's new key: the next process writes it again."""
+    import json
+
+    key = json.loads(json.dumps(key))  # compared as it reads back (tuples become lists)
+    entries = [{"key": key, "value": value}]
+    entries += [{"key": k, "value": v} for k, v in _keyed_entries(path) if k != key]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        text = json.dumps({"entries": entries[:KEYED_CACHE_ENTRIES]})
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError:
+        pass
+
+
+def _keyed_entries(path: Path) -> list[tuple[Any, Any]]:
     import json
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return data["value"] if data["key"] == key else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def write_keyed_cache(path: Path, key: Any, value: Any) -> None:
-    """Keep the JSON-able ``value`` in ``path`` under ``key``, atomically (a temporary file
-    renamed over it); a cache directory that cannot be written means no cache, silently."""
-    import json
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps({"key": key, "value": value}), encoding="utf-8")
-        os.replace(temporary, path)
-    except OSError:
-        pass
+        return [(entry["key"], entry["value"]) for entry in data["entries"]]
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, unreadable, or another shape
+        return []
 
 
 def config_dir() -> Path:

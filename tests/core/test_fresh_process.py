@@ -298,14 +298,80 @@ def test_host_facts_are_platforms_and_come_from_the_cache_when_its_key_fits(
     assert compute(tmp_path) == expected  # computed and stored
     assert compute(tmp_path) == expected  # read back
     cache = tmp_path / "host-facts.json"
-    stored = json.loads(cache.read_text())
-    cache.write_text(json.dumps({**stored, "value": ["9.9", "Marker", "Marker-OS"]}))
+    (stored,) = json.loads(cache.read_text())["entries"]
+    marker = {"key": stored["key"], "value": ["9.9", "Marker", "Marker-OS"]}
+    cache.write_text(json.dumps({"entries": [marker]}))
     assert compute(tmp_path) == ("9.9", "Marker", "Marker-OS")  # the cache is what is read
-    cache.write_text(json.dumps({"key": [*stored["key"][:-1], 0], "value": ["9.9", "M", "M"]}))
+    other = {"key": [*stored["key"][:-1], 0], "value": ["9.9", "M", "M"]}
+    cache.write_text(json.dumps({"entries": [other]}))
     assert compute(tmp_path) == expected  # another interpreter file: computed again
+    assert [e["key"] for e in json.loads(cache.read_text())["entries"]] == [
+        stored["key"],
+        other["key"],
+    ]  # both kept, the newest first
     cache.write_text("{not json")
     assert compute(tmp_path) == expected
     assert hostname() == socket.gethostname()
+
+
+def test_a_keyed_cache_keeps_the_most_recent_keys(tmp_path: Path) -> None:
+    from dpt_core.config import KEYED_CACHE_ENTRIES, read_keyed_cache, write_keyed_cache
+
+    path = tmp_path / "cache" / "facts.json"
+    assert read_keyed_cache(path, "a") is None  # no file yet
+    write_keyed_cache(path, ("a", 1), {"v": "a"})
+    write_keyed_cache(path, "b", ["b"])
+    assert read_keyed_cache(path, ["a", 1]) == {"v": "a"}  # a tuple key reads back as a list
+    assert read_keyed_cache(path, ("a", 1)) == {"v": "a"}
+    assert read_keyed_cache(path, "b") == ["b"]
+    write_keyed_cache(path, "b", ["b2"])  # a key written again replaces its value
+    assert read_keyed_cache(path, "b") == ["b2"]
+    for n in range(KEYED_CACHE_ENTRIES - 1):
+        write_keyed_cache(path, f"k{n}", n)
+    assert read_keyed_cache(path, "b") == ["b2"]  # still among the most recent
+    assert read_keyed_cache(path, ("a", 1)) is None  # the oldest, dropped
+    assert len(json.loads(path.read_text())["entries"]) == KEYED_CACHE_ENTRIES
+    path.write_text(json.dumps({"key": "b", "value": 1}))  # the shape before: a miss
+    assert read_keyed_cache(path, "b") is None
+    write_keyed_cache(path, "b", 2)
+    assert read_keyed_cache(path, "b") == 2
+
+
+def test_scripts_in_two_directories_both_find_their_entry_points_cached(tmp_path: Path) -> None:
+    """The entry points' key holds the import path, whose first entry is the script's
+    directory: two scripts sharing a cache directory must not evict each other's."""
+    out = tmp_path / "product.txt"
+    out.write_text("one output\n")
+    (tmp_path / "empty.toml").write_text("")
+    env = {
+        "DPT_DATABASE_URL": f"sqlite:///{tmp_path}/dpt.sqlite3",
+        "DPT_WRITE": "deferred",
+        "DPT_SPOOL_DIR": str(tmp_path / "spool"),
+        "DPT_CACHE_DIR": str(tmp_path / "cache"),
+        "DPT_REDACTION_KEY": "k",
+        "DPT_CONFIG": str(tmp_path / "empty.toml"),
+    }
+    scripts = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        script = tmp_path / name / "job.py"
+        script.write_text(RECORD.format(out=str(out), names=("importlib.metadata",)))
+        scripts.append(script)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DPT_")}
+    clean["PYTHONPATH"] = str(ROOT) + os.pathsep + clean.get("PYTHONPATH", "")
+
+    def imported(script: Path) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            env={**clean, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    assert [imported(s) for s in scripts] == [["importlib.metadata"]] * 2  # each fills it
+    assert [imported(s) for s in scripts * 2] == [[]] * 4  # then both read it
 
 
 def test_new_uuids_are_random_version_4_uuids() -> None:
