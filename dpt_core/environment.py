@@ -38,7 +38,6 @@ from __future__ import annotations
 import collections
 import fnmatch
 import functools
-import getpass
 import hashlib
 import hmac
 import json
@@ -1159,9 +1158,21 @@ def fingerprint(
 # --------------------------------------------------------------------------- capture
 
 
+def _login_name() -> str:
+    """What :func:`getpass.getuser` answers, without importing :mod:`getpass` (which loads
+    ``termios`` for its password prompt): the first of ``LOGNAME``, ``USER``, ``LNAME``
+    and ``USERNAME`` set, else the password database's name for this user id."""
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if user := os.environ.get(name):
+            return user
+    import pwd
+
+    return pwd.getpwuid(os.getuid())[0]
+
+
 def _user() -> str:
     try:
-        return getpass.getuser()
+        return _login_name()
     except (KeyError, OSError, ImportError):
         return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
 

@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Final, Protocol
 
-import blake3
 import xxhash
 
 from dpt_core import contracts
@@ -70,9 +69,15 @@ class _Hasher(Protocol):
     def hexdigest(self) -> str: ...
 
 
+def _blake3() -> _Hasher:
+    import blake3  # (imported when used: most processes hash with the default)
+
+    return blake3.blake3()
+
+
 _HASHERS: Final[dict[str, Callable[[], _Hasher]]] = {
     "xxh3_128": xxhash.xxh3_128,
-    "blake3": blake3.blake3,
+    "blake3": _blake3,
     "sha256": hashlib.sha256,
 }
 

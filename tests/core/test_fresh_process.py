@@ -133,7 +133,8 @@ def test_what_the_light_check_accepts_the_full_check_accepts(url: str) -> None:
 #: host name comes from ``uname()`` on Linux), the writer's queue and ``shlex``, and
 #: ``dataclasses`` (the events, settings and file facts are :class:`~dpt_core.frozen.Frozen`:
 #: generating a dataclass's methods cost ~0.6 ms a class) and ``logging`` (imported at
-#: dpt's first log message, :mod:`dpt_core.log`).
+#: dpt's first log message, :mod:`dpt_core.log`), ``getpass`` with ``termios`` (the user
+#: name read as getpass reads it) and ``blake3`` (imported when it is the hash algorithm).
 NOT_IMPORTED = (
     "sqlalchemy",
     "alembic",
@@ -156,6 +157,9 @@ NOT_IMPORTED = (
     "shlex",
     "dataclasses",
     "logging",
+    "getpass",
+    "termios",
+    "blake3",
 )
 
 RECORD = (
@@ -372,6 +376,24 @@ def test_scripts_in_two_directories_both_find_their_entry_points_cached(tmp_path
 
     assert [imported(s) for s in scripts] == [["importlib.metadata"]] * 2  # each fills it
     assert [imported(s) for s in scripts * 2] == [[]] * 4  # then both read it
+
+
+@pytest.mark.parametrize(
+    "set_here",
+    [{}, {"LOGNAME": "log-name"}, {"USER": "user-name"}, {"LNAME": "l", "USERNAME": "u"}],
+)
+def test_the_user_name_is_what_getpass_answers(
+    set_here: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import getpass
+
+    from dpt_core.environment import _login_name
+
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in set_here.items():
+        monkeypatch.setenv(name, value)
+    assert _login_name() == getpass.getuser()
 
 
 def test_new_uuids_are_random_version_4_uuids() -> None:
