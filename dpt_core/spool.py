@@ -193,10 +193,15 @@ class Spool:
         self._unsynced = False
         #: The directories and the target file were made by this process (:meth:`_prepare`).
         self._prepared = False
+        #: (pid, this process's file): named once per process, not twice per append.
+        self._own: tuple[int, Path] | None = None
 
     @property
     def own_file(self) -> Path:
-        return self.directory / f"{hostname()}-{os.getpid()}{SUFFIX}"
+        pid, own = os.getpid(), self._own
+        if own is None or own[0] != pid:  # (a forked child names its own)
+            own = self._own = (pid, self.directory / f"{hostname()}-{pid}{SUFFIX}")
+        return own[1]
 
     def append(self, events: Sequence[Event], *, synced_by_claim: bool = False) -> None:
         """Append one batch (a JSON array on one line) to this process's file.
@@ -220,15 +225,16 @@ class Spool:
         boundary = not synced_by_claim and any(e.kind in _RUN_BOUNDARIES for e in events)
         if not self._prepared:  # (once a process: two mkdirs and a stat per event else)
             self._prepare()
+        own = self.own_file
         while True:
             try:
-                fd = os.open(self.own_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                fd = os.open(own, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             except FileNotFoundError:  # the directory was removed since (dpt spool clear)
                 self._prepare()
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                if not _still_at(fd, self.own_file):  # replay or the writer took it meanwhile
+                if not _still_at(fd, own):  # replay or the writer took it meanwhile
                     continue
                 os.write(fd, data)
                 if boundary:

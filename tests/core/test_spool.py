@@ -453,3 +453,29 @@ def test_a_group_that_fails_as_if_the_database_were_away_makes_the_next_groups_s
     assert max(sizes[failures:]) <= 4  # from then on every group fits
     assert dpt_env.scalar("SELECT COUNT(*) FROM invocations WHERE status = 'success'") == 10
     assert store.replay_group is None or REPLAY_GROUP > store.replay_group > 4  # grown again
+
+
+def test_a_forked_child_appends_to_a_file_of_its_own(tmp_path):
+    """The process's file is named once per process: a child forked after the parent
+    appended names its own (its pid), and both batches are there, each in its file."""
+    import json
+    import os
+
+    spool = Spool(tmp_path / "spool", "sqlite:///nowhere.sqlite3")
+    spool.append([InvocationFinished(str(uuid.uuid4()), "success")])
+    parent_file = spool.own_file
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            spool.append([InvocationFinished("from-the-child", "success")])
+            code = 0 if spool.own_file.name.endswith(f"-{os.getpid()}.jsonl") else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert spool.own_file == parent_file and parent_file.name.endswith(f"-{os.getpid()}.jsonl")
+    child_file = parent_file.with_name(parent_file.name.replace(f"-{os.getpid()}.", f"-{pid}."))
+    (line,) = child_file.read_text().splitlines()
+    assert [e["uuid"] for e in json.loads(line)] == ["from-the-child"]
+    assert len(parent_file.read_text().splitlines()) == 1
