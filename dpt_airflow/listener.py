@@ -61,6 +61,9 @@ class DptListener:
         #: Task tries open in this process, by :func:`compat.task_key` (made on first use:
         #: a component that records nothing never imports dpt_core).
         self._running: RunRegistry[TaskKey, dpt_core.InvocationHandle] | None = None
+        #: The dag runs this process recorded the start of, for the tracker it used (a
+        #: new tracker, a new database: none yet).
+        self._dag_runs: tuple[Any, RunRegistry[str, bool]] | None = None
         self._failures: HostGuard | None = None
 
     # -- Airflow hooks: task instances (task runner) ----------------------------------------
@@ -145,7 +148,7 @@ class DptListener:
         translator = self.translator
         context = compat.template_context(ti)
         dag_run = context.get("dag_run")
-        parent = self._start_dag_run(translator, dag_run) if dag_run is not None else None
+        parent = self._started_dag_run(translator, dag_run) if dag_run is not None else None
         handle = dpt_core.get_tracker().start(
             translator.get_job(ti),
             task=translator.get_task(ti),
@@ -234,9 +237,31 @@ class DptListener:
         )
         return uuid
 
+    def _started_dag_run(self, translator: AirflowTranslator, dag_run: Any) -> str:
+        """The dag run's uuid, its start recorded if this process has not yet: the dag run
+        hook records it where the scheduler runs, a task in its own process, once (not at
+        every task of the run: each was a whole event on the task's thread), and the end
+        of a run none of whose tries started here."""
+        uuid = translator.get_dag_run_uuid(dag_run.dag_id, dag_run.run_id)
+        started = self._started_dag_runs()
+        if uuid not in started:
+            self._start_dag_run(translator, dag_run)
+            started.set(uuid, True)
+        return uuid
+
+    def _started_dag_runs(self) -> RunRegistry[str, bool]:
+        import dpt_core
+
+        tracker = dpt_core.get_tracker()
+        if self._dag_runs is None or self._dag_runs[0] is not tracker:
+            from dpt_core.adapter import RunRegistry
+
+            self._dag_runs = (tracker, RunRegistry(MAX_OPEN_TRIES))
+        return self._dag_runs[1]
+
     def _dag_run_started(self, dag_run: Any) -> None:
         if self.enabled():
-            self._start_dag_run(self.translator, dag_run)
+            self._started_dag_run(self.translator, dag_run)
 
     def _dag_run_finished(self, dag_run: Any, status: str, msg: str | None) -> None:
         if not self.enabled():
@@ -246,9 +271,10 @@ class DptListener:
         translator = self.translator
         uuid = translator.get_dag_run_uuid(dag_run.dag_id, dag_run.run_id)
         try:
-            self._start_dag_run(translator, dag_run)  # a run none of whose tries started here
+            self._started_dag_run(translator, dag_run)
             self._close_unfinished_tries(dag_run)
         finally:
+            self._started_dag_runs().pop(uuid)  # (a cleared task may run it again)
             handle = dpt_core.get_tracker().attach(uuid, str(dag_run.dag_id))
             handle.finish(
                 status,

@@ -145,6 +145,37 @@ def test_successful_run_records_dag_run_task_tries_and_lineage(
     assert [r.version_id for r in read] == [clean.id]
 
 
+class StartCounter:
+    """A dpt plugin counting the start events each invocation got."""
+
+    def __init__(self) -> None:
+        self.starts: dict[str, int] = {}
+
+    @dpt_core.hookimpl
+    def dpt_invocation_started(self, event: Any) -> None:
+        self.starts[event.uuid] = self.starts.get(event.uuid, 0) + 1
+
+
+def test_a_dag_runs_start_is_recorded_once_a_process_not_at_every_task(
+    dpt_env: Any, run_dag: Any
+) -> None:
+    """Every task of a run names its dag run as parent; under dag.test() (one process)
+    the dag run's start is one event, and each task try's too."""
+    counter = StartCounter()
+    tracker = dpt_core.get_tracker()
+    tracker.pm.register(counter, name="start-counter")
+    try:
+        result = run_dag("dpt_success")
+    finally:
+        tracker.pm.unregister(counter)
+    assert result.state == "success"
+    rows = invocations(dpt_env)
+    [dag_run] = dag_runs(rows)
+    assert [r.task for r in tasks(rows)] == ["extract", "summarise"]
+    assert all(r.parent_id == dag_run.id for r in tasks(rows))
+    assert counter.starts == {row.uuid: 1 for row in rows}
+
+
 def test_failed_task_records_the_error_and_no_outputs(dpt_env: Any, run_dag: Any) -> None:
     result = run_dag("dpt_failure")
     assert result.task_states[("explode", -1)] == "failed"
