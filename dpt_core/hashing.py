@@ -14,7 +14,9 @@ size, mtime, inode and device; :func:`observe` re-reads a file only when one of
 those changed. Entries are trusted only once the file's mtime is older than the
 moment it was hashed (minus :data:`RACY_WINDOW_NS`), so a file rewritten in the
 same timestamp tick as it was hashed is never served a stale hash (git calls
-this the "racy" case).
+this the "racy" case). So a file changed within that window (an output just
+written) is hashed without asking the cache or storing in it: neither an entry
+there nor one stored now could be trusted.
 """
 
 from __future__ import annotations
@@ -624,7 +626,15 @@ def observe_many(
 def _observe_cached(
     raws: list[bytes], infos: list[os.stat_result | None], algorithm: str, cache: StatCache
 ) -> list[FileFacts]:
-    is_file = [info is not None and stat.S_ISREG(info.st_mode) for info in infos]
+    # A file changed within the racy window (one just written, the usual output) has no
+    # entry the cache may trust: a trusted entry was hashed RACY_WINDOW_NS after the mtime
+    # it records, so after now. Its entry, stored now, could never be trusted either. It is
+    # hashed without reading or writing the cache (two SQLite transactions a file).
+    recent = time.time_ns() - RACY_WINDOW_NS
+    is_file = [
+        info is not None and stat.S_ISREG(info.st_mode) and info.st_mtime_ns < recent
+        for info in infos
+    ]
     keys = _key_paths([raw for raw, regular in zip(raws, is_file, strict=True) if regular])
     entries = cache._entries(keys, algorithm)
     next_key = iter(keys).__next__
@@ -633,7 +643,7 @@ def _observe_cached(
     for raw, info, regular in zip(raws, infos, is_file, strict=True):
         if info is None:
             results.append(_MISSING)
-        elif not regular:
+        elif not regular:  # (a directory, a special file, or a file changed just now)
             results.append(_facts(info, _hash_stat(raw, info, algorithm)))
         else:
             key = next_key()

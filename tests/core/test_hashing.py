@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import blake3
 import pytest
@@ -314,6 +315,38 @@ def test_racy_entry_is_not_trusted(tmp_path: Path, cache: StatCache) -> None:
     path.write_bytes(b"version2")
     os.utime(path, ns=(stamp, stamp))
     assert observe(path, "xxh3_128", cache).content_hash == reference("xxh3_128", b"version2")
+
+
+def test_a_file_changed_within_the_racy_window_bypasses_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No entry of a file changed just now can be trusted, nor one stored now: such a file
+    (the usual output) is hashed without a cache transaction; an older one uses it."""
+    database = tmp_path / "statcache.sqlite3"
+    fresh = tmp_path / "fresh"
+    fresh.write_bytes(b"just written")
+    old = write_old(tmp_path / "old", b"written long ago")
+    transactions: list[bool] = []
+    with StatCache(database) as stat_cache:
+        opened = stat_cache._transaction
+
+        def counted(write: bool) -> Any:
+            transactions.append(write)
+            return opened(write)
+
+        monkeypatch.setattr(stat_cache, "_transaction", counted)
+        facts = observe_many([fresh, old], "xxh3_128", stat_cache)
+        assert facts[0].content_hash == reference("xxh3_128", b"just written")
+        assert facts[1].content_hash == reference("xxh3_128", b"written long ago")
+        assert transactions == [False, True]  # one read and one write, for the old file only
+        assert [row[0] for row in cache_rows(database)] == [os.fsencode(old)]
+        transactions.clear()
+        again = observe_many([fresh], "xxh3_128", stat_cache)
+        assert again == facts[:1] and transactions == []  # nothing asked of the cache
+        write_old(fresh, b"just written")  # older than the window now: cached from here
+        observe_many([fresh], "xxh3_128", stat_cache)
+        assert transactions == [False, True]
+    assert len(cache_rows(database)) == 2
 
 
 def test_store_and_lookup_respect_the_racy_window(tmp_path: Path, cache: StatCache) -> None:
