@@ -361,6 +361,20 @@ def _tuples(value: Any) -> Any:
     return value
 
 
+def _snapshot(encoded: dict[str, Any]) -> EnvironmentSnapshot:
+    global _last_decoded
+    if not isinstance(encoded, dict):
+        raise TypeError(f"an environment is an object, not {type(encoded).__name__}")
+    last = _last_decoded
+    if last is not None and encoded.get("fingerprint") == last.fingerprint:
+        return last
+    env = _decode(encoded)
+    env["distributions"] = _tuples(env["distributions"])
+    env["variables"] = _tuples(env["variables"])
+    snapshot = _last_decoded = EnvironmentSnapshot(**env)
+    return snapshot
+
+
 def _observation(data: dict[str, Any]) -> ProductObservation:
     data = dict(data)
     if data.get("parents") is not None:
@@ -368,18 +382,23 @@ def _observation(data: dict[str, Any]) -> ProductObservation:
     return ProductObservation(**data)
 
 
+#: The last environment snapshot read back: a process's starts carry one snapshot
+#: (hundreds of packages and variables), decoded once, not at every start a writer
+#: reads back from the spool. Its fingerprint is a digest of all of it, and what the
+#: store keys environments by.
+_last_decoded: EnvironmentSnapshot | None = None
+
+
 def event_from_dict(data: dict[str, Any]) -> Event:
     """Inverse of :func:`event_to_dict`."""
-    data = _decode(data)
     kind = data.get("kind")
     if kind == "invocation_started":
         env = data.get("environment")
+        data = _decode({k: v for k, v in data.items() if k != "environment"})
         if env is not None:
-            env = dict(env)
-            env["distributions"] = _tuples(env["distributions"])
-            env["variables"] = _tuples(env["variables"])
-            data["environment"] = EnvironmentSnapshot(**env)
+            data["environment"] = _snapshot(env)
         return InvocationStarted(**data)
+    data = _decode(data)
     if kind == "invocation_finished":
         return InvocationFinished(**data)
     if kind == "products_read":

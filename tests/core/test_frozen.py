@@ -134,3 +134,23 @@ def test_settings_defaults_and_explicit_empty_url(tmp_path: Path) -> None:
     assert Settings(database_url="", cache_dir=tmp_path).database_url == ""  # unconfigured
     assert settings.replace(strict=True).strict and not settings.strict
     assert settings.replace(strict=True).replace(strict=False) == settings
+
+
+def test_a_snapshot_read_back_again_is_the_one_decoded_before() -> None:
+    """The environment of a process's starts is decoded once; another one (another
+    fingerprint) is decoded in full, and a malformed one is refused as before."""
+    one = EnvironmentSnapshot("fp-1", "3.11", "CPython", "Linux", "h", "u", (("a", "1"),), ())
+    two = EnvironmentSnapshot("fp-2", "3.12", "CPython", "Linux", "h", "u", (("b", "2"),), ())
+
+    def started(snapshot: EnvironmentSnapshot, uuid: str) -> InvocationStarted:
+        return InvocationStarted(uuid, "python", "job", started_at=WHEN, environment=snapshot)
+
+    first = event_from_dict(event_to_dict(started(one, "u1")))
+    second = event_from_dict(event_to_dict(started(one, "u2")))
+    other = event_from_dict(event_to_dict(started(two, "u3")))
+    assert first.environment == one and second.environment is first.environment
+    assert other.environment == two and second.uuid == "u2"
+    broken = event_to_dict(started(one, "u4"))
+    broken["environment"] = ["not", "an", "object"]
+    with pytest.raises(TypeError):
+        event_from_dict(broken)
