@@ -162,6 +162,19 @@ NOT_IMPORTED = (
     "blake3",
 )
 
+def _spooling_env(tmp_path: Path, url: str) -> dict[str, str]:
+    """The settings of a process that only spools, everything named (an empty config file)."""
+    (tmp_path / "empty.toml").write_text("")
+    return {
+        "DPT_DATABASE_URL": url,
+        "DPT_WRITE": "deferred",
+        "DPT_SPOOL_DIR": str(tmp_path / "spool"),
+        "DPT_CACHE_DIR": str(tmp_path / "cache"),
+        "DPT_REDACTION_KEY": "k",
+        "DPT_CONFIG": str(tmp_path / "empty.toml"),
+    }
+
+
 RECORD = (
     "import json, sys, dpt_core\n"
     "with dpt_core.invocation('fresh') as inv:\n"
@@ -176,15 +189,7 @@ RECORD = (
 def test_a_process_that_only_spools_imports_nothing_heavy(tmp_path: Path, url: str) -> None:
     out = tmp_path / "product.txt"
     out.write_text("one output\n")
-    (tmp_path / "empty.toml").write_text("")
-    env = {
-        "DPT_DATABASE_URL": url.format(tmp=tmp_path),
-        "DPT_WRITE": "deferred",
-        "DPT_SPOOL_DIR": str(tmp_path / "spool"),
-        "DPT_CACHE_DIR": str(tmp_path / "cache"),
-        "DPT_REDACTION_KEY": "k",
-        "DPT_CONFIG": str(tmp_path / "empty.toml"),
-    }
+    env = _spooling_env(tmp_path, url.format(tmp=tmp_path))
     code = RECORD.format(out=str(out), names=NOT_IMPORTED)
     _python(code, env, tmp_path)  # the first process fills the caches (entry points, host)
     assert _python(code, env, tmp_path) == []
@@ -199,16 +204,8 @@ def test_a_process_that_only_spools_imports_nothing_heavy(tmp_path: Path, url: s
 
 
 def test_dpt_run_that_only_spools_imports_no_database_stack(tmp_path: Path) -> None:
-    (tmp_path / "empty.toml").write_text("")
     (tmp_path / "out.txt").write_text("made\n")
-    env = {
-        "DPT_DATABASE_URL": f"sqlite:///{tmp_path}/dpt.sqlite3",
-        "DPT_WRITE": "deferred",
-        "DPT_SPOOL_DIR": str(tmp_path / "spool"),
-        "DPT_CACHE_DIR": str(tmp_path / "cache"),
-        "DPT_REDACTION_KEY": "k",
-        "DPT_CONFIG": str(tmp_path / "empty.toml"),
-    }
+    env = _spooling_env(tmp_path, f"sqlite:///{tmp_path}/dpt.sqlite3")
     # (click imports uuid and with it platform; dpt run starts the command with subprocess
     # and records its command line, joined with shlex; the CLI sends log messages to stderr)
     click_and_run = ("uuid", "platform", "subprocess", "shlex", "logging")
@@ -346,15 +343,7 @@ def test_scripts_in_two_directories_both_find_their_entry_points_cached(tmp_path
     directory: two scripts sharing a cache directory must not evict each other's."""
     out = tmp_path / "product.txt"
     out.write_text("one output\n")
-    (tmp_path / "empty.toml").write_text("")
-    env = {
-        "DPT_DATABASE_URL": f"sqlite:///{tmp_path}/dpt.sqlite3",
-        "DPT_WRITE": "deferred",
-        "DPT_SPOOL_DIR": str(tmp_path / "spool"),
-        "DPT_CACHE_DIR": str(tmp_path / "cache"),
-        "DPT_REDACTION_KEY": "k",
-        "DPT_CONFIG": str(tmp_path / "empty.toml"),
-    }
+    env = _spooling_env(tmp_path, f"sqlite:///{tmp_path}/dpt.sqlite3")
     scripts = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
