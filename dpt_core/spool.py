@@ -276,7 +276,8 @@ class Spool:
         own = self.own_file
         try:
             fd = os.open(own, os.O_RDWR)
-        except FileNotFoundError:
+        except FileNotFoundError:  # (none yet, or a replay took it whole: as in sync())
+            self._unsynced = False
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

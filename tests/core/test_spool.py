@@ -479,3 +479,15 @@ def test_a_forked_child_appends_to_a_file_of_its_own(tmp_path):
     (line,) = child_file.read_text().splitlines()
     assert [e["uuid"] for e in json.loads(line)] == ["from-the-child"]
     assert len(parent_file.read_text().splitlines()) == 1
+
+
+def test_a_file_a_replay_took_whole_leaves_nothing_to_sync(tmp_path):
+    """A writer's first pass replays every spool file, this process's current one too (its
+    appends since the claim): the next claim finds no file, and nothing is left unsynced
+    (CI once saw the flag stay set after such a pass)."""
+    spool = Spool(tmp_path / "spool", "sqlite:///nowhere.sqlite3")
+    spool.append([InvocationFinished(str(uuid.uuid4()), "success")], synced_by_claim=True)
+    assert spool._unsynced  # appended, not fsynced: the claimer will
+    spool.own_file.unlink()  # what a replay does once the batches are recorded
+    assert spool.claim_own() is None
+    assert not spool._unsynced
