@@ -162,6 +162,7 @@ NOT_IMPORTED = (
     "blake3",
 )
 
+
 def _spooling_env(tmp_path: Path, url: str) -> dict[str, str]:
     """The settings of a process that only spools, everything named (an empty config file)."""
     (tmp_path / "empty.toml").write_text("")
