@@ -2,10 +2,11 @@
 
 dpt logs only what went wrong (a failed write, a plugin's error, a missing file), so a
 process that records without a problem never needs :mod:`logging`: importing it cost a
-fresh process ~5 ms, and its objects more at exit (docs/performance.md). A module that
-logs does ``from dpt_core.log import log`` (the ``dpt`` logger) or
+fresh process ~5 ms, and its objects more at exit (docs/performance.md). A module on
+the recording path does ``from dpt_core.log import log`` (the ``dpt`` logger) or
 ``log = deferred_logger(__name__)`` and calls ``log.warning(...)`` as on the logger;
-handlers, levels and ``caplog`` see the real logger.
+handlers, levels and ``caplog`` see the real logger. The server, the CLI and the
+adapters (which run where :mod:`logging` is loaded already) use :mod:`logging` directly.
 """
 
 from __future__ import annotations
