@@ -366,12 +366,13 @@ def _snapshot(encoded: dict[str, Any]) -> EnvironmentSnapshot:
     if not isinstance(encoded, dict):
         raise TypeError(f"an environment is an object, not {type(encoded).__name__}")
     last = _last_decoded
-    if last is not None and encoded.get("fingerprint") == last.fingerprint:
-        return last
+    if last is not None and last[0] == encoded:
+        return last[1]
     env = _decode(encoded)
     env["distributions"] = _tuples(env["distributions"])
     env["variables"] = _tuples(env["variables"])
-    snapshot = _last_decoded = EnvironmentSnapshot(**env)
+    snapshot = EnvironmentSnapshot(**env)
+    _last_decoded = (encoded, snapshot)
     return snapshot
 
 
@@ -382,11 +383,12 @@ def _observation(data: dict[str, Any]) -> ProductObservation:
     return ProductObservation(**data)
 
 
-#: The last environment snapshot read back: a process's starts carry one snapshot
-#: (hundreds of packages and variables), decoded once, not at every start a writer
-#: reads back from the spool. Its fingerprint is a digest of all of it, and what the
-#: store keys environments by.
-_last_decoded: EnvironmentSnapshot | None = None
+#: The last environment read back, as read and as decoded: a process's starts carry one
+#: snapshot (hundreds of packages and variables), compared with the last one (no new
+#: objects) rather than decoded again at every start a writer reads from the spool. Not
+#: by fingerprint alone: an ingested event names the fingerprint it was exported with,
+#: and its facets may have lost their null members on the way.
+_last_decoded: tuple[dict[str, Any], EnvironmentSnapshot] | None = None
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

@@ -150,6 +150,12 @@ def test_a_snapshot_read_back_again_is_the_one_decoded_before() -> None:
     other = event_from_dict(event_to_dict(started(two, "u3")))
     assert first.environment == one and second.environment is first.environment
     assert other.environment == two and second.uuid == "u2"
+    # the same fingerprint, other content (an ingested copy whose facets lost their nulls)
+    copy = EnvironmentSnapshot(
+        "fp-2", "3.12", "CPython", "Linux", "h", "u", (("b", "2"),), (), {"git": {}}
+    )
+    again = event_from_dict(event_to_dict(started(copy, "u5")))
+    assert again.environment == copy and again.environment.facets == {"git": {}}
     broken = event_to_dict(started(one, "u4"))
     broken["environment"] = ["not", "an", "object"]
     with pytest.raises(TypeError):
