@@ -223,17 +223,6 @@ def _same_observation(newest: Any, o: Any, producer: int) -> bool:
     )
 
 
-def _same_values(a: Any, b: Any) -> bool:
-    """True when two outputs naming one version say the same of it (tags aside: the
-    first record of a tag wins on either path)."""
-    return (a.content_hash, a.size, a.mtime, a.metadata or None) == (
-        b.content_hash,
-        b.size,
-        b.mtime,
-        b.metadata or None,
-    )
-
-
 def _consecutive_shapes(rows: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """``rows`` cut into runs of the same keys (one executemany each), order kept."""
     groups: list[list[dict[str, Any]]] = []
@@ -536,16 +525,10 @@ class _Segment:
     def _write_products(self, event: ProductsWritten) -> bool:
         uuid = event.invocation_uuid
         replayed: dict[str, int] = {}
-        first: dict[str, Any] = {}
-        for o in event.outputs:
+        for o in event.outputs:  # (one report a version: Recorder.record merged them)
             pid = self.products[o.uri]
             again = self._replayed(uuid, pid, o)
             if again is not None:
-                if not _same_values(first.setdefault(o.version_uuid, o), o):
-                    # One existing version reported twice in the event, differently: the
-                    # per-event path claims it for every report once one of them is the
-                    # same observation, and updates it with each in turn.
-                    return False
                 replayed[o.version_uuid] = again
             elif (
                 pid in self.versioned_here

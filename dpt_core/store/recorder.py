@@ -294,6 +294,62 @@ def variable_digest(key: str, value: str | None, redacted: str | None) -> str:
     return hashlib.sha256(payload.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def one_report_per_version(event: Event) -> Event:
+    """``event`` with the reports of a version it names more than once (a task writing a
+    file twice, an OpenLineage event listing a dataset twice) merged into one, at the place
+    of the first: what is recorded then does not depend on the order of the reports."""
+    if isinstance(event, ProductsWritten):
+        reports = event.outputs
+    elif isinstance(event, ProductsRead):
+        reports = event.inputs
+    else:
+        return event
+    if len(reports) < 2 or len({o.version_uuid for o in reports}) == len(reports):
+        return event
+    groups: dict[str, list[ProductObservation]] = {}
+    for o in reports:
+        groups.setdefault(o.version_uuid, []).append(o)
+    merged = tuple(_merged_reports(group) for group in groups.values())
+    if isinstance(event, ProductsWritten):
+        return event.replace(outputs=merged)
+    return event.replace(inputs=merged)
+
+
+def _merged_reports(reports: list[ProductObservation]) -> ProductObservation:
+    """One report of a version from several, the same for any order of them: each field
+    from the first report that has it, the reports ranked by what they know (a content
+    hash, then a size, then an mtime), then by their content; metadata and tags key by key
+    the same way; parents: those any report names (every input if none names any)."""
+    if len(reports) == 1:
+        return reports[0]
+    ranked = sorted(
+        reports,
+        key=lambda o: (
+            o.content_hash is None,
+            o.size is None,
+            o.mtime is None,
+            json.dumps(o.to_dict(), sort_keys=True, default=str),
+        ),
+    )
+    best = ranked[0]
+    metadata: dict[str, Any] = {}
+    tags: dict[str, str] = {}
+    for o in reversed(ranked):  # the better-ranked report's value for a key last
+        metadata.update(o.metadata)
+        tags.update(o.tags)
+    named = [o.parents for o in ranked if o.parents is not None]
+    return ProductObservation(
+        uri=best.uri,
+        version_uuid=best.version_uuid,
+        content_hash=best.content_hash,
+        size=next((o.size for o in ranked if o.size is not None), None),
+        mtime=next((o.mtime for o in ranked if o.mtime is not None), None),
+        metadata=metadata,
+        parents=tuple(dict.fromkeys(p for ps in named for p in ps)) if named else None,
+        tags=tags,
+    )
+
+
 class BulkConflict(Exception):
     """A row the set-based path found absent was there when it inserted it (a
     concurrent writer's): the transaction is rolled back and recorded event by event."""
@@ -326,11 +382,14 @@ class Recorder:
     def record(self, events: Sequence[Event], *, attempts: int = 5) -> None:
         """Record ``events`` in one transaction, retrying transient lock conflicts.
 
-        A batch of several events goes through :meth:`_apply_batch` (event by event here;
+        A version named more than once in one event is recorded as one report of it
+        (:func:`one_report_per_version`). A batch of several events goes through
+        :meth:`_apply_batch` (event by event here;
         set-wise in :class:`dpt_core.store.bulk.BulkRecorder`, the store's). If that
         meets a row it did not expect (a concurrent writer's: :class:`BulkConflict`), the
         transaction is rolled back and the batch recorded again event by event.
         """
+        events = [one_report_per_version(event) for event in events]
         set_based = len(events) > 1
 
         def apply_all(conn: Connection) -> None:

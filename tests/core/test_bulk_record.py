@@ -286,6 +286,74 @@ def test_the_set_based_path_records_what_the_per_event_path_does(
     assert_same_rows(engine, batches)
 
 
+def _reports_reordered(event: Event, rng: Any) -> Event:
+    """``event`` with the reports of each version (one version uuid named twice or more)
+    shuffled among the places they hold."""
+    if not isinstance(event, ProductsRead | ProductsWritten):
+        return event
+    reports = list(event.inputs if isinstance(event, ProductsRead) else event.outputs)
+    places: dict[str, list[int]] = {}
+    for i, o in enumerate(reports):
+        places.setdefault(o.version_uuid, []).append(i)
+    for where in places.values():
+        moved = [reports[i] for i in where]
+        rng.shuffle(moved)
+        for i, o in zip(where, moved, strict=True):
+            reports[i] = o
+    if isinstance(event, ProductsRead):
+        return event.replace(inputs=tuple(reports))
+    return event.replace(outputs=tuple(reports))
+
+
+@st.composite
+def twice_reported(draw: Any) -> Event:
+    """A read or write naming one version two or three times, saying different things."""
+    run = draw(st.sampled_from(RUNS))
+    write = draw(st.booleans())
+    reports = list(draw(observations(write=write)))
+    product = draw(st.integers(0, len(URIS) - 1))
+    version_uuid, content_hash = version(product, draw(st.integers(0, 2)))
+    for _ in range(draw(st.integers(2, 3))):
+        reports.insert(
+            draw(st.integers(0, len(reports))),
+            ProductObservation(
+                uri=URIS[product],
+                version_uuid=version_uuid,
+                content_hash=draw(st.sampled_from([None, content_hash])),
+                size=draw(st.sampled_from([None, 10, 20])),
+                mtime=draw(st.sampled_from([None, 1.0e9])),
+                metadata=draw(st.sampled_from([{}, {"k": 1}, {"k": 2, "j": 0}])),
+                parents=(
+                    draw(st.sampled_from([None, (), (URIS[0],), (URIS[1], URIS[2])]))
+                    if write
+                    else None
+                ),
+                tags=draw(st.sampled_from([{}, {"q": "good"}, {"q": "bad", "n": "1"}])),
+            ),
+        )
+    if write:
+        return ProductsWritten(run, tuple(reports))
+    return ProductsRead(run, tuple(reports))
+
+
+@settings(max_examples=150)
+@given(
+    events=st.lists(st.one_of(dpt_events(), twice_reported()), min_size=1, max_size=12),
+    rng=st.randoms(use_true_random=False),
+)
+def test_a_version_reported_twice_in_an_event_is_recorded_whatever_the_reports_order(
+    dpt_backend, dpt_env, events, rng
+):
+    """The reports of one version within one event are one report, merged the same way in
+    any order: the same rows on both paths, event by event and in one batch."""
+    engine = current_store().engine
+    for batches in ([[e] for e in events], [events]):
+        reference = record_with(engine, batches, bulk=False)
+        again = [[_reports_reordered(e, rng) for e in batch] for batch in batches]
+        assert record_with(engine, again, bulk=False) == reference
+        assert record_with(engine, again, bulk=True) == reference
+
+
 ENDS = [
     InvocationFinished(RUNS[1], status, T0 + dt.timedelta(minutes=m), error, only_if_running=c)
     for status, m, error, c in (
