@@ -119,8 +119,8 @@ def replay(bad: bool, dry_run: bool, as_json: bool) -> None:
 @click.option(
     "--follow",
     is_flag=True,
-    help="Keep draining as events arrive, until interrupted (Ctrl-C): the writer for "
-    "processes that run with DPT_WRITE=deferred.",
+    help="Keep draining as events arrive, until interrupted (Ctrl-C or SIGTERM): the "
+    "writer for processes that run with DPT_WRITE=deferred.",
 )
 @click.option(
     "--interval",
@@ -137,12 +137,15 @@ def drain(follow: bool, interval: float, as_json: bool) -> None:
     claimed under its lock, so a process appending meanwhile starts a new one): this is
     the writer for processes that only spool (DPT_WRITE=deferred). Safe to run twice
     and beside other writers: events are idempotent. With --follow it keeps going; a
-    database that goes away is waited for, the events staying in the spool.
+    database that goes away is waited for, the events staying in the spool. SIGTERM (a
+    service manager stopping it) ends it as Ctrl-C does.
     """
     import time
 
     from dpt_core.store.plugin import current_store
 
+    if follow:
+        _stop_on_sigterm()
     store = current_store(settings())
     count = 0
     wait = interval
@@ -172,6 +175,17 @@ def drain(follow: bool, interval: float, as_json: bool) -> None:
         echo_json({"drained": count})
     else:
         click.echo(f"drained {count} event(s)")
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM interrupts as Ctrl-C does (KeyboardInterrupt): a batch being written is
+    rolled back and stays spooled, and the count is printed."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _replay_bad(store: Any, dry_run: bool, as_json: bool) -> None:

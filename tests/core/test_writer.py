@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -250,7 +251,9 @@ def test_the_next_process_writes_what_a_deferred_one_spooled(dpt_env, tmp_path):
     assert _spooled(dpt_env) == 0
 
 
-def test_drain_follow_writes_events_as_they_come(dpt_env, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_drain_follow_writes_events_as_they_come(dpt_env, tmp_path, stop):
+    """Until Ctrl-C, or SIGTERM (a service manager's stop), which end it the same way."""
     out = tmp_path / "out.txt"
     out.write_text("x")
     drainer = subprocess.Popen(
@@ -277,7 +280,7 @@ def test_drain_follow_writes_events_as_they_come(dpt_env, tmp_path):
             time.sleep(0.1)
         time.sleep(0.5)  # (the drainer counts after deleting the file: let it get there)
     finally:
-        drainer.send_signal(2)  # Ctrl-C
+        drainer.send_signal(stop)
         output, _ = drainer.communicate()
     assert drainer.returncode == 0
     assert "drained 3 event(s)" in output
