@@ -10,6 +10,7 @@ translator) import it, never :mod:`dpt_airflow.dpt_plugin`.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "context_variables",
     "current_task_instance",
     "hookimpl",
+    "in_task_process",
     "is_runtime_task_instance",
     "mask_airflow_secrets",
     "task_instance_states",
@@ -77,6 +79,19 @@ def is_runtime_task_instance(task_instance: Any) -> bool:
     has the ids but neither the operator nor a template context.
     """
     return hasattr(task_instance, "get_template_context") and hasattr(task_instance, "task")
+
+
+def in_task_process() -> bool:
+    """True in a task process Airflow's supervisor started (any executor), which ends with
+    ``os._exit`` after the try; False under ``dag.test()``, which runs each try in the
+    calling process with in-process supervisor comms, and outside a task runner."""
+    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    comms = getattr(runner, "SUPERVISOR_COMMS", None)
+    if comms is None:
+        return False
+    supervisor = sys.modules.get("airflow.sdk.execution_time.supervisor")
+    in_process = getattr(supervisor, "InProcessSupervisorComms", None)
+    return in_process is None or not isinstance(comms, in_process)
 
 
 def template_context(task_instance: Any) -> Mapping[str, Any]:

@@ -145,6 +145,13 @@ class DptListener:
             return None
         import dpt_core
 
+        if compat.in_task_process():
+            # The task process ends with os._exit: under the Celery and Kubernetes
+            # executors its parent never loaded dpt, so dpt cannot tell it is a fork whose
+            # background writer the exit would cut short.
+            from dpt_core.adapter import ends_without_exit_handlers
+
+            ends_without_exit_handlers()
         translator = self.translator
         context = compat.template_context(ti)
         dag_run = context.get("dag_run")

@@ -18,6 +18,8 @@ calls. What is the same in every orchestrator lives here, once:
 - :class:`BackgroundWork` and :func:`poll_until`: read-backs that run after the
   orchestrator's callback returned (``concurrent.futures``), and a bounded poll of an
   API that catches up with events a moment late.
+- :func:`ends_without_exit_handlers`: for a task process the orchestrator ends with
+  ``os._exit``, so that dpt writes there as events come.
 
 This module imports no orchestrator, and nothing heavier than ``cachetools``.
 """
@@ -47,6 +49,7 @@ __all__ = [
     "Translator",
     "TranslatorRegistry",
     "as_utc",
+    "ends_without_exit_handlers",
     "host_guard",
     "load_translator",
     "poll_until",
@@ -550,3 +553,16 @@ def poll_until(
             return value, False
         time.sleep(min(pause, deadline - now))
         pause = min(pause * growth, max_pause)
+
+
+def ends_without_exit_handlers() -> None:
+    """Tell dpt this process ends without running exit handlers (``os._exit``): an
+    orchestrator's task process forked from a parent that never loaded dpt, where dpt
+    cannot see the fork. dpt then writes each event before the call that made it returns
+    (as in every child it saw forked), instead of in a background writer that the exit
+    would cut short: nothing is left for a later process to replay (none may come: a
+    Kubernetes pod's spool goes with the pod). Call it before the process's first event;
+    it costs the caller the writes, so only where the process does end that way."""
+    from dpt_core.store.plugin import ends_without_exit_handlers as declare
+
+    declare()

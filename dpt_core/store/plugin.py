@@ -589,8 +589,19 @@ def _forget_writer_in_child() -> None:
     _forked = True
 
 
-#: True in a process forked (without exec) from one that had loaded dpt.
+#: True in a process forked (without exec) from one that had loaded dpt, or one an adapter
+#: says ends without exit handlers (:func:`ends_without_exit_handlers`).
 _forked = False
+
+
+def ends_without_exit_handlers() -> None:
+    """Declare that this process ends without running exit handlers (``os._exit``), as a
+    forked task process does whose parent never loaded dpt (Airflow's task runner under
+    the Celery and Kubernetes executors): it writes its events as they come (``sync``),
+    as a child dpt saw forked does, and never leaves them to a writer thread that the
+    exit would cut short. Call it before the process's first event."""
+    global _forked
+    _forked = True
 
 
 def _child_process() -> bool:

@@ -176,6 +176,24 @@ def test_a_dag_runs_start_is_recorded_once_a_process_not_at_every_task(
     assert counter.starts == {row.uuid: 1 for row in rows}
 
 
+def test_dag_test_keeps_the_background_writer_a_task_process_writes_as_it_goes(
+    dpt_env: Any, run_dag: Any
+) -> None:
+    """dag.test() runs every try in this process, which lives on and flushes at exit: its
+    writer stays in the background. Only a real task process (its own, ended with
+    os._exit; see tests/airflow/deployment) is declared to dpt as ending without exit
+    handlers."""
+    from dpt_airflow import compat
+    from dpt_core.store.plugin import current_store
+
+    assert current_store().mode == "background"
+    result = run_dag("dpt_success")
+    assert result.state == "success"
+    assert [r.status for r in tasks(invocations(dpt_env))] == ["success", "success"]
+    assert not compat.in_task_process()
+    assert current_store().mode == "background"
+
+
 def test_failed_task_records_the_error_and_no_outputs(dpt_env: Any, run_dag: Any) -> None:
     result = run_dag("dpt_failure")
     assert result.task_states[("explode", -1)] == "failed"

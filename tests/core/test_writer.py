@@ -309,6 +309,55 @@ def test_a_forked_child_that_ends_with_os_exit_loses_nothing(dpt_env):
     assert _spooled(dpt_env) == 0
 
 
+UNSEEN_FORK = """
+import os, sys
+pid = os.fork()  # (this parent never imports dpt: dpt cannot see the fork)
+if pid:
+    sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+code = 1
+try:
+    import dpt_core
+    from dpt_core.store.plugin import current_store
+    if sys.argv[1] == "declared":
+        from dpt_core.adapter import ends_without_exit_handlers
+        ends_without_exit_handlers()
+    with dpt_core.invocation("unseen fork") as inv:
+        inv.write(sys.argv[2])
+    print(current_store().mode)
+    code = 0
+finally:
+    sys.stdout.flush()
+    os._exit(code)
+"""
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "not-declared"])
+def test_a_fork_dpt_cannot_see_writes_before_its_os_exit_once_declared(dpt_env, tmp_path, declared):
+    """A task process forked from a parent that never loaded dpt (Airflow's task runner
+    under Celery or Kubernetes) looks like any process to dpt; declared by its adapter as
+    ending without exit handlers, it writes as it goes and leaves nothing behind. Not
+    declared, its events are left to a writer that os._exit cuts short: they wait in the
+    spool for a later writer (the loss the declaration prevents where none comes)."""
+    out = tmp_path / "out.txt"
+    out.write_text("x")
+    result = subprocess.run(
+        [sys.executable, "-c", UNSEEN_FORK, "declared" if declared else "-", str(out)],
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if declared:
+        assert result.stdout.strip() == "sync"
+        assert [r.job for r in dpt_core.runs()] == ["unseen fork"]
+        assert _spooled(dpt_env) == 0
+    else:
+        assert result.stdout.strip() == "background"
+        # (kept durably either way: written, if the writer beat the exit, else spooled)
+        recorded = dpt_env.scalar("SELECT count(*) FROM invocations")
+        assert recorded == 1 or _spooled(dpt_env) >= 2, recorded
+
+
 @pytest.mark.parametrize("write", ["sync", "background"])
 def test_a_refused_batch_with_none_behind_it_waits_for_the_next_write_in_both_modes(
     dpt_env, tmp_path, monkeypatch, write
