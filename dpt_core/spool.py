@@ -401,6 +401,26 @@ class Spool:
     def files(self) -> list[Path]:
         return [path for d in self._directories() for path in self._files_in(d)]
 
+    def pids_waiting(self, host: str) -> set[str]:
+        """The pids (as text) of ``host``'s processes whose events still wait in a spool
+        file for this database: a process's own file, or one a writer or a replay moved
+        aside and may be writing right now (``<host>-<pid>.w<n>`` / ``.r<pid>-<n>``)."""
+        prefix = f"{host}-"
+        for _ in range(10):  # (a file renamed while listed: look again)
+            try:
+                paths = [p for d in self._directories() for p in self._files_in(d, exact=True)]
+                break
+            except FileNotFoundError:
+                continue
+        else:
+            paths = self.files()
+        waiting = set()
+        for path in paths:
+            stem = _TAKEN.sub("", path.stem)
+            if stem.startswith(prefix) and stem[len(prefix) :].isdigit():
+                waiting.add(stem[len(prefix) :])
+        return waiting
+
     def is_empty(self) -> bool:
         try:
             with os.scandir(self.directory) as entries:

@@ -268,7 +268,7 @@ def doctor(as_json: bool) -> None:
             detail += f"; {elsewhere} more for other databases ('dpt spool status')"
         checks.append({"check": "spool", "ok": spooled == 0, "detail": detail})
         ok = spooled == 0
-        checks.append(_running_runs(eng))
+        checks.append(_running_runs(eng, Spool(s.spool_dir, s.database_url)))
     except DptError as exc:
         checks.append({"check": "setup", "ok": False, "detail": str(exc)})
         ok = False
@@ -284,14 +284,14 @@ def doctor(as_json: bool) -> None:
         raise SystemExit(1)
 
 
-def _running_runs(engine: Any) -> dict[str, object]:
-    """Close this host's runs whose process died; name the runs still running elsewhere."""
-    import socket
-
+def _running_runs(engine: Any, spool: Any) -> dict[str, object]:
+    """Close this host's runs whose process died (but for those whose events still wait in
+    ``spool``); name the runs still running elsewhere."""
+    from dpt_core.process import hostname
     from dpt_core.store.liveness import close_dead_runs, running_elsewhere
 
-    host = socket.gethostname()
-    closed = close_dead_runs(engine, host)
+    host = hostname()
+    closed = close_dead_runs(engine, host, lambda: spool.pids_waiting(host))
     others = running_elsewhere(engine, host)
     detail = f"{len(closed)} run(s) of this host closed as crashed (their process was gone)"
     check: dict[str, object] = {"check": "running", "ok": True, "detail": detail}

@@ -12,6 +12,7 @@ here: ``dpt doctor`` lists them (:func:`running_elsewhere`).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -29,8 +30,14 @@ CRASHED_ERROR = (
 )
 
 
-def close_dead_runs(engine: Engine, host: str) -> list[str]:
+def close_dead_runs(
+    engine: Engine, host: str, waiting: Callable[[], Collection[str]] = frozenset
+) -> list[str]:
     """Close as ``crashed`` the runs of ``host`` still ``running`` whose process is gone.
+
+    A dead process whose events still wait in the spool (``waiting()``: the pids with a
+    spool file here, :meth:`dpt_core.spool.Spool.pids_waiting`) is left alone: its end
+    may be in there, and a replay another process is running right now will write it.
 
     :returns: the UUIDs of the runs closed.
     """
@@ -42,22 +49,30 @@ def close_dead_runs(engine: Engine, host: str) -> list[str]:
             )
         ).all()
     dead = [r for r in rows if r.process != own and is_alive(r.process) is False]
+    if dead:
+        pending = waiting()
+        dead = [r for r in dead if _pid(r.process) not in pending]
     if not dead:
         return []
     now = utcnow()
     with engine.begin() as conn:
         for row in dead:
-            pid = row.process.split(":")[-2] if row.process.startswith("linux:") else row.process
+            pid = _pid(row.process)
             conn.execute(
                 update(I)
                 .where(and_(I.c.id == row.id, I.c.status == "running"))
                 .values(
                     status="crashed",
                     ended_at=now,
-                    error=CRASHED_ERROR.format(process=f"pid {pid.removeprefix('pid:')} on {host}"),
+                    error=CRASHED_ERROR.format(process=f"pid {pid} on {host}"),
                 )
             )
     return [r.uuid for r in dead]
+
+
+def _pid(token: str) -> str:
+    """The pid a process token names (``linux:<boot>:<ns>:<pid>:<start>``, ``pid:<pid>``)."""
+    return token.split(":")[-2] if token.startswith("linux:") else token.removeprefix("pid:")
 
 
 @dataclass(frozen=True)

@@ -490,13 +490,18 @@ class Store:
 
     def _close_dead_runs(self) -> None:
         """Once per process, after its first successful write (its spool replayed first, so
-        an end event that waited there wins): close this host's runs whose process died."""
+        an end event that waited there wins): close this host's runs whose process died,
+        but for a process whose events still wait in a spool file (another process may be
+        replaying it right now: its end may be in there)."""
         from dpt_core.process import hostname
         from dpt_core.store.liveness import close_dead_runs
 
         self._dead_runs_closed = True
         try:
-            closed = close_dead_runs(self._get_engine(), hostname())
+            host = hostname()
+            closed = close_dead_runs(
+                self._get_engine(), host, lambda: self.spool.pids_waiting(host)
+            )
         except Exception as exc:  # (a read-only role, say): the next process tries again
             log.debug("dpt: looking for runs whose process died failed: %s", exc)
             return

@@ -449,6 +449,52 @@ def test_a_run_whose_process_was_killed_is_closed_as_crashed_at_the_next_write(
     assert dpt_env.scalar("SELECT status FROM invocations WHERE job = 'next-write'") == "success"
 
 
+def test_a_dead_process_whose_events_wait_in_the_spool_is_not_closed_as_crashed(dpt_env):
+    """A task process flushed its end into the spool and exited; a replay in another
+    process moved its file aside and is writing it. A third process judging this host's
+    dead runs meanwhile must not close that run as crashed: the end it is about to get
+    would then be refused (an end closes only a running run). Seen in a real Airflow
+    deployment (a mapped try recorded 'crashed' that Airflow ran to success)."""
+    from dpt_core.events import InvocationFinished, utcnow
+    from dpt_core.process import hostname
+    from dpt_core.spool import _move_aside
+    from dpt_core.store.liveness import close_dead_runs
+    from dpt_core.store.plugin import current_store
+
+    store = current_store()
+    pid = os.fork()
+    if pid == 0:  # the task process: its start written, its end spooled
+        code = 1
+        try:
+            handle = dpt_core.get_tracker().start("in flight")
+            current_store().spool.append([InvocationFinished(handle.uuid, "success", utcnow())])
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert dpt_env.scalar("SELECT status FROM invocations") == "running"
+    [own] = [p for p in store.spool.files() if p.stem.endswith(f"-{pid}")]
+    _move_aside(own, "r424242-")  # (what a replay in another process does first)
+    host = hostname()
+    assert store.spool.pids_waiting(host) == {str(pid)}
+
+    assert close_dead_runs(store.engine, host, lambda: store.spool.pids_waiting(host)) == []
+    assert dpt_env.scalar("SELECT status FROM invocations") == "running"
+    assert store.replay() == 1  # the replay in flight ends, writing the end
+    assert dpt_env.scalar("SELECT status FROM invocations") == "success"
+
+    # without its events waiting anywhere, a dead process's run is closed as before
+    gone = dpt_core.get_tracker().start("gone")
+    assert dpt_core.flush()
+    with dpt_env.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"UPDATE invocations SET process = 'pid:999999999' WHERE uuid = '{gone.uuid}'"
+        )
+    assert store.spool.pids_waiting(host) == set()
+    closed = close_dead_runs(store.engine, host, lambda: store.spool.pids_waiting(host))
+    assert closed == [gone.uuid]
+
+
 def test_a_running_run_whose_process_lives_is_left_alone(dpt_env, tmp_path):
     import signal
 
