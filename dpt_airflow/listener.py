@@ -20,6 +20,7 @@ dpt_core and the translator on the first event, not at import; with
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -146,12 +147,12 @@ class DptListener:
         import dpt_core
 
         if compat.in_task_process():
-            # The task process ends with os._exit: under the Celery and Kubernetes
-            # executors its parent never loaded dpt, so dpt cannot tell it is a fork whose
-            # background writer the exit would cut short.
+            # The task process ends with os._exit (and under the Celery and Kubernetes
+            # executors its parent never loaded dpt, so dpt cannot tell it is a fork): its
+            # writer stays in the background, flushed when the task runner stops.
             from dpt_core.adapter import ends_without_exit_handlers
 
-            ends_without_exit_handlers()
+            ends_without_exit_handlers(flushed_by_caller=True)
         translator = self.translator
         context = compat.template_context(ti)
         dag_run = context.get("dag_run")
@@ -334,6 +335,7 @@ class DptListener:
     @compat.hookimpl
     def before_stopping(self, component: Any) -> None:
         self._guard("task runner stop", self._hand_over_open_tries)
+        self._guard("task runner stop", self._flush_before_exit)
 
     def _hand_over_open_tries(self) -> None:
         """A try still open when its task runner stops did not end: it deferred (the
@@ -341,6 +343,14 @@ class DptListener:
         Hand it over, so this process's exit does not close it as crashed."""
         for _, handle in self.running.pop_where(lambda _key, _handle: True):
             handle.detach()
+
+    def _flush_before_exit(self) -> None:
+        """A task process ends with os._exit right after this hook (the try's state is
+        already with Airflow): its writer writes what the try recorded first."""
+        if compat.in_task_process() and "dpt_core" in sys.modules:
+            import dpt_core
+
+            dpt_core.flush()
 
     # -- the guard --------------------------------------------------------------------------
 

@@ -555,14 +555,17 @@ def poll_until(
         pause = min(pause * growth, max_pause)
 
 
-def ends_without_exit_handlers() -> None:
+def ends_without_exit_handlers(*, flushed_by_caller: bool = False) -> None:
     """Tell dpt this process ends without running exit handlers (``os._exit``): an
-    orchestrator's task process forked from a parent that never loaded dpt, where dpt
-    cannot see the fork. dpt then writes each event before the call that made it returns
-    (as in every child it saw forked), instead of in a background writer that the exit
-    would cut short: nothing is left for a later process to replay (none may come: a
-    Kubernetes pod's spool goes with the pod). Call it before the process's first event;
-    it costs the caller the writes, so only where the process does end that way."""
+    orchestrator's task process, perhaps forked from a parent that never loaded dpt,
+    where dpt cannot see the fork. Nothing may be left to a background writer that the
+    exit cuts short (what it had not written would wait in the spool for a later process,
+    and none may come: a Kubernetes pod's spool goes with the pod). So dpt writes each
+    event before the call that made it returns, as in every child it saw forked; or, with
+    ``flushed_by_caller=True``, keeps its background writer (in a fork too), the caller
+    promising to call :func:`dpt_core.flush` in the orchestrator's last hook before the
+    exit. Call it before the process's first event, and only where the process does end
+    that way."""
     from dpt_core.store.plugin import ends_without_exit_handlers as declare
 
-    declare()
+    declare(flushed_by_caller=flushed_by_caller)

@@ -126,10 +126,11 @@ class Store:
         """How this store writes now: ``background``, ``sync`` or ``deferred``."""
         if self.settings.strict or self.exiting or not self.settings.database_url:
             return "sync"
-        if self.settings.write == "background" and _child_process():
+        if self.settings.write == "background" and _child_process() and not _caller_flushes:
             # A child forked without exec (Airflow's task runner, Celery prefork) or started
             # by multiprocessing (Dagster's step workers) usually ends with os._exit, which
-            # runs no exit handler: no writer could be flushed there, so it writes as it goes.
+            # runs no exit handler: no writer could be flushed there, so it writes as it
+            # goes, unless its adapter flushes the writer in the orchestrator's last hook.
             return "sync"
         return self.settings.write
 
@@ -588,10 +589,11 @@ def _flush_at_exit() -> None:
 def _forget_writer_in_child() -> None:
     """A forked child has no writer thread: its store starts afresh (own spool file, own
     writer), and what its parent submitted stays the parent's to write."""
-    global _store, _store_lock, _forked
+    global _store, _store_lock, _forked, _caller_flushes
     _store = None
     _store_lock = threading.Lock()  # (it may have been held by another thread at the fork)
     _forked = True
+    _caller_flushes = False  # (the parent's adapter flushes the parent's writer)
 
 
 #: True in a process forked (without exec) from one that had loaded dpt, or one an adapter
@@ -599,14 +601,21 @@ def _forget_writer_in_child() -> None:
 _forked = False
 
 
-def ends_without_exit_handlers() -> None:
+#: True once an adapter said it flushes the writer before this process's os._exit.
+_caller_flushes = False
+
+
+def ends_without_exit_handlers(*, flushed_by_caller: bool = False) -> None:
     """Declare that this process ends without running exit handlers (``os._exit``), as a
     forked task process does whose parent never loaded dpt (Airflow's task runner under
-    the Celery and Kubernetes executors): it writes its events as they come (``sync``),
-    as a child dpt saw forked does, and never leaves them to a writer thread that the
-    exit would cut short. Call it before the process's first event."""
-    global _forked
+    the Celery and Kubernetes executors). It writes its events as they come (``sync``),
+    as a child dpt saw forked does, never leaving them to a writer thread that the exit
+    would cut short; or, with ``flushed_by_caller``, it keeps its background writer (any
+    fork included) because the caller flushes it (:func:`flush`) in the orchestrator's
+    last hook before the exit. Call it before the process's first event."""
+    global _forked, _caller_flushes
     _forked = True
+    _caller_flushes = flushed_by_caller
 
 
 def _child_process() -> bool:

@@ -318,12 +318,16 @@ code = 1
 try:
     import dpt_core
     from dpt_core.store.plugin import current_store
+    from dpt_core.adapter import ends_without_exit_handlers
     if sys.argv[1] == "declared":
-        from dpt_core.adapter import ends_without_exit_handlers
         ends_without_exit_handlers()
+    elif sys.argv[1] == "flushed":
+        ends_without_exit_handlers(flushed_by_caller=True)
     with dpt_core.invocation("unseen fork") as inv:
         inv.write(sys.argv[2])
     print(current_store().mode)
+    if sys.argv[1] == "flushed":
+        dpt_core.flush()  # (the adapter's last hook)
     code = 0
 finally:
     sys.stdout.flush()
@@ -331,24 +335,25 @@ finally:
 """
 
 
-@pytest.mark.parametrize("declared", [True, False], ids=["declared", "not-declared"])
+@pytest.mark.parametrize("declared", ["declared", "flushed", "-"])
 def test_a_fork_dpt_cannot_see_writes_before_its_os_exit_once_declared(dpt_env, tmp_path, declared):
     """A task process forked from a parent that never loaded dpt (Airflow's task runner
-    under Celery or Kubernetes) looks like any process to dpt; declared by its adapter as
-    ending without exit handlers, it writes as it goes and leaves nothing behind. Not
-    declared, its events are left to a writer that os._exit cuts short: they wait in the
-    spool for a later writer (the loss the declaration prevents where none comes)."""
+    under Celery or Kubernetes) looks like any process to dpt. Declared by its adapter as
+    ending without exit handlers, it writes as it goes, or keeps its background writer,
+    which the adapter flushes before the exit: either way nothing is left behind. Not
+    declared, its events are left to a writer thread that os._exit cuts short: what it did
+    not write waits in the spool for a later writer (lost where none comes)."""
     out = tmp_path / "out.txt"
     out.write_text("x")
     result = subprocess.run(
-        [sys.executable, "-c", UNSEEN_FORK, "declared" if declared else "-", str(out)],
+        [sys.executable, "-c", UNSEEN_FORK, declared, str(out)],
         env=_child_env(),
         capture_output=True,
         text=True,
         check=True,
     )
-    if declared:
-        assert result.stdout.strip() == "sync"
+    if declared != "-":
+        assert result.stdout.strip() == {"declared": "sync", "flushed": "background"}[declared]
         assert [r.job for r in dpt_core.runs()] == ["unseen fork"]
         assert _spooled(dpt_env) == 0
     else:
