@@ -351,12 +351,21 @@ class Store:
         with self._lock:
             try:
                 files = [] if claimed is None else [claimed]
+                waiting = self.spool.files()
+                cut = waiting.index(claimed) if claimed in waiting else len(waiting)
                 if self._replay_all:  # what waits from before first: every file, in order
-                    waiting = self.spool.files()
-                    cut = waiting.index(claimed) if claimed in waiting else len(waiting)
                     # (files started after the claim, e.g. by this process while it was
                     # written: after it, or a run's end could come before its start)
                     files = [*waiting[:cut], *files, *waiting[cut + 1 :]]
+                else:
+                    # This process's older events still in the spool come first: a file
+                    # another process's replay took and is writing (waited for, under its
+                    # lock) or left after a failure. Else a run's end written now would
+                    # find no run, and its start, written later, leave it running.
+                    from dpt_core.process import hostname
+
+                    mine = f"{hostname()}-{os.getpid()}."
+                    files = [*(p for p in waiting[:cut] if p.name.startswith(mine)), *files]
                 first_try = [] if claimed is None else [claimed]
                 self.spool.replay(
                     self.record,

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -361,6 +362,33 @@ def test_a_fork_dpt_cannot_see_writes_before_its_os_exit_once_declared(dpt_env, 
         # (kept durably either way: written, if the writer beat the exit, else spooled)
         recorded = dpt_env.scalar("SELECT count(*) FROM invocations")
         assert recorded == 1 or _spooled(dpt_env) >= 2, recorded
+
+
+def test_the_writer_writes_what_of_this_process_waits_in_the_spool_before_its_claim(
+    dpt_env, monkeypatch
+):
+    """A replay in another process took this process's file (the run's start) and failed
+    or is still writing it; the writer's next claim (the run's end) waits for it, and
+    writes it first when it was left behind: an end before its start finds no run, and
+    the start written after it would leave the run running for ever."""
+    from dpt_core.events import InvocationFinished, InvocationStarted, utcnow
+    from dpt_core.spool import _move_aside
+
+    monkeypatch.setenv("DPT_WRITE", "background")
+    dpt_core.plugin_api.reset()
+    with dpt_core.invocation("warm-up"):  # (the writer's first pass, which takes every file)
+        pass
+    assert dpt_core.flush()
+    store = current_store()
+    run = str(uuid.uuid4())
+    store.spool.append(
+        [InvocationStarted(uuid=run, orchestrator="test", job="left", started_at=utcnow())]
+    )
+    _move_aside(store.spool.own_file, "r999999-")  # (another process's replay, cut short)
+    store.submit([InvocationFinished(run, "success", utcnow())])
+    assert dpt_core.flush()
+    assert dpt_env.scalar(f"SELECT status FROM invocations WHERE uuid = '{run}'") == "success"
+    assert _spooled(dpt_env) == 0
 
 
 @pytest.mark.parametrize("write", ["sync", "background"])
