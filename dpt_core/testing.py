@@ -44,6 +44,16 @@ def _in_ci() -> bool:
 def _unreachable(url: str) -> str | None:
     from dpt_core.store.engine import make_engine, safe_url
 
+    if not url.startswith(("sqlite", "postgresql", "mysql", "mariadb")):  # (redis://, amqp://)
+        import socket
+        from urllib.parse import urlsplit
+
+        where = urlsplit(url)
+        try:
+            socket.create_connection((where.hostname or "127.0.0.1", where.port or 0), 3).close()
+        except OSError as exc:
+            return f"{where.scheme}://{where.hostname}:{where.port} is not reachable ({exc})"
+        return None
     try:
         engine = make_engine(url, connect_timeout=3)
         with engine.connect() as conn:
@@ -58,7 +68,9 @@ _reachability: dict[str, str | None] = {}
 
 
 def require_server(url: str) -> None:
-    """Skip (locally) or fail (under CI=true) when the server at ``url`` is down."""
+    """Skip (locally) or fail (under CI=true) when the server at ``url`` is down: a SQL
+    database answering ``SELECT 1``, or any other server (``redis://``) taking a TCP
+    connection."""
     if url not in _reachability:
         _reachability[url] = _unreachable(url)
     reason = _reachability[url]

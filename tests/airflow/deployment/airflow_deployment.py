@@ -54,6 +54,8 @@ STEP_TIMEOUT = 300.0
 POSTGRES_URL = os.environ.get(
     "DPT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+#: The Celery broker of ``--executor celery`` (a database number of its own is picked).
+REDIS_URL = os.environ.get("DPT_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
 @dataclass
@@ -81,6 +83,24 @@ class Report:
     #: the try to the worker's "Workload finished" (the task process reaped, the state
     #: sent): ``"task_id[map_index] try N"`` -> seconds
     worker_done_after_task_end: dict[str, float] = field(default_factory=dict)
+    #: per task try, Airflow's own duration of it (``end_date - start_date``, the time in
+    #: its task process, dpt's hooks included): ``"task_id[map_index] try N"`` -> seconds
+    try_seconds: dict[str, float] = field(default_factory=dict)
+    #: the write mode dpt's processes ran with, and whether a drainer wrote their events
+    #: ``local`` (LocalExecutor: workers are multiprocessing children of the scheduler) or
+    #: ``celery`` (CeleryExecutor: ``airflow celery worker``, whose pool processes are
+    #: billiard's, the way Celery and Kubernetes workers start a task's supervisor)
+    executor: str = "local"
+    write_mode: str = "sync"
+    drainer: bool = False
+    #: the events the drainer wrote, as it said when stopped (SIGTERM); None: no drainer
+    drained: int | None = None
+    #: how dpt wrote in each Python task's process (the store's mode), by task
+    task_write_modes: dict[str, str] = field(default_factory=dict)
+    #: events left in dpt's spool once every process stopped (``dpt spool status``)
+    spooled_left: int | None = None
+    #: what dpt logged as a warning in any process (the components' and the tasks' logs)
+    dpt_warnings: list[str] = field(default_factory=list)
 
 
 def _free_port() -> int:
@@ -120,7 +140,12 @@ class Deployment:
     """Airflow's components on PostgreSQL with LocalExecutor, dpt recording to PostgreSQL."""
 
     def __init__(
-        self, workdir: Path, meta_db: str, dpt_db: str, extra_env: dict[str, str] | None = None
+        self,
+        workdir: Path,
+        meta_db: str,
+        dpt_db: str,
+        extra_env: dict[str, str] | None = None,
+        executor: str = "local",
     ) -> None:
         self.workdir = workdir
         self.meta_url = _url(meta_db, "psycopg")
@@ -157,8 +182,15 @@ class Deployment:
             "DPT_CONFIG": str(workdir / "dpt-config.toml"),
             "DPT_REDACTION_KEY": "dpt-deployment-test-key",
             "DPT_DEPLOYMENT_DATA": str(workdir / "data"),
-            **(extra_env or {}),
         }
+        if executor == "celery":
+            self.env |= {
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__CELERY__BROKER_URL": f"{REDIS_URL}/{secrets.randbelow(15) + 1}",
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + _url_plain(self.meta_url),
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+            }
+        self.env |= extra_env or {}
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -179,17 +211,17 @@ class Deployment:
             )
         return result.stdout
 
-    def start(self, name: str, *args: str) -> None:
+    def start(self, name: str, *args: str, program: str = "airflow") -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
-        self.processes.append(
-            subprocess.Popen(
-                [str(Path(sys.executable).with_name("airflow")), *args],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its task processes stop with it
-            )
+        process = subprocess.Popen(
+            [str(Path(sys.executable).with_name(program)), *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its task processes stop with it
         )
+        self.processes.append(process)
+        return process
 
     def stop(self) -> None:
         """SIGTERM each process this deployment started (its own session), then SIGKILL."""
@@ -223,7 +255,9 @@ class Deployment:
         while time.monotonic() < deadline:
             for process in self.processes:
                 if process.poll() is not None:
-                    raise RuntimeError(f"{process.args[1]} exited while waiting for {what}")
+                    raise RuntimeError(
+                        f"{' '.join(map(str, process.args[:3]))} exited while waiting for {what}"
+                    )
             try:
                 value = check()
             except Exception:  # the schema may not be there yet, a server not up
@@ -255,13 +289,27 @@ def _read_back(deployment: Deployment, report: Report) -> None:
     )
     for task_id, map_index, try_number, state in [*history, *current]:
         report.airflow_tries[f"{task_id}[{map_index}] try {try_number}"] = state
+    durations = deployment.meta(
+        "SELECT task_id, map_index, try_number, extract(epoch FROM end_date - start_date)"
+        " FROM task_instance_history WHERE dag_id = %(dag)s AND run_id = %(run)s"
+        " AND end_date IS NOT NULL"
+        " UNION ALL SELECT task_id, map_index, try_number,"
+        " extract(epoch FROM end_date - start_date) FROM task_instance"
+        " WHERE dag_id = %(dag)s AND run_id = %(run)s AND try_number > 0"
+        " AND end_date IS NOT NULL",
+        dag=DAG_ID,
+        run=RUN_ID,
+    )
+    for task_id, map_index, try_number, seconds in durations:
+        report.try_seconds[f"{task_id}[{map_index}] try {try_number}"] = round(float(seconds), 3)
 
     with psycopg.connect(deployment.dpt_url) as conn:
         rows = conn.execute(
             "SELECT id, task, status, parameters, variables, environment_id, command, host,"
-            " external_id, ended_at FROM invocations WHERE orchestrator = 'airflow'"
+            " external_id, ended_at, error FROM invocations WHERE orchestrator = 'airflow'"
         ).fetchall()
-        for _id, task, status, parameters, variables, env_id, command, host, ext, ended in rows:
+        for row in rows:
+            _id, task, status, parameters, variables, env_id, command, host, ext, ended = row[:10]
             if task is None:
                 report.dpt_dag_runs.append(
                     {"run_id": ext, "status": status, "ended": ended is not None}
@@ -270,6 +318,7 @@ def _read_back(deployment: Deployment, report: Report) -> None:
             key = f"{task}[{parameters['map_index']}] try {parameters['try_number']}"
             report.dpt_tries[key] = {
                 "status": status,
+                "error": row[10],
                 "variables": variables or {},
                 "environment_id": env_id,
                 "command": command,
@@ -322,11 +371,22 @@ def _read_back(deployment: Deployment, report: Report) -> None:
     report.deferred_try_process = None if last is None else last[1]
 
 
-def run(keep: Path | None = None, extra_env: dict[str, str] | None = None) -> Report:
+def run(
+    keep: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    *,
+    drainer: bool = False,
+    executor: str = "local",
+) -> Report:
     """Run the deployment once; the report of what Airflow ran and dpt recorded.
 
     ``extra_env`` is added to every process's environment (``AIRFLOW__DPT__ENABLED``,
-    ``AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL``, ...)."""
+    ``AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL``, ``DPT_WRITE``, ...). With ``drainer``,
+    the set-up docs/airflow.md gives for workers: every process only spools
+    (``DPT_WRITE=deferred``) and one ``dpt spool drain --follow`` writes the events.
+    ``executor`` is ``local`` or ``celery`` (an ``airflow celery worker`` on Redis)."""
+    if drainer:
+        extra_env = {"DPT_WRITE": "deferred", **(extra_env or {})}
     workdir = Path(tempfile.mkdtemp(prefix="dpt-airflow-deployment-"))
     suffix = f"{os.getpid()}_{secrets.token_hex(3)}"
     meta_db, dpt_db = f"dpt_af_meta_{suffix}", f"dpt_af_records_{suffix}"
@@ -334,7 +394,10 @@ def run(keep: Path | None = None, extra_env: dict[str, str] | None = None) -> Re
     started = time.monotonic()
     try:
         with _databases(meta_db, dpt_db):
-            deployment = Deployment(workdir, meta_db, dpt_db, extra_env)
+            deployment = Deployment(workdir, meta_db, dpt_db, extra_env, executor)
+            report.write_mode = deployment.env.get("DPT_WRITE", "sync")
+            report.drainer = drainer
+            report.executor = executor
             clock = time.monotonic()
             deployment.command("airflow", "db", "migrate")
             deployment.command("dpt", "db", "upgrade")
@@ -352,6 +415,21 @@ def run(keep: Path | None = None, extra_env: dict[str, str] | None = None) -> Re
                 deployment.start("scheduler", "scheduler", "--skip-serve-logs")
                 deployment.start("dag-processor", "dag-processor")
                 deployment.start("triggerer", "triggerer")
+                if executor == "celery":
+                    deployment.start("celery-worker", "celery", "worker")
+                writer = (
+                    deployment.start(
+                        "dpt-drainer",
+                        "spool",
+                        "drain",
+                        "--follow",
+                        "--interval",
+                        "0.2",
+                        program="dpt",
+                    )
+                    if drainer
+                    else None
+                )
                 deployment.wait(
                     "serialised DAG",
                     lambda: deployment.meta(
@@ -379,18 +457,43 @@ def run(keep: Path | None = None, extra_env: dict[str, str] | None = None) -> Re
                     )
                 # The workers log "Workload finished" after the try's end: a figure, not a
                 # check, so it waits a bounded while and reports what it found.
-                deadline = time.monotonic() + 30
+                # (LocalExecutor's workers; a Celery worker logs otherwise)
+                deadline = time.monotonic() + (30 if executor == "local" else 0)
                 while not _worker_delays(deployment, report) and time.monotonic() < deadline:
                     time.sleep(0.5)
+                if writer is not None:
+                    report.drained = _stop_drainer(deployment, writer)
             finally:
                 deployment.stop()
             _read_back(deployment, report)
+            status = json.loads(deployment.command("dpt", "spool", "status", "--json"))
+            report.spooled_left = int(status["events"])
+            for log in sorted(workdir.rglob("*.log")):
+                for line in log.read_text(errors="replace").splitlines():
+                    if "dpt:" in line and "WARNING" in line.upper():
+                        report.dpt_warnings.append(f"{log.name}: {line[-400:]}")
+            modes = workdir / "data" / "write-modes"
+            for path in sorted(modes.iterdir()) if modes.is_dir() else ():
+                report.task_write_modes[path.name] = path.read_text()
     finally:
         if keep is not None:
             shutil.copytree(workdir, keep, dirs_exist_ok=True)
         shutil.rmtree(workdir, ignore_errors=True)
     report.figures["wall_s"] = time.monotonic() - started
     return report
+
+
+def _stop_drainer(deployment: Deployment, drainer: subprocess.Popen[bytes]) -> int | None:
+    """Stop ``dpt spool drain --follow`` as a service manager would (SIGTERM); the count of
+    events it says it wrote."""
+    import re
+
+    drainer.send_signal(signal.SIGTERM)
+    drainer.wait(timeout=STEP_TIMEOUT)
+    said = re.search(
+        r"drained (\d+) event", (deployment.workdir / "dpt-drainer.log").read_text(errors="replace")
+    )
+    return None if said is None else int(said.group(1))
 
 
 def _deferred_try(deployment: Deployment) -> tuple[str, str | None] | None:
@@ -508,8 +611,26 @@ def main() -> None:
         help="add to every process's environment, e.g. AIRFLOW__DPT__ENABLED=False or"
         " AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1 (repeatable)",
     )
+    parser.add_argument(
+        "--drainer",
+        action="store_true",
+        help="DPT_WRITE=deferred in every process and one 'dpt spool drain --follow' writing"
+        " their events (the worker set-up docs/airflow.md gives)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=["local", "celery"],
+        default="local",
+        help="LocalExecutor, or CeleryExecutor with an 'airflow celery worker' on Redis"
+        " (DPT_TEST_REDIS_URL; needs apache-airflow-providers-celery)",
+    )
     args = parser.parse_args()
-    report = run(args.keep, dict(item.split("=", 1) for item in args.env))
+    report = run(
+        args.keep,
+        dict(item.split("=", 1) for item in args.env),
+        drainer=args.drainer,
+        executor=args.executor,
+    )
     print(json.dumps(asdict(report), indent=2, default=str))
 
 

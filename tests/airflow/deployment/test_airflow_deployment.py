@@ -18,12 +18,43 @@ from dpt_core.testing import POSTGRES_URL, require_server
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
-@pytest.fixture(scope="module")
-def report() -> Any:
+@pytest.fixture(scope="module", params=["local", "celery", "local+drainer"])
+def report(request: Any) -> Any:
+    """The deployment with the LocalExecutor (its workers are multiprocessing children of
+    the scheduler) and with the CeleryExecutor (an ``airflow celery worker``, whose pool
+    processes are billiard's and never load dpt: a task process is a fork dpt cannot see,
+    as under the Kubernetes executor), each task process writing its own events; and as
+    docs/airflow.md sets up workers to keep the database off the task's path: every
+    process with DPT_WRITE=deferred, one ``dpt spool drain --follow`` writing."""
     require_server(POSTGRES_URL)
     import airflow_deployment
 
-    return airflow_deployment.run()
+    executor, _, drainer = request.param.partition("+")
+    if executor == "celery":
+        require_server(airflow_deployment.REDIS_URL)
+    return airflow_deployment.run(drainer=bool(drainer), executor=executor)
+
+
+def test_every_task_process_writes_its_events_before_it_exits(report: Any) -> None:
+    """A task process ends with os._exit: no exit handler runs. Its writer stays in the
+    background and the listener flushes it when the task runner stops (or, with a
+    drainer, it only spools): once every process stopped, nothing is left in the spool."""
+    expected = "deferred" if report.drainer else "background"
+    assert report.task_write_modes == {
+        name: expected for name in ("calibrate_1", "calibrate_2", "calibrate_3", "extract")
+    }
+    assert report.spooled_left == 0
+
+
+def test_the_write_mode_asked_for_is_the_one_that_ran(report: Any) -> None:
+    if not report.drainer:
+        assert report.write_mode == "sync"
+        assert report.drained is None
+        return
+    assert report.write_mode == "deferred"
+    # everything recorded went through the drainer: the dag run's two events and at least
+    # a start and an end per try (the tries are checked below)
+    assert report.drained is not None and report.drained >= 2 + 2 * len(report.airflow_tries)
 
 
 def test_every_try_is_recorded_once_as_airflow_ran_it(report: Any) -> None:
@@ -34,7 +65,7 @@ def test_every_try_is_recorded_once_as_airflow_ran_it(report: Any) -> None:
     assert {k: v["status"] for k, v in report.dpt_tries.items()} == {
         key: {"up_for_retry": "failed"}.get(state, state)
         for key, state in report.airflow_tries.items()
-    }
+    }, ([(k, v["error"]) for k, v in report.dpt_tries.items()], report.dpt_warnings)
     assert report.dpt_dag_runs == [
         {"run_id": "dpt_deployment_run_1", "status": "success", "ended": True}
     ]
