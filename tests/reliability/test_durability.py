@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from conftest import HANG, dpt, subprocess_env, table_counts
@@ -74,6 +75,18 @@ def _run_and_kill(env, tmp_path, stall: str, wait_for: set[str]) -> None:
     assert child.returncode == -signal.SIGKILL
 
 
+def _spool_files(spool: Any) -> list[str]:
+    """What the spool holds, file by file (name, size, the kinds of its events), to tell a
+    file a replay left behind from one it never took."""
+    import json
+
+    files = []
+    for path in sorted(spool.rglob("*.jsonl")):
+        kinds = [e["kind"] for line in path.read_text().splitlines() for e in json.loads(line)]
+        files.append(f"{path.name} ({path.stat().st_size} B): {kinds}")
+    return files
+
+
 def _expected(counts: dict[str, int]) -> None:
     assert counts["invocations"] == 1
     assert counts["data_products"] == 2
@@ -100,7 +113,7 @@ def test_sigkill_right_after_the_task_returns_is_replayed_exactly_once(any_env, 
     if replayer == "next process":
         counts["invocations"] -= 1
     _expected(counts)
-    assert Spool(tmp_path / "spool").status().events == 0
+    assert Spool(tmp_path / "spool").status().events == 0, _spool_files(tmp_path / "spool")
     dpt("spool", "drain", check=0)  # nothing left: nothing more
     assert table_counts(any_env.url)["invocations"] == (2 if replayer == "next process" else 1)
 
