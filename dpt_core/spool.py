@@ -600,7 +600,7 @@ class Spool:
                             raise error
                         else:
                             self._reject(path, batch, error)
-                path.unlink()
+                _unlink_every_name(path, fd)
             finally:
                 os.close(fd)
         return replayed
@@ -708,6 +708,24 @@ def _move_aside(path: Path, tag: str) -> Path:
             continue
         os.unlink(path)
         return taken
+
+
+def _unlink_every_name(path: Path, fd: int) -> None:
+    """Delete a replayed spool file under every name it has: a process killed inside
+    :func:`_move_aside`, between its link and its unlink, leaves one file under two names
+    (listed once), and the name not replayed would keep its events waiting for ever."""
+    mine = os.fstat(fd)
+    if mine.st_nlink > 1:
+        for other in path.parent.glob(f"*{SUFFIX}"):
+            if other == path:
+                continue
+            try:
+                there = os.stat(other)
+            except FileNotFoundError:
+                continue
+            if (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):
+                other.unlink(missing_ok=True)
+    path.unlink()
 
 
 def _bad_path(path: Path) -> Path:

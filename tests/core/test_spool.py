@@ -168,6 +168,27 @@ def test_a_replay_cut_short_keeps_the_older_file_first(tmp_path):
     assert spool.is_empty()
 
 
+def test_a_file_left_under_two_names_by_a_killed_claim_is_replayed_once_and_gone(tmp_path):
+    """A process killed inside a claim, between the link to the claimed name and the
+    unlink of its own, leaves one file under two names: listed once, replayed once, and
+    both names gone after (the one not replayed kept its events waiting: ci-local saw 4
+    events left after a SIGKILL right after a task returned)."""
+    import os
+
+    spool = Spool(tmp_path / "spool", "sqlite:////nowhere/dpt.sqlite3")
+    run = str(uuid.uuid4())
+    spool.append([InvocationStarted(uuid=run, orchestrator="python", job="j")])
+    spool.append([InvocationFinished(uuid=run, status="success")])
+    own = spool.own_file
+    os.link(own, own.with_name(f"{own.stem}.w1{own.suffix}"))  # (killed before the unlink)
+    assert spool.status().events == 2  # one file, listed once
+    seen: list[str] = []
+    assert spool.replay(lambda batch: seen.append(type(batch[0]).__name__)) == 2
+    assert seen == ["InvocationStarted", "InvocationFinished"]
+    assert spool.is_empty()
+    assert spool.status().events == 0
+
+
 #: Statements after which the session's next write is refused as read-only, per backend.
 READ_ONLY_SESSION = {
     "sqlite": "PRAGMA query_only = ON",
