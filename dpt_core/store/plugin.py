@@ -362,9 +362,7 @@ class Store:
                     # another process's replay took and is writing (waited for, under its
                     # lock) or left after a failure. Else a run's end written now would
                     # find no run, and its start, written later, leave it running.
-                    from dpt_core.process import hostname
-
-                    mine = f"{hostname()}-{os.getpid()}."
+                    mine = self.spool.own_file.stem + "."  # (<host>-<pid>.w<n> / .r<pid>-<n>)
                     files = [*(p for p in waiting[:cut] if p.name.startswith(mine)), *files]
                 first_try = [] if claimed is None else [claimed]
                 self.spool.replay(
