@@ -1008,6 +1008,10 @@ def volatile_variables(
     (``postgresql://u:***@db/x``) as the masked text.
     """
     settings = settings or get_settings()
+    if environ is None and plugin_redact is None:
+        raw = getattr(os.environ, "_data", None)
+        if isinstance(raw, dict):
+            return _volatile_of_process(raw, settings)
     source = os.environ if environ is None else environ
     # Names first (memoised per name), then clean only the few values that are kept:
     # this runs at every invocation start.
@@ -1020,6 +1024,60 @@ def volatile_variables(
         key: _render(*redact(key, value, settings, plugin_redact))
         for key, value in sorted(chosen.items())
     }
+
+
+class _VolatileMemo:
+    """What :func:`volatile_variables` made of this process's variables, for one settings.
+
+    Read at every invocation start (every task try of a ``dag.test()``, every flow run of
+    a worker): os.environ's raw ``(name, value)`` pairs are looked up here instead of
+    being decoded, matched and redacted again. Bounded: started over past
+    :data:`_VOLATILE_MEMO_LIMIT` values.
+    """
+
+    __slots__ = ("settings", "names", "values")
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        #: raw name -> its clean name when volatile and not ignored, else None
+        self.names: dict[Any, str | None] = {}
+        #: (raw name, raw value) -> the recorded (redacted) value
+        self.values: dict[tuple[Any, Any], str] = {}
+
+
+_VOLATILE_MEMO_LIMIT: Final = 4096
+_volatile_memo: _VolatileMemo | None = None
+
+
+def _volatile_of_process(raw: Mapping[Any, Any], settings: Settings) -> dict[str, str]:
+    """:func:`volatile_variables` of ``os.environ`` (``raw``: its undecoded ``_data``)."""
+    global _volatile_memo
+    memo = _volatile_memo
+    if memo is None or memo.settings is not settings:
+        memo = _volatile_memo = _VolatileMemo(settings)
+    if len(memo.values) > _VOLATILE_MEMO_LIMIT:
+        memo.values = {}
+    names, values = memo.names, memo.values
+    decode_key, decode_value = os.environ.decodekey, os.environ.decodevalue
+    chosen: dict[str, str] = {}
+    for raw_key, raw_value in list(raw.items()):  # (a copy: another thread may set one)
+        try:
+            key = names[raw_key]
+        except KeyError:
+            key = _clean_name(decode_key(raw_key))
+            if _is_ignored(key, settings) or not is_volatile_name(key, settings):
+                key = None
+            names[raw_key] = key
+        if key is None:
+            continue
+        pair = (raw_key, raw_value)
+        value = values.get(pair)
+        if value is None:
+            value = values[pair] = _render(
+                *redact(key, clean_text(decode_value(raw_value)), settings)
+            )
+        chosen[key] = value
+    return dict(sorted(chosen.items()))
 
 
 @functools.lru_cache(maxsize=16384)

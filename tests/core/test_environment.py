@@ -385,6 +385,37 @@ def test_volatile_variables_are_redacted_and_ignored_names_dropped() -> None:
     }
 
 
+def test_the_process_s_volatile_variables_follow_its_environment_as_it_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Read from os.environ (memoised per name and value: every invocation start asks),
+    the answer is the one the same variables give passed in, after every change."""
+    custom = SETTINGS.replace(ignore_names=("term",))
+    steps = [
+        ("AIRFLOW_CTX_TASK_ID", "first"),
+        ("AIRFLOW_CTX_TASK_ID", "second"),
+        ("MY_RUN_ID", "postgresql://u:hunter2@db/x"),
+        ("DPT_RUN_SECRET", "s3cr3t"),
+        ("AIRFLOW_CTX_TASK_ID", None),
+        ("TERM", "xterm-256color"),
+        ("NOT_VOLATILE", "anything"),
+        ("MY_RUN_ID", "plain"),
+    ]
+    for name, value in steps:
+        if value is None:
+            monkeypatch.delenv(name)
+        else:
+            monkeypatch.setenv(name, value)
+        for chosen in (SETTINGS, custom, SETTINGS):  # (a memo per settings)
+            assert volatile_variables(chosen) == volatile_variables(
+                chosen, environ=dict(os.environ)
+            )
+    found = volatile_variables(SETTINGS)
+    assert "AIRFLOW_CTX_TASK_ID" not in found and found["MY_RUN_ID"] == "plain"
+    assert found["DPT_RUN_SECRET"] == f"<redacted:{expected_digest('DPT_RUN_SECRET', 's3cr3t')}>"
+    assert "TERM" in found and "TERM" not in volatile_variables(custom)
+
+
 # --------------------------------------------------------------------------- capture
 
 
