@@ -9,6 +9,7 @@ the spool writes them as JSON lines and reads them back with :func:`event_from_d
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from dpt_core.frozen import Frozen, set_field
@@ -343,6 +344,30 @@ def _encode(value: Any) -> Any:
 def event_to_dict(event: Event) -> dict[str, Any]:
     """A JSON-able dict of ``event`` (datetimes tagged so they come back as datetimes)."""
     return {name: _encode(getattr(event, name)) for name in event.__slots__}
+
+
+#: The last environment snapshot written as JSON, and its JSON text (as :data:`_last_snapshot`).
+_last_snapshot_json: tuple[EnvironmentSnapshot, str] | None = None
+
+
+def event_to_json(event: Event) -> str:
+    """``event`` as one JSON object, the text of ``json.dumps(event_to_dict(event))``'s
+    object up to the order of its keys.
+
+    A run's start carries its environment (~7 KB: every package and variable), the same
+    snapshot for all the runs of a process: its JSON text is made once, not at every start.
+    """
+    global _last_snapshot_json
+    env = getattr(event, "environment", None)
+    if not isinstance(env, EnvironmentSnapshot):
+        return json.dumps(event_to_dict(event), ensure_ascii=False)
+    last = _last_snapshot_json
+    if last is None or last[0] is not env:
+        last = _last_snapshot_json = (env, json.dumps(_encode(env), ensure_ascii=False))
+    rest = {
+        name: _encode(getattr(event, name)) for name in event.__slots__ if name != "environment"
+    }
+    return json.dumps(rest, ensure_ascii=False)[:-1] + ', "environment": ' + last[1] + "}"
 
 
 def _decode(value: Any) -> Any:

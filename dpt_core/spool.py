@@ -35,7 +35,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from dpt_core.events import Event, event_from_dict, event_to_dict
+from dpt_core.events import Event, event_from_dict, event_to_dict, event_to_json
 from dpt_core.frozen import Frozen, set_field
 from dpt_core.log import log
 from dpt_core.process import hostname
@@ -220,7 +220,7 @@ class Spool:
         """
         if self.key is None:
             raise ValueError("the spool root takes no events: name the database they are for")
-        line = json.dumps([event_to_dict(e) for e in events], ensure_ascii=False) + "\n"
+        line = "[" + ", ".join(map(event_to_json, events)) + "]\n"
         data = line.encode("utf-8", "surrogateescape")
         boundary = not synced_by_claim and any(e.kind in _RUN_BOUNDARIES for e in events)
         if not self._prepared:  # (once a process: two mkdirs and a stat per event else)

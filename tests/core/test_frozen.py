@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import pickle
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from dpt_core.events import (
     ProductsWritten,
     event_from_dict,
     event_to_dict,
+    event_to_json,
 )
 from dpt_core.frozen import FrozenInstanceError
 from dpt_core.hashing import FileFacts
@@ -126,6 +128,26 @@ def test_events_round_trip_through_the_spools_encoding() -> None:
     ]
     for event in events:
         assert event_from_dict(event_to_dict(event)) == event
+
+
+def test_the_spool_s_json_of_an_event_is_its_dict_s_whatever_the_snapshot() -> None:
+    """event_to_json keeps the last snapshot's JSON text: another snapshot (even one
+    equal to it) is written as its own, and the text reads back as the event."""
+
+    def snapshot(fingerprint: str, python: str) -> EnvironmentSnapshot:
+        variables = (("A", "1", None), ("B", None, "hmac-sha256:00"))
+        return EnvironmentSnapshot(
+            fingerprint, python, "CPython", "Linux", "h", "ü", (("dpt", "1"),), variables
+        )
+
+    one, two = snapshot("fp-1", "3.11"), snapshot("fp-2", "3.12")
+    for env in (one, one, two, snapshot("fp-1", "3.11"), None, one):
+        event = InvocationStarted("u1", "python", "jöb", started_at=WHEN, environment=env)
+        text = event_to_json(event)
+        assert json.loads(text) == json.loads(json.dumps(event_to_dict(event)))
+        assert event_from_dict(json.loads(text)) == event
+    for event in (InvocationFinished("u1", "failed", WHEN, "x"), written()):
+        assert json.loads(event_to_json(event)) == json.loads(json.dumps(event_to_dict(event)))
 
 
 def test_settings_defaults_and_explicit_empty_url(tmp_path: Path) -> None:
