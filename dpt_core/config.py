@@ -150,6 +150,7 @@ class Settings(Frozen):
         "retry_after_max",
         "write",
         "flush_timeout",
+        "write_delay",
         "config_file",
     )
     database_url: str
@@ -186,6 +187,9 @@ class Settings(Frozen):
     write: str
     #: Seconds a process waits at exit (and a read waits) for the background writer.
     flush_timeout: float
+    #: Seconds the background writer waits after an event for more to write with it (one
+    #: spool file, one transaction); a read, a flush or the exit does not wait. 0: at once.
+    write_delay: float
     config_file: Path | None
 
     def __init__(
@@ -208,6 +212,7 @@ class Settings(Frozen):
         retry_after_max: float = 120.0,
         write: str = "background",
         flush_timeout: float = 10.0,
+        write_delay: float = 0.2,
         config_file: Path | None = None,
     ) -> None:
         if database_url is None:
@@ -230,6 +235,7 @@ class Settings(Frozen):
         set_field(self, "retry_after_max", retry_after_max)
         set_field(self, "write", write)
         set_field(self, "flush_timeout", flush_timeout)
+        set_field(self, "write_delay", write_delay)
         set_field(self, "config_file", config_file)
 
 
@@ -407,6 +413,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "retry_after_max": ("retry_after_max", _as_float),
     "write": ("write", _as_write),
     "flush_timeout": ("flush_timeout", _as_float),
+    "write_delay": ("write_delay", _as_float_or_off),
 }
 
 

@@ -111,7 +111,7 @@ class Store:
         self._worker: _Worker | None = None
         self._dead_runs_closed = False
         self.breaker = Breaker(settings.retry_after, settings.retry_after_max)
-        self.writer = BackgroundWriter(self.spool, self._write_spooled)
+        self.writer = BackgroundWriter(self.spool, self._write_spooled, gather=settings.write_delay)
         #: The whole spool is replayed before the writer's next claim: at the first
         #: write of the process (what others left) and after a failed one.
         self._replay_all = True

@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from click.testing import CliRunner
 
 import dpt_core
@@ -120,6 +121,71 @@ def test_a_bad_write_mode_names_the_setting(dpt_env, monkeypatch):
 
     with pytest.raises(ConfigError, match="DPT_WRITE='later'.*background, sync, deferred"):
         load_settings({"DPT_WRITE": "later"})
+
+
+def test_a_bad_write_delay_names_the_setting(dpt_env):
+    from dpt_core.config import load_settings
+    from dpt_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="DPT_WRITE_DELAY='-1' must be 0 .off. or a positive"):
+        load_settings({"DPT_WRITE_DELAY": "-1"})
+    assert load_settings({"DPT_WRITE_DELAY": "0"}).write_delay == 0
+    assert load_settings({}).write_delay == 0.2
+
+
+def _counted_claims(monkeypatch) -> list[Path | None]:
+    """The files the background writer claims (Spool.claim_own, unchanged otherwise)."""
+    claims: list[Path | None] = []
+    original = Spool.claim_own
+
+    def counted(self):
+        claimed = original(self)
+        claims.append(claimed)
+        return claimed
+
+    monkeypatch.setattr(Spool, "claim_own", counted)
+    return claims
+
+
+def test_the_writer_takes_what_comes_within_the_write_delay_in_one_claim(
+    dpt_env, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("DPT_WRITE_DELAY", "30")
+    dpt_core.plugin_api.reset()
+    claims = _counted_claims(monkeypatch)
+    outputs = [tmp_path / f"out{i}.txt" for i in range(3)]
+    started = time.monotonic()
+    with dpt_core.invocation("gathered") as inv:
+        for out in outputs:
+            out.write_text(out.name)
+            inv.write(out)  # one event a call: 5 in all
+    time.sleep(0.3)
+    assert claims == []  # the writer waits for more
+    assert _spooled(dpt_env) == 5
+    outside = sqlalchemy.create_engine(dpt_env.url)  # (dpt_env's engine flushes first)
+    with outside.connect() as conn:
+        assert conn.execute(sqlalchemy.text("SELECT count(*) FROM invocations")).scalar() == 0
+    outside.dispose()
+    assert dpt_core.flush() is True  # a flush does not wait for the delay
+    assert time.monotonic() - started < 30
+    assert len([c for c in claims if c is not None]) == 1  # one file for the 5 events
+    assert dpt_env.scalar("SELECT count(*) FROM invocations WHERE status = 'success'") == 1
+    assert dpt_env.scalar("SELECT count(*) FROM data_product_versions") == 3
+    assert _spooled(dpt_env) == 0
+
+
+def test_without_a_write_delay_the_writer_claims_at_once(dpt_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("DPT_WRITE_DELAY", "0")
+    dpt_core.plugin_api.reset()
+    claims = _counted_claims(monkeypatch)
+    with dpt_core.invocation("at-once"):
+        pass
+    deadline = time.monotonic() + 10
+    while not claims and time.monotonic() < deadline:  # no flush: the writer's own claim
+        time.sleep(0.01)
+    assert claims
+    assert dpt_core.flush() is True
+    assert dpt_env.scalar("SELECT count(*) FROM invocations") == 1
 
 
 def test_an_away_database_leaves_the_events_in_the_spool(dpt_env, monkeypatch):
