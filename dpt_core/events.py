@@ -360,14 +360,23 @@ def event_to_json(event: Event) -> str:
     global _last_snapshot_json
     env = getattr(event, "environment", None)
     if not isinstance(env, EnvironmentSnapshot):
-        return json.dumps(event_to_dict(event), ensure_ascii=False)
+        return json.dumps(event, ensure_ascii=False, default=_json_default)
     last = _last_snapshot_json
     if last is None or last[0] is not env:
         last = _last_snapshot_json = (env, json.dumps(_encode(env), ensure_ascii=False))
-    rest = {
-        name: _encode(getattr(event, name)) for name in event.__slots__ if name != "environment"
-    }
-    return json.dumps(rest, ensure_ascii=False)[:-1] + ', "environment": ' + last[1] + "}"
+    rest = {name: getattr(event, name) for name in event.__slots__ if name != "environment"}
+    text = json.dumps(rest, ensure_ascii=False, default=_json_default)
+    return text[:-1] + ', "environment": ' + last[1] + "}"
+
+
+def _json_default(value: Any) -> Any:
+    """What :func:`_encode` makes of the values JSON has no type for (the encoder walks
+    the rest in C): a datetime, a record."""
+    if isinstance(value, dt.datetime):
+        return {"__dt__": value.isoformat()}
+    if isinstance(value, Frozen):
+        return {name: getattr(value, name) for name in value.__slots__}
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _decode(value: Any) -> Any:
