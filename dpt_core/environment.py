@@ -991,6 +991,17 @@ def _render(clear: str | None, digest: str | None) -> str:
     return f"<redacted:{digest}>"
 
 
+def variables_starting_with(prefix: str) -> dict[str, str]:
+    """This process's variables whose names start with ``prefix``, from os.environ,
+    without decoding every other name and value (as iterating it does: ~20 us a scan)."""
+    raw = getattr(os.environ, "_data", None)
+    if not isinstance(raw, dict):
+        return {k: v for k, v in os.environ.items() if k.startswith(prefix)}
+    encoded = os.environ.encodekey(prefix)
+    decode_key, decode_value = os.environ.decodekey, os.environ.decodevalue
+    return {decode_key(k): decode_value(v) for k, v in list(raw.items()) if k.startswith(encoded)}
+
+
 def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
     source = os.environ if environ is None else environ
     return {clean_text(key): clean_text(value) for key, value in source.items()}

@@ -97,9 +97,9 @@ def _openlineage() -> Any:
 
 
 def _config_key() -> tuple[Any, ...]:
-    # (keys first: reading every value of os.environ at every event costs more)
-    env = tuple(sorted((k, os.environ[k]) for k in os.environ if k.startswith("OPENLINEAGE")))
-    return (env, os.getcwd())
+    from dpt_core.environment import variables_starting_with
+
+    return (tuple(sorted(variables_starting_with("OPENLINEAGE").items())), os.getcwd())
 
 
 def _disabled() -> bool:

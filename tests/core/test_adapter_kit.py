@@ -416,3 +416,31 @@ def test_dpt_core_works_without_deal(tmp_path: Any) -> None:
         env={"DPT_CONTRACTS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert out.stdout.strip() == ("False /tmp/x [\"DPT_CONTRACTS=1 but 'deal' is\"]")
+
+
+def test_variables_starting_with_reads_the_process_s_variables_of_that_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    for name in [k for k in os.environ if k.startswith("DPTKIT_")]:
+        monkeypatch.delenv(name)
+    assert kit.variables_starting_with("DPTKIT_") == {}
+    monkeypatch.setenv("DPTKIT_RUN_ID", "run-7")
+    monkeypatch.setenv("DPTKIT_TASK", "tâche")
+    monkeypatch.setenv("NOT_DPTKIT_RUN_ID", "other")
+    os.environb[b"DPTKIT_LATIN1"] = b"caf\xe9"  # (not UTF-8: decoded as os.environ does)
+    try:
+        assert kit.variables_starting_with("DPTKIT_") == {
+            k: v for k, v in os.environ.items() if k.startswith("DPTKIT_")
+        }
+        assert kit.variables_starting_with("DPTKIT_")["DPTKIT_TASK"] == "tâche"
+        assert set(kit.variables_starting_with("DPTKIT_")) == {
+            "DPTKIT_RUN_ID",
+            "DPTKIT_TASK",
+            "DPTKIT_LATIN1",
+        }
+        monkeypatch.delenv("DPTKIT_RUN_ID")
+        assert "DPTKIT_RUN_ID" not in kit.variables_starting_with("DPTKIT_")
+    finally:
+        del os.environb[b"DPTKIT_LATIN1"]
