@@ -66,6 +66,8 @@ class DptListener:
         #: new tracker, a new database: none yet).
         self._dag_runs: tuple[Any, RunRegistry[str, bool]] | None = None
         self._failures: HostGuard | None = None
+        #: (translator, (dag_id, run_id), uuid) of the last dag run a task asked for.
+        self._last_dag_run: tuple[Any, tuple[Any, Any], str] | None = None
 
     # -- Airflow hooks: task instances (task runner) ----------------------------------------
 
@@ -177,12 +179,14 @@ class DptListener:
         return handle
 
     def _task_finished(self, ti: Any, status: str, error: BaseException | str | None) -> None:
-        if not self.enabled():
+        # A try that started here is closed whatever the settings say now (and without
+        # reading them again: a config lookup costs ~30 us on the task's thread).
+        handle = self.running.pop(compat.task_key(ti))
+        if handle is None and not self.enabled():
             return
         import dpt_core
 
         translator = self.translator
-        handle = self.running.pop(compat.task_key(ti))
         if handle is None and compat.is_runtime_task_instance(ti):
             # The start event was missed (the try failed before the task ran): record it now.
             handle = self._task_started(ti)
@@ -250,12 +254,20 @@ class DptListener:
         hook records it where the scheduler runs, a task in its own process, once (not at
         every task of the run: each was a whole event on the task's thread), and the end
         of a run none of whose tries started here."""
-        uuid = translator.get_dag_run_uuid(dag_run.dag_id, dag_run.run_id)
+        uuid = self._dag_run_uuid(translator, dag_run)
         started = self._started_dag_runs()
         if uuid not in started:
             self._start_dag_run(translator, dag_run)
             started.set(uuid, True)
         return uuid
+
+    def _dag_run_uuid(self, translator: AirflowTranslator, dag_run: Any) -> str:
+        """``translator.get_dag_run_uuid`` of the dag run, asked once for every task of it."""
+        ids = (dag_run.dag_id, dag_run.run_id)
+        last = self._last_dag_run
+        if last is None or last[0] is not translator or last[1] != ids:
+            last = self._last_dag_run = (translator, ids, translator.get_dag_run_uuid(*ids))
+        return last[2]
 
     def _started_dag_runs(self) -> RunRegistry[str, bool]:
         import dpt_core
@@ -272,12 +284,12 @@ class DptListener:
             self._started_dag_run(self.translator, dag_run)
 
     def _dag_run_finished(self, dag_run: Any, status: str, msg: str | None) -> None:
-        if not self.enabled():
-            return
+        if not self.enabled() and not self._started_here(dag_run):
+            return  # (a dag run this process recorded the start of is closed all the same)
         import dpt_core
 
         translator = self.translator
-        uuid = translator.get_dag_run_uuid(dag_run.dag_id, dag_run.run_id)
+        uuid = self._dag_run_uuid(translator, dag_run)
         try:
             self._started_dag_run(translator, dag_run)
             self._close_unfinished_tries(dag_run)
@@ -293,6 +305,13 @@ class DptListener:
                 ),
                 ended_at=getattr(dag_run, "end_date", None),
             )
+
+    def _started_here(self, dag_run: Any) -> bool:
+        """This process recorded the start of ``dag_run`` (and has not closed it)."""
+        if self._dag_runs is None:
+            return False  # (nothing started: dpt_core need not be imported)
+        uuid = self._dag_run_uuid(self.translator, dag_run)
+        return uuid in self._dag_runs[1]
 
     def _close_unfinished_tries(self, dag_run: Any) -> None:
         """No try of a finished dag run stays running.

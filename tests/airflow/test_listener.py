@@ -327,6 +327,25 @@ def test_airflow_config_switch_records_nothing(
     assert dpt_env.scalar("SELECT count(*) FROM data_product_versions") == 0
 
 
+def test_a_try_and_a_dag_run_that_started_recorded_are_closed_after_dpt_is_switched_off(
+    dpt_env: Any, run_dag: Any, airflow_config: Any, data_dir: Path
+) -> None:
+    """The switch decides what starts being recorded; what started is closed (it used
+    to stay running for good: the end hooks looked at the switch first)."""
+    airflow_config("enabled", "True")  # (the task turns it off; restored after the test)
+    result = run_dag("dpt_switched_off")
+    assert result.state == "success"
+    rows = invocations(dpt_env)
+    assert [(r.task, r.status) for r in tasks(rows)] == [("switch_off", "success")]
+    assert [(r.job, r.status) for r in dag_runs(rows)] == [("dpt_switched_off", "success")]
+    assert all(r.ended_at is not None for r in rows)
+    [notes] = versions(dpt_env)["notes.txt"]  # the try's output, made while dpt was on
+    assert (notes.job, notes.task) == ("dpt_switched_off", "switch_off")
+    result = run_dag("dpt_switched_off")  # off from the start now: nothing more
+    assert result.state == "success"
+    assert len(invocations(dpt_env)) == 2
+
+
 # -- errors in the listener ---------------------------------------------------------------------
 
 

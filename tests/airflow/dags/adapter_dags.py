@@ -126,6 +126,16 @@ def outlet_parent_dag() -> None:
     report()
 
 
+@dag(dag_id="dpt_switched_off", schedule=None)
+def switched_off_dag() -> None:
+    @task(outlets=[NOTES])
+    def switch_off() -> None:
+        (DATA / "notes.txt").write_text("written while dpt was still on\n")
+        os.environ["AIRFLOW__DPT__ENABLED"] = "False"  # dpt turned off mid-run
+
+    switch_off()
+
+
 @dag(dag_id="dpt_skip", schedule=None)
 def skip_dag() -> None:
     @task
@@ -262,6 +272,7 @@ DAGS = {
         consumer_dag(),
         in_task_dag(),
         outlet_parent_dag(),
+        switched_off_dag(),
         skip_dag(),
         bash_dag(),
         inactive_asset_dag(),
