@@ -1052,7 +1052,8 @@ class _VolatileMemo:
         self.settings = settings
         #: raw name -> its clean name when volatile and not ignored, else None
         self.names: dict[Any, str | None] = {}
-        #: (raw name, raw value) -> the recorded (redacted) value
+        #: (raw name, raw value) of os.environ (bytes on POSIX), or (name, value) given
+        #: (:func:`rendered_variable`) -> the recorded (redacted) value
         self.values: dict[tuple[Any, Any], str] = {}
 
 
@@ -1060,14 +1061,31 @@ _VOLATILE_MEMO_LIMIT: Final = 4096
 _volatile_memo: _VolatileMemo | None = None
 
 
-def _volatile_of_process(raw: Mapping[Any, Any], settings: Settings) -> dict[str, str]:
-    """:func:`volatile_variables` of ``os.environ`` (``raw``: its undecoded ``_data``)."""
+def _memo_for(settings: Settings) -> _VolatileMemo:
     global _volatile_memo
     memo = _volatile_memo
     if memo is None or memo.settings is not settings:
         memo = _volatile_memo = _VolatileMemo(settings)
     if len(memo.values) > _VOLATILE_MEMO_LIMIT:
         memo.values = {}
+    return memo
+
+
+def rendered_variable(key: str, value: str, settings: Settings) -> str:
+    """The recorded value of the volatile variable ``key=value``: the value, masked, or
+    ``"<redacted:...>"`` (see :func:`redact`); memoised like :func:`volatile_variables`
+    (an orchestrator hands the same run-context variables to every task try)."""
+    values = _memo_for(settings).values
+    pair = (key, value)
+    rendered = values.get(pair)
+    if rendered is None:
+        rendered = values[pair] = _render(*redact(key, value, settings))
+    return rendered
+
+
+def _volatile_of_process(raw: Mapping[Any, Any], settings: Settings) -> dict[str, str]:
+    """:func:`volatile_variables` of ``os.environ`` (``raw``: its undecoded ``_data``)."""
+    memo = _memo_for(settings)
     names, values = memo.names, memo.values
     decode_key, decode_value = os.environ.decodekey, os.environ.decodevalue
     chosen: dict[str, str] = {}

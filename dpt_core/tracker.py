@@ -862,7 +862,7 @@ class Tracker:
         process (``AIRFLOW_CTX_*`` that ``dag.test()`` leaves behind, read by a Dagster
         materialisation later in the same process, say).
         """
-        from dpt_core.environment import redact, volatile_variables
+        from dpt_core.environment import rendered_variable, volatile_variables
 
         own = volatile_variables(self.settings) if environment else {}
         foreign = tuple(
@@ -879,8 +879,7 @@ class Tracker:
         merged = {k: v for k, v in own.items() if k not in names}
         for key, value in names.items():
             if value is not None:
-                clear, digest = redact(key, clean_text(str(value)), self.settings)
-                merged[key] = clear if clear is not None else f"<redacted:{digest}>"
+                merged[key] = rendered_variable(key, clean_text(str(value)), self.settings)
         return dict(sorted(merged.items()))
 
     def attach(
