@@ -356,6 +356,9 @@ def main() -> int:
             cold["round"] = "cold-store"
             print(json.dumps(cold), flush=True)
 
+        if args.write_mode == "deferred":  # (the events wait in the spool: a drainer writes)
+            dpt = Path(sys.executable).with_name("dpt")
+            subprocess.run([str(dpt), "spool", "drain"], check=True, capture_output=True)
         recorded = _count_rows(os.environ["DPT_DATABASE_URL"])
         summary = _summarise(results, modes, cold, recorded)
         summary["dpt_write_mode"] = write_mode
