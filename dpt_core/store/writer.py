@@ -6,10 +6,11 @@ writer thread; the caller goes on. The writer claims the file (renames it aside 
 its lock, so new appends start a new file), fsyncs it (group commit: one fsync for
 every batch appended since the last claim, off the caller's thread), records its
 batches in order and deletes it. Woken, it first waits ``gather`` seconds
-(``DPT_WRITE_DELAY``, 0.2 s) for more batches to claim with it: a task's events go to
-the database in one file and one transaction instead of one each (a new spool file
-made per event cost the caller's thread ~80 us an append, and each claim the writer
-a transaction); a flush, a read or the process's exit does not wait. A process killed
+(``DPT_WRITE_DELAY``; default 0, none) for more batches to claim with it: a task's
+events then go to the database in one file and one transaction instead of one each
+(a new spool file made per event costs the caller's thread ~80 us an append under
+``dag.test()``); a flush, a read or the process's exit does not wait. Off by default:
+in a real Airflow task process it moved the writes past the try's end. A process killed
 at any point leaves its events in a spool file, replayed exactly once by the next
 writer (events are idempotent by UUID, and a file is deleted only after its batches
 are in the database). A machine crash loses at most what was appended since the
