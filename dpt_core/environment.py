@@ -991,15 +991,20 @@ def _render(clear: str | None, digest: str | None) -> str:
     return f"<redacted:{digest}>"
 
 
-def variables_starting_with(prefix: str) -> dict[str, str]:
-    """This process's variables whose names start with ``prefix``, from os.environ,
-    without decoding every other name and value (as iterating it does: ~20 us a scan)."""
+def _raw_environ() -> tuple[list[tuple[Any, Any]], Callable[[Any], str], Callable[[Any], str]]:
+    """os.environ's undecoded ``(name, value)`` pairs (bytes on POSIX) and its decoders:
+    iterating os.environ itself decodes every name and value (~20 us a scan)."""
     raw = getattr(os.environ, "_data", None)
-    if not isinstance(raw, dict):
-        return {k: v for k, v in os.environ.items() if k.startswith(prefix)}
-    encoded = os.environ.encodekey(prefix)
-    decode_key, decode_value = os.environ.decodekey, os.environ.decodevalue
-    return {decode_key(k): decode_value(v) for k, v in list(raw.items()) if k.startswith(encoded)}
+    if isinstance(raw, dict):  # (a copy: another thread may set one meanwhile)
+        return list(raw.items()), os.environ.decodekey, os.environ.decodevalue
+    return list(os.environ.items()), str, str
+
+
+def variables_starting_with(prefix: str) -> dict[str, str]:
+    """This process's variables whose names start with ``prefix``, decoding no other."""
+    pairs, decode_key, decode_value = _raw_environ()
+    encoded: Any = os.environ.encodekey(prefix) if decode_key is not str else prefix
+    return {decode_key(k): decode_value(v) for k, v in pairs if k.startswith(encoded)}
 
 
 def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -1019,41 +1024,51 @@ def volatile_variables(
     (``postgresql://u:***@db/x``) as the masked text.
     """
     settings = settings or get_settings()
-    if environ is None and plugin_redact is None:
-        raw = getattr(os.environ, "_data", None)
-        if isinstance(raw, dict):
-            return _volatile_of_process(raw, settings)
-    source = os.environ if environ is None else environ
-    # Names first (memoised per name), then clean only the few values that are kept:
-    # this runs at every invocation start.
-    chosen = {}
-    for raw_key, raw_value in source.items():
-        key = _clean_name(raw_key)
-        if not _is_ignored(key, settings) and is_volatile_name(key, settings):
-            chosen[key] = clean_text(raw_value)
-    return {
-        key: _render(*redact(key, value, settings, plugin_redact))
-        for key, value in sorted(chosen.items())
-    }
+    if environ is None:
+        pairs, decode_key, decode_value = _raw_environ()
+    else:
+        pairs, decode_key, decode_value = list(environ.items()), str, str
+    # Memoised per name, and per name and value unless a plugin redacts (it may answer
+    # differently): this runs at every invocation start (every task try of a
+    # dag.test(), every flow run of a worker).
+    memo = _memo_for(settings)
+    names = memo.names
+    values = memo.values if plugin_redact is None else {}
+    chosen: dict[str, str] = {}
+    for raw_key, raw_value in pairs:
+        try:
+            key = names[raw_key]
+        except KeyError:
+            key = _clean_name(decode_key(raw_key))
+            if _is_ignored(key, settings) or not is_volatile_name(key, settings):
+                key = None
+            names[raw_key] = key
+        if key is None:
+            continue
+        pair = (raw_key, raw_value)
+        value = values.get(pair)
+        if value is None:
+            value = values[pair] = _render(
+                *redact(key, clean_text(decode_value(raw_value)), settings, plugin_redact)
+            )
+        chosen[key] = value
+    return dict(sorted(chosen.items()))
 
 
 class _VolatileMemo:
-    """What :func:`volatile_variables` made of this process's variables, for one settings.
-
-    Read at every invocation start (every task try of a ``dag.test()``, every flow run of
-    a worker): os.environ's raw ``(name, value)`` pairs are looked up here instead of
-    being decoded, matched and redacted again. Bounded: started over past
-    :data:`_VOLATILE_MEMO_LIMIT` values.
-    """
+    """What :func:`volatile_variables` made of the variables it read, for one settings:
+    their names and values are looked up here instead of being decoded, matched and
+    redacted again. Bounded: each starts over past :data:`_VOLATILE_MEMO_LIMIT` entries."""
 
     __slots__ = ("settings", "names", "values")
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        #: raw name -> its clean name when volatile and not ignored, else None
+        #: name as read (bytes from os.environ on POSIX) -> its clean name when volatile
+        #: and not ignored, else None
         self.names: dict[Any, str | None] = {}
-        #: (raw name, raw value) of os.environ (bytes on POSIX), or (name, value) given
-        #: (:func:`rendered_variable`) -> the recorded (redacted) value
+        #: (name, value) as read, or as given to :func:`rendered_variable` -> the
+        #: recorded (redacted) value
         self.values: dict[tuple[Any, Any], str] = {}
 
 
@@ -1068,6 +1083,8 @@ def _memo_for(settings: Settings) -> _VolatileMemo:
         memo = _volatile_memo = _VolatileMemo(settings)
     if len(memo.values) > _VOLATILE_MEMO_LIMIT:
         memo.values = {}
+    if len(memo.names) > _VOLATILE_MEMO_LIMIT:
+        memo.names = {}
     return memo
 
 
@@ -1081,32 +1098,6 @@ def rendered_variable(key: str, value: str, settings: Settings) -> str:
     if rendered is None:
         rendered = values[pair] = _render(*redact(key, value, settings))
     return rendered
-
-
-def _volatile_of_process(raw: Mapping[Any, Any], settings: Settings) -> dict[str, str]:
-    """:func:`volatile_variables` of ``os.environ`` (``raw``: its undecoded ``_data``)."""
-    memo = _memo_for(settings)
-    names, values = memo.names, memo.values
-    decode_key, decode_value = os.environ.decodekey, os.environ.decodevalue
-    chosen: dict[str, str] = {}
-    for raw_key, raw_value in list(raw.items()):  # (a copy: another thread may set one)
-        try:
-            key = names[raw_key]
-        except KeyError:
-            key = _clean_name(decode_key(raw_key))
-            if _is_ignored(key, settings) or not is_volatile_name(key, settings):
-                key = None
-            names[raw_key] = key
-        if key is None:
-            continue
-        pair = (raw_key, raw_value)
-        value = values.get(pair)
-        if value is None:
-            value = values[pair] = _render(
-                *redact(key, clean_text(decode_value(raw_value)), settings)
-            )
-        chosen[key] = value
-    return dict(sorted(chosen.items()))
 
 
 @functools.lru_cache(maxsize=16384)

@@ -363,7 +363,10 @@ def event_to_json(event: Event) -> str:
         return json.dumps(event, ensure_ascii=False, default=_json_default)
     last = _last_snapshot_json
     if last is None or last[0] is not env:
-        last = _last_snapshot_json = (env, json.dumps(_encode(env), ensure_ascii=False))
+        last = _last_snapshot_json = (
+            env,
+            json.dumps(env, ensure_ascii=False, default=_json_default),
+        )
     rest = {name: getattr(event, name) for name in event.__slots__ if name != "environment"}
     text = json.dumps(rest, ensure_ascii=False, default=_json_default)
     return text[:-1] + ', "environment": ' + last[1] + "}"

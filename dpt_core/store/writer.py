@@ -102,9 +102,7 @@ class BackgroundWriter:
         while not self._stop:
             self._wake.wait()
             self._wake.clear()
-            if self._stop:
-                return
-            if self.gather > 0:
+            if self.gather > 0:  # (close() sets _now: a stopping writer does not wait)
                 self._now.wait(self.gather)
             self._now.clear()  # (a flush from now on finds its batches after this claim)
             if self._stop:

@@ -389,7 +389,18 @@ def test_the_process_s_volatile_variables_follow_its_environment_as_it_changes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Read from os.environ (memoised per name and value: every invocation start asks),
-    the answer is the one the same variables give passed in, after every change."""
+    the answer is the one the same variables give passed in to a memo made afresh, after
+    every change: the memo kept from before the change, and one kept for other settings,
+    must not answer."""
+    import dpt_core.environment as environment
+
+    def afresh(settings: Settings) -> dict[str, str]:
+        kept, environment._volatile_memo = environment._volatile_memo, None
+        try:
+            return volatile_variables(settings, environ=dict(os.environ))
+        finally:
+            environment._volatile_memo = kept
+
     custom = SETTINGS.replace(ignore_names=("term",))
     steps = [
         ("AIRFLOW_CTX_TASK_ID", "first"),
@@ -406,10 +417,8 @@ def test_the_process_s_volatile_variables_follow_its_environment_as_it_changes(
             monkeypatch.delenv(name)
         else:
             monkeypatch.setenv(name, value)
-        for chosen in (SETTINGS, custom, SETTINGS):  # (a memo per settings)
-            assert volatile_variables(chosen) == volatile_variables(
-                chosen, environ=dict(os.environ)
-            )
+        for chosen in (SETTINGS, custom, SETTINGS):  # (each asked right after another's)
+            assert volatile_variables(chosen) == afresh(chosen)
     found = volatile_variables(SETTINGS)
     assert "AIRFLOW_CTX_TASK_ID" not in found and found["MY_RUN_ID"] == "plain"
     assert found["DPT_RUN_SECRET"] == f"<redacted:{expected_digest('DPT_RUN_SECRET', 's3cr3t')}>"
