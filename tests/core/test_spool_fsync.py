@@ -118,3 +118,20 @@ def test_with_a_background_writer_the_caller_never_fsyncs_the_writer_syncs_its_c
     assert not store.spool._unsynced
     assert dpt_env.scalar("SELECT count(*) FROM invocations WHERE status = 'success'") == 3
     assert store.spool.is_empty()
+
+
+def test_on_sqlite_a_commit_is_on_disk_before_the_spool_lets_its_events_go(dpt_env, tmp_path):
+    """The writer deletes a spool file once its events are committed. In WAL mode with
+    ``synchronous=NORMAL`` a commit is not fsynced, and a power loss may roll it back:
+    the events would then be in neither place. dpt's connections commit with FULL."""
+    out = tmp_path / "out.txt"
+    out.write_text("out")
+    with dpt_core.invocation("task") as inv:
+        inv.write(out)
+    assert dpt_core.flush() is True
+    store = current_store()
+    assert store.spool.is_empty()
+    with store.engine.connect() as conn:  # a connection of the pool the writer used
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    assert dpt_env.scalar("SELECT count(*) FROM data_product_versions") == 1
