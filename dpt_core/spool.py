@@ -380,26 +380,34 @@ class Spool:
         return [self.root] + sorted(p for p in self.root.iterdir() if p.is_dir())
 
     @staticmethod
-    def _files_in(directory: Path, *, exact: bool = False) -> list[Path]:
-        """The spool files in ``directory``, oldest first. A file a writer moves aside or
-        replays meanwhile is left out; with ``exact``, FileNotFoundError is raised instead
-        (the listing may have missed the name it moved to: look again)."""
-        if not directory.is_dir():
+    def _files_in(directory: Path, *, exact: bool = False, prefix: str = "") -> list[Path]:
+        """The spool files in ``directory`` whose names start with ``prefix``, oldest
+        first. A file a writer moves aside or replays meanwhile is left out; with
+        ``exact``, FileNotFoundError is raised instead (the listing may have missed the
+        name it moved to: look again)."""
+        try:
+            entries = os.scandir(directory)
+        except (FileNotFoundError, NotADirectoryError):
             return []
         found: dict[tuple[int, int], tuple[int, str, Path]] = {}
-        for path in directory.glob(f"*{SUFFIX}"):
-            try:
-                st = path.stat()
-            except FileNotFoundError:  # taken by a writer meanwhile
-                if exact:
-                    raise
-                continue
-            # (one file under two names while a writer moves it aside: counted once)
-            found.setdefault((st.st_dev, st.st_ino), (st.st_mtime_ns, path.name, path))
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if not name.endswith(SUFFIX) or not name.startswith(prefix):
+                    continue
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:  # taken by a writer meanwhile
+                    if exact:
+                        raise
+                    continue
+                # (one file under two names while a writer moves it aside: counted once)
+                found.setdefault((st.st_dev, st.st_ino), (st.st_mtime_ns, name, directory / name))
         return [path for _mtime, _name, path in sorted(found.values())]
 
-    def files(self) -> list[Path]:
-        return [path for d in self._directories() for path in self._files_in(d)]
+    def files(self, prefix: str = "") -> list[Path]:
+        """The spool files, oldest first (of one process: ``prefix`` ``<host>-<pid>.``)."""
+        return [path for d in self._directories() for path in self._files_in(d, prefix=prefix)]
 
     def pids_waiting(self, host: str) -> set[str]:
         """The pids (as text) of ``host``'s processes whose events still wait in a spool

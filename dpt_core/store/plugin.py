@@ -351,7 +351,10 @@ class Store:
         with self._lock:
             try:
                 files = [] if claimed is None else [claimed]
-                waiting = self.spool.files()
+                # (after the first pass, only this process's files: <host>-<pid>.w<n> /
+                # .r<pid>-<n>; the claimed one is among them)
+                mine = "" if self._replay_all else self.spool.own_file.stem + "."
+                waiting = self.spool.files(prefix=mine)
                 cut = waiting.index(claimed) if claimed in waiting else len(waiting)
                 if self._replay_all:  # what waits from before first: every file, in order
                     # (files started after the claim, e.g. by this process while it was
@@ -362,8 +365,7 @@ class Store:
                     # another process's replay took and is writing (waited for, under its
                     # lock) or left after a failure. Else a run's end written now would
                     # find no run, and its start, written later, leave it running.
-                    mine = self.spool.own_file.stem + "."  # (<host>-<pid>.w<n> / .r<pid>-<n>)
-                    files = [*(p for p in waiting[:cut] if p.name.startswith(mine)), *files]
+                    files = [*waiting[:cut], *files]
                 first_try = [] if claimed is None else [claimed]
                 self.spool.replay(
                     self.record,

@@ -16,7 +16,7 @@ from dpt_core.events import (
     ProductObservation,
     ProductsWritten,
 )
-from dpt_core.spool import Spool
+from dpt_core.spool import SUFFIX, Spool
 from dpt_core.store.engine import make_engine
 from dpt_core.store.plugin import current_store, failure_kind, is_transient
 from dpt_core.testing import empty_tracking
@@ -187,6 +187,33 @@ def test_a_file_left_under_two_names_by_a_killed_claim_is_replayed_once_and_gone
     assert seen == ["InvocationStarted", "InvocationFinished"]
     assert spool.is_empty()
     assert spool.status().events == 0
+
+
+def test_the_files_of_one_process_are_listed_oldest_first_without_the_others(tmp_path):
+    """What the background writer looks for before each claim after its first pass: this
+    process's own files (``<host>-<pid>.``), not every process's in a shared spool."""
+    import os
+
+    url = "sqlite:////nowhere/dpt.sqlite3"
+    spool = Spool(tmp_path / "spool", url)
+    other = Spool(tmp_path / "spool", url)
+    theirs = spool.own_file.with_name(f"{spool.own_file.stem}9{SUFFIX}")  # (pid + "9")
+    other._own = (os.getpid(), theirs)
+    run = str(uuid.uuid4())
+    other.append([InvocationStarted(uuid=run, orchestrator="python", job="theirs")])
+    spool.append([InvocationStarted(uuid=run, orchestrator="python", job="mine")])
+    claimed = spool.claim_own()
+    assert claimed is not None
+    spool.append([InvocationFinished(uuid=run, status="success")])  # a new own file
+    os.utime(claimed, ns=(2_000_000_000, 2_000_000_000))
+    os.utime(spool.own_file, ns=(1_000_000_000, 1_000_000_000))  # the older of the two
+    os.link(claimed, claimed.with_name(f"{spool.own_file.stem}.w99{SUFFIX}"))  # two names
+    mine = spool.files(prefix=spool.own_file.stem + ".")
+    assert len(mine) == 2
+    assert mine[0] == spool.own_file
+    assert os.stat(mine[1]).st_ino == os.stat(claimed).st_ino  # (either of its names)
+    assert len(spool.files()) == 3  # theirs too, the file under two names once
+    assert theirs in spool.files()
 
 
 #: Statements after which the session's next write is refused as read-only, per backend.
