@@ -158,8 +158,17 @@ class DptListener:
         translator = self.translator
         context = compat.template_context(ti)
         dag_run = context.get("dag_run")
+        tracker = dpt_core.get_tracker()
+        # One batch: the try's start and its inputs (and the dag run's start, the first
+        # time) reach the spool in one append and the database in one transaction.
+        with tracker.batch():
+            return self._start_try(tracker, translator, ti, context, dag_run)
+
+    def _start_try(
+        self, tracker: Any, translator: AirflowTranslator, ti: Any, context: Any, dag_run: Any
+    ) -> dpt_core.InvocationHandle:
         parent = self._started_dag_run(translator, dag_run) if dag_run is not None else None
-        handle = dpt_core.get_tracker().start(
+        handle = tracker.start(
             translator.get_job(ti),
             task=translator.get_task(ti),
             orchestrator=translator.orchestrator,
@@ -199,18 +208,20 @@ class DptListener:
             handle = dpt_core.get_tracker().attach(
                 translator.get_invocation_uuid(ti), translator.get_job(ti), translator.get_task(ti)
             )
-        try:
-            if status == "success" and compat.is_runtime_task_instance(ti):
-                outputs = translator.get_outputs(ti, compat.template_context(ti))
-                if outputs:
-                    handle.write(*outputs)
-        finally:
-            # Closed whatever failed above: a try never stays running because of dpt.
-            handle.finish(
-                status,
-                error=compat.mask_airflow_secrets(translator.get_error(error)),
-                only_if_running=from_elsewhere,
-            )
+        # One batch: the outputs and the end, one append and one transaction.
+        with dpt_core.get_tracker().batch():
+            try:
+                if status == "success" and compat.is_runtime_task_instance(ti):
+                    outputs = translator.get_outputs(ti, compat.template_context(ti))
+                    if outputs:
+                        handle.write(*outputs)
+            finally:
+                # Closed whatever failed above: a try never stays running because of dpt.
+                handle.finish(
+                    status,
+                    error=compat.mask_airflow_secrets(translator.get_error(error)),
+                    only_if_running=from_elsewhere,
+                )
 
     def current_context(self) -> dpt_core.plugin_api.CurrentContext | None:
         """The task try running on this thread, for the ``dpt_current_context`` hook."""

@@ -176,6 +176,81 @@ def test_a_dag_runs_start_is_recorded_once_a_process_not_at_every_task(
     assert counter.starts == {row.uuid: 1 for row in rows}
 
 
+class EventLog:
+    """A dpt plugin writing down the events it gets, and where batches start and end."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str]] = []
+
+    @dpt_core.hookimpl
+    def dpt_batch_started(self) -> None:
+        self.log.append(("batch", "["))
+
+    @dpt_core.hookimpl
+    def dpt_batch_finished(self) -> None:
+        self.log.append(("batch", "]"))
+
+    @dpt_core.hookimpl
+    def dpt_invocation_started(self, event: Any) -> None:
+        self.log.append(("start", event.task or event.job))
+
+    @dpt_core.hookimpl
+    def dpt_products_read(self, event: Any) -> None:
+        self.log.append(("read", event.invocation_uuid))
+
+    @dpt_core.hookimpl
+    def dpt_products_written(self, event: Any) -> None:
+        self.log.append(("write", event.invocation_uuid))
+
+    @dpt_core.hookimpl
+    def dpt_invocation_finished(self, event: Any) -> None:
+        self.log.append(("finish", event.uuid))
+
+    def batches(self) -> list[list[str]]:
+        """The events of each batch, by kind; an event outside every batch is its own."""
+        out: list[list[str]] = []
+        current: list[str] | None = None
+        for kind, what in self.log:
+            if kind == "batch":
+                if what == "[":
+                    current = []
+                else:
+                    out.append(current or [])
+                    current = None
+            elif current is not None:
+                current.append(kind)
+            else:
+                out.append([kind])
+        return out
+
+
+def test_a_tries_start_and_inputs_are_one_batch_its_outputs_and_end_another(
+    dpt_env: Any, run_dag: Any
+) -> None:
+    """The store writes a batch in one transaction and spools it as one line (see
+    tests/core/test_writer.py's refused batch): a try costs two of each, not one an event."""
+    log = EventLog()
+    tracker = dpt_core.get_tracker()
+    tracker.pm.register(log, name="event-log")
+    try:
+        result = run_dag("dpt_success")
+    finally:
+        tracker.pm.unregister(log)
+    assert result.state == "success"
+    # extract: the dag run's start (the first time), its own and its input; then its
+    # output and its end; summarise the same without the dag run's; then the dag run's
+    # end closing every try not closed yet (none: their ends came), and its own end
+    assert log.batches() == [
+        ["start", "start", "read"],
+        ["write", "finish"],
+        ["start", "read"],
+        ["write", "finish"],
+        ["finish", "finish"],
+        ["finish"],
+    ]
+    assert len(tasks(invocations(dpt_env))) == 2
+
+
 def test_dag_test_keeps_the_background_writer_a_task_process_writes_as_it_goes(
     dpt_env: Any, run_dag: Any
 ) -> None:
