@@ -57,6 +57,15 @@ def timed(func: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) process ``pid`` used so far, from /proc (None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 

@@ -13,7 +13,10 @@ the DAG with ``dag.test()`` once per mode, the order rotating from round to roun
 
 - ``off``: ``[dpt] enabled = False``, no OpenLineage listener (the baseline);
 - ``dpt``: the dpt plugin on, in dpt's default write mode (``DPT_WRITE`` unset: the
-  background writer) or ``--write-mode``'s; the mode in effect is printed;
+  background writer) or ``--write-mode``'s; the mode in effect is printed. With
+  ``--write-mode deferred`` the events go to the spool only, and a ``dpt spool drain
+  --follow`` process writes them while the DAG runs, as beside real workers (its CPU a
+  task try is printed; ``--no-drainer``: one drain at the end instead);
 - ``ol-thread`` / ``ol-fork``: dpt off, Airflow's OpenLineage provider on with a file
   transport (``append``), with ``[openlineage] execute_in_thread = True`` / its
   default, a fork per task event.
@@ -333,7 +336,13 @@ def main() -> int:
     parser.add_argument(
         "--write-mode",
         choices=("background", "sync", "deferred"),
-        help="DPT_WRITE for the dpt mode (default: unset, dpt's default)",
+        help="DPT_WRITE for the dpt mode (default: unset, dpt's default); with deferred, a"
+        " 'dpt spool drain --follow' process writes the events while the DAG runs",
+    )
+    parser.add_argument(
+        "--no-drainer",
+        action="store_true",
+        help="with --write-mode deferred: no drainer while the DAG runs (one drain at the end)",
     )
     args = parser.parse_args()
     modes = ["off", *(m for m in args.modes.split(",") if m and m != "off")]
@@ -343,6 +352,7 @@ def main() -> int:
     openlineage = any(m.startswith("ol-") for m in modes)
 
     home = Path(tempfile.mkdtemp(prefix="dpt-bench-airflow-"))
+    drainer: subprocess.Popen[bytes] | None = None
     try:
         set_up(home, args.tasks, args.database_url, openlineage, args.write_mode)
         sys.path.insert(0, str(home / "dags"))
@@ -357,6 +367,8 @@ def main() -> int:
             lineage = OpenLineageSwitch()
             timer.add(lineage.listener)
         dag = dpt_bench_dag.bench
+        if args.write_mode == "deferred" and not args.no_drainer:
+            drainer = start_drainer(home)
         for mode in modes:  # warm-up: Airflow's first run imports a lot
             run_once(dag, mode, args.tasks, timer, lineage)
         from dpt_core.store import plugin as store_plugin
@@ -384,12 +396,16 @@ def main() -> int:
             cold["round"] = "cold-store"
             print(json.dumps(cold), flush=True)
 
-        if args.write_mode == "deferred":  # (the events wait in the spool: a drainer writes)
+        drainer_cpu = stop_drainer(drainer) if drainer is not None else None
+        if args.write_mode == "deferred":  # (what the drainer had not written yet)
             dpt = Path(sys.executable).with_name("dpt")
             subprocess.run([str(dpt), "spool", "drain"], check=True, capture_output=True)
         recorded = _count_rows(os.environ["DPT_DATABASE_URL"])
         summary = _summarise(results, modes, cold, recorded)
         summary["dpt_write_mode"] = write_mode
+        if drainer_cpu is not None:
+            tries = sum(1 for r in results if r["mode"] == "dpt") + 2  # (warm-up, cold store)
+            summary["drainer_cpu_per_task_ms"] = round(drainer_cpu / tries / args.tasks * 1000, 2)
         if openlineage:
             events = home / "openlineage.jsonl"
             summary["openlineage_events"] = (
@@ -402,7 +418,29 @@ def main() -> int:
         bad = [r for r in results if r["state"] != "success"]
         return 1 if bad else 0
     finally:
+        if drainer is not None and drainer.poll() is None:
+            drainer.kill()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def start_drainer(home: Path) -> subprocess.Popen[bytes]:
+    """``dpt spool drain --follow`` (its default interval), writing the deferred events
+    while the DAG runs, as a drainer beside real workers does; its log in ``home``."""
+    dpt = Path(sys.executable).with_name("dpt")
+    log = (home / "drainer.log").open("wb")
+    return subprocess.Popen(
+        [str(dpt), "spool", "drain", "--follow"], stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def stop_drainer(drainer: subprocess.Popen[bytes]) -> float:
+    """Stop the drainer as a service manager would (SIGTERM); the CPU seconds it used."""
+    from benchmarks._common import cpu_seconds
+
+    cpu = cpu_seconds(drainer.pid) or 0.0
+    drainer.terminate()
+    drainer.wait(timeout=60)
+    return cpu
 
 
 def _count_rows(database_url: str) -> dict[str, int]:
@@ -496,6 +534,10 @@ def _print_table(s: dict[str, Any]) -> None:
         print(f"dpt write mode in dag.test(): {s['dpt_write_mode']}")
     if s.get("cold_first_task_start_ms") is not None:
         print(f"dpt start hook, store just reset: {s['cold_first_task_start_ms']:.1f} ms")
+    if s.get("drainer_cpu_per_task_ms") is not None:
+        print(
+            f"the drainer process's CPU (dpt spool drain --follow): {s['drainer_cpu_per_task_ms']:.2f} ms a task try"
+        )
     if s.get("fresh_process_dpt_ms") is not None:
         print(f"dpt set-up + one task, new process: {s['fresh_process_dpt_ms']:.1f} ms")
     if "openlineage_events" in s:

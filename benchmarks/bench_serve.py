@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlparse
 
-from benchmarks._common import database, emit, isolated_dpt, machine, table
+from benchmarks._common import cpu_seconds, database, emit, isolated_dpt, machine, table
 
 TOKEN = "bench-token"
 REPO = Path(__file__).resolve().parents[1]
@@ -190,15 +190,6 @@ def run_client(url: str, client: int, count: int, start_at: float) -> None:
         latencies.append(time.perf_counter() - sent)
         codes[response.status] = codes.get(response.status, 0) + 1
     print(json.dumps({"first": first, "last": time.time(), "latencies": latencies, "codes": codes}))
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system) process ``pid`` used so far, from /proc (None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def drive(url: str, clients: int, count: int, server: int | None = None) -> dict[str, Any]:
