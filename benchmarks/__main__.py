@@ -22,6 +22,7 @@ CORE = [
     ("bench_hashing", ["--mib", "512"]),
     ("bench_ingest", []),
     ("bench_lineage", []),
+    ("bench_uri", []),
 ]
 ADAPTERS = [
     ("bench_airflow", "airflow"),
@@ -31,6 +32,7 @@ ADAPTERS = [
 QUICK = {
     "bench_hashing": ["--mib", "128", "--files", "2000"],
     "bench_ingest": ["--outputs", "5000", "--small", "100"],
+    "bench_uri": ["--files", "2000"],
 }
 
 

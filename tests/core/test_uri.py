@@ -276,3 +276,84 @@ def test_any_string_either_normalises_idempotently_or_raises_invalid_target(uri:
     if once.startswith("file:///"):
         back = uri_to_path(once)
         assert back is not None and os.path.isabs(back)
+
+
+# -- realpath through the kernel (dpt_core.uri._realpath) ---------------------------------------
+
+
+@pytest.fixture
+def tree(in_tmp: Path) -> Path:
+    """Files, directories and symlinks of every kind realpath meets, under ``in_tmp``."""
+    deep = in_tmp.joinpath("survey", "dr3", "2026", "12", "06", "field", "ccd07")
+    deep.mkdir(parents=True)
+    (deep / "calexp.fits").write_bytes(b"x")
+    (in_tmp / "f.bin").write_bytes(b"f")
+    (in_tmp / b"caf\xe9".decode("utf-8", "surrogateescape")).write_bytes(b"latin-1 name")
+    (in_tmp / "dirlink").symlink_to(in_tmp / "survey" / "dr3")
+    (in_tmp / "filelink").symlink_to("f.bin")
+    (in_tmp / "dangling").symlink_to(in_tmp / "nowhere")
+    (in_tmp / "loop").symlink_to("loop")
+    return in_tmp
+
+
+REALPATH_CASES = [
+    b"f.bin",
+    b"./f.bin",
+    b"survey/dr3/2026/12/06/field/ccd07/calexp.fits",
+    b"survey/dr3/../dr3/2026/12/06/field/ccd07/calexp.fits",
+    b"survey//dr3/2026/",
+    b"survey/dr3/2026/12/06/field/ccd07/",
+    b"caf\xe9",
+    b"dirlink/2026/12/06/field/ccd07/calexp.fits",
+    b"dirlink/../f.bin",
+    b"filelink",
+    b"dangling",
+    b"loop",
+    b"missing/file",
+    b"f.bin/under-a-file",
+    b".",
+    b"/",
+]
+
+
+@pytest.mark.parametrize("relative", REALPATH_CASES, ids=lambda p: p.decode("latin-1"))
+def test_realpath_through_the_kernel_is_os_path_realpath(tree: Path, relative: bytes) -> None:
+    from dpt_core.uri import _realpath
+
+    for path in (relative, os.path.join(os.fsencode(tree), relative)):
+        assert _realpath(path) == os.path.realpath(path)
+
+
+def test_a_path_without_symlinks_is_resolved_without_a_walk(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two system calls where realpath would lstat every component: realpath is only
+    asked where a symlink (or a missing file) is on the way."""
+    from dpt_core import uri
+
+    walked: list[bytes] = []
+    asked: list[bytes] = []
+    real, readlink = os.path.realpath, os.readlink
+
+    def counting(path: bytes) -> bytes:
+        walked.append(path)
+        return real(path)
+
+    def named(path: bytes) -> bytes:
+        if path.startswith(b"/proc/self/fd/"):  # (realpath reads the symlinks it meets)
+            asked.append(path)
+        return readlink(path)
+
+    monkeypatch.setattr(uri.os.path, "realpath", counting)
+    monkeypatch.setattr(uri.os, "readlink", named)
+    root = os.fsencode(tree)
+    deep = root + b"/survey/dr3/2026/12/06/field/ccd07/calexp.fits"
+    assert uri._realpath(deep) == deep and walked == [] and len(asked) == 1
+    assert uri._realpath(b"dirlink/2026") == root + b"/survey/dr3/2026"
+    assert uri._realpath(b"missing") == root + b"/missing"
+    assert walked == [b"dirlink/2026", b"missing"] and len(asked) == 2
+    # under the symlink found, realpath straight away (the kernel is not asked again)
+    assert uri._realpath(b"dirlink/2026/12") == root + b"/survey/dr3/2026/12"
+    assert walked[-1] == b"dirlink/2026/12" and len(asked) == 2
+    monkeypatch.setattr(uri, "_proc_fd", False)  # (no /proc: realpath alone)
+    assert uri._realpath(deep) == deep and walked[-1] == deep and len(asked) == 2
