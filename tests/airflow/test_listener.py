@@ -145,6 +145,16 @@ def test_successful_run_records_dag_run_task_tries_and_lineage(
     assert [r.version_id for r in read] == [clean.id]
 
 
+def run_with_plugin(run_dag: Any, dag_id: str, plugin: Any) -> Any:
+    """Run ``dag_id`` with ``plugin`` registered with dpt for that run only."""
+    pm = dpt_core.get_tracker().pm
+    pm.register(plugin, name=type(plugin).__name__)
+    try:
+        return run_dag(dag_id)
+    finally:
+        pm.unregister(plugin)
+
+
 class StartCounter:
     """A dpt plugin counting the start events each invocation got."""
 
@@ -162,12 +172,7 @@ def test_a_dag_runs_start_is_recorded_once_a_process_not_at_every_task(
     """Every task of a run names its dag run as parent; under dag.test() (one process)
     the dag run's start is one event, and each task try's too."""
     counter = StartCounter()
-    tracker = dpt_core.get_tracker()
-    tracker.pm.register(counter, name="start-counter")
-    try:
-        result = run_dag("dpt_success")
-    finally:
-        tracker.pm.unregister(counter)
+    result = run_with_plugin(run_dag, "dpt_success", counter)
     assert result.state == "success"
     rows = invocations(dpt_env)
     [dag_run] = dag_runs(rows)
@@ -230,12 +235,7 @@ def test_a_tries_start_and_inputs_are_one_batch_its_outputs_and_end_another(
     """The store writes a batch in one transaction and spools it as one line (see
     tests/core/test_writer.py's refused batch): a try costs two of each, not one an event."""
     log = EventLog()
-    tracker = dpt_core.get_tracker()
-    tracker.pm.register(log, name="event-log")
-    try:
-        result = run_dag("dpt_success")
-    finally:
-        tracker.pm.unregister(log)
+    result = run_with_plugin(run_dag, "dpt_success", log)
     assert result.state == "success"
     # extract: the dag run's start (the first time), its own and its input; then its
     # output and its end; summarise the same without the dag run's; then the dag run's
