@@ -126,7 +126,7 @@ def _realpath(path: bytes) -> bytes:
     if resolved == written:
         return resolved
     symlink = _up_to_the_difference(written, resolved) + b"/"
-    if symlink not in _walked:
+    if symlink != b"/" and symlink not in _walked:  # ("/": a link named as its target)
         _walked = (*(_walked if len(_walked) < _WALKED_MAX else ()), symlink)
     return os.path.realpath(path)
 

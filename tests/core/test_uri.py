@@ -357,3 +357,12 @@ def test_a_path_without_symlinks_is_resolved_without_a_walk(
     assert walked[-1] == b"dirlink/2026/12" and len(asked) == 2
     monkeypatch.setattr(uri, "_proc_fd", False)  # (no /proc: realpath alone)
     assert uri._realpath(deep) == deep and walked[-1] == deep and len(asked) == 2
+
+
+def test_the_part_up_to_a_symlink_is_where_the_path_and_its_resolution_part() -> None:
+    from dpt_core.uri import _up_to_the_difference
+
+    assert _up_to_the_difference(b"/a/link/x/y", b"/a/real/dir/x/y") == b"/a/link"
+    assert _up_to_the_difference(b"/a/filelink", b"/a/f.bin") == b"/a/filelink"
+    # a link named as its target, at the root: nothing left to say (not recorded)
+    assert _up_to_the_difference(b"/x.fits", b"/archive/x.fits") == b""
