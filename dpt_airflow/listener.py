@@ -165,7 +165,12 @@ class DptListener:
             return self._start_try(tracker, translator, ti, context, dag_run)
 
     def _start_try(
-        self, tracker: Any, translator: AirflowTranslator, ti: Any, context: Any, dag_run: Any
+        self,
+        tracker: dpt_core.Tracker,
+        translator: AirflowTranslator,
+        ti: Any,
+        context: Any,
+        dag_run: Any,
     ) -> dpt_core.InvocationHandle:
         parent = self._started_dag_run(translator, dag_run) if dag_run is not None else None
         handle = tracker.start(
