@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import dpt_core
+import dpt_core.spool as spool_module
 import dpt_core.tracker as tracker_module
 from dpt_core import hookimpl
 from dpt_core.events import InvocationStarted, ProductsWritten
@@ -252,6 +253,10 @@ def test_a_streamed_write_needs_no_more_memory_for_4n_outputs_than_for_n(
     monkeypatch.setattr(tracker_module, "WRITE_CHUNK", 100)
     monkeypatch.setattr(recorder_module, "ID_CACHE_SIZE", 200)
     monkeypatch.setattr(recorder_module, "RUN_CACHE_SIZE", 200)
+    # and the background writer's groups: a writer that fell behind takes the batches
+    # waiting in one transaction, up to REPLAY_GROUP (5 000) products, so under load a
+    # write of 4n outputs could hold a group 3x the largest an n-output write can
+    monkeypatch.setattr(spool_module, "REPLAY_GROUP", 200)
     dpt_core.plugin_api.reset()  # after: a recorder made earlier keeps its cache sizes
     n = 1_500
 
