@@ -34,6 +34,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from dpt_core.events import Event, event_from_dict, event_to_dict, event_to_json
 from dpt_core.frozen import Frozen, set_field
@@ -175,6 +176,14 @@ class SpoolStatus(Frozen):
         set_field(self, "databases", [] if databases is None else databases)
 
 
+class Listed(NamedTuple):
+    """A spool file as a listing found it: its path, and the identity (device, inode) of
+    the file at that path then."""
+
+    path: Path
+    identity: tuple[int, int]
+
+
 class Spool:
     """The spool of one target database, or (``database_url`` None) the whole spool root
     for status and inspection; only a database's own spool replays.
@@ -220,8 +229,7 @@ class Spool:
         """
         if self.key is None:
             raise ValueError("the spool root takes no events: name the database they are for")
-        line = "[" + ", ".join(map(event_to_json, events)) + "]\n"
-        data = line.encode("utf-8", "surrogateescape")
+        data = _line(events) + b"\n"
         boundary = not synced_by_claim and any(e.kind in _RUN_BOUNDARIES for e in events)
         if not self._prepared:  # (once a process: two mkdirs and a stat per event else)
             self._prepare()
@@ -380,11 +388,11 @@ class Spool:
         return [self.root] + sorted(p for p in self.root.iterdir() if p.is_dir())
 
     @staticmethod
-    def _files_in(directory: Path, *, exact: bool = False, prefix: str = "") -> list[Path]:
+    def _files_in(directory: Path, *, exact: bool = False, prefix: str = "") -> list[Listed]:
         """The spool files in ``directory`` whose names start with ``prefix``, oldest
-        first. A file a writer moves aside or replays meanwhile is left out; with
-        ``exact``, FileNotFoundError is raised instead (the listing may have missed the
-        name it moved to: look again)."""
+        first, each with the identity of the file it named then. A file a writer moves
+        aside or replays meanwhile is left out; with ``exact``, FileNotFoundError is
+        raised instead (the listing may have missed the name it moved to: look again)."""
         try:
             entries = os.scandir(directory)
         except (FileNotFoundError, NotADirectoryError):
@@ -403,11 +411,19 @@ class Spool:
                     continue
                 # (one file under two names while a writer moves it aside: counted once)
                 found.setdefault((st.st_dev, st.st_ino), (st.st_mtime_ns, name, directory / name))
-        return [path for _mtime, _name, path in sorted(found.values())]
+        return [
+            Listed(path, identity)
+            for identity, (_mtime, _name, path) in sorted(found.items(), key=lambda i: i[1])
+        ]
+
+    def listing(self, prefix: str = "") -> list[Listed]:
+        """The spool files, oldest first, each with the identity of the file it named when
+        listed (of one process: ``prefix`` ``<host>-<pid>.``): what :meth:`replay` takes."""
+        return [item for d in self._directories() for item in self._files_in(d, prefix=prefix)]
 
     def files(self, prefix: str = "") -> list[Path]:
         """The spool files, oldest first (of one process: ``prefix`` ``<host>-<pid>.``)."""
-        return [path for d in self._directories() for path in self._files_in(d, prefix=prefix)]
+        return [item.path for item in self.listing(prefix)]
 
     def pids_waiting(self, host: str) -> set[str]:
         """The pids (as text) of ``host``'s processes whose events still wait in a spool
@@ -416,7 +432,9 @@ class Spool:
         prefix = f"{host}-"
         for _ in range(10):  # (a file renamed while listed: look again)
             try:
-                paths = [p for d in self._directories() for p in self._files_in(d, exact=True)]
+                paths = [
+                    item.path for d in self._directories() for item in self._files_in(d, exact=True)
+                ]
                 break
             except FileNotFoundError:
                 continue
@@ -462,7 +480,7 @@ class Spool:
             # then in the file it became, or in the database)
             batches = events = size = 0
             try:
-                files = [path for d in directories for path in self._files_in(d, exact=True)]
+                files = [item.path for d in directories for item in self._files_in(d, exact=True)]
                 for path in files:
                     size += path.stat().st_size
                     for batch, _ in self._read(path, quarantine=False):
@@ -515,7 +533,7 @@ class Spool:
         self,
         record: Callable[[Sequence[Event]], None],
         is_transient: Callable[[BaseException], bool] = lambda exc: True,
-        files: Sequence[Path] | None = None,
+        files: Sequence[Path | Listed] | None = None,
         *,
         first_try: Sequence[Path] = (),
         record_many: Callable[[Sequence[Sequence[Event]]], None] | None = None,
@@ -524,6 +542,11 @@ class Spool:
         """Record every spooled batch with ``record``, in order; returns the events replayed.
 
         ``files`` narrows the replay to those spool files (the background writer's pass).
+        A file listed (:meth:`listing`, as the replay of the whole spool does) is replayed
+        only if it is still the file listed: a process's own file (``<host>-<pid>.jsonl``)
+        may have been claimed by its background writer since, and a new one started under
+        the same name, with events newer than those the writer is writing now (a run's end
+        after its start). Such a file is left to that writer, or to the next replay.
 
         With ``record_many`` (which records several batches in one transaction, all or
         nothing), a file's consecutive batches go in groups of ``group_size`` (default
@@ -548,7 +571,8 @@ class Spool:
             raise ValueError("the spool root does not replay: name the database (Spool(root, url))")
         replayed = 0
         limit = REPLAY_GROUP if group_size is None else group_size
-        paths = self.files() if files is None else list(files)
+        listed = self.listing() if files is None else list(files)
+        paths = [item.path if isinstance(item, Listed) else item for item in listed]
         for index, path in enumerate(paths):
             fresh = path in first_try
             try:
@@ -559,6 +583,8 @@ class Spool:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if not _still_at(fd, path):  # another replay took it meanwhile
                     continue
+                if not _is_the_file_listed(fd, listed[index]):
+                    continue  # a newer file under the same name (see above)
                 if _appendable(path):
                     # a process may still append to it: move it aside, so that appends
                     # made while its batches are written start a new file, never wait
@@ -607,7 +633,14 @@ class Spool:
                             )
                             raise error
                         else:
-                            self._reject(path, batch, error)
+                            recorded, left, error = self._set_aside(
+                                path, batch, error, record, is_transient
+                            )
+                            replayed += recorded
+                            if error is not None:  # transient: the rest stays, in order
+                                rest = [line for _, line in group[position + 1 :]]
+                                self._keep(path, [_line(left), *rest], pending, batches)
+                                raise error
                 _unlink_every_name(path, fd)
             finally:
                 os.close(fd)
@@ -642,6 +675,43 @@ class Spool:
         os.utime(temporary, ns=(before.st_atime_ns, before.st_mtime_ns))
         os.replace(temporary, path)
 
+    def _set_aside(
+        self,
+        path: Path,
+        batch: Sequence[Event],
+        error: Exception,
+        record: Callable[[Sequence[Event]], None],
+        is_transient: Callable[[BaseException], bool],
+    ) -> tuple[int, list[Event], Exception | None]:
+        """A batch the database refused for good: each of its events is tried alone, and
+        only those refused alone go to the ``.bad`` file (all of them: the batch as it was,
+        with ``error``). A batch is one transaction for speed, not a unit of meaning: an
+        Airflow try's outputs travel with its end, and an output the database refuses must
+        not take the end with it (the try would stay running, then be closed as crashed).
+
+        Returns how many events were recorded, and when a failure that may pass stopped
+        it, the events neither recorded nor set aside (they stay in the spool) and its
+        error."""
+        if len(batch) == 1:
+            self._reject(path, batch, error)
+            return 0, [], None
+        refused: list[tuple[Event, Exception]] = []
+        for position, event in enumerate(batch):
+            alone = _attempt(record, [event])
+            if alone is None:
+                continue
+            if is_transient(alone):
+                for kept, exc in refused:
+                    self._reject(path, [kept], exc)
+                return position - len(refused), list(batch[position:]), alone
+            refused.append((event, alone))
+        if len(refused) == len(batch):
+            self._reject(path, batch, error)
+        else:
+            for event, exc in refused:
+                self._reject(path, [event], exc)
+        return len(batch) - len(refused), [], None
+
     def _reject(self, path: Path, batch: Sequence[Event], exc: BaseException) -> None:
         reason = _reason(exc)
         line = json.dumps(
@@ -654,6 +724,11 @@ class Spool:
             reason,
             _bad_path(path),
         )
+
+
+def _line(batch: Sequence[Event]) -> bytes:
+    """A batch as a spool line (without its newline)."""
+    return ("[" + ", ".join(map(event_to_json, batch)) + "]").encode("utf-8", "surrogateescape")
 
 
 def _attempt(record: Callable[[Sequence[Event]], None], batch: Sequence[Event]) -> Exception | None:
@@ -752,6 +827,21 @@ def _still_at(fd: int, path: Path) -> bool:
     except FileNotFoundError:
         return False
     return (there.st_ino, there.st_dev) == (mine.st_ino, mine.st_dev)
+
+
+def _is_the_file_listed(fd: int, item: Path | Listed) -> bool:
+    """True when the open file ``fd`` is the one ``item`` named when it was listed (a
+    plain path names whatever file is there now).
+
+    An inode number is given again only once its file is gone: written, or rewritten
+    with what was left after a failed write (:meth:`Spool._rewrite`, a new inode under
+    the claimed name). That last case, between a listing and the open, is not told
+    apart: a write failing for one process while another's works, in a window of
+    milliseconds."""
+    if not isinstance(item, Listed):
+        return True
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == item.identity
 
 
 def _reason(exc: BaseException) -> str:

@@ -38,7 +38,7 @@ from dpt_core.events import (
 )
 from dpt_core.hookspecs import hookimpl
 from dpt_core.log import log
-from dpt_core.spool import Spool
+from dpt_core.spool import Listed, Spool
 from dpt_core.store.breaker import Breaker
 from dpt_core.store.writer import BackgroundWriter
 
@@ -350,12 +350,13 @@ class Store:
             return not self.breaker.is_open and (claimed is None or not claimed.exists())
         with self._lock:
             try:
-                files = [] if claimed is None else [claimed]
+                files: list[Path | Listed] = [] if claimed is None else [claimed]
                 # (after the first pass, only this process's files: <host>-<pid>.w<n> /
                 # .r<pid>-<n>; the claimed one is among them)
                 mine = "" if self._replay_all else self.spool.own_file.stem + "."
-                waiting = self.spool.files(prefix=mine)
-                cut = waiting.index(claimed) if claimed in waiting else len(waiting)
+                waiting = self.spool.listing(prefix=mine)
+                paths = [item.path for item in waiting]
+                cut = paths.index(claimed) if claimed in paths else len(waiting)
                 if self._replay_all:  # what waits from before first: every file, in order
                     # (files started after the claim, e.g. by this process while it was
                     # written: after it, or a run's end could come before its start)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -216,6 +217,83 @@ def test_the_files_of_one_process_are_listed_oldest_first_without_the_others(tmp
     assert theirs in spool.files()
 
 
+def test_a_replay_leaves_a_file_started_since_it_listed_the_spool_to_its_writer(dpt_env):
+    """A replay lists the spool (a process's first write, a drainer). While it writes the
+    first file, another process's background writer claims that process's file (a run's
+    start) and, still writing it, the run ends: its end goes to a new file under the name
+    listed. The replay leaves that file to the writer, which writes it after the start.
+    Taken by the replay, the end found no run and the start, committed after it, left the
+    run running until a dead-run check closed it as crashed (an Airflow try that
+    succeeded, twice in the real deployment under the parallel suite's load)."""
+    import os
+
+    store = current_store()
+    spool = store.spool
+    theirs = Spool(spool.root, store.settings.database_url)  # (another process's file)
+    theirs._own = (os.getpid(), spool.own_file.with_name(f"{spool.own_file.stem}9{SUFFIX}"))
+    other, run = str(uuid.uuid4()), str(uuid.uuid4())
+    theirs.append([InvocationStarted(uuid=other, orchestrator="python", job="theirs")])
+    spool.append([InvocationStarted(uuid=run, orchestrator="python", job="mine")])
+    os.utime(theirs.own_file, ns=(1_000_000_000, 1_000_000_000))  # listed first
+    claimed: list = []
+    recorded: list[str] = []
+
+    def record(batch):
+        store.record(batch)
+        recorded.append(f"{type(batch[0]).__name__} {batch[0].uuid}")
+        if not claimed:  # meanwhile, in the other process
+            claimed.append(spool.claim_own())
+            spool.append([InvocationFinished(uuid=run, status="success")])
+
+    assert store.spool.replay(record) == 1
+    assert recorded == [f"InvocationStarted {other}"]
+    # the writer writes its claim, then what was appended since
+    assert claimed[0] is not None
+    store.spool.replay(record, files=[claimed[0], *spool.listing(spool.own_file.stem + ".")])
+    assert recorded[1:] == [f"InvocationStarted {run}", f"InvocationFinished {run}"]
+    assert dpt_env.scalar(f"SELECT status FROM invocations WHERE uuid = '{run}'") == "success"
+    assert store.spool.is_empty()
+
+
+def test_a_refused_batch_split_by_a_failure_that_may_pass_keeps_the_rest_in_order(tmp_path):
+    """A batch refused for good is tried event by event; the database going away in the
+    middle of that leaves in the spool exactly the events not tried yet, before the
+    batches behind them, and in the ``.bad`` file only the event it refused."""
+    spool = Spool(tmp_path / "spool", "sqlite:////nowhere/dpt.sqlite3")
+    run, next_run = str(uuid.uuid4()), str(uuid.uuid4())
+    write = ProductsWritten(run, (ProductObservation("s3://b/k", str(uuid.uuid4())),))
+    start = InvocationStarted(uuid=run, orchestrator="python", job="j")
+    spool.append([start, write, InvocationFinished(uuid=run, status="success")])  # one batch
+    spool.append([InvocationStarted(uuid=next_run, orchestrator="python", job="next")])
+    seen: list[str] = []
+    away = ["once"]
+
+    def record(batch):
+        kinds = [type(e).__name__ for e in batch]
+        if len(batch) > 1:
+            raise ValueError("refused for good")
+        if kinds == ["ProductsWritten"]:
+            raise ValueError("this output, refused for good")
+        if kinds == ["InvocationFinished"] and away:
+            away.pop()
+            raise ConnectionError("the server went away")
+        seen.append(f"{kinds[0]} {batch[0].uuid}")
+
+    def transient(exc):
+        return isinstance(exc, ConnectionError)
+
+    with pytest.raises(ConnectionError):
+        spool.replay(record, transient)
+    assert seen == [f"InvocationStarted {run}"]
+    (bad,) = spool.directory.glob("*.bad")
+    (line,) = bad.read_text().splitlines()
+    assert [e["kind"] for e in json.loads(line)["events"]] == ["products_written"]
+    assert "this output" in json.loads(line)["error"]
+    assert spool.replay(record, transient) == 2
+    assert seen[1:] == [f"InvocationFinished {run}", f"InvocationStarted {next_run}"]
+    assert spool.is_empty()
+
+
 #: Statements after which the session's next write is refused as read-only, per backend.
 READ_ONLY_SESSION = {
     "sqlite": "PRAGMA query_only = ON",
@@ -335,17 +413,20 @@ def test_a_batch_refused_in_the_middle_of_a_group_is_set_aside_and_the_rest_reco
     for batch in after:
         store.spool.append(batch)
     commits = _commits(store.engine)
-    assert store.replay() == 24  # the 8 good invocations' events
+    # the 8 good invocations' events, and of the refused batch what the database takes
+    # alone: its output and its end, under the placeholder a start still to come fills in
+    assert store.replay() == 24 + 2
     assert store.spool.is_empty()
     (bad,) = store.spool.directory.glob("*.bad")
     (line,) = bad.read_text().splitlines()
     assert "refused for good" in line and refused in line
-    recorded = {u for u, _ in dpt_env.rows("SELECT uuid, status FROM invocations")}
-    assert recorded == {b[0].uuid for b in [*before, *after] if isinstance(b[0], InvocationStarted)}
-    assert dpt_env.scalar("SELECT COUNT(*) FROM invocations WHERE status = 'success'") == 8
-    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 8
-    # the group, refused whole, then batch by batch
-    assert len(commits) == 24
+    assert [e["kind"] for e in json.loads(line)["events"]] == ["invocation_started"]
+    good = {b[0].uuid for b in [*before, *after] if isinstance(b[0], InvocationStarted)}
+    recorded = dict(dpt_env.rows("SELECT uuid, status FROM invocations"))
+    assert recorded == {**dict.fromkeys(good, "success"), refused: "success"}
+    assert dpt_env.scalar("SELECT COUNT(*) FROM data_product_versions") == 9
+    # the group, refused whole, then batch by batch, and the refused batch event by event
+    assert len(commits) == 24 + 2
 
 
 @pytest.mark.parametrize("dpt_backend", ["postgresql"], indirect=True)

@@ -208,8 +208,8 @@ def test_written_and_replayed_again_counts_once(dpt_env, tmp_path):
     original = store.spool.replay
 
     def keep_a_copy(record, is_transient=lambda exc: True, files=None, **options):
-        for path in store.spool.files() if files is None else files:
-            copies.append(path.read_bytes())
+        for item in store.spool.listing() if files is None else files:
+            copies.append(getattr(item, "path", item).read_bytes())  # (a Listed or a Path)
         return original(record, is_transient, files, **options)
 
     store.spool.replay = keep_a_copy  # type: ignore[method-assign]
@@ -463,7 +463,8 @@ def test_a_refused_batch_with_none_behind_it_waits_for_the_next_write_in_both_mo
 ):
     """As a synchronous write spools a refused batch and the next write sets it aside, the
     background writer keeps a refused batch that nothing follows in the spool, and sets it
-    aside in the pass of the next write."""
+    aside in the pass of the next write: the events the database refuses alone (the write
+    whose lineage edge it refuses), not the run's start, read and end with them."""
     monkeypatch.setenv("DPT_WRITE", write)
     dpt_core.plugin_api.reset()
     raw = tmp_path / "raw"
@@ -488,4 +489,8 @@ def test_a_refused_batch_with_none_behind_it_waits_for_the_next_write_in_both_mo
     after = Spool(dpt_env.path / "spool").status()
     assert (after.batches, after.bad_files) == (0, 1)
     assert dpt_env.scalar("SELECT count(*) FROM invocations WHERE job = 'next'") == 1
-    assert dpt_env.scalar("SELECT count(*) FROM invocations WHERE job = 'rejected'") == 0
+    assert dpt_env.scalar("SELECT status FROM invocations WHERE job = 'rejected'") == "success"
+    (bad,) = (dpt_env.path / "spool").rglob("*.bad")
+    (line,) = bad.read_text().splitlines()
+    assert [e["kind"] for e in json.loads(line)["events"]] == ["products_written"]
+    assert "rejected for good" in json.loads(line)["error"]
