@@ -9,6 +9,7 @@ sets ``_AIRFLOW_PARSING_CONTEXT_*`` per task. See airflow_deployment.py for the 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,21 +19,29 @@ from dpt_core.testing import POSTGRES_URL, require_server
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
-@pytest.fixture(scope="module", params=["local", "celery", "local+drainer"])
+@pytest.fixture(scope="module", params=["local", "celery", "local+drainer", "local+slow"])
 def report(request: Any) -> Any:
     """The deployment with the LocalExecutor (its workers are multiprocessing children of
     the scheduler) and with the CeleryExecutor (an ``airflow celery worker``, whose pool
     processes are billiard's and never load dpt: a task process is a fork dpt cannot see,
-    as under the Kubernetes executor), each task process writing its own events; and as
+    as under the Kubernetes executor), each task process writing its own events; as
     docs/airflow.md sets up workers to keep the database off the task's path: every
-    process with DPT_WRITE=deferred, one ``dpt spool drain --follow`` writing."""
+    process with DPT_WRITE=deferred, one ``dpt spool drain --follow`` writing; and on a
+    slow host (slow_host/sitecustomize.py: writer threads slow to claim, slow writes),
+    where the processes' writers and replays meet in the spool."""
     require_server(POSTGRES_URL)
     import airflow_deployment
 
-    executor, _, drainer = request.param.partition("+")
+    executor, _, variant = request.param.partition("+")
     if executor == "celery":
         require_server(airflow_deployment.REDIS_URL)
-    return airflow_deployment.run(drainer=bool(drainer), executor=executor)
+    extra_env = None
+    if variant == "slow":
+        path = [str(Path(__file__).with_name("slow_host")), os.environ.get("PYTHONPATH", "")]
+        extra_env = {"DPT_TEST_SLOW_HOST": "1", "PYTHONPATH": os.pathsep.join(filter(None, path))}
+    return airflow_deployment.run(
+        extra_env=extra_env, drainer=variant == "drainer", executor=executor
+    )
 
 
 def test_every_task_process_writes_its_events_before_it_exits(report: Any) -> None:
