@@ -25,6 +25,8 @@ rejects again stays, with the new error, and unreadable lines stay as they are.
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import fcntl
 import hashlib
 import itertools
@@ -47,6 +49,54 @@ BAD_SUFFIX = ".bad"
 #: The directory of events whose target database is not known.
 UNCONFIGURED = "unconfigured"
 TARGET_FILE = "target.json"
+
+#: The spool files this process has open by descriptor, each maybe ``flock``ed. A
+#: ``flock`` belongs to the open file, which a child forked meanwhile shares through its
+#: copy of the descriptor: the lock would outlive the parent's ``close`` until the child
+#: exits. A child that never exits while it waits for something else -- Airflow's
+#: OpenLineage provider posting to a ``dpt serve`` from its process pool, while that
+#: server waits for the lock -- held a replay for minutes. So a forked child closes its
+#: copies at once (:func:`_close_in_child`), and no descriptor is opened or closed while
+#: a fork happens (the lock below, taken around ``fork``).
+_open_fds: set[int] = set()
+_fds_lock = _thread.RLock()
+
+
+def _open(path: Path, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` a spool file whose lock may be taken (see :data:`_open_fds`)."""
+    with _fds_lock:
+        fd = os.open(path, flags, mode)
+        _open_fds.add(fd)
+    return fd
+
+
+def _close(fd: int) -> None:
+    """Close a descriptor :func:`_open` gave (its lock, if taken, with it)."""
+    with _fds_lock:
+        _open_fds.discard(fd)
+        os.close(fd)
+
+
+def _close_in_child() -> None:
+    global _fds_lock
+    for fd in _open_fds:
+        with contextlib.suppress(OSError):  # (closed by the program meanwhile)
+            os.close(fd)
+    _open_fds.clear()
+    _fds_lock = _thread.RLock()  # (the parent's was held across the fork)
+
+
+def _before_fork() -> None:
+    _fds_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _fds_lock.release()
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_close_in_child
+)
 
 
 def database_identity(database_url: str) -> str:
@@ -236,7 +286,7 @@ class Spool:
         own = self.own_file
         while True:
             try:
-                fd = os.open(own, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                fd = _open(own, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             except FileNotFoundError:  # the directory was removed since (dpt spool clear)
                 self._prepare()
                 continue
@@ -250,7 +300,7 @@ class Spool:
                 self._unsynced = not boundary
                 return
             finally:
-                os.close(fd)
+                _close(fd)
 
     def sync(self) -> None:
         """fsync this process's file if a batch appended to it was not (see :meth:`append`)."""
@@ -283,7 +333,7 @@ class Spool:
             raise ValueError("the spool root has no file of its own: name the database")
         own = self.own_file
         try:
-            fd = os.open(own, os.O_RDWR)
+            fd = _open(own, os.O_RDWR)
         except FileNotFoundError:  # (none yet, or a replay took it whole: as in sync())
             self._unsynced = False
             return None
@@ -294,7 +344,7 @@ class Spool:
             self._unsynced = False  # (the claimer's sync_claimed)
             return _move_aside(own, "w")
         finally:
-            os.close(fd)
+            _close(fd)
 
     @staticmethod
     def sync_claimed(path: Path) -> None:
@@ -338,7 +388,7 @@ class Spool:
             return True
         for path in taken:
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = _open(path, os.O_RDONLY)
             except FileNotFoundError:
                 continue  # written meanwhile
             try:
@@ -353,7 +403,7 @@ class Spool:
                 if os.fstat(fd).st_nlink > 0:  # the drainer left it: not written
                     return False
             finally:
-                os.close(fd)
+                _close(fd)
         return True
 
     def _prepare(self) -> None:
@@ -576,7 +626,7 @@ class Spool:
         for index, path in enumerate(paths):
             fresh = path in first_try
             try:
-                fd = os.open(path, os.O_RDWR)
+                fd = _open(path, os.O_RDWR)
             except FileNotFoundError:
                 continue
             try:
@@ -643,7 +693,7 @@ class Spool:
                                 raise error
                 _unlink_every_name(path, fd)
             finally:
-                os.close(fd)
+                _close(fd)
         return replayed
 
     def _keep(
@@ -854,7 +904,7 @@ def _append_locked(path: Path, data: bytes) -> None:
     """Durably append ``data`` to ``path`` under its lock (a ``.bad`` file, which
     :meth:`Spool.replay_bad` rewrites under the same lock)."""
     while True:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = _open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if os.fstat(fd).st_nlink == 0:  # replaced by replay_bad while we waited
@@ -863,7 +913,7 @@ def _append_locked(path: Path, data: bytes) -> None:
             os.fsync(fd)
             return
         finally:
-            os.close(fd)
+            _close(fd)
 
 
 class BadBatch(Frozen):
@@ -964,7 +1014,7 @@ def _replay_bad_file(
     dry_run: bool,
 ) -> list[BadBatch]:
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = _open(path, os.O_RDWR)
     except FileNotFoundError:
         return []
     found: list[BadBatch] = []
@@ -1021,5 +1071,5 @@ def _replay_bad_file(
         if stop is not None:
             raise stop
     finally:
-        os.close(fd)
+        _close(fd)
     return found

@@ -294,6 +294,46 @@ def test_a_refused_batch_split_by_a_failure_that_may_pass_keeps_the_rest_in_orde
     assert spool.is_empty()
 
 
+def test_a_child_forked_while_a_replay_holds_a_spool_file_does_not_keep_it_locked(tmp_path):
+    """A process forks (an orchestrator's process pool) while a thread of it replays a
+    spool file under its lock: once the replay is done, the lock is free, though the child
+    lives on. The child's copy of the descriptor held it until the child exited: a
+    ``dpt serve`` waiting for that lock kept Airflow's OpenLineage provider, posting to it
+    from such a child, waiting 5 x 60 s (ci-local, 2026-12-07)."""
+    import fcntl
+    import os
+    import threading
+
+    spool = Spool(tmp_path / "spool", "sqlite:////nowhere/dpt.sqlite3")
+    spool.append([InvocationStarted(uuid=str(uuid.uuid4()), orchestrator="python", job="j")])
+    holding, go_on = threading.Event(), threading.Event()
+
+    def record(batch):
+        holding.set()
+        go_on.wait()
+
+    replay = threading.Thread(target=spool.replay, args=(record,))
+    replay.start()
+    holding.wait()
+    (taken,) = spool.files()  # moved aside by the replay, which holds its lock
+    watcher = os.open(taken, os.O_RDONLY)
+    child_waits, release_child = os.pipe()
+    child = os.fork()
+    if child == 0:  # (the child only waits, then leaves)
+        os.read(child_waits, 1)
+        os._exit(0)
+    try:
+        go_on.set()
+        replay.join()
+        assert not taken.exists()  # replayed and removed
+        fcntl.flock(watcher, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: still held
+    finally:
+        os.write(release_child, b"x")
+        os.waitpid(child, 0)
+        for fd in (watcher, child_waits, release_child):
+            os.close(fd)
+
+
 #: Statements after which the session's next write is refused as read-only, per backend.
 READ_ONLY_SESSION = {
     "sqlite": "PRAGMA query_only = ON",
