@@ -318,11 +318,14 @@ def test_a_child_forked_while_a_replay_holds_a_spool_file_does_not_keep_it_locke
     (taken,) = spool.files()  # moved aside by the replay, which holds its lock
     watcher = os.open(taken, os.O_RDONLY)
     child_waits, release_child = os.pipe()
+    child_ready, ready = os.pipe()
     child = os.fork()
-    if child == 0:  # (the child only waits, then leaves)
+    if child == 0:  # (the child says it runs -- its fork handlers ran -- waits, leaves)
+        os.write(ready, b"r")
         os.read(child_waits, 1)
         os._exit(0)
     try:
+        assert os.read(child_ready, 1) == b"r"
         go_on.set()
         replay.join()
         assert not taken.exists()  # replayed and removed
@@ -330,7 +333,7 @@ def test_a_child_forked_while_a_replay_holds_a_spool_file_does_not_keep_it_locke
     finally:
         os.write(release_child, b"x")
         os.waitpid(child, 0)
-        for fd in (watcher, child_waits, release_child):
+        for fd in (watcher, child_waits, release_child, child_ready, ready):
             os.close(fd)
 
 
