@@ -631,10 +631,8 @@ class Spool:
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                if not _still_at(fd, path):  # another replay took it meanwhile
-                    continue
-                if not _is_the_file_listed(fd, listed[index]):
-                    continue  # a newer file under the same name (see above)
+                if not _still_at(fd, path, listed[index]):
+                    continue  # another replay took it, or a newer file took its name (above)
                 if _appendable(path):
                     # a process may still append to it: move it aside, so that appends
                     # made while its batches are written start a new file, never wait
@@ -866,32 +864,26 @@ def _bad_path(path: Path) -> Path:
     return path.with_name(_TAKEN.sub("", path.stem) + BAD_SUFFIX)
 
 
-def _still_at(fd: int, path: Path) -> bool:
+def _still_at(fd: int, path: Path, listed: Path | Listed | None = None) -> bool:
     """True when the open file ``fd`` is still the one at ``path`` (not unlinked by a replay,
-    not renamed aside by the background writer while its opener waited for the lock)."""
-    mine = os.fstat(fd)
-    if mine.st_nlink == 0:
-        return False
-    try:
-        there = os.stat(path)
-    except FileNotFoundError:
-        return False
-    return (there.st_ino, there.st_dev) == (mine.st_ino, mine.st_dev)
-
-
-def _is_the_file_listed(fd: int, item: Path | Listed) -> bool:
-    """True when the open file ``fd`` is the one ``item`` named when it was listed (a
-    plain path names whatever file is there now).
+    not renamed aside by the background writer while its opener waited for the lock) and,
+    given a ``listed`` :class:`Listed`, the one that listing found there.
 
     An inode number is given again only once its file is gone: written, or rewritten
     with what was left after a failed write (:meth:`Spool._rewrite`, a new inode under
     the claimed name). That last case, between a listing and the open, is not told
     apart: a write failing for one process while another's works, in a window of
     milliseconds."""
-    if not isinstance(item, Listed):
-        return True
     mine = os.fstat(fd)
-    return (mine.st_dev, mine.st_ino) == item.identity
+    if mine.st_nlink == 0:
+        return False
+    if isinstance(listed, Listed) and (mine.st_dev, mine.st_ino) != listed.identity:
+        return False
+    try:
+        there = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (there.st_ino, there.st_dev) == (mine.st_ino, mine.st_dev)
 
 
 def _reason(exc: BaseException) -> str:
