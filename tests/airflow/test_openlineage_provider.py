@@ -16,8 +16,10 @@ those only the provider's extractors know; one version per file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -88,6 +90,37 @@ def dpt_serve(dpt_env: Any, tmp_path: Path) -> Iterator[Server]:
     server.close()
 
 
+def run_or_dump_stacks(
+    command: list[str], environ: dict[str, str], server: Server, within: float = 600.0
+) -> str:
+    """Run ``command`` to its end and return its output. A run that has not ended after
+    600 s (one is seconds here) fails with every thread's stack in each of its processes
+    (faulthandler, on SIGABRT to the process group) and the server's log: what it waits
+    for is then in the CI log, not lost with a bare timeout."""
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**environ, "PYTHONFAULTHANDLER": "1"},
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(
+            f"{command} had not ended after {within:.0f} s; its stacks:\n{err[-20000:]}\n"
+            f"its output:\n{out[-4000:]}\n{server.logs()}"
+        )
+    return out + err
+
+
 def rows(env: Any, sql: str, **params: Any) -> list[Any]:
     return env.rows(sql, **params)
 
@@ -110,15 +143,7 @@ def test_a_task_try_reported_by_the_provider_and_by_dpt_is_one_run(dpt_env, dpt_
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "survey-airflow",
     }
     airflow = Path(sys.executable).with_name("airflow")
-    done = subprocess.run(
-        [str(airflow), "dags", "test", DAG_ID],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=600,
-        check=False,
-    )
-    log = done.stdout + done.stderr
+    log = run_or_dump_stacks([str(airflow), "dags", "test", DAG_ID], environ, dpt_serve)
     assert "Successfully emitted OpenLineage" in log, log[-4000:]
     assert "Failed to emit OpenLineage" not in log, log[-4000:]
     health = dpt_serve.settle()
