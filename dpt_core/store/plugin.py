@@ -36,6 +36,7 @@ from dpt_core.events import (
     ProductsRead,
     ProductsWritten,
 )
+from dpt_core.forksafe import working
 from dpt_core.hookspecs import hookimpl
 from dpt_core.log import log
 from dpt_core.spool import Listed, Spool
@@ -442,7 +443,7 @@ class Store:
         claimed the probe (:meth:`Breaker.claim_probe`), which it reports finished."""
         try:
             try:
-                with self._lock:
+                with working(), self._lock:  # (a fork waits for it: see dpt_core.forksafe)
                     self.replay()
                     self.breaker.close()
                     # again, for what was spooled while it ran with the breaker open (it

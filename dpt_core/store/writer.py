@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dpt_core.events import Event
+from dpt_core.forksafe import working
 from dpt_core.log import log
 from dpt_core.spool import Spool
 
@@ -108,7 +109,8 @@ class BackgroundWriter:
             if self._stop:
                 return
             try:
-                self._drain()
+                with working():  # (a fork waits for it: see dpt_core.forksafe)
+                    self._drain()
             except BaseException as exc:  # noqa: BLE001 - the thread must live on
                 log.debug("dpt: the background writer failed: %s", exc)
 
