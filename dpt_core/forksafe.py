@@ -3,12 +3,14 @@
 A process forked (without exec) while another of its threads holds a lock has that lock
 held for good in the child: the thread that would release it does not exist there.
 dpt's background threads hold locks a child is likely to want: the background writer's
-first write imports SQLAlchemy, the driver and the recorder (each import holds its
-module's lock until the module has run), and every write takes the driver's and the
-logging module's locks. A fork made meanwhile -- Airflow's OpenLineage provider starting
-its process pool when a dag run starts or ends, ``multiprocessing`` with the fork method,
-Celery's prefork pool -- gave a child that waited forever on its first ``import
-sqlalchemy``, and a parent that waited forever for that child at exit.
+first write imports the recorder, declares its models (under SQLAlchemy's one global
+mapper lock) and may import SQLAlchemy and the driver (an import holds the module's lock
+until the module has run); every write takes the driver's and the logging module's
+locks. A bare ``os.fork()`` made while the writer imported SQLAlchemy gave a child that
+waited forever on its own ``import sqlalchemy`` (6 times of 6). Airflow's OpenLineage
+provider forks its process pool as a dag run starts, the moment dpt's listener hands
+the writer that run's start; ``multiprocessing`` with the fork method and Celery's
+prefork pool fork whenever they need a worker.
 
 So each piece of work on a dpt thread runs inside :func:`working`, and a fork
 (``os.register_at_fork``) first waits until no other thread is inside it, at most

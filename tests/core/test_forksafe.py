@@ -1,12 +1,11 @@
 """A process forked while dpt's background writer works gets a child that can run.
 
-Airflow's OpenLineage provider forks its process pool while dpt's listener writes the dag
-run's start or end; the pool's worker then imports SQLAlchemy. When the fork came while
-dpt's writer thread was inside its first write's ``import sqlalchemy``, the child found
-the module's import lock held by a thread it does not have and waited forever (and the
-parent, at exit, waited forever for the child: CI's ``airflow dags test`` killed after
-600 s). A fork now waits until dpt's threads are between two pieces of work
-(:mod:`dpt_core.forksafe`).
+A child forked while another thread of its parent holds a lock finds it held for good.
+Forked while dpt's writer thread was inside its first write's ``import sqlalchemy``, the
+child waited forever on its own ``import sqlalchemy`` (a bare fork: 6 times of 6).
+Airflow's OpenLineage provider forks its process pool as a dag run starts, when dpt's
+listener hands its writer that start. A fork now waits until dpt's threads are between
+two pieces of work (:mod:`dpt_core.forksafe`).
 
 The race is made certain, not left to chance: an import hook holds the writer thread
 inside ``import sqlalchemy`` for half a second, and the main thread forks then.
