@@ -140,6 +140,11 @@ def test_a_task_try_reported_by_the_provider_and_by_dpt_is_one_run(dpt_env, dpt_
             {"type": "http", "url": dpt_serve.url, "timeout": 60}
         ),
         "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
+        # The task runner waits for that thread 10 s by default, then leaves it running; on
+        # a loaded host a post can take longer, and a thread left posting (and logging)
+        # when the provider forks its process pool at the dag run's end could leave the
+        # pool's worker a lock it never gets back. Wait for it to the end.
+        "AIRFLOW__OPENLINEAGE__EXECUTION_TIMEOUT": "600",
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "survey-airflow",
     }
     airflow = Path(sys.executable).with_name("airflow")
