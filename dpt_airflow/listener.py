@@ -205,16 +205,17 @@ class DptListener:
             # The start event was missed (the try failed before the task ran): record it now.
             handle = self._task_started(ti)
             self.running.pop(compat.task_key(ti))
+        tracker = dpt_core.get_tracker()
         from_elsewhere = handle is None
         if handle is None:
             # An ORM TaskInstance from the scheduler or API server (a heartbeat timeout,
             # a state set by hand): close the try the worker opened, if it did and if the
             # worker did not record its end itself.
-            handle = dpt_core.get_tracker().attach(
+            handle = tracker.attach(
                 translator.get_invocation_uuid(ti), translator.get_job(ti), translator.get_task(ti)
             )
         # One batch: the outputs and the end, one append and one transaction.
-        with dpt_core.get_tracker().batch():
+        with tracker.batch():
             try:
                 if status == "success" and compat.is_runtime_task_instance(ti):
                     outputs = translator.get_outputs(ti, compat.template_context(ti))
