@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 import cachetools
 
-from dpt_core.forksafe import working
 from dpt_core.guard import Guard, strict_mode
 
 if TYPE_CHECKING:  # imported where used: every dpt process loads the adapters' dpt plugins
@@ -500,7 +499,7 @@ class BackgroundWork:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
-            future = self._executor.submit(context.run, _as_work, work)
+            future = self._executor.submit(context.run, work)
             self._pending.add(future)
         return future
 
@@ -529,11 +528,6 @@ class BackgroundWork:
         if errors:
             raise errors[0]
         return not left
-
-
-def _as_work(work: Callable[[], None]) -> None:
-    with working():  # (a fork waits for it: see dpt_core.forksafe)
-        work()
 
 
 def poll_until(

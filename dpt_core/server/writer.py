@@ -38,8 +38,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dpt_core.forksafe import working
-
 log = logging.getLogger("dpt.server")
 
 #: Largest group (in OpenLineage events) recorded in one transaction. Kept small enough
@@ -162,8 +160,7 @@ class GroupWriter:
             log.warning("dpt serve: the database is not ready yet: %s", exc)
 
     def _run(self) -> None:
-        with working():
-            self._warm()
+        self._warm()
         while True:
             with self._cond:
                 if not self._queue and not self._stopping:
@@ -174,11 +171,10 @@ class GroupWriter:
                 group = self._take()
                 if group:
                     self._recent = [*self._recent[1 - RECENT_GROUPS :], len(group)]
-            with working():  # (a fork waits for it: see dpt_core.forksafe)
-                if group:
-                    self._record(group)
-                else:
-                    self._replay_idle()
+            if group:
+                self._record(group)
+            else:
+                self._replay_idle()
 
     def _linger(self) -> None:
         """Wait (the condition held) up to GROUP_LINGER for as many requests as recent

@@ -163,19 +163,23 @@ class Store:
 
     def _get_engine(self) -> Engine:
         if self._engine is None:
-            from dpt_core.store.engine import ensure_schema, make_engine
-
-            engine = make_engine(
-                self.settings.database_url,
-                connect_timeout=self.settings.connect_timeout,
-                statement_timeout=self.settings.statement_timeout,
-                # every use is through in_transaction(), which retries once on a fresh
-                # connection when a pooled one is dead: no round trip per checkout
-                pool_pre_ping=False,
-            )
-            ensure_schema(engine)
-            self._engine = engine
+            with working():  # imports, the schema check (a fork waits: dpt_core.forksafe)
+                self._engine = self._make_engine()
         return self._engine
+
+    def _make_engine(self) -> Engine:
+        from dpt_core.store.engine import ensure_schema, make_engine
+
+        engine = make_engine(
+            self.settings.database_url,
+            connect_timeout=self.settings.connect_timeout,
+            statement_timeout=self.settings.statement_timeout,
+            # every use is through in_transaction(), which retries once on a fresh
+            # connection when a pooled one is dead: no round trip per checkout
+            pool_pre_ping=False,
+        )
+        ensure_schema(engine)
+        return engine
 
     @property
     def recorder(self) -> BulkRecorder:
@@ -234,6 +238,13 @@ class Store:
         self._record_with(lambda: self.recorder.record(events))
 
     def _record_with(self, write: Callable[[], None]) -> None:
+        # One piece of work a fork waits for (dpt_core.forksafe): the imports of a first
+        # write, SQLAlchemy's and the driver's locks. One transaction, not a whole drain:
+        # a writer that never runs dry lets a fork in between two.
+        with working():
+            self._record_in_piece(write)
+
+    def _record_in_piece(self, write: Callable[[], None]) -> None:
         if self.settings.database_url.startswith("sqlite"):
             write()
             return
@@ -443,7 +454,7 @@ class Store:
         claimed the probe (:meth:`Breaker.claim_probe`), which it reports finished."""
         try:
             try:
-                with working(), self._lock:  # (a fork waits for it: see dpt_core.forksafe)
+                with self._lock:
                     self.replay()
                     self.breaker.close()
                     # again, for what was spooled while it ran with the breaker open (it
@@ -505,6 +516,10 @@ class Store:
         an end event that waited there wins): close this host's runs whose process died,
         but for a process whose events still wait in a spool file (another process may be
         replaying it right now: its end may be in there)."""
+        with working():  # (its imports and queries: a fork waits, see dpt_core.forksafe)
+            self._close_dead_runs_now()
+
+    def _close_dead_runs_now(self) -> None:
         from dpt_core.process import hostname
         from dpt_core.store.liveness import close_dead_runs
 

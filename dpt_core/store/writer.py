@@ -29,7 +29,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dpt_core.events import Event
-from dpt_core.forksafe import working
 from dpt_core.log import log
 from dpt_core.spool import Spool
 
@@ -109,8 +108,7 @@ class BackgroundWriter:
             if self._stop:
                 return
             try:
-                with working():  # (a fork waits for it: see dpt_core.forksafe)
-                    self._drain()
+                self._drain()
             except BaseException as exc:  # noqa: BLE001 - the thread must live on
                 log.debug("dpt: the background writer failed: %s", exc)
 

@@ -26,7 +26,11 @@ from dpt_core.uri import normalize_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork: POSIX only")
+pytestmark = [
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork: POSIX only"),
+    # (Python 3.12+ warns of a fork in a process with threads: what is tested here)
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
+]
 
 FORK_DURING_THE_WRITERS_IMPORT = textwrap.dedent(
     """
@@ -108,3 +112,101 @@ def test_a_child_forked_while_the_writer_imports_the_database_stack_runs(
         "SELECT p.uri FROM data_product_versions v JOIN data_products p ON p.id = v.product_id"
     )
     assert [r.uri for r in recorded] == [normalize_uri(out)]
+
+
+FORK_BESIDE_A_WRITER_THAT_NEVER_RUNS_DRY = textwrap.dedent(
+    """
+    import logging, os, sys, threading, time
+    import dpt_core
+
+    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    with dpt_core.invocation("warm"):
+        pass
+    dpt_core.flush()
+    stop, made = threading.Event(), [0]
+
+    def record():
+        while not stop.is_set():
+            with dpt_core.invocation("busy"):
+                pass
+            made[0] += 1
+
+    recorder = threading.Thread(target=record)
+    recorder.start()
+    time.sleep(0.5)
+    codes = []
+    for _ in range(5):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(7)
+        codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    stop.set()
+    recorder.join()
+    dpt_core.flush()
+    print(codes, made[0])
+    """
+)
+
+
+def test_a_fork_beside_a_writer_that_never_runs_dry_goes_in_between_two_writes(
+    dpt_env: DptTestEnv,
+) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DPT_")}
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_BESIDE_A_WRITER_THAT_NEVER_RUNS_DRY],
+        env={
+            **clean,
+            **dpt_env.environ(),
+            "DPT_WRITE": "background",
+            "PYTHONPATH": str(ROOT) + os.pathsep + clean.get("PYTHONPATH", ""),
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    codes, made = done.stdout.strip().splitlines()[-1].rsplit(" ", 1)
+    assert codes == "[7, 7, 7, 7, 7]"
+    # no fork gave up waiting (FORK_WAIT) for a writer that kept starting new writes
+    assert "still works after" not in done.stderr, done.stderr[-3000:]
+    # and the writer went on: every invocation recorded meanwhile is in the database
+    recorded = dpt_env.scalar("SELECT count(*) FROM invocations WHERE job = 'busy'")
+    assert recorded == int(made) > 0
+
+
+def test_a_fork_is_not_kept_waiting_by_pieces_of_work_that_follow_each_other(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A thread whose pieces of work follow one another with no gap (a writer that never
+    runs dry) lets a pending fork go first: the fork does not wait out FORK_WAIT."""
+    import logging
+    import threading
+    import time
+
+    from dpt_core import forksafe
+
+    monkeypatch.setattr(forksafe, "FORK_WAIT", 3.0)
+    stop, pieces = threading.Event(), [0]
+
+    def back_to_back() -> None:
+        while not stop.is_set():
+            with forksafe.working():
+                time.sleep(0.005)
+            pieces[0] += 1
+
+    worker = threading.Thread(target=back_to_back)
+    with caplog.at_level(logging.DEBUG, logger="dpt"):
+        worker.start()
+        try:
+            codes = []
+            for _ in range(3):
+                pid = os.fork()
+                if pid == 0:
+                    os._exit(7)
+                codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        finally:
+            stop.set()
+            worker.join()
+    assert codes == [7, 7, 7]
+    assert pieces[0] > 0
+    assert not [r for r in caplog.records if "still works after" in r.getMessage()]
