@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CORE = [
     ("bench_environment", []),
+    ("bench_fork", []),
     ("bench_hashing", ["--mib", "512"]),
     ("bench_ingest", []),
     ("bench_lineage", []),
@@ -30,6 +31,7 @@ ADAPTERS = [
     ("bench_dagster", "dagster"),
 ]
 QUICK = {
+    "bench_fork": ["--forks", "40"],
     "bench_hashing": ["--mib", "128", "--files", "2000"],
     "bench_ingest": ["--outputs", "5000", "--small", "100"],
     "bench_uri": ["--files", "2000"],
