@@ -88,16 +88,15 @@ FORK_DURING_THE_WRITERS_IMPORT = textwrap.dedent(
 )
 
 
-def test_a_child_forked_while_the_writer_imports_the_database_stack_runs(
-    dpt_env: DptTestEnv, tmp_path: Path
-) -> None:
-    out = tmp_path / "catalog.fits"
+def run_recording(code: str, env: DptTestEnv, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter recording into ``env`` with the background
+    writer; it must exit 0."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DPT_")}
     done = subprocess.run(
-        [sys.executable, "-c", FORK_DURING_THE_WRITERS_IMPORT, str(out)],
+        [sys.executable, "-c", code, *args],
         env={
             **clean,
-            **dpt_env.environ(),
+            **env.environ(),
             "DPT_WRITE": "background",
             "PYTHONPATH": str(ROOT) + os.pathsep + clean.get("PYTHONPATH", ""),
         },
@@ -106,6 +105,14 @@ def test_a_child_forked_while_the_writer_imports_the_database_stack_runs(
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_a_child_forked_while_the_writer_imports_the_database_stack_runs(
+    dpt_env: DptTestEnv, tmp_path: Path
+) -> None:
+    out = tmp_path / "catalog.fits"
+    done = run_recording(FORK_DURING_THE_WRITERS_IMPORT, dpt_env, str(out))
     assert done.stdout.strip().splitlines()[-1] == "child exit code 0", done.stdout
     # and what the parent recorded while the fork waited for its writer is in the database
     recorded = dpt_env.rows(
@@ -151,20 +158,7 @@ FORK_BESIDE_A_WRITER_THAT_NEVER_RUNS_DRY = textwrap.dedent(
 def test_a_fork_beside_a_writer_that_never_runs_dry_goes_in_between_two_writes(
     dpt_env: DptTestEnv,
 ) -> None:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DPT_")}
-    done = subprocess.run(
-        [sys.executable, "-c", FORK_BESIDE_A_WRITER_THAT_NEVER_RUNS_DRY],
-        env={
-            **clean,
-            **dpt_env.environ(),
-            "DPT_WRITE": "background",
-            "PYTHONPATH": str(ROOT) + os.pathsep + clean.get("PYTHONPATH", ""),
-        },
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_recording(FORK_BESIDE_A_WRITER_THAT_NEVER_RUNS_DRY, dpt_env)
     codes, made = done.stdout.strip().splitlines()[-1].rsplit(" ", 1)
     assert codes == "[7, 7, 7, 7, 7]"
     # no fork gave up waiting (FORK_WAIT) for a writer that kept starting new writes
