@@ -37,6 +37,7 @@ never writes, one that only spools, never imports :mod:`logging` for it.)
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 from collections.abc import Iterator
@@ -54,10 +55,12 @@ _busy: dict[int, int] = {}
 #: fork first (else a thread that writes without pause would keep the fork waiting to
 #: the end of FORK_WAIT), but only START_WAIT seconds: the work under way may be waiting
 #: for a lock that thread holds.
-_forking = False
-#: Whether this process's fork handler is registered (by the first piece of work).
+_forking = 0
+#: Whether this process's fork handler is registered (by the first piece of work), and
+#: who registers it: the first to draw 0 (``next`` is atomic; a lock held by another
+#: thread across a fork would be held for good in the child).
 _registered = False
-_registering = threading.Lock()
+_tickets = itertools.count()
 #: Seconds a piece of work waits at most for a fork to go first.
 START_WAIT = 0.1
 
@@ -70,7 +73,7 @@ def working() -> Iterator[None]:
     me = threading.get_ident()
     with _idle:
         if me not in _busy:  # (a piece inside a piece is part of the work under way)
-            _idle.wait_for(lambda: not _forking, START_WAIT)
+            _idle.wait_for(lambda: _forking == 0, START_WAIT)
         _busy[me] = _busy.get(me, 0) + 1
     try:
         yield
@@ -91,7 +94,7 @@ def _others_idle() -> bool:
 def _before_fork() -> None:
     global _forking
     _idle.acquire()
-    _forking = True
+    _forking += 1  # (another thread's fork may be waiting too)
     if not _idle.wait_for(_others_idle, FORK_WAIT):
         log.debug(
             "dpt: forking while a dpt thread still works after %g s; the child may find a "
@@ -102,7 +105,7 @@ def _before_fork() -> None:
 
 def _after_fork_in_parent() -> None:
     global _forking
-    _forking = False
+    _forking -= 1
     _idle.notify_all()
     _idle.release()
 
@@ -111,20 +114,19 @@ def _after_fork_in_child() -> None:
     global _idle, _busy, _forking
     me = threading.get_ident()
     _busy = {me: _busy[me]} if me in _busy else {}  # (the forking thread's own work goes on)
-    _forking = False
+    _forking = 0
     _idle = threading.Condition(threading.Lock())  # (the parent's was held across the fork)
 
 
 def _register() -> None:
     global _registered
-    with _registering:
-        if _registered:
-            return
-        import logging  # noqa: F401 - its fork handler (the module's lock) must run after ours
+    if next(_tickets):
+        return  # another thread registers it (a piece started meanwhile goes unguarded)
+    import logging  # noqa: F401 - its fork handler (the module's lock) must run after ours
 
-        os.register_at_fork(
-            before=_before_fork,
-            after_in_parent=_after_fork_in_parent,
-            after_in_child=_after_fork_in_child,
-        )
-        _registered = True
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
+    _registered = True
