@@ -70,6 +70,12 @@ def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
+def p95(samples: list[float]) -> float:
+    """The 95th percentile of ``samples`` (the sample at 95 % of the sorted list), in
+    their unit."""
+    return sorted(samples)[max(0, int(len(samples) * 0.95) - 1)]
+
+
 @contextlib.contextmanager
 def database(kind: str) -> Iterator[str]:
     """A fresh, migrated database URL of ``kind`` (sqlite, postgresql, mysql), dropped afterwards."""

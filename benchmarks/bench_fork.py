@@ -33,10 +33,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks._common import database, emit, isolated_dpt, machine, table
+from benchmarks._common import database, emit, isolated_dpt, machine, p95, table
 
 LOOP = r"""
-import json, os, statistics, sys, threading, time
+import json, os, sys, threading, time
 forks = int(sys.argv[1])
 case = sys.argv[2]
 writes = [0]
@@ -78,10 +78,6 @@ print(json.dumps({"fork_ms": fork_ms, "reaped_ms": reaped_ms, "writes": writes[0
 """
 
 
-def _p95(values: list[float]) -> float:
-    return sorted(values)[max(0, int(round(0.95 * len(values))) - 1)]
-
-
 def run_case(case: str, forks: int) -> dict[str, object]:
     done = subprocess.run(
         [sys.executable, "-c", LOOP, str(forks), case],
@@ -95,7 +91,7 @@ def run_case(case: str, forks: int) -> dict[str, object]:
     return {
         "case": case,
         "fork_median_ms": statistics.median(fork_ms),
-        "fork_p95_ms": _p95(fork_ms),
+        "fork_p95_ms": p95(fork_ms),
         "fork_max_ms": max(fork_ms),
         "reaped_median_ms": statistics.median(reaped_ms),
         "writes": figures["writes"],

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlparse
 
-from benchmarks._common import cpu_seconds, database, emit, isolated_dpt, machine, table
+from benchmarks._common import cpu_seconds, database, emit, isolated_dpt, machine, p95, table
 
 TOKEN = "bench-token"
 REPO = Path(__file__).resolve().parents[1]
@@ -383,7 +383,7 @@ def _ms(samples: list[float]) -> float:
 
 
 def _p95(samples: list[float]) -> float:
-    return sorted(samples)[max(0, int(len(samples) * 0.95) - 1)] * 1000
+    return p95(samples) * 1000
 
 
 def main() -> None:
