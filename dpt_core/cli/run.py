@@ -113,15 +113,16 @@ def run(
     )
     handle.read(*inputs)
     env = dict(os.environ, **{RUN_ENV_VAR: handle.uuid})
-    try:
-        proc = subprocess.Popen(list(command), env=env)
-    except OSError as exc:
-        handle.finish("failed", error=f"cannot start {command[0]}: {exc.strerror}")
-        raise CliError(
-            f"cannot run {command[0]!r}: {exc.strerror}",
-            127 if isinstance(exc, FileNotFoundError) else 126,
-        ) from None
-    stopped_by = _wait_forwarding_signals(proc)
+    with _forwarding_signals() as forwarder:
+        try:
+            proc = forwarder.start(list(command), env)
+        except OSError as exc:
+            handle.finish("failed", error=f"cannot start {command[0]}: {exc.strerror}")
+            raise CliError(
+                f"cannot run {command[0]!r}: {exc.strerror}",
+                127 if isinstance(exc, FileNotFoundError) else 126,
+            ) from None
+        stopped_by = forwarder.wait()
     returncode = proc.returncode
     missing = _write_outputs(handle, outputs, outputs_from)
     if returncode == 0 and not missing:
@@ -195,29 +196,52 @@ def _count_lines(path: str) -> int:
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _wait_forwarding_signals(proc: subprocess.Popen[bytes]) -> signal.Signals | None:
-    """Wait for ``proc``; SIGINT, SIGTERM and SIGHUP sent to 'dpt run' are passed on to it
-    (a scheduler stopping a job signals dpt, not the command) and the wait goes on, so
-    the run's end is recorded whatever stopped it. Returns the last signal passed on."""
-    received: list[signal.Signals] = []
+class _SignalForwarder:
+    """Passes SIGINT, SIGTERM and SIGHUP sent to 'dpt run' on to its command (a scheduler
+    stopping a job signals dpt, not the command), and the wait goes on, so the run's end
+    is recorded whatever stopped it. Its handlers are in place before the command
+    starts: a signal that came in between used to be lost (a parent's ``nohup``) or to
+    end 'dpt run' with the run left running; one that comes before the command exists
+    is passed on as soon as it does."""
 
-    def forward(signum: int, _frame: object) -> None:
-        received.append(signal.Signals(signum))
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signum)
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.received: list[signal.Signals] = []
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.received.append(signal.Signals(signum))
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signum)
+
+    def start(self, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        self.proc = subprocess.Popen(command, env=env)
+        if self.received:  # (it came while the command was being started)
+            self(self.received.pop(), None)
+        return self.proc
+
+    def wait(self) -> signal.Signals | None:
+        """Wait for the command; the last signal passed on to it, if any."""
+        assert self.proc is not None
         while True:
             try:
-                proc.wait()
+                self.proc.wait()
                 break
             except KeyboardInterrupt:  # SIGINT: Python's own handler raised it here
-                forward(signal.SIGINT, None)
+                self(signal.SIGINT, None)
+        return self.received[-1] if self.received else None
+
+
+@contextlib.contextmanager
+def _forwarding_signals() -> Iterator[_SignalForwarder]:
+    """A :class:`_SignalForwarder` handling SIGTERM and SIGHUP while the block runs."""
+    forwarder = _SignalForwarder()
+    previous = {sig: signal.signal(sig, forwarder) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield forwarder
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return received[-1] if received else None
 
 
 @click.command()

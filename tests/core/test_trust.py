@@ -425,6 +425,40 @@ def test_dpt_run_stopped_by_sigterm_or_sighup_forwards_it_and_records_the_end(
     assert (row.status, row.error) == ("cancelled", f"killed by {sig}")
 
 
+SLOW_TO_RETURN_FROM_POPEN = """
+import subprocess, time
+_init = subprocess.Popen.__init__
+def _slow_init(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    time.sleep(2)  # the command runs; 'dpt run' has not seen Popen return yet
+subprocess.Popen.__init__ = _slow_init
+"""
+
+
+def test_a_signal_to_dpt_run_while_its_command_starts_is_forwarded_not_lost(
+    dpt_env, tmp_path, monkeypatch
+):
+    """SIGTERM reaching 'dpt run' after its command started but before Popen returned
+    (a loaded host) is passed on to the command and the end recorded: the handlers are
+    in place before the command starts. Before, the signal found Python's default (dpt
+    run killed, the run left running) or, under nohup, was ignored for SIGHUP."""
+    import signal
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_TO_RETURN_FROM_POPEN)
+    monkeypatch.setenv("PYTHONPATH", f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    marker = tmp_path / "child-started"
+    proc = _dpt_run(tmp_path, "sh", "-c", f"touch {marker}; exec sleep 60")
+    while not marker.exists():
+        pass
+    proc.send_signal(signal.SIGTERM)  # within the two seconds Popen takes to return
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    row = dpt_env.rows("SELECT status, error FROM invocations")[0]
+    assert (row.status, row.error) == ("cancelled", "killed by SIGTERM")
+
+
 def test_a_run_whose_process_was_killed_is_closed_as_crashed_at_the_next_write(
     dpt_backend, dpt_env, tmp_path
 ):
