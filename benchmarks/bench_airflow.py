@@ -26,7 +26,8 @@ Every run starts after a full garbage collection (``gc.collect()``, not timed): 
 the collection Airflow's own objects bring on every second run lands in one mode's run.
 Printed: one JSON line per run, then a table with, per mode, the median wall time
 per task, the time added per task against ``off`` (the median over rounds of mode
-minus off, wall and CPU time of the process, all threads), the time spent on the
+minus off, wall and CPU time of the process, all threads; and the mean added wall with
+its 95 % confidence interval over the rounds, which says how finely a run can tell), the time spent on the
 task's thread inside the mode's listener hooks per task (for ``ol-fork`` the parent
 waits for each forked child there), and for ``dpt`` the time added until the
 background writer has written everything (``dag.test()`` then ``dpt_core.flush()``),
@@ -466,14 +467,26 @@ def _summarise(
     def median(mode: str, key: str) -> float:
         return statistics.median(r[key] for r in results if r["mode"] == mode)
 
+    by_round: dict[Any, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in results:
+        by_round[r["round"]][r["mode"]] = r
+
+    def differences(mode: str, key: str, base_key: str | None = None) -> list[float]:
+        """Per round, mode - off: both runs of a round saw about the same load."""
+        return [v[mode][key] - v["off"][base_key or key] for v in by_round.values()]
+
     def paired(mode: str, key: str, base_key: str | None = None) -> float:
-        """Median over rounds of (mode - off): both runs of a round saw about the same load."""
-        by_round: dict[Any, dict[str, dict[str, Any]]] = defaultdict(dict)
-        for r in results:
-            by_round[r["round"]][r["mode"]] = r
-        return statistics.median(
-            v[mode][key] - v["off"][base_key or key] for v in by_round.values()
-        )
+        return statistics.median(differences(mode, key, base_key))
+
+    def interval(mode: str) -> list[float] | None:
+        """The mean added wall a task try and its 95 % confidence interval (normal
+        approximation over the rounds' differences): how finely the run can tell."""
+        diffs = differences(mode, "per_task_ms")
+        if len(diffs) < 3:
+            return None
+        mean = statistics.fmean(diffs)
+        half = 1.96 * statistics.stdev(diffs) / len(diffs) ** 0.5
+        return [round(mean, 2), round(mean - half, 2), round(mean + half, 2)]
 
     off = median("off", "per_task_ms")
     rows = {}
@@ -482,6 +495,7 @@ def _summarise(
         rows[mode] = {
             "per_task_ms": round(per_task, 2),
             "added_per_task_ms": round(paired(mode, "per_task_ms"), 2),
+            "added_mean_ci95_ms": interval(mode),
             "added_cpu_per_task_ms": round(paired(mode, "cpu_per_task_ms"), 2),
             "ratio": round(per_task / off, 3),
             "on_task_thread_per_task_ms": round(median(mode, "on_task_thread_per_task_ms"), 2),
@@ -524,6 +538,12 @@ def _print_table(s: dict[str, Any]) -> None:
             f" {'' if written is None else f'{written:.2f}':>23}"
             f" {row['dpt_cpu_per_task_ms'] if mode == 'dpt' else '':>11}"
         )
+    for mode, row in s["modes"].items():
+        if mode != "off" and row.get("added_mean_ci95_ms"):
+            mean, low, high = row["added_mean_ci95_ms"]
+            print(
+                f"{mode}: added wall, mean over rounds {mean:+.2f} ms, 95 % interval [{low:+.2f}, {high:+.2f}]"
+            )
     print(f"target: dpt added <= {s['target_added_ms']} ms per task try")
     print(
         "dpt CPU: its hooks' CPU on the task's thread plus its writer thread's (flush"

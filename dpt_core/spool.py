@@ -303,18 +303,22 @@ class Spool:
                 _close(fd)
 
     def sync(self) -> None:
-        """fsync this process's file if a batch appended to it was not (see :meth:`append`)."""
+        """fsync this process's file if a batch appended to it was not (see :meth:`append`).
+
+        May run beside appends on other threads (the background writer, while it gathers):
+        the mark is cleared before the fsync, so a batch appended after the fsync began
+        marks the file again and the next call syncs it."""
         if not self._unsynced or self.key is None:
             return
+        self._unsynced = False
         try:
             fd = os.open(self.own_file, os.O_RDONLY)
         except FileNotFoundError:  # claimed (fsynced then) or replayed by a drainer
-            self._unsynced = False
             return
         try:
             os.fsync(fd)
-            self._unsynced = False
         except OSError as exc:  # (the events are in the kernel; a flush never fails on it)
+            self._unsynced = True
             log.warning("dpt: cannot fsync the spool file %s: %s", self.own_file, exc)
         finally:
             os.close(fd)

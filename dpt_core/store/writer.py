@@ -5,17 +5,21 @@ the process's spool file (one ``write``, in the kernel when it returns) and wake
 writer thread; the caller goes on. The writer claims the file (renames it aside under
 its lock, so new appends start a new file), fsyncs it (group commit: one fsync for
 every batch appended since the last claim, off the caller's thread), records its
-batches in order and deletes it. Woken, it first waits ``gather`` seconds
-(``DPT_WRITE_DELAY``; default 0, none) for more batches to claim with it: a task's
-events then go to the database in one file and one transaction instead of one each
-(a new spool file made per event costs the caller's thread ~80 us an append under
-``dag.test()``); a flush, a read or the process's exit does not wait. Off by default:
-in a real Airflow task process it moved the writes past the try's end. A process killed
-at any point leaves its events in a spool file, replayed exactly once by the next
-writer (events are idempotent by UUID, and a file is deleted only after its batches
-are in the database). A machine crash loses at most what was appended since the
-writer's last claim: the batches of the last ``gather`` seconds and of the database
-write in progress when they came.
+batches in order and deletes it. A process killed at any point leaves its events in a
+spool file, replayed exactly once by the next writer (events are idempotent by UUID,
+and a file is deleted only after its batches are in the database).
+
+From its second claim on, the writer gathers: woken, it waits ``gather`` seconds
+(``DPT_WRITE_DELAY``, default 0.2) for more batches to claim with it, so that a
+process recording without pause (many task tries under Airflow's ``dag.test()``, a
+sensor's tick, a flow's tasks) writes them in one file and one transaction, not one
+each; a flush, a read or the process's exit does not wait. While it waits it fsyncs
+each batch as it comes, so the wait moves when events reach the database, not when
+they reach the disk: a machine crash loses at most what was appended while the writer
+was writing its previous claim (or between an append and its fsync). The first claim
+goes at once: it carries the imports and the connection of a process's first write,
+which a short task process (one try on a real Airflow worker) should overlap with its
+task, not pay after it.
 
 :meth:`BackgroundWriter.flush` waits until everything submitted before it was handled
 (recorded, or left in the spool when the database is away): every read through dpt
@@ -25,6 +29,7 @@ calls it first, and so does the process at exit.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -44,7 +49,7 @@ class BackgroundWriter:
         spool (argument None); returns True when they are in the database, False when
         they stay spooled (the database is away).
     :param gather: seconds to wait, once woken, for more batches to claim at once (a
-        flush does not wait); 0 claims at once.
+        flush does not wait; the first claim does not either); 0 claims at once.
     """
 
     def __init__(
@@ -67,6 +72,8 @@ class BackgroundWriter:
         self._failed: list[tuple[int, int]] = []
         self._thread: threading.Thread | None = None
         self._stop = False
+        #: A claim was written (or tried): the next ones gather.
+        self._warm = False
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -102,8 +109,8 @@ class BackgroundWriter:
         while not self._stop:
             self._wake.wait()
             self._wake.clear()
-            if self.gather > 0:  # (close() sets _now: a stopping writer does not wait)
-                self._now.wait(self.gather)
+            if self.gather > 0 and self._warm:
+                self._gather()
             self._now.clear()  # (a flush from now on finds its batches after this claim)
             if self._stop:
                 return
@@ -111,6 +118,18 @@ class BackgroundWriter:
                 self._drain()
             except BaseException as exc:  # noqa: BLE001 - the thread must live on
                 log.debug("dpt: the background writer failed: %s", exc)
+
+    def _gather(self) -> None:
+        """Wait up to :attr:`gather` seconds for more batches, fsyncing each as it comes;
+        a flush or a close (which set ``_now``) ends the wait at once."""
+        deadline = time.monotonic() + self.gather
+        while not self._now.is_set():
+            self.spool.sync()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wake.wait(remaining)  # (a submit, a flush and a close all set it)
+            self._wake.clear()
 
     def _drain(self) -> None:
         with self._cond:
@@ -124,6 +143,7 @@ class BackgroundWriter:
                 self.spool.sync_claimed(claimed)
             ok = self._write(claimed) if claimed is not None else True
         finally:
+            self._warm = True
             with self._cond:
                 if not ok:
                     self._failed = [*self._failed[-_FAILURES_KEPT + 1 :], (first, target)]

@@ -130,7 +130,7 @@ def test_a_bad_write_delay_names_the_setting(dpt_env):
     with pytest.raises(ConfigError, match="DPT_WRITE_DELAY='-1' must be 0 .off. or a positive"):
         load_settings({"DPT_WRITE_DELAY": "-1"})
     assert load_settings({"DPT_WRITE_DELAY": "0"}).write_delay == 0
-    assert load_settings({}).write_delay == 0
+    assert load_settings({}).write_delay == 0.2
 
 
 def _counted_claims(monkeypatch) -> list[Path | None]:
@@ -147,11 +147,19 @@ def _counted_claims(monkeypatch) -> list[Path | None]:
     return claims
 
 
+def _warm_writer() -> None:
+    """One invocation written by the background writer: its next claims gather."""
+    with dpt_core.invocation("warm-up"):
+        pass
+    assert dpt_core.flush() is True
+
+
 def test_the_writer_takes_what_comes_within_the_write_delay_in_one_claim(
     dpt_env, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("DPT_WRITE_DELAY", "30")
     dpt_core.plugin_api.reset()
+    _warm_writer()
     claims = _counted_claims(monkeypatch)
     outputs = [tmp_path / f"out{i}.txt" for i in range(3)]
     started = time.monotonic()
@@ -164,28 +172,90 @@ def test_the_writer_takes_what_comes_within_the_write_delay_in_one_claim(
     assert _spooled(dpt_env) == 5
     outside = sqlalchemy.create_engine(dpt_env.url)  # (dpt_env's engine flushes first)
     with outside.connect() as conn:
-        assert conn.execute(sqlalchemy.text("SELECT count(*) FROM invocations")).scalar() == 0
+        assert conn.execute(sqlalchemy.text("SELECT count(*) FROM invocations")).scalar() == 1
     outside.dispose()
     assert dpt_core.flush() is True  # a flush does not wait for the delay
     assert time.monotonic() - started < 30
     assert len([c for c in claims if c is not None]) == 1  # one file for the 5 events
-    assert dpt_env.scalar("SELECT count(*) FROM invocations WHERE status = 'success'") == 1
+    assert dpt_env.scalar("SELECT count(*) FROM invocations WHERE status = 'success'") == 2
     assert dpt_env.scalar("SELECT count(*) FROM data_product_versions") == 3
     assert _spooled(dpt_env) == 0
+
+
+def _waits_for_claim(claims: list[Path | None]) -> None:
+    deadline = time.monotonic() + 10
+    while not claims and time.monotonic() < deadline:  # no flush: the writer's own claim
+        time.sleep(0.01)
 
 
 def test_without_a_write_delay_the_writer_claims_at_once(dpt_env, tmp_path, monkeypatch):
     monkeypatch.setenv("DPT_WRITE_DELAY", "0")
     dpt_core.plugin_api.reset()
+    _warm_writer()
     claims = _counted_claims(monkeypatch)
     with dpt_core.invocation("at-once"):
         pass
-    deadline = time.monotonic() + 10
-    while not claims and time.monotonic() < deadline:  # no flush: the writer's own claim
-        time.sleep(0.01)
+    _waits_for_claim(claims)
     assert claims
     assert dpt_core.flush() is True
-    assert dpt_env.scalar("SELECT count(*) FROM invocations") == 1
+    assert dpt_env.scalar("SELECT count(*) FROM invocations") == 2
+
+
+def test_a_process_s_first_claim_does_not_wait_for_the_write_delay(dpt_env, monkeypatch):
+    """The first write carries the imports and the connection: in a short task process it
+    must overlap the task, not come after it."""
+    monkeypatch.setenv("DPT_WRITE_DELAY", "30")
+    dpt_core.plugin_api.reset()
+    claims = _counted_claims(monkeypatch)
+    with dpt_core.invocation("first"):
+        pass
+    _waits_for_claim(claims)
+    assert [c for c in claims if c is not None]
+    outside = sqlalchemy.create_engine(dpt_env.url)
+    with outside.connect() as conn:  # (dpt_env's own reads would flush first)
+        deadline = time.monotonic() + 10
+        while (
+            time.monotonic() < deadline
+            and not conn.execute(
+                sqlalchemy.text("SELECT count(*) FROM invocations WHERE status = 'success'")
+            ).scalar()
+        ):
+            time.sleep(0.01)
+            conn.rollback()
+        assert conn.execute(sqlalchemy.text("SELECT count(*) FROM invocations")).scalar() == 1
+    outside.dispose()
+
+
+def test_what_the_writer_gathers_is_on_the_disk_before_it_is_claimed(
+    dpt_env, tmp_path, monkeypatch
+):
+    """Gathering moves when events reach the database, not when they reach the disk:
+    each batch appended while the writer waits is fsynced as it comes."""
+    monkeypatch.setenv("DPT_WRITE_DELAY", "30")
+    dpt_core.plugin_api.reset()
+    _warm_writer()
+    claims = _counted_claims(monkeypatch)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def seen_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", seen_fsync)
+    own = str(current_store().spool.own_file)
+    for name in ("one", "two"):
+        synced.clear()
+        with dpt_core.invocation(name):
+            pass
+        deadline = time.monotonic() + 10
+        while own not in synced and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert own in synced, f"the batches of {name!r} were not fsynced while the writer waited"
+        assert claims == []  # (still waiting: the delay is 30 s)
+    assert dpt_core.flush() is True
+    assert len([c for c in claims if c is not None]) == 1
+    assert dpt_env.scalar("SELECT count(*) FROM invocations WHERE status = 'success'") == 3
 
 
 def test_an_away_database_leaves_the_events_in_the_spool(dpt_env, monkeypatch):
