@@ -19,6 +19,10 @@ the common case of an ingest:
 * ends of any final status;
 * reads of versions that exist, or of products created by this batch (no versions
   before it);
+* reads that name a version uuid of their own (a reader that hashed the file) of a
+  product with versions, by a run that had not read that product: the newest version
+  with the content hash read (without a hash, the newest at all), made earlier in the
+  batch or before it -- what a chain of tasks reading each other's files records;
 * writes, without named parents, of new versions: of products created by this batch,
   or of known products whose newest version another run produced and which the writer
   did not read (the common case of a pipeline run again);
@@ -26,7 +30,7 @@ the common case of an ingest:
   the same run, when the per-event path would change none of its row.
 
 Anything else (a write that says something new of an existing version, or names one
-twice saying different things, a read of an unknown version of a known product, a start
+twice saying different things, a read of content no version of its product has, a second read of a product by a run, a start
 that hands its run to another process, explicit parents, ...) ends the set-based part there: the events before it are written
 set-wise, that event goes through the per-event code in the same transaction, and the
 walk starts again after it. So an unusual event costs what it cost before, and never
@@ -61,6 +65,7 @@ from dpt_core.store.recorder import (
     _FILL_IN,
     _FINISH,
     _FINISH_IF_RUNNING,
+    _LATEST_VERSIONS,
     EDGES,
     INPUTS,
     MTIME_TOLERANCE,
@@ -117,8 +122,6 @@ def _statically_bulk(event: Event) -> bool:
     """True for the kinds of events the set-based path may take (it still checks each
     against the database before taking it)."""
     if isinstance(event, InvocationStarted):
-        if event.process is not None:
-            return False
         if event.status in FINAL_STATUSES:
             return True
         return event.status == "running" and event.ended_at is None and event.error is None
@@ -263,6 +266,13 @@ class _Segment:
         #: written version uuid -> (id, uuid, produced_by_id), of versions that existed
         self.written_before: dict[str, Any] = {}
         self.new_versions: dict[str, dict[str, Any]] = {}
+        #: (product, content hash) and product -> the uuid of its newest version made here
+        self.newest_here_by_hash: dict[tuple[int, str | None], str] = {}
+        self.newest_here: dict[int, str] = {}
+        #: (product, content hash) and product -> the id of its newest version before this
+        #: walk, for products read here by a version uuid that does not exist
+        self.latest_by_hash: dict[tuple[int, str | None], int] = {}
+        self.latest: dict[int, int] = {}
         #: invocation uuid -> versions it read here: (version, its product)
         self.read_here: dict[str, list[tuple[int | _NewVersion, int]]] = {}
         self.written_here: dict[str, list[_NewVersion]] = {}
@@ -295,7 +305,7 @@ class _Segment:
         rec, conn = self.rec, self.conn
         uuids: dict[str, None] = {}
         uris: dict[str, None] = {}
-        read_versions: dict[str, None] = {}
+        read_versions: dict[str, str] = {}  # version uuid -> uri, of the reads
         product_runs: set[str] = set()
         readers: set[str] = set()
         written: dict[str, str] = {}  # version uuid -> uri, of the writes
@@ -313,7 +323,7 @@ class _Segment:
                 readers.add(event.invocation_uuid)
                 for o in event.inputs:
                     uris[o.uri] = None
-                    read_versions[o.version_uuid] = None
+                    read_versions[o.version_uuid] = o.uri
             else:
                 assert isinstance(event, ProductsWritten)
                 uuids[event.invocation_uuid] = None
@@ -337,6 +347,17 @@ class _Segment:
             self.products = self._products_without_returning(list(uris))
         if read_versions:
             self.known_versions = rec._version_ids_of(conn, list(read_versions))
+            # Reads naming a version that does not exist, of products that existed: the
+            # version each saw is found by content hash, as the per-event path does
+            # (Recorder._read): their products' newest versions, by hash and at all.
+            to_find = {
+                self.products[uri]
+                for u, uri in read_versions.items()
+                if u not in self.known_versions
+            } - self.created_products
+            for r in rec._rows_in(conn, _LATEST_VERSIONS, sorted(to_find)):
+                self.latest_by_hash[(r.product_id, r.content_hash)] = r.vid
+                self.latest[r.product_id] = max(self.latest.get(r.product_id, 0), r.vid)
         # Writes to products that had versions before: their newest version and the
         # written version uuids that exist (see _fresh_version).
         known = {u: self.products[uri] for u, uri in written.items()}
@@ -410,6 +431,11 @@ class _Segment:
 
     def _take(self, event: Event) -> bool:
         if isinstance(event, InvocationStarted):
+            if event.process is not None and event.status == "running" and event.uuid in self.runs:
+                # Started again by another process, or handed over: the per-event path
+                # gives it to that process (Recorder._start). A new run's process is
+                # just a column of its row.
+                return False
             closes = event.status != "running" and event.uuid in self.runs
             self._start(event)
             if closes:  # a run recorded before: the start fills it in and closes it
@@ -500,13 +526,16 @@ class _Segment:
                 chosen[o.version_uuid] = _NewVersion(o.version_uuid)
                 new.append((o.version_uuid, o))
             else:
-                return False  # a known product's version to find: the per-event path
+                found = self._version_seen(event.invocation_uuid, pid, o)
+                if found is None:
+                    return False  # a version to make or to fill in: the per-event path
+                chosen[o.version_uuid] = found
         uuid = event.invocation_uuid
         ref = self._run_ref(uuid)
         self.kinds.setdefault(uuid, set()).add("read")
         now = utcnow()
-        for version_uuid, o in sorted(new, key=lambda item: item[0]):
-            self.new_versions[version_uuid] = self._version_row(o, None, now)
+        for _, o in sorted(new, key=lambda item: item[0]):
+            self._made(self._version_row(o, None, now))
         read = self.read_here.setdefault(uuid, [])
         for o in event.inputs:
             version = chosen[o.version_uuid]
@@ -545,7 +574,7 @@ class _Segment:
         made: list[_NewVersion] = []
         for o in sorted(event.outputs, key=lambda o: o.version_uuid):
             if o.version_uuid not in self.new_versions and o.version_uuid not in replayed:
-                self.new_versions[o.version_uuid] = self._version_row(o, ref, now)
+                self._made(self._version_row(o, ref, now))
                 made.append(_NewVersion(o.version_uuid))
         # An invocation's own outputs are never its parents.
         own_before, _ = self._outputs(uuid, ref)
@@ -635,6 +664,37 @@ class _Segment:
         ):
             return False
         return all(p != pid for _, p in self.read_here.get(uuid, []))
+
+    def _made(self, row: dict[str, Any]) -> None:
+        """A new version of this walk: inserted after every version before it, so the
+        newest of its product (and of its content hash) from now on."""
+        self.new_versions[row["uuid"]] = row
+        self.newest_here[row["product_id"]] = row["uuid"]
+        self.newest_here_by_hash[(row["product_id"], row["content_hash"])] = row["uuid"]
+
+    def _version_seen(self, uuid: str, pid: int, o: Any) -> int | _NewVersion | None:
+        """The version run ``uuid`` read when it names one that does not exist, of product
+        ``pid`` which has versions: the newest with its content hash (without a hash, the
+        newest at all), of this walk or from before it, as ``Recorder._read`` picks it.
+        None where the per-event path does more than pick one: the run read the product
+        before (that read's version prevails, or is filled in), or no version matches
+        (an observed version is made)."""
+        ref = self.runs.get(uuid)
+        if isinstance(ref, int) and any(
+            r.product_id == pid for r in self.inputs_before.get(ref, [])
+        ):
+            return None
+        if any(p == pid for _, p in self.read_here.get(uuid, [])):
+            return None
+        if o.content_hash is not None:
+            made = self.newest_here_by_hash.get((pid, o.content_hash))
+            before = self.latest_by_hash.get((pid, o.content_hash))
+        else:
+            made = self.newest_here.get(pid)
+            before = self.latest.get(pid)
+        if made is not None:
+            return _NewVersion(made)
+        return before
 
     def _version_row(self, o: Any, producer: Any, now: Any) -> dict[str, Any]:
         return {

@@ -68,6 +68,11 @@ def observations(draw: Any, *, write: bool) -> tuple[ProductObservation, ...]:
         product = draw(st.integers(0, len(URIS) - 1))
         k = draw(st.integers(0, 2))
         version_uuid, content_hash = version(product, k)
+        if draw(st.integers(0, 2 if write else 1)) == 0:
+            # a process that hashed the file itself: a version uuid of its own, with the
+            # content hash of version k (a read finds the version by its content; a
+            # write is a new version of the same content, or that version again)
+            version_uuid = str(uuid.uuid5(NS, f"seen-{product}-{k}-{draw(st.integers(0, 1))}"))
         parents = None
         if write and draw(st.integers(0, 3)) == 0:
             parents = tuple(draw(st.lists(st.sampled_from(URIS), max_size=2)))
@@ -439,6 +444,60 @@ def test_versions_made_earlier_in_the_same_batch(dpt_backend, dpt_env, case):
         assert_same_rows(engine, [[start, *order]])
 
 
+def _hashed_by_reader(k: int, n: int = 0) -> ProductObservation:
+    """Version ``k`` of product 0 as a reader that hashed the file saw it: a version uuid
+    of its own (``n``-th reader), the content hash of version ``k`` (k=2: no hash)."""
+    _, content_hash = version(0, k)
+    return ProductObservation(URIS[0], str(uuid.uuid5(NS, f"reader-{k}-{n}")), content_hash)
+
+
+#: Reads that name no version that exists, of a product with versions before the batch:
+#: (what is recorded before, the batch).
+FOUND_BY_CONTENT = {
+    "the newest version with the content read, not the newest at all": (
+        [ProductsWritten(RUNS[0], (_seen(0),)), ProductsWritten(RUNS[3], (_seen(1),))],
+        [ProductsRead(RUNS[2], (_hashed_by_reader(0),))],
+    ),
+    "a version of that content made in the batch is the newer one": (
+        [ProductsWritten(RUNS[0], (_seen(0),))],
+        [ProductsWritten(RUNS[1], (_again(0),)), ProductsRead(RUNS[2], (_hashed_by_reader(0),))],
+    ),
+    "a read without hash finds the newest version, made in the batch or not": (
+        [ProductsWritten(RUNS[0], (_seen(0),))],
+        [ProductsWritten(RUNS[1], (_seen(1),)), ProductsRead(RUNS[2], (_hashed_by_reader(2),))],
+    ),
+    "content nobody wrote: an observed version": (
+        [ProductsWritten(RUNS[0], (_seen(0),))],
+        [ProductsRead(RUNS[2], (_hashed_by_reader(1),))],
+    ),
+    "a run's second read of the product keeps its first read's version": (
+        [ProductsWritten(RUNS[0], (_seen(0),))],
+        [
+            ProductsRead(RUNS[2], (_hashed_by_reader(0),)),
+            ProductsWritten(RUNS[1], (_again(0),)),
+            ProductsRead(RUNS[2], (_hashed_by_reader(0, 1),)),
+        ],
+    ),
+    "a run that read the product in an earlier batch keeps that version": (
+        [ProductsWritten(RUNS[0], (_seen(0),)), ProductsRead(RUNS[2], (_hashed_by_reader(0),))],
+        [ProductsWritten(RUNS[1], (_again(0),)), ProductsRead(RUNS[2], (_hashed_by_reader(0, 1),))],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FOUND_BY_CONTENT))
+def test_reads_found_by_content_of_a_product_with_versions(dpt_backend, dpt_env, case):
+    """Every order of a batch whose reads name their own version uuid, of a product that
+    has versions: the version found by content hash is the one the per-event path finds."""
+    import itertools
+
+    engine = current_store().engine
+    before, batch = FOUND_BY_CONTENT[case]
+    start = InvocationStarted(uuid=RUNS[1], orchestrator="spark", job="j", started_at=T0)
+    for order in itertools.permutations(batch):
+        assert_same_rows(engine, [before, [start, *order]])
+
+
 def _life(run: str, parent: str, n: int) -> list[Event]:
     """What ingest makes of an OpenLineage run: its parent's placeholder start, then the
     START (start, read) and COMPLETE (start, read, write, conditional end)."""
@@ -548,6 +607,80 @@ def test_a_batch_costs_a_constant_number_of_statements(dpt_backend, dpt_env):
     assert len(rows["inputs"]) == len(runs)
     assert len(rows["edges"]) == len(runs)
     assert len(rows["versions"]) == 1 + len(runs)
+
+
+def _chain(n: int, offset: int, round_: int) -> list[Event]:
+    """A DAG run of ``n`` tasks in a chain, as Airflow's listener records it: each try's
+    start names its process; task i reads file i-1 (hashed by the reader: a version uuid
+    of its own) and writes file i."""
+
+    def uri(i: int) -> str:
+        return f"file:///chain/{offset + i}"
+
+    def content(i: int, r: int) -> str:
+        return f"sha256:chain-{offset + i}-{r}"
+
+    events: list[Event] = []
+    for i in range(1, n + 1):
+        task = str(uuid.uuid5(NS, f"chain-{offset}-{round_}-{i}"))
+        seen = str(uuid.uuid5(NS, f"chain-read-{offset}-{round_}-{i}"))
+        made = str(uuid.uuid5(NS, f"chain-write-{offset}-{round_}-{i}"))
+        events += [
+            InvocationStarted(
+                uuid=task, orchestrator="airflow", job="chain", started_at=T0, process="h:1"
+            ),
+            ProductsRead(task, (ProductObservation(uri(i - 1), seen, content(i - 1, round_)),)),
+            ProductsWritten(task, (ProductObservation(uri(i), made, content(i, round_)),)),
+            InvocationFinished(uuid=task, status="success", ended_at=T0),
+        ]
+    return events
+
+
+def test_a_chain_of_tries_reading_files_by_their_content_costs_a_constant_number_of_statements(
+    dpt_backend, dpt_env
+):
+    """Tries that read the file the try before wrote, hashed by the reader (its own version
+    uuid), in one batch: the version read is found by content set-wise, so 4 or 32 tries
+    cost the same statements; and the rows are the per-event path's."""
+    engine = current_store().engine
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    def first_file(offset: int) -> list[Event]:
+        writer = str(uuid.uuid5(NS, f"chain-source-{offset}"))
+        source = ProductObservation(
+            f"file:///chain/{offset}",
+            str(uuid.uuid5(NS, f"chain-v-{offset}")),
+            f"sha256:chain-{offset}-1",
+        )
+        return [
+            InvocationStarted(uuid=writer, orchestrator="airflow", job="chain", started_at=T0),
+            ProductsWritten(writer, (source,)),
+        ]
+
+    costs = {}
+    recorder = BulkRecorder(engine)
+    for n, offset in ((4, 0), (32, 100)):
+        recorder.record(first_file(offset))
+        recorder.record(_chain(n, offset, 0))  # an earlier run: every file has a version
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            statements.clear()
+            recorder.record(_chain(n, offset, 1))
+            costs[n] = len(statements)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+    assert costs[4] == costs[32], costs
+    rows = snapshot(engine)
+    # each try of the second run read the version the try before it wrote in that run
+    for i in range(2, 33):
+        task = str(uuid.uuid5(NS, f"chain-100-1-{i}"))
+        before = str(uuid.uuid5(NS, f"chain-write-100-1-{i - 1}"))
+        assert rows["runs"][task]["status"] == "success"
+        assert any(r == (task, before) for r in rows["inputs"]), (task, rows["inputs"][:3])
+    assert_same_rows(engine, [first_file(7), _chain(5, 7, 0), _chain(5, 7, 1)])
 
 
 def test_a_sensor_batch_of_finished_steps_costs_a_constant_number_of_statements(
