@@ -46,6 +46,7 @@ same order; on PostgreSQL many new rows go by COPY (see :data:`COPY_ROWS`).
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -751,22 +752,27 @@ class _Segment:
         def run_id(ref: Any) -> Any:
             return run_ids[ref.uuid] if isinstance(ref, _NewRun) else ref
 
-        # Invocations made here: parents before children (a child's parent_id needs the id).
+        # Invocations made here, in the order the per-event path inserts them (their ids
+        # say which run came first): one INSERT for each stretch of rows whose parents
+        # have ids already, a child's parent_id needing its parent's.
         pending = list(self.new_runs.values())
         while pending:
-            ready = [
-                r
-                for r in pending
-                if not isinstance(r.get("parent_id"), _NewRun) or r["parent_id"].uuid in run_ids
-            ]
+            ready = list(
+                itertools.takewhile(
+                    lambda r: (
+                        not isinstance(r.get("parent_id"), _NewRun)
+                        or r["parent_id"].uuid in run_ids
+                    ),
+                    pending,
+                )
+            )
             if not ready:  # pragma: no cover - a start names its parent only once it exists
-                raise BulkConflict("invocations: a cycle of parents")
+                raise BulkConflict("invocations: a parent after its child")
             rows = [
                 {**r, "parent_id": run_id(r["parent_id"])} if "parent_id" in r else r for r in ready
             ]
             run_ids.update(self._insert(I, rows))
-            ready_ids = {id(r) for r in ready}
-            pending = [r for r in pending if id(r) not in ready_ids]
+            pending = pending[len(ready) :]
         for uuid, row in self.new_runs.items():
             rec._invocation_ids[uuid] = run_ids[uuid]
             rec._new_here[uuid] = set(self.kinds.get(uuid, ()))

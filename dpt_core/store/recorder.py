@@ -159,6 +159,10 @@ RUN_CACHE_SIZE = 10_000
 
 
 def _remember(cache: dict[str, int], ids: dict[str, int]) -> None:
+    """Add ``ids`` to ``cache``, which never holds more than ID_CACHE_SIZE: a batch of
+    more (a set-based batch adds all its versions at once) leaves its newest ones."""
+    if len(ids) > ID_CACHE_SIZE:
+        ids = dict(itertools.islice(ids.items(), len(ids) - ID_CACHE_SIZE, None))
     if len(cache) + len(ids) > ID_CACHE_SIZE:
         cache.clear()
     cache.update(ids)

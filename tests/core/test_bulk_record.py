@@ -150,6 +150,7 @@ def snapshot(engine: Engine) -> dict[str, Any]:
     IN, E, ENV = InvocationInput.__table__, LineageEdge.__table__, Environment.__table__
     with engine.connect() as conn:
         run_uuid = {r.id: r.uuid for r in conn.execute(select(inv.c.id, inv.c.uuid))}
+        run_order = [run_uuid[i] for i in sorted(run_uuid)]  # (ids say which run came first)
         env = {r.id: r.fingerprint for r in conn.execute(select(ENV.c.id, ENV.c.fingerprint))}
         uri = {r.id: r.uri for r in conn.execute(select(P.c.id, P.c.uri))}
         runs = {}
@@ -199,6 +200,7 @@ def snapshot(engine: Engine) -> dict[str, Any]:
     return {
         "sql_nulls": sql_nulls,
         "runs": runs,
+        "run_order": run_order,
         "products": sorted(uri.values()),
         "versions": versions,
         "version_order": newest_first,
