@@ -621,9 +621,7 @@ class _Segment:
         ):
             return None
         # A read of the product by the run may make the write claim that version instead.
-        if any(r.product_id == pid for r in self.inputs_before.get(ref, [])):
-            return None
-        if any(p == pid for _, p in self.read_here.get(uuid, [])):
+        if self._has_read(uuid, pid):
             return None
         newest = self.newest_before.get(pid)
         if newest is None:  # pragma: no cover - the product has this version at least
@@ -660,11 +658,17 @@ class _Segment:
         newest = self.newest_before.get(pid)
         if newest is not None and (newest.produced_by_id is None or newest.produced_by_id == ref):
             return False
+        return not self._has_read(uuid, pid)
+
+    def _has_read(self, uuid: str, pid: int) -> bool:
+        """True when run ``uuid`` read a version of product ``pid``: recorded before this
+        walk, or by an earlier event of it."""
+        ref = self.runs.get(uuid)
         if isinstance(ref, int) and any(
             r.product_id == pid for r in self.inputs_before.get(ref, [])
         ):
-            return False
-        return all(p != pid for _, p in self.read_here.get(uuid, []))
+            return True
+        return any(p == pid for _, p in self.read_here.get(uuid, []))
 
     def _made(self, row: dict[str, Any]) -> None:
         """A new version of this walk: inserted after every version before it, so the
@@ -680,12 +684,7 @@ class _Segment:
         None where the per-event path does more than pick one: the run read the product
         before (that read's version prevails, or is filled in), or no version matches
         (an observed version is made)."""
-        ref = self.runs.get(uuid)
-        if isinstance(ref, int) and any(
-            r.product_id == pid for r in self.inputs_before.get(ref, [])
-        ):
-            return None
-        if any(p == pid for _, p in self.read_here.get(uuid, [])):
+        if self._has_read(uuid, pid):
             return None
         if o.content_hash is not None:
             made = self.newest_here_by_hash.get((pid, o.content_hash))
