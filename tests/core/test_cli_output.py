@@ -53,6 +53,7 @@ def python_runs(dpt_env, tmp_path):
     for name in ("observe", "calibrate", "lightcurve"):
         with dpt_core.invocation(name) as inv:
             inv.write(made(tmp_path / f"{name}.csv", name))
+    dpt_core.flush()  # (written in the background: the CLI below is another process)
     return json.loads(dpt("runs", "--json"))
 
 
@@ -66,6 +67,7 @@ def airflow_like_runs(dpt_env, tmp_path):
         dpt_core.invocation(job, orchestrator="airflow", task=task + "_2", parent=parent) as inv,
     ):
         inv.write(made(tmp_path / "cal.fits", "cal"))
+    dpt_core.flush()
     return json.loads(dpt("runs", "--json"))
 
 
@@ -134,6 +136,7 @@ def test_show_piped_keeps_each_version_and_parent_on_one_line(dpt_env, tmp_path)
     with dpt_core.invocation("calibrate_with_a_long_job_name", task="and_a_task") as inv:
         inv.write(made(raw, "raw"))
         inv.write(made(cal, "cal"), parents=[raw])
+    dpt_core.flush()
     shown = json.loads(dpt("show", str(cal), "--json"))
     version = shown["versions"][0]
     parent = version["parents"][0]
@@ -178,5 +181,8 @@ def test_an_interrupted_run_reads_keyboardinterrupt_without_a_dangling_colon(dpt
 
     with pytest.raises(ValueError), dpt_core.invocation("failing_step"):
         raise ValueError("bad gain")
+    # (this process's writer records it in the background: another process reading the
+    # database sees it once it is flushed)
+    assert dpt_core.flush() is True
     failed = json.loads(dpt("runs", "--json", "--job", "failing_step"))[0]
     assert failed["error"] == "ValueError: bad gain"  # a message still follows its type
