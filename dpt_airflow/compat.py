@@ -132,27 +132,36 @@ def dag_run_tries(dag_id: str, run_id: str) -> list[Any] | None:
     Never through the listener's ``dag_run`` (``dag_run.get_task_instances()`` opens
     Airflow's thread-scoped session, the scheduler's own, and closing it detaches the
     scheduler's objects: the scheduler loop then dies on a ``DetachedInstanceError``):
-    Airflow's own non-scoped session and ``DagRun.fetch_task_instances`` instead.
+    Airflow's own non-scoped session, and the five columns only (no ORM objects: loading
+    ``DagRun.fetch_task_instances``' task instances, each with its dag run, was ~3 ms at
+    the end of a dag run of 40 tasks).
     """
     import types
 
     from airflow import settings
-    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     if getattr(settings, "NonScopedSession", None) is None:
         return None
+    ti = TaskInstance
+    query = (
+        select(ti.task_id, ti.map_index, ti.try_number, ti.state)
+        .where(ti.dag_id == dag_id, ti.run_id == run_id)
+        .order_by(ti.task_id, ti.map_index)
+    )
     with create_session(scoped=False) as session:
         return [
             types.SimpleNamespace(
-                dag_id=ti.dag_id,
-                run_id=ti.run_id,
-                task_id=ti.task_id,
-                map_index=ti.map_index,
-                try_number=ti.try_number,
-                state=ti.state,
+                dag_id=dag_id,
+                run_id=run_id,
+                task_id=task_id,
+                map_index=map_index,
+                try_number=try_number,
+                state=state,
             )
-            for ti in DagRun.fetch_task_instances(dag_id=dag_id, run_id=run_id, session=session)
+            for task_id, map_index, try_number, state in session.execute(query)
         ]
 
 

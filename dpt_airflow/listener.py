@@ -65,6 +65,9 @@ class DptListener:
         #: The dag runs this process recorded the start of, for the tracker it used (a
         #: new tracker, a new database: none yet).
         self._dag_runs: tuple[Any, RunRegistry[str, bool]] | None = None
+        #: The task tries whose end this process recorded, for the tracker it used: the
+        #: end of their dag run need not close them again (see _close_unfinished_tries).
+        self._ended: tuple[Any, RunRegistry[TaskKey, bool]] | None = None
         self._failures: HostGuard | None = None
         #: (translator, (dag_id, run_id), uuid) of the last dag run a task asked for.
         self._last_dag_run: tuple[Any, tuple[Any, Any], str] | None = None
@@ -228,6 +231,7 @@ class DptListener:
                     error=compat.mask_airflow_secrets(translator.get_error(error)),
                     only_if_running=from_elsewhere,
                 )
+        self._ended_tries().set(compat.task_key(ti), True)
 
     def current_context(self) -> dpt_core.plugin_api.CurrentContext | None:
         """The task try running on this thread, for the ``dpt_current_context`` hook."""
@@ -296,6 +300,16 @@ class DptListener:
             self._dag_runs = (tracker, RunRegistry(MAX_OPEN_TRIES))
         return self._dag_runs[1]
 
+    def _ended_tries(self) -> RunRegistry[TaskKey, bool]:
+        import dpt_core
+
+        tracker = dpt_core.get_tracker()
+        if self._ended is None or self._ended[0] is not tracker:
+            from dpt_core.adapter import RunRegistry
+
+            self._ended = (tracker, RunRegistry(MAX_OPEN_TRIES))
+        return self._ended[1]
+
     def _dag_run_started(self, dag_run: Any) -> None:
         if self.enabled():
             self._started_dag_run(self.translator, dag_run)
@@ -341,11 +355,14 @@ class DptListener:
         is asked with the try's ids only: dag_id, run_id, task_id, map_index, try_number): a worker killed mid-try, or one whose end
         events were lost, never leaves its try running; a worker's own record is never
         overwritten (its end may still be on its way: Airflow learns a task's state before
-        the worker's end listeners run).
+        the worker's end listeners run). Tries whose end this process recorded are
+        left alone (under ``dag.test()``, every try: one no-op event each, else).
         """
         import dpt_core
 
-        left = self.running.pop_where(lambda key, _: key[:2] == (dag_run.dag_id, dag_run.run_id))
+        ids = (dag_run.dag_id, dag_run.run_id)
+        left = self.running.pop_where(lambda key, _: key[:2] == ids)
+        ended = {key for key, _ in self._ended_tries().pop_where(lambda key, _: key[:2] == ids)}
         # (dag_run.get_task_instances() only where tries were open here: dag.test(); in the
         # scheduler it would close the scheduler's own session, see compat.dag_run_tries)
         states = compat.task_instance_states(dag_run) if left else {}
@@ -353,15 +370,16 @@ class DptListener:
             known = states.get((task_id, map_index))
             state = known[1] if known is not None and known[0] == try_number else None
             handle.finish(_STATUS_OF_STATE.get(state or "", "crashed"))
-        closed = {key for key, _ in left}
+        closed = ended | {key for key, _ in left}
         tries = compat.dag_run_tries(str(dag_run.dag_id), str(dag_run.run_id)) or []
+        # (not run: try 0; closed above, or their end recorded here)
+        open_elsewhere = [r for r in tries if r.try_number and compat.task_key(r) not in closed]
+        if not open_elsewhere:
+            return
         tracker = dpt_core.get_tracker()
         translator = self.translator
         with tracker.batch():
-            for row in tries:
-                key = compat.task_key(row)
-                if key[4] < 1 or key in closed:
-                    continue  # never ran (try 0), or closed above
+            for row in open_elsewhere:
                 status = _STATUS_OF_STATE.get(compat.state_text(row.state), "crashed")
                 uuid = translator.get_invocation_uuid(row)
                 tracker.attach(uuid).finish(status, only_if_running=True)

@@ -399,3 +399,20 @@ def test_new_uuids_are_random_version_4_uuids() -> None:
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
     assert invocation_uuid("a", 1) == str(uuid.uuid5(DPT_NAMESPACE, "a\x1f1"))
     assert str(DPT_NAMESPACE) == "6f1d1c8e-3b0e-5f5a-9c57-2d1b7e0c4a11"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.text(st.characters(exclude_categories=["Cs"])), st.integers(), st.none()),
+        max_size=8,
+    )
+)
+def test_invocation_uuids_are_the_standard_library_s_uuid5(parts: list[object]) -> None:
+    import uuid
+
+    from dpt_core.tracker import DPT_NAMESPACE, invocation_uuid
+
+    expected = uuid.uuid5(DPT_NAMESPACE, "\x1f".join(str(p) for p in parts))
+    assert invocation_uuid(*parts) == str(expected)
+    assert uuid.UUID(invocation_uuid(*parts)).version == 5
