@@ -3,13 +3,14 @@
 Every event carries UUIDs so that recording it twice (a retry, a spool replay,
 two sensors reading the same Dagster event) is the same as recording it once.
 Events are frozen values (:class:`dpt_core.frozen.Frozen`) of JSON-able values only:
-the spool writes them as JSON lines and reads them back with :func:`event_from_dict`.
+the spool writes them as JSON lines and reads them back with :func:`events_from_json`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
 
 from dpt_core.frozen import Frozen, set_field
@@ -430,14 +431,40 @@ _last_decoded: tuple[dict[str, Any], EnvironmentSnapshot] | None = None
 
 def event_from_dict(data: dict[str, Any]) -> Event:
     """Inverse of :func:`event_to_dict`."""
+    return _event_from(data, _decode)
+
+
+def events_from_json(text: str) -> list[Event]:
+    """The events of a spool line (a JSON array of :func:`event_to_json` objects).
+
+    The datetimes are decoded while the JSON is parsed (``object_hook``), not by a walk of
+    the parsed values afterwards (~17 Python calls an event, a fifth of what a writer
+    thread spent reading its claims back). ValueError when it is not such a line."""
+    batch = json.loads(text, object_hook=_datetime_hook)
+    if not isinstance(batch, list) or not all(isinstance(d, dict) for d in batch):
+        raise ValueError("a spool line is a JSON array of event objects")
+    return [_event_from(data, _as_decoded) for data in batch]
+
+
+def _datetime_hook(value: dict[str, Any]) -> Any:
+    if len(value) == 1 and "__dt__" in value:
+        return dt.datetime.fromisoformat(value["__dt__"])
+    return value
+
+
+def _as_decoded(value: Any) -> Any:
+    return value
+
+
+def _event_from(data: dict[str, Any], decode: Callable[[Any], Any]) -> Event:
     kind = data.get("kind")
     if kind == "invocation_started":
         env = data.get("environment")
-        data = _decode({k: v for k, v in data.items() if k != "environment"})
+        data = decode({k: v for k, v in data.items() if k != "environment"})
         if env is not None:
             data["environment"] = _snapshot(env)
         return InvocationStarted(**data)
-    data = _decode(data)
+    data = decode(data)
     if kind == "invocation_finished":
         return InvocationFinished(**data)
     if kind == "products_read":

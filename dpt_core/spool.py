@@ -38,7 +38,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from dpt_core.events import Event, event_from_dict, event_to_dict, event_to_json
+from dpt_core.events import (
+    Event,
+    event_from_dict,
+    event_to_dict,
+    event_to_json,
+    events_from_json,
+)
 from dpt_core.frozen import Frozen, set_field
 from dpt_core.log import log
 from dpt_core.process import hostname
@@ -571,10 +577,7 @@ class Spool:
                 if not raw.strip():
                     continue
                 try:
-                    batch = [
-                        event_from_dict(d)
-                        for d in json.loads(raw.decode("utf-8", "surrogateescape"))
-                    ]
+                    batch = events_from_json(raw.decode("utf-8", "surrogateescape"))
                 except (ValueError, TypeError, KeyError):
                     bad.append(raw.rstrip(b"\n"))
                     continue

@@ -18,14 +18,16 @@ from dpt_core.events import (
     InvocationStarted,
     ProductObservation,
     ProductRef,
+    ProductsRead,
     ProductsWritten,
     event_from_dict,
     event_to_dict,
     event_to_json,
+    events_from_json,
 )
 from dpt_core.frozen import FrozenInstanceError
 from dpt_core.hashing import FileFacts
-from dpt_core.spool import SpoolStatus, TargetStatus
+from dpt_core.spool import SpoolStatus, TargetStatus, _line
 
 WHEN = dt.datetime(2026, 12, 6, 8, 0, tzinfo=dt.UTC)
 
@@ -128,6 +130,33 @@ def test_events_round_trip_through_the_spools_encoding() -> None:
     ]
     for event in events:
         assert event_from_dict(event_to_dict(event)) == event
+
+
+def test_a_spool_line_reads_back_as_its_events_datetimes_nested_or_not() -> None:
+    """The writer parses a line with its datetimes decoded on the way (events_from_json):
+    the same events as event_from_dict gives, at any depth; a line that is not an array
+    of event objects is refused with ValueError (the spool quarantines it)."""
+    snapshot = EnvironmentSnapshot(
+        "fp", "3.11.7", "CPython", "Linux", "host", "me", (("dpt", "1"),), (("A", "1", None),)
+    )
+    nested = {"when": WHEN, "runs": [{"at": WHEN, "n": [1, {"deep": WHEN}]}], "__dt__x": 1}
+    events = [
+        InvocationStarted(
+            "u1", "python", "job", started_at=WHEN, environment=snapshot, parameters=nested
+        ),
+        ProductsRead("u1", (ProductObservation("file:///a", "v-a", metadata={"seen": [WHEN]}),)),
+        written(),
+        InvocationFinished("u1", "failed", WHEN, "ValueError: x", only_if_running=True),
+    ]
+    text = _line(events).decode("utf-8", "surrogateescape")
+    assert events_from_json(text) == events
+    assert events_from_json(text) == [event_from_dict(d) for d in json.loads(text)]
+    started = events_from_json(text)[0]
+    assert isinstance(started, InvocationStarted)
+    assert started.parameters["runs"][0]["n"][1]["deep"] == WHEN
+    for bad in ('{"kind": "invocation_finished"}', "[1, 2]", '[{"kind": "nonsense"}]', "[{"):
+        with pytest.raises(ValueError):
+            events_from_json(bad)
 
 
 def test_the_spool_s_json_of_an_event_is_its_dict_s_whatever_the_snapshot() -> None:
