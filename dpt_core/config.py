@@ -212,7 +212,7 @@ class Settings(Frozen):
         retry_after_max: float = 120.0,
         write: str = "background",
         flush_timeout: float = 10.0,
-        write_delay: float = 0.2,
+        write_delay: float = 1.0,
         config_file: Path | None = None,
     ) -> None:
         if database_url is None:

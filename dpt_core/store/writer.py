@@ -10,7 +10,7 @@ spool file, replayed exactly once by the next writer (events are idempotent by U
 and a file is deleted only after its batches are in the database).
 
 From its second claim on, the writer gathers: woken, it waits ``gather`` seconds
-(``DPT_WRITE_DELAY``, default 0.2) for more batches to claim with it, so that a
+(``DPT_WRITE_DELAY``, default 1) for more batches to claim with it, so that a
 process recording without pause (many task tries under Airflow's ``dag.test()``, a
 sensor's tick, a flow's tasks) writes them in one file and one transaction, not one
 each; a flush, a read or the process's exit does not wait. While it waits it fsyncs

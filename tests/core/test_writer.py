@@ -130,7 +130,7 @@ def test_a_bad_write_delay_names_the_setting(dpt_env):
     with pytest.raises(ConfigError, match="DPT_WRITE_DELAY='-1' must be 0 .off. or a positive"):
         load_settings({"DPT_WRITE_DELAY": "-1"})
     assert load_settings({"DPT_WRITE_DELAY": "0"}).write_delay == 0
-    assert load_settings({}).write_delay == 0.2
+    assert load_settings({}).write_delay == 1.0
 
 
 def _counted_claims(monkeypatch) -> list[Path | None]:
