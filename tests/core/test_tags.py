@@ -88,6 +88,7 @@ def tagged(dpt_backend, dpt_env, tmp_path):
             out.write_text(job)
             inv.write(out, tags={"quality": "good" if sector != 41 else "bad"})
         made[job] = (inv.uuid, out)
+    dpt_core.flush()  # (the CLI reads in another process)
     return made
 
 

@@ -24,6 +24,7 @@ import dpt_core
 from dpt_core.cli import build_cli
 from dpt_core.errors import TrackingError
 from dpt_core.spool import Spool
+from dpt_core.store import writer as writer_module
 from dpt_core.store.plugin import current_store, last_outcome
 from dpt_core.store.recorder import Recorder
 
@@ -158,6 +159,7 @@ def test_the_writer_takes_what_comes_within_the_write_delay_in_one_claim(
     dpt_env, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("DPT_WRITE_DELAY", "30")
+    monkeypatch.setattr(writer_module, "QUIET", 30.0)  # (the wait alone, not its quiet end)
     dpt_core.plugin_api.reset()
     _warm_writer()
     claims = _counted_claims(monkeypatch)
@@ -186,6 +188,44 @@ def _waits_for_claim(claims: list[Path | None]) -> None:
     deadline = time.monotonic() + 10
     while not claims and time.monotonic() < deadline:  # no flush: the writer's own claim
         time.sleep(0.01)
+
+
+def test_a_process_that_goes_quiet_is_written_without_waiting_the_whole_delay(dpt_env, monkeypatch):
+    """A script that records and then runs ``dpt`` (another process) finds its runs: the
+    gathering ends QUIET seconds after the last batch, not DPT_WRITE_DELAY after the first."""
+    monkeypatch.setenv("DPT_WRITE_DELAY", "30")
+    dpt_core.plugin_api.reset()
+    _warm_writer()
+    claims = _counted_claims(monkeypatch)
+    started = time.monotonic()
+    with dpt_core.invocation("then-quiet"):
+        pass
+    _waits_for_claim(claims)  # (10 s at most, no flush)
+    assert [c for c in claims if c is not None]
+    assert time.monotonic() - started < 10
+    assert dpt_core.flush() is True
+    assert dpt_env.scalar("SELECT count(*) FROM invocations WHERE status = 'success'") == 2
+
+
+def test_a_process_recording_without_pause_is_gathered_past_the_quiet_interval(
+    dpt_env, monkeypatch
+):
+    """Batches closer together than QUIET keep the writer gathering, up to the delay."""
+    monkeypatch.setenv("DPT_WRITE_DELAY", "30")
+    monkeypatch.setattr(writer_module, "QUIET", 1.0)  # (a loaded host may pause the loop)
+    dpt_core.plugin_api.reset()
+    _warm_writer()
+    claims = _counted_claims(monkeypatch)
+    started = time.monotonic()
+    for i in range(8):  # 8 runs over ~1.6 s, longer than QUIET in all
+        with dpt_core.invocation(f"steady-{i}"):
+            pass
+        time.sleep(0.2)
+    assert time.monotonic() - started > writer_module.QUIET
+    assert claims == []  # still gathering
+    assert dpt_core.flush() is True
+    assert len([c for c in claims if c is not None]) == 1
+    assert dpt_env.scalar("SELECT count(*) FROM invocations WHERE status = 'success'") == 9
 
 
 def test_without_a_write_delay_the_writer_claims_at_once(dpt_env, tmp_path, monkeypatch):
@@ -232,6 +272,7 @@ def test_what_the_writer_gathers_is_on_the_disk_before_it_is_claimed(
     """Gathering moves when events reach the database, not when they reach the disk:
     each batch appended while the writer waits is fsynced as it comes."""
     monkeypatch.setenv("DPT_WRITE_DELAY", "30")
+    monkeypatch.setattr(writer_module, "QUIET", 30.0)
     dpt_core.plugin_api.reset()
     _warm_writer()
     claims = _counted_claims(monkeypatch)
