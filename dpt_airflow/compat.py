@@ -141,17 +141,17 @@ def dag_run_tries(dag_id: str, run_id: str) -> list[Any] | None:
     from airflow import settings
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
-    from sqlalchemy import select
 
     if getattr(settings, "NonScopedSession", None) is None:
         return None
     ti = TaskInstance
-    query = (
-        select(ti.task_id, ti.map_index, ti.try_number, ti.state)
-        .where(ti.dag_id == dag_id, ti.run_id == run_id)
-        .order_by(ti.task_id, ti.map_index)
-    )
     with create_session(scoped=False) as session:
+        # (Airflow's own session and model build the query: the adapter writes no SQL)
+        query = (
+            session.query(ti.task_id, ti.map_index, ti.try_number, ti.state)
+            .filter(ti.dag_id == dag_id, ti.run_id == run_id)
+            .order_by(ti.task_id, ti.map_index)
+        )
         return [
             types.SimpleNamespace(
                 dag_id=dag_id,
@@ -161,7 +161,7 @@ def dag_run_tries(dag_id: str, run_id: str) -> list[Any] | None:
                 try_number=try_number,
                 state=state,
             )
-            for task_id, map_index, try_number, state in session.execute(query)
+            for task_id, map_index, try_number, state in query
         ]
 
 
