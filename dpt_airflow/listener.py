@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dpt_airflow import compat
 
@@ -50,6 +50,15 @@ _STATUS_OF_STATE = {
 }
 
 
+class _OpenTry(NamedTuple):
+    """A task try this process opened: its invocation, and the translator that opened it
+    (which also closes it: its end then reads no Airflow config, ~70 us on the task's
+    thread, and a translator changed in ``airflow.cfg`` meanwhile applies from the next try)."""
+
+    handle: dpt_core.InvocationHandle
+    translator: AirflowTranslator
+
+
 class DptListener:
     """Open and close one dpt invocation per task try, under one per dag run.
 
@@ -61,7 +70,7 @@ class DptListener:
         self._translators: dict[str, AirflowTranslator] = {}
         #: Task tries open in this process, by :func:`compat.task_key` (made on first use:
         #: a component that records nothing never imports dpt_core).
-        self._running: RunRegistry[TaskKey, dpt_core.InvocationHandle] | None = None
+        self._running: RunRegistry[TaskKey, _OpenTry] | None = None
         #: The dag runs this process recorded the start of, for the tracker it used (a
         #: new tracker, a new database: none yet).
         self._dag_runs: tuple[Any, RunRegistry[str, bool]] | None = None
@@ -136,7 +145,7 @@ class DptListener:
         return translator
 
     @property
-    def running(self) -> RunRegistry[TaskKey, dpt_core.InvocationHandle]:
+    def running(self) -> RunRegistry[TaskKey, _OpenTry]:
         """The task tries open in this process."""
         if self._running is None:
             from dpt_core.adapter import RunRegistry
@@ -189,21 +198,26 @@ class DptListener:
             variables=translator.get_context_variables(ti, context),
             started_at=getattr(ti, "start_date", None),
         )
-        self.running.set(compat.task_key(ti), handle)
+        self.running.set(compat.task_key(ti), _OpenTry(handle, translator))
         inputs = translator.get_inputs(ti, context)
         if inputs:
             handle.read(*inputs)
         return handle
 
     def _task_finished(self, ti: Any, status: str, error: BaseException | str | None) -> None:
-        # A try that started here is closed whatever the settings say now (and without
-        # reading them again: a config lookup costs ~30 us on the task's thread).
-        handle = self.running.pop(compat.task_key(ti))
-        if handle is None and not self.enabled():
+        # A try that started here is closed whatever the settings say now, by the
+        # translator that opened it (and without reading the settings again: a config
+        # lookup costs 50-70 us on the task's thread).
+        opened = self.running.pop(compat.task_key(ti))
+        if opened is None and not self.enabled():
             return
         import dpt_core
 
-        translator = self.translator
+        handle: dpt_core.InvocationHandle | None
+        if opened is not None:
+            handle, translator = opened
+        else:
+            handle, translator = None, self.translator
         if handle is None and compat.is_runtime_task_instance(ti):
             # The start event was missed (the try failed before the task ran): record it now.
             handle = self._task_started(ti)
@@ -239,16 +253,17 @@ class DptListener:
             return None
         ti = compat.current_task_instance()
         if ti is not None:
-            handle = self._running.get(compat.task_key(ti))
+            opened = self._running.get(compat.task_key(ti))
         else:
             # A thread the task started: Airflow's context does not follow it there,
             # but a task process runs one task try.
             open_tries = self._running.items()
-            handle = open_tries[0][1] if len(open_tries) == 1 else None
-        if handle is None:
+            opened = open_tries[0][1] if len(open_tries) == 1 else None
+        if opened is None:
             return None
         import dpt_core
 
+        handle = opened.handle
         return dpt_core.plugin_api.CurrentContext(handle.uuid, job=handle.job, task=handle.task)
 
     # -- dag runs ---------------------------------------------------------------------------
@@ -366,7 +381,7 @@ class DptListener:
         # (dag_run.get_task_instances() only where tries were open here: dag.test(); in the
         # scheduler it would close the scheduler's own session, see compat.dag_run_tries)
         states = compat.task_instance_states(dag_run) if left else {}
-        for (_, _, task_id, map_index, try_number), handle in left:
+        for (_, _, task_id, map_index, try_number), (handle, _) in left:
             known = states.get((task_id, map_index))
             state = known[1] if known is not None and known[0] == try_number else None
             handle.finish(_STATUS_OF_STATE.get(state or "", "crashed"))
@@ -395,8 +410,8 @@ class DptListener:
         """A try still open when its task runner stops did not end: it deferred (the
         triggerer and then another worker process resume it) or is up for reschedule.
         Hand it over, so this process's exit does not close it as crashed."""
-        for _, handle in self.running.pop_where(lambda _key, _handle: True):
-            handle.detach()
+        for _, opened in self.running.pop_where(lambda _key, _opened: True):
+            opened.handle.detach()
 
     def _flush_before_exit(self) -> None:
         """A task process ends with os._exit right after this hook (the try's state is

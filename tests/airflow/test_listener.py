@@ -493,6 +493,33 @@ def test_translator_subclass_from_airflow_config(
     assert {params(r)["deployment"] for r in squares} == {"test"}
 
 
+def test_a_try_is_closed_by_the_translator_that_opened_it(
+    dpt_env: Any, run_dag: Any, test_dags: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The task switches ``[dpt] translator`` to a broken one while it runs: its own end is
+    # still recorded by the translator that opened it (outputs and all), the next try's by
+    # the new one (its outputs lost to the bug, its end recorded).
+    task = test_dags["dpt_producer"].get_task("produce")
+    produce = task.python_callable
+
+    def produce_and_switch() -> None:
+        produce()
+        monkeypatch.setenv(
+            "AIRFLOW__DPT__TRANSLATOR", "adapter_translators.BrokenOutputsTranslator"
+        )
+
+    monkeypatch.setattr(task, "python_callable", produce_and_switch)
+    assert run_dag("dpt_producer").state == "success"
+    [first] = tasks(invocations(dpt_env), "produce")
+    assert first.status == "success"
+    assert [v.producer for v in versions(dpt_env)["shared.csv"]] == [first.uuid]
+
+    assert run_dag("dpt_producer").state == "success"
+    first_again, second = tasks(invocations(dpt_env), "produce")
+    assert (first_again.uuid, second.status) == (first.uuid, "success")
+    assert [v.producer for v in versions(dpt_env)["shared.csv"]] == [first.uuid]
+
+
 def test_airflow_assets_resolve_to_uris(dpt_env: Any, test_dags: dict[str, Any]) -> None:
     from airflow.sdk import Asset
 
