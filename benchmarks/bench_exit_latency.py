@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import database, emit, machine, table
+from benchmarks._common import bytecode_cached, database, emit, machine, table
 
 #: Stamps, one per line on stderr: "<what> <time.time()>".
 STAMP_EXIT = (
@@ -102,9 +102,9 @@ def run(runs: int, backends: list[str]) -> list[dict[str, object]]:
         out = work / "product.txt"
         out.write_text("one output\n")
         (work / "none.toml").write_text("")
-        base = {k: v for k, v in os.environ.items() if not k.startswith("DPT_")}
-        base.pop("PYTHONDONTWRITEBYTECODE", None)
-        base["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+        base = bytecode_cached(
+            {k: v for k, v in os.environ.items() if not k.startswith("DPT_")}, work / "pycache"
+        )
         root = str(Path(__file__).resolve().parents[1])
         base["PYTHONPATH"] = root + os.pathsep + base.get("PYTHONPATH", "")
         baseline = _case(PASS, base, runs, work)

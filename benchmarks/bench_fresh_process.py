@@ -45,7 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import database, emit, machine, table
+from benchmarks._common import bytecode_cached, database, emit, machine, table
 
 DPT_RUN = (
     "from dpt_core.cli import main\n"
@@ -163,9 +163,9 @@ def run(runs: int, backends: list[str], against: Path | None = None) -> list[dic
         work = Path(tmp)
         out = work / "product.txt"
         out.write_text("one output\n")
-        base = {k: v for k, v in os.environ.items() if not k.startswith("DPT_")}
-        base.pop("PYTHONDONTWRITEBYTECODE", None)
-        base["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+        base = bytecode_cached(
+            {k: v for k, v in os.environ.items() if not k.startswith("DPT_")}, work / "pycache"
+        )
         root = str(Path(__file__).resolve().parents[1])
         base["PYTHONPATH"] = root + os.pathsep + base.get("PYTHONPATH", "")
         baseline = statistics.median(_time("pass", base, runs, work))

@@ -24,7 +24,8 @@ Then, as a Prefect worker does, it runs a one-task flow in ``--processes`` new P
 processes per variant (``off``; ``disabled``: the flow hooks with ``DPT_DISABLED=1``;
 ``on``: the flow hooks) and prints, per variant, the median wall time of the flow call,
 of the ``on_running`` hook alone, of importing ``dpt_prefect``'s hooks, and the ratio of
-the flow call to ``off`` measured in the same run.
+the flow call to ``off`` measured in the same run. The new processes keep the bytecode
+they compile (after one untimed run of each variant), as installed packages have it.
 """
 
 from __future__ import annotations
@@ -207,13 +208,19 @@ print(json.dumps({"variant": variant, "call_s": call, "hook_s": spent["hook"],
 """
 
 
-def bench_processes(n: int) -> None:
-    """The flow-running hook's cost in a new process, DPT_DISABLED=1 and on, against none."""
+def bench_processes(n: int, bytecode: Path) -> None:
+    """The flow-running hook's cost in a new process, DPT_DISABLED=1 and on, against none.
+
+    The processes keep their compiled bytecode in ``bytecode`` (see
+    :func:`benchmarks._common.bytecode_cached`), written by one untimed run of each
+    variant first: else, here, every one compiles Prefect and dpt from source."""
+    from benchmarks._common import bytecode_cached
+
     variants = {"off": {}, "disabled": {"DPT_DISABLED": "1"}, "on": {}}
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
-    for round_no in range(n):
+    for round_no in range(-1, n):  # (round -1: the warm-up, not counted)
         for name, extra in variants.items():
-            env = {**os.environ, **extra}
+            env = bytecode_cached({**os.environ, **extra}, bytecode)
             if name != "disabled":
                 env.pop("DPT_DISABLED", None)
             done = subprocess.run(
@@ -223,6 +230,8 @@ def bench_processes(n: int) -> None:
                 text=True,
                 check=True,
             )
+            if round_no < 0:
+                continue
             row = json.loads(done.stdout.strip().splitlines()[-1])
             row["round"] = round_no
             print(json.dumps(row), flush=True)
@@ -278,7 +287,7 @@ def main() -> int:
     try:
         wait_for_server(server)
         if args.rounds == 0:  # new processes only
-            bench_processes(args.processes)
+            bench_processes(args.processes, work_dir / "pycache")
             return 0
         data = work_dir / "data"
         data.mkdir()
@@ -366,7 +375,7 @@ def main() -> int:
         print(f"target: added ms per task run <= 20 ({args.tasks} tasks, {args.rounds} rounds)")
         if args.processes:
             print()
-            bench_processes(args.processes)
+            bench_processes(args.processes, work_dir / "pycache")
     finally:
         try:
             from prefect.events.worker import EventsWorker
