@@ -384,10 +384,10 @@ def _json_default(value: Any) -> Any:
 
 
 def _decode(value: Any) -> Any:
+    """``value`` with its tagged datetimes decoded, at any depth: :func:`_datetime_hook`
+    after the parse, where :func:`events_from_json` has it run during the parse."""
     if isinstance(value, dict):
-        if set(value) == {"__dt__"}:
-            return dt.datetime.fromisoformat(value["__dt__"])
-        return {k: _decode(v) for k, v in value.items()}
+        return _datetime_hook({k: _decode(v) for k, v in value.items()})
     if isinstance(value, list):
         return [_decode(v) for v in value]
     return value
@@ -447,6 +447,8 @@ def events_from_json(text: str) -> list[Event]:
 
 
 def _datetime_hook(value: dict[str, Any]) -> Any:
+    """A parsed JSON object, or the datetime it tags (``{"__dt__": iso}``, see
+    :func:`_json_default`)."""
     if len(value) == 1 and "__dt__" in value:
         return dt.datetime.fromisoformat(value["__dt__"])
     return value

@@ -17,7 +17,8 @@ each. The wait ends sooner once the process goes quiet (no batch for
 :data:`QUIET` seconds): what a process recorded and then stopped recording for (a
 script that runs ``dpt`` next, a notebook cell) reaches the database a quarter of a
 second later, not a whole delay (a shorter quiet, 0.1 s, ended the gathers under
-``dag.test()`` at Airflow's pauses between tasks: 10 – 14 claims a 40-task run, not ~5). A flush, a read or the process's exit does not wait. While it waits it fsyncs
+``dag.test()`` at Airflow's pauses between tasks: 10 – 14 claims a 40-task run, not
+~5). A flush, a read or the process's exit does not wait. While it waits it fsyncs
 each batch as it comes, so the wait moves when events reach the database, not when
 they reach the disk: a machine crash loses at most what was appended while the writer
 was writing its previous claim (or between an append and its fsync). The first claim
