@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from dpt_airflow import compat
 
@@ -50,6 +50,32 @@ _STATUS_OF_STATE = {
 }
 
 
+K = TypeVar("K")
+
+
+class _PerTracker(Generic[K]):
+    """Keys this process noted for the tracker in use (bounded): a new tracker, a new
+    database, starts with none. Made on first use: a component that records nothing
+    never imports dpt_core."""
+
+    def __init__(self) -> None:
+        self._held: tuple[Any, RunRegistry[K, bool]] | None = None
+
+    def registry(self) -> RunRegistry[K, bool]:
+        import dpt_core
+
+        tracker = dpt_core.get_tracker()
+        if self._held is None or self._held[0] is not tracker:
+            from dpt_core.adapter import RunRegistry
+
+            self._held = (tracker, RunRegistry(MAX_OPEN_TRIES))
+        return self._held[1]
+
+    def made(self) -> RunRegistry[K, bool] | None:
+        """The registry, None (without importing dpt_core) when none was made yet."""
+        return None if self._held is None else self._held[1]
+
+
 class _OpenTry(NamedTuple):
     """A task try this process opened: its invocation, and the translator that opened it
     (which also closes it: its end then reads no Airflow config, ~70 us on the task's
@@ -71,12 +97,11 @@ class DptListener:
         #: Task tries open in this process, by :func:`compat.task_key` (made on first use:
         #: a component that records nothing never imports dpt_core).
         self._running: RunRegistry[TaskKey, _OpenTry] | None = None
-        #: The dag runs this process recorded the start of, for the tracker it used (a
-        #: new tracker, a new database: none yet).
-        self._dag_runs: tuple[Any, RunRegistry[str, bool]] | None = None
-        #: The task tries whose end this process recorded, for the tracker it used: the
-        #: end of their dag run need not close them again (see _close_unfinished_tries).
-        self._ended: tuple[Any, RunRegistry[TaskKey, bool]] | None = None
+        #: The dag runs (uuids) this process recorded the start of.
+        self._dag_runs: _PerTracker[str] = _PerTracker()
+        #: The task tries whose end this process recorded: the end of their dag run need
+        #: not close them again (see _close_unfinished_tries).
+        self._ended: _PerTracker[TaskKey] = _PerTracker()
         self._failures: HostGuard | None = None
         #: (translator, (dag_id, run_id), uuid) of the last dag run a task asked for.
         self._last_dag_run: tuple[Any, tuple[Any, Any], str] | None = None
@@ -245,7 +270,7 @@ class DptListener:
                     error=compat.mask_airflow_secrets(translator.get_error(error)),
                     only_if_running=from_elsewhere,
                 )
-        self._ended_tries().set(compat.task_key(ti), True)
+        self._ended.registry().set(compat.task_key(ti), True)
 
     def current_context(self) -> dpt_core.plugin_api.CurrentContext | None:
         """The task try running on this thread, for the ``dpt_current_context`` hook."""
@@ -291,7 +316,7 @@ class DptListener:
         every task of the run: each was a whole event on the task's thread), and the end
         of a run none of whose tries started here."""
         uuid = self._dag_run_uuid(translator, dag_run)
-        started = self._started_dag_runs()
+        started = self._dag_runs.registry()
         if uuid not in started:
             self._start_dag_run(translator, dag_run)
             started.set(uuid, True)
@@ -304,26 +329,6 @@ class DptListener:
         if last is None or last[0] is not translator or last[1] != ids:
             last = self._last_dag_run = (translator, ids, translator.get_dag_run_uuid(*ids))
         return last[2]
-
-    def _started_dag_runs(self) -> RunRegistry[str, bool]:
-        import dpt_core
-
-        tracker = dpt_core.get_tracker()
-        if self._dag_runs is None or self._dag_runs[0] is not tracker:
-            from dpt_core.adapter import RunRegistry
-
-            self._dag_runs = (tracker, RunRegistry(MAX_OPEN_TRIES))
-        return self._dag_runs[1]
-
-    def _ended_tries(self) -> RunRegistry[TaskKey, bool]:
-        import dpt_core
-
-        tracker = dpt_core.get_tracker()
-        if self._ended is None or self._ended[0] is not tracker:
-            from dpt_core.adapter import RunRegistry
-
-            self._ended = (tracker, RunRegistry(MAX_OPEN_TRIES))
-        return self._ended[1]
 
     def _dag_run_started(self, dag_run: Any) -> None:
         if self.enabled():
@@ -340,7 +345,7 @@ class DptListener:
             self._started_dag_run(translator, dag_run)
             self._close_unfinished_tries(dag_run)
         finally:
-            self._started_dag_runs().pop(uuid)  # (a cleared task may run it again)
+            self._dag_runs.registry().pop(uuid)  # (a cleared task may run it again)
             handle = dpt_core.get_tracker().attach(uuid, str(dag_run.dag_id))
             handle.finish(
                 status,
@@ -354,10 +359,10 @@ class DptListener:
 
     def _started_here(self, dag_run: Any) -> bool:
         """This process recorded the start of ``dag_run`` (and has not closed it)."""
-        if self._dag_runs is None:
+        started = self._dag_runs.made()
+        if started is None:
             return False  # (nothing started: dpt_core need not be imported)
-        uuid = self._dag_run_uuid(self.translator, dag_run)
-        return uuid in self._dag_runs[1]
+        return self._dag_run_uuid(self.translator, dag_run) in started
 
     def _close_unfinished_tries(self, dag_run: Any) -> None:
         """No try of a finished dag run stays running.
@@ -377,7 +382,7 @@ class DptListener:
 
         ids = (dag_run.dag_id, dag_run.run_id)
         left = self.running.pop_where(lambda key, _: key[:2] == ids)
-        ended = {key for key, _ in self._ended_tries().pop_where(lambda key, _: key[:2] == ids)}
+        ended = {key for key, _ in self._ended.registry().pop_where(lambda key, _: key[:2] == ids)}
         # (dag_run.get_task_instances() only where tries were open here: dag.test(); in the
         # scheduler it would close the scheduler's own session, see compat.dag_run_tries)
         states = compat.task_instance_states(dag_run) if left else {}
