@@ -188,36 +188,28 @@ class HookTimer:
         return calls, cpu
 
 
-def writer_cpu() -> tuple[int | None, float]:
-    """(thread id, CPU seconds) of dpt's background writer thread in this process, if any."""
+def writer_cpu() -> tuple[int | None, float, float]:
+    """(thread id, CPU seconds, user CPU seconds) of dpt's background writer thread in
+    this process, if any. The user CPU is read from ``/proc`` (Linux; 0 elsewhere): the
+    writer's Python runs in user mode, holding the GIL, so it bounds the time the writer
+    can take the GIL from the task's thread (its system time, ``fsync`` and SQLite's
+    writes, does not hold it)."""
     store_module = sys.modules.get("dpt_core.store.plugin")
     store = getattr(store_module, "_store", None)
     thread = store.writer.thread if store is not None else None
     if thread is None or thread.ident is None or not thread.is_alive():
-        return None, 0.0
+        return None, 0.0, 0.0
     try:
-        return thread.ident, time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        cpu = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
     except (OSError, AttributeError):  # (gone meanwhile; not on this platform)
-        return None, 0.0
-
-
-def writer_user_cpu() -> tuple[int | None, float]:
-    """(native thread id, user CPU seconds) of dpt's writer thread, from ``/proc`` (Linux):
-    its Python runs in user mode, holding the GIL, so this bounds the time it can take the
-    GIL from the task's thread (its system time, ``fsync`` and SQLite's writes, does not
-    hold it)."""
-    store_module = sys.modules.get("dpt_core.store.plugin")
-    store = getattr(store_module, "_store", None)
-    thread = store.writer.thread if store is not None else None
-    native = getattr(thread, "native_id", None)
-    if thread is None or native is None or not thread.is_alive():
-        return None, 0.0
+        return None, 0.0, 0.0
     try:
-        with open(f"/proc/self/task/{native}/stat") as stat:
+        with open(f"/proc/self/task/{thread.native_id}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:  # (gone meanwhile; no /proc)
-        return None, 0.0
-    return native, int(fields[11]) / os.sysconf("SC_CLK_TCK")
+        user = int(fields[11]) / os.sysconf("SC_CLK_TCK")
+    except OSError:  # (no /proc)
+        user = 0.0
+    return thread.ident, cpu, user
 
 
 FRESH_PROCESS = """
@@ -317,15 +309,16 @@ def run_once(
     # run, so a full collection of the ~650 000 objects (0.5 s) fell every second run,
     # into whichever mode ran then, and moved "added" by +-12 ms a task try.
     gc.collect()
-    writer_before, user_before = writer_cpu(), writer_user_cpu()
+    writer_before = writer_cpu()
     start, cpu_start = time.perf_counter(), time.process_time()
     dag_run = dag.test()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     dpt_core.flush()  # the dpt run's writes, before the next run is timed
     until_written = time.perf_counter() - start
-    writer_after, user_after = writer_cpu(), writer_user_cpu()
-    written_cpu = writer_after[1] - (writer_before[1] if writer_before[0] == writer_after[0] else 0)
-    written_user = user_after[1] - (user_before[1] if user_before[0] == user_after[0] else 0)
+    writer_after = writer_cpu()
+    same_writer = writer_before[0] == writer_after[0]
+    written_cpu = writer_after[1] - (writer_before[1] if same_writer else 0)
+    written_user = writer_after[2] - (writer_before[2] if same_writer else 0)
     state = str(getattr(dag_run.state, "value", dag_run.state))
     calls, hooks_cpu = timer.take()
     task_hooks = sum(sum(v) for k, v in calls.items() if k.startswith("on_task_instance"))
