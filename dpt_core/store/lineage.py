@@ -475,6 +475,11 @@ def closure(
     return _closure(conn, direction, depth, ids=seeds)
 
 
+#: A depth limit past this is no limit: the same closure, without a number the databases'
+#: integers cannot hold (a ``--depth`` of twenty digits was an OverflowError on SQLite).
+MAX_DEPTH = 2**31 - 1
+
+
 def _closure(
     conn: Connection,
     direction: Direction,
@@ -489,6 +494,8 @@ def _closure(
         raise ValueError(f"direction {direction!r} is not 'upstream' or 'downstream'")
     if depth is not None and depth < 0:
         raise ValueError(f"depth {depth} is negative: use 0 or more, or None for no limit")
+    if depth is not None and depth > MAX_DEPTH:
+        depth = None  # (no chain is that long; SQLite takes no larger number as a parameter)
     limited = depth is not None
     lateral = _lateral(conn)
     params: dict[str, Any] = {"depth_limit": depth} if limited else {}

@@ -177,10 +177,16 @@ def tag_target(
     return "run", [(run.id, run.uuid, None)]
 
 
+#: The largest run id: the databases' 64-bit integers (SQLite cannot even take a larger
+#: number as a parameter, so a longer string of digits names no run by its id).
+MAX_RUN_ID = 2**63 - 1
+
+
 def _find_run(conn: Connection, run: str | int) -> Any:
     text = str(run).strip()
     row = None
-    if text.isdigit():
+    # (ASCII digits only: str.isdigit() is also true of "²", which int() refuses)
+    if text.isascii() and text.isdigit() and int(text) <= MAX_RUN_ID:
         row = conn.execute(select(I).where(or_(I.c.id == int(text), I.c.uuid == text))).first()
     if row is None and len(text) >= 6:  # also a UUID prefix that happens to be all digits
         rows = conn.execute(select(I).where(I.c.uuid.startswith(text)).limit(2)).all()

@@ -175,6 +175,24 @@ def test_missing_input_and_unknown_target_are_clear_errors(dpt_env, tmp_path):
     )
 
 
+def test_numbers_past_the_databases_integers_are_clear_errors_or_no_limit(
+    dpt_backend, dpt_env, tmp_path
+):
+    (tmp_path / "a.txt").write_text("a")
+    dpt("run", "-i", "a.txt", "-o", "b.txt", "--", "cp", "a.txt", "b.txt", cwd=tmp_path, check=0)
+    huge = "9" * 20  # past 2**64: SQLite raised OverflowError, a traceback for the user
+    for args, message in [
+        (("show", huge), "neither a recorded product nor a run id"),
+        (("env", "diff", huge, "1"), f"no run '{huge}' is recorded"),
+        (("show", "\u00b2"), "neither a recorded product nor a run id"),  # a digit to isdigit()
+    ]:
+        result = dpt(*args, cwd=tmp_path)
+        assert result.returncode == 2 and message in one_line_error(result), args
+    whole = json.loads(dpt("lineage", "b.txt", "--json", cwd=tmp_path, check=0).stdout)
+    deep = dpt("lineage", "b.txt", "--depth", huge, "--json", cwd=tmp_path, check=0)
+    assert json.loads(deep.stdout)["nodes"] == whole["nodes"] and len(whole["nodes"]) == 2
+
+
 def test_server_database_behind_names_dpt_db_upgrade(tmp_path, dpt_env):
     from sqlalchemy import create_engine, text
 

@@ -220,6 +220,13 @@ def test_lineage_of_a_version(served: Pipeline) -> None:
     assert [n["version"] for n in body["nodes"] if n["depth"] == 0] == [version]
 
 
+def test_a_depth_past_the_databases_integers_is_the_whole_closure(served: Pipeline) -> None:
+    whole = api(served, "/api/lineage", uri=served.path("final.txt"))
+    deep = api(served, "/api/lineage", uri=served.path("final.txt"), depth="9" * 20)
+    assert deep["nodes"] == whole["nodes"] and deep["edges"] == whole["edges"]
+    assert deep == cli(served, "lineage", served.path("final.txt"), "--depth", "9" * 20)
+
+
 def test_lineage_reaches_the_whole_chain(served: Pipeline) -> None:
     body = api(served, "/api/lineage", uri=served.uri("final.txt"))
     uris = {n["uri"] for n in body["nodes"]}
@@ -321,6 +328,11 @@ def test_a_bad_parameter_is_400_naming_it(served: Pipeline, path: str, parameter
         "/api/lineage?uri=s3://bucket/unknown",
         "/api/impact?product=/no/such/product.txt",
         "/api/env/diff?a=1&b=999999",
+        # past the databases' 64-bit integers (SQLite raised OverflowError: a 500)
+        f"/api/runs/{'9' * 20}",
+        f"/api/runs/{'9' * 20}/env",
+        f"/api/env/diff?a=1&b={'9' * 20}",
+        "/api/runs/%C2%B2",  # "²": a digit to str.isdigit(), not to int()
     ],
 )
 def test_an_unknown_run_or_product_is_404(served: Pipeline, path: str) -> None:
