@@ -36,16 +36,22 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     """
     match = _RELATIVE.match(text)
     now = now or dt.datetime.now(dt.UTC)
-    if match:
-        amount, unit = float(match.group(1)), match.group(2).lower()
-        return now - dt.timedelta(**{_UNITS[unit]: amount})
     try:
-        parsed = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
+        if match:
+            amount, unit = float(match.group(1)), match.group(2).lower()
+            return now - dt.timedelta(**{_UNITS[unit]: amount})
+        try:
+            parsed = dt.datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise BadSince(
+                f"--since {text!r} is not a date or an age: use e.g. 2024-05-01, "
+                "2024-05-01T12:00+00:00, 12h, 7d or 2w"
+            ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.astimezone()
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:  # an age before year 1, a date in UTC after 9999 (or before 1)
         raise BadSince(
-            f"--since {text!r} is not a date or an age: use e.g. 2024-05-01, "
-            "2024-05-01T12:00+00:00, 12h, 7d or 2w"
+            f"--since {text!r} is outside the calendar (years 1 to 9999, in UTC): "
+            "give a smaller age or a date within it"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.astimezone()
-    return parsed.astimezone(dt.UTC)

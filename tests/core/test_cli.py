@@ -193,6 +193,11 @@ def test_numbers_past_the_databases_integers_are_clear_errors_or_no_limit(
     assert json.loads(deep.stdout)["nodes"] == whole["nodes"] and len(whole["nodes"]) == 2
 
 
+def test_an_age_past_the_calendar_is_a_one_line_error(dpt_env, tmp_path):
+    result = dpt("export", "--format", "openlineage", "--since", "99999999999d", cwd=tmp_path)
+    assert result.returncode == 2 and "outside the calendar" in one_line_error(result)
+
+
 def test_server_database_behind_names_dpt_db_upgrade(tmp_path, dpt_env):
     from sqlalchemy import create_engine, text
 

@@ -196,6 +196,11 @@ def test_parse_since():
     for bad in ("yesterday", "3 parsecs", ""):
         with pytest.raises(BadSince, match="--since"):
             parse_since(bad)
+    # past the calendar: ages before year 1 (OverflowError before), dates past it in UTC
+    for outside in ("99999999999d", "1000000d", "9" * 400 + "d", "9999-12-31T23:00-05:00"):
+        with pytest.raises(BadSince, match=r"--since .* is outside the calendar"):
+            parse_since(outside, now)
+    assert parse_since("700000d", now).year == 107  # within it: still an age
 
 
 # --------------------------------------------------------------------------- PROV

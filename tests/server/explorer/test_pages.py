@@ -419,6 +419,8 @@ def test_search_finds_products_jobs_and_runs(survey_site: Any) -> None:
         ("/lineage", {"uri": "x", "depth": "-1"}, 400, "depth=-1 is out of range"),
         ("/lineage", {"uri": "x", "run": "1"}, 400, "not both"),
         ("/runs", {"since": "yesterday"}, 400, "since 'yesterday' is not a date"),
+        ("/runs", {"until": "99999999999d"}, 400, "until '99999999999d' is outside the calendar"),
+        (f"/runs/{'9' * 20}", {}, 404, f"no run '{'9' * 20}' is recorded"),
         ("/runs", {"status": "great"}, 400, "status='great' is not one of"),
         ("/runs", {"limit": "0"}, 400, "limit=0 is out of range"),
         ("/runs", {"tag": "survey"}, 400, "tag 'survey' has no '=': write KEY=VALUE"),
