@@ -49,16 +49,16 @@ KNOWN_REVISIONS = ["head", "base", "0001"]
 
 
 @st.composite
-def argv(draw: st.DrawFn) -> list[str]:
+def argv(draw: st.DrawFn, value: st.SearchStrategy[str] = safe_value) -> list[str]:
     command = draw(st.sampled_from(sorted(COMMANDS)))
     options = COMMANDS[command]
     if command == ("run",):
         # Only options with their values, then "-- true": an unknown word would become the
         # program 'dpt run' executes, and fuzz text must never be run.
-        pairs = draw(st.lists(st.tuples(st.sampled_from(options), safe_value), max_size=4))
+        pairs = draw(st.lists(st.tuples(st.sampled_from(options), value), max_size=4))
         args = [*command, *[w for pair in pairs for w in pair], "--", "true"]
     else:
-        words = st.one_of(st.sampled_from(options or ["--json"]), safe_value)
+        words = st.one_of(st.sampled_from(options or ["--json"]), value)
         args = [*command, *draw(st.lists(words, max_size=6))]
     if draw(st.booleans()):
         args.insert(0, draw(st.sampled_from(["-v", "--verbose", "-h"])))
@@ -84,6 +84,45 @@ def test_any_argument_list_exits_0_1_or_2_without_a_traceback(dpt_env, tmp_path,
     assert "Traceback" not in result.stderr + result.stdout
     if result.exit_code:
         assert result.stderr.strip(), (args, "failed without saying why")
+
+
+def test_any_argument_list_over_a_recorded_pipeline_exits_0_1_or_2(
+    dpt_backend, dpt_env, tmp_path, monkeypatch
+):
+    """The same, over a database that holds runs and versions, naming them: the commands
+    then reach their lineage, staleness, impact and diff code, not just 'not recorded'."""
+    import dpt_core
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "raw.txt").write_text("raw")
+    for source, target in [("raw.txt", "cal.txt"), ("cal.txt", "lc.txt")]:
+        with dpt_core.invocation("calibrate", parameters={"gain": 2}) as inv:
+            inv.read(source)
+            (tmp_path / target).write_text((tmp_path / source).read_text() + "+")
+            inv.write(target)
+    (tmp_path / "raw.txt").write_text("raw, again")  # cal.txt and lc.txt are now stale
+    dpt_core.flush()
+    runs = [r.uuid for r in dpt_core.runs()]
+    versions = [v.version for v in dpt_core.show(tmp_path / "cal.txt").versions]  # type: ignore[union-attr]
+    recorded = st.sampled_from(
+        ["raw.txt", "cal.txt", "lc.txt", "none.txt", "1", "2", "3", "calibrate", "gain=2"]
+        + runs + [r[:8] for r in runs] + versions + [v[:8] for v in versions]
+    )  # fmt: skip
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(args=argv(recorded | safe_value))
+    @example(args=["lineage", "cal.txt", "--depth", "99999999999999999999"])  # (SQLite: 2**64)
+    @example(args=["env", "diff", "1", "99999999999999999999"])
+    def check(args: list[str]) -> None:
+        result = cli(*args)  # an exception escaping the command fails here, with its traceback
+        assert result.exit_code in (0, 1, 2), (args, result.exit_code, result.stderr)
+        assert "Traceback" not in result.stderr + result.stdout
+        if result.exit_code == 1 and "stale" in args:  # (exit 1: something is stale, listed)
+            assert result.stdout.strip(), (args, "stale without saying what")
+        elif result.exit_code:
+            assert result.stderr.strip(), (args, "failed without saying why")
+
+    check()
 
 
 @pytest.mark.parametrize("sub", ["upgrade", "downgrade"])
