@@ -185,8 +185,9 @@ MAX_RUN_ID = 2**63 - 1
 def _find_run(conn: Connection, run: str | int) -> Any:
     text = str(run).strip()
     row = None
-    # (ASCII digits only: str.isdigit() is also true of "²", which int() refuses)
-    if text.isascii() and text.isdigit() and int(text) <= MAX_RUN_ID:
+    # (ASCII digits only: str.isdigit() is also true of "²", which int() refuses; and
+    # few of them: int() refuses more than 4 300 digits, and 20 already pass MAX_RUN_ID)
+    if text.isascii() and text.isdigit() and len(text) < 20 and int(text) <= MAX_RUN_ID:
         row = conn.execute(select(I).where(or_(I.c.id == int(text), I.c.uuid == text))).first()
     if row is None and len(text) >= 6:  # also a UUID prefix that happens to be all digits
         rows = conn.execute(select(I).where(I.c.uuid.startswith(text)).limit(2)).all()

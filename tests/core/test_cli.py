@@ -185,6 +185,7 @@ def test_numbers_past_the_databases_integers_are_clear_errors_or_no_limit(
         (("show", huge), "neither a recorded product nor a run id"),
         (("env", "diff", huge, "1"), f"no run '{huge}' is recorded"),
         (("show", "\u00b2"), "neither a recorded product nor a run id"),  # a digit to isdigit()
+        (("show", "9" * 5000), "neither a recorded product nor a run id"),  # past int()'s limit
     ]:
         result = dpt(*args, cwd=tmp_path)
         assert result.returncode == 2 and message in one_line_error(result), args
