@@ -159,14 +159,15 @@ def product_uri(value: str, parameter: str) -> str:
 
 async def _read(config: ServerConfig, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``func(engine, *args, **kwargs)`` in a worker thread; dpt and database errors
-    become 404 (not recorded), 400 (bad input) or 503 (the database cannot answer)."""
+    become 404 (not recorded), 400 (bad input, a value the database refuses among it) or
+    503 (the database cannot answer)."""
 
     def call() -> T:
         from dpt_core.store.plugin import current_store
 
         return func(current_store(config.settings).engine, *args, **kwargs)
 
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import DataError, SQLAlchemyError
 
     from dpt_core.errors import (
         ConfigError,
@@ -186,6 +187,8 @@ async def _read(config: ServerConfig, func: Callable[..., T], *args: Any, **kwar
         raise ApiError(503, str(exc)) from None
     except DptError as exc:
         raise ApiError(400, str(exc)) from None
+    except DataError as exc:  # (a value of the request: a NUL for PostgreSQL, say)
+        raise ApiError(400, f"the database refused a value: {describe_db_error(exc)}") from None
     except SQLAlchemyError as exc:
         raise ApiError(503, f"database error: {describe_db_error(exc)}") from None
 

@@ -109,13 +109,6 @@ def is_loopback_name(host_header: bytes | None) -> bool:
         return False
 
 
-def _holds_nul(scope: Scope) -> bool:
-    """The request's path or query string holds a NUL: no recorded name has one, and
-    PostgreSQL refuses it in any text it is given (a database error, not a bad request)."""
-    query = scope.get("query_string", b"")
-    return "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query
-
-
 def _is_json(content_type: bytes) -> bool:
     media = content_type.split(b";")[0].strip().lower()
     return media == b"application/json" or (
@@ -155,18 +148,6 @@ class RequestRules:
                     "addressed to localhost, 127.0.0.1 or [::1] (Host header), a guard "
                     "against DNS rebinding; serve on another address (--host) to be reached "
                     "by other names"
-                },
-                [],
-            )
-            return
-        if _holds_nul(scope):
-            await _send_json(
-                send,
-                400,
-                {
-                    "error": "the request's path or query holds a NUL character (%00): no "
-                    "name dpt records has one (PostgreSQL cannot even compare with it); "
-                    "remove it"
                 },
                 [],
             )

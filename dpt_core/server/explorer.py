@@ -46,7 +46,7 @@ from urllib.parse import urlencode
 import jinja2
 from markupsafe import Markup, escape
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -923,6 +923,11 @@ class Explorer:
             return self._error(ask, 404, "Not found", str(exc))
         except (DptError, ValueError) as exc:
             return self._error(ask, 400, "Bad request", str(exc))
+        except DataError as exc:  # (a value of the request: a NUL for PostgreSQL, say)
+            from dpt_core.store.engine import describe_db_error
+
+            message = f"the database refused a value: {describe_db_error(exc)}"
+            return self._error(ask, 400, "Bad request", message)
         except SQLAlchemyError as exc:
             from dpt_core.store.engine import describe_db_error
 

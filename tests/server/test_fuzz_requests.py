@@ -115,6 +115,7 @@ def test_every_get_answers_a_page_or_a_4xx_never_a_500(client: Any) -> None:
     @example(request=("/runs", [("since", "99999999999d")]))
     @example(request=("/api/runs/00000%00", []))  # PostgreSQL: a 503, as if it were away
     @example(request=("/api/runs", [("job", "\x00")]))
+    @example(request=("/runs/00000%00", []))  # (the explorer's page: the same)
     @example(request=("/api/lineage", [("uri", named["files"][1]), ("depth", "9" * 20)]))
     def check(request: tuple[str, list[tuple[str, str]]]) -> None:
         path, query = request
