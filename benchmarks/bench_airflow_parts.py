@@ -13,7 +13,8 @@ take on the task's thread, per try (median over the rounds), and its ratio to th
 unchanged plugin (``dpt``) of the same rounds:
 
 - ``no-config``: the listener reads no Airflow config (``[dpt] enabled`` taken as on,
-  the translator as it was);
+  the default translator; it reads them once a dag run since 2026-12-07's twelfth
+  round);
 - ``no-openlineage``: the live OpenLineage emitter skips its configuration check;
 - ``no-context-variables``: no ``AIRFLOW_CTX_*`` computed for the try;
 - ``no-volatile-variables``: the process's volatile variables not read;
@@ -91,14 +92,8 @@ def _no_op_parts(patches: Patches, parts: tuple[str, ...]) -> None:
     from dpt_core.export import openlineage_live
 
     if "no-config" in parts:
-        kept = listener.dpt_listener.translator
-        on = patches.counted("no-config", lambda self: True)
-        patches.set(listener.DptListener, "enabled", on)
-        patches.set(
-            listener.DptListener,
-            "translator",
-            property(patches.counted("no-config", lambda self: kept)),
-        )
+        options = patches.counted("no-config", lambda self, dag_run: (True, ""))
+        patches.set(listener.DptListener, "_options", options)
     if "no-openlineage" in parts:
         patches.set(openlineage_live, "client", patches.counted("no-openlineage", lambda: None))
     if "no-context-variables" in parts:

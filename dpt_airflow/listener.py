@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from dpt_core.adapter import HostGuard, RunRegistry
 
     TaskKey = tuple[str, str, str, int, int]
+    DagRunKey = tuple[Any, Any]
 
 log = logging.getLogger("dpt.airflow")
 
@@ -105,6 +106,8 @@ class DptListener:
         self._failures: HostGuard | None = None
         #: (translator, (dag_id, run_id), uuid) of the last dag run a task asked for.
         self._last_dag_run: tuple[Any, tuple[Any, Any], str] | None = None
+        #: ((dag_id, run_id), ([dpt] enabled, [dpt] translator)) of the last dag run read.
+        self._held_options: tuple[DagRunKey, tuple[bool, str]] | None = None
 
     # -- Airflow hooks: task instances (task runner) ----------------------------------------
 
@@ -142,9 +145,13 @@ class DptListener:
 
     # -- settings ---------------------------------------------------------------------------
 
-    def enabled(self) -> bool:
-        """False under ``[dpt] enabled = False`` or ``DPT_DISABLED=1``; read on every event."""
-        if not compat.conf_getboolean(CONFIG_SECTION, "enabled", fallback=True):
+    def enabled(self, dag_run: DagRunKey | None = None) -> bool:
+        """False under ``[dpt] enabled = False`` or ``DPT_DISABLED=1``.
+
+        :param dag_run: ``(dag_id, run_id)`` of the event's dag run: the ``[dpt]`` options
+            are then read once per dag run in this process (see :meth:`_options`); without
+            it, at every call."""
+        if not self._options(dag_run)[0]:
             return False
         import dpt_core
 
@@ -153,9 +160,13 @@ class DptListener:
     @property
     def translator(self) -> AirflowTranslator:
         """The override, else the class named by ``[dpt] translator``, else :class:`AirflowTranslator`."""
+        return self.translator_for(None)
+
+    def translator_for(self, dag_run: DagRunKey | None) -> AirflowTranslator:
+        """:attr:`translator`, its option read once per dag run (see :meth:`enabled`)."""
         if self.translator_override is not None:
             return self.translator_override
-        name = compat.conf_get(CONFIG_SECTION, "translator", fallback="") or ""
+        name = self._options(dag_run)[1]
         translator = self._translators.get(name)
         if translator is None:
             from dpt_airflow.translator import AirflowTranslator
@@ -169,6 +180,26 @@ class DptListener:
             self._translators[name] = translator
         return translator
 
+    def _options(self, dag_run: DagRunKey | None) -> tuple[bool, str]:
+        """``[dpt] enabled`` and ``[dpt] translator`` for an event of ``dag_run``.
+
+        Read at the first event of a dag run in this process and kept for its other
+        events: a task process runs one try, but ``dag.test()`` runs every try of a dag
+        run in one process, and two Airflow config reads were ~0.1-0.25 ms of each try
+        on the task's thread. A change applies from the next dag run (or the next task
+        process). Without ``dag_run``, read now (and not kept).
+        """
+        held = self._held_options
+        if dag_run is not None and held is not None and held[0] == dag_run:
+            return held[1]
+        options = (
+            compat.conf_getboolean(CONFIG_SECTION, "enabled", fallback=True),
+            compat.conf_get(CONFIG_SECTION, "translator", fallback="") or "",
+        )
+        if dag_run is not None:
+            self._held_options = (dag_run, options)
+        return options
+
     @property
     def running(self) -> RunRegistry[TaskKey, _OpenTry]:
         """The task tries open in this process."""
@@ -181,7 +212,8 @@ class DptListener:
     # -- task tries -------------------------------------------------------------------------
 
     def _task_started(self, ti: Any) -> dpt_core.InvocationHandle | None:
-        if not self.enabled() or not compat.is_runtime_task_instance(ti):
+        dag_run_key = (ti.dag_id, ti.run_id)
+        if not self.enabled(dag_run_key) or not compat.is_runtime_task_instance(ti):
             return None
         import dpt_core
 
@@ -192,7 +224,7 @@ class DptListener:
             from dpt_core.adapter import ends_without_exit_handlers
 
             ends_without_exit_handlers(flushed_by_caller=True)
-        translator = self.translator
+        translator = self.translator_for(dag_run_key)
         context = compat.template_context(ti)
         dag_run = context.get("dag_run")
         tracker = dpt_core.get_tracker()
@@ -234,7 +266,8 @@ class DptListener:
         # translator that opened it (and without reading the settings again: a config
         # lookup costs 50-70 us on the task's thread).
         opened = self.running.pop(compat.task_key(ti))
-        if opened is None and not self.enabled():
+        dag_run_key = (ti.dag_id, ti.run_id)
+        if opened is None and not self.enabled(dag_run_key):
             return
         import dpt_core
 
@@ -242,7 +275,7 @@ class DptListener:
         if opened is not None:
             handle, translator = opened
         else:
-            handle, translator = None, self.translator
+            handle, translator = None, self.translator_for(dag_run_key)
         if handle is None and compat.is_runtime_task_instance(ti):
             # The start event was missed (the try failed before the task ran): record it now.
             handle = self._task_started(ti)
@@ -331,15 +364,17 @@ class DptListener:
         return last[2]
 
     def _dag_run_started(self, dag_run: Any) -> None:
-        if self.enabled():
-            self._started_dag_run(self.translator, dag_run)
+        key = (dag_run.dag_id, dag_run.run_id)
+        if self.enabled(key):
+            self._started_dag_run(self.translator_for(key), dag_run)
 
     def _dag_run_finished(self, dag_run: Any, status: str, msg: str | None) -> None:
-        if not self.enabled() and not self._started_here(dag_run):
+        key = (dag_run.dag_id, dag_run.run_id)
+        if not self.enabled(key) and not self._started_here(dag_run):
             return  # (a dag run this process recorded the start of is closed all the same)
         import dpt_core
 
-        translator = self.translator
+        translator = self.translator_for(key)
         uuid = self._dag_run_uuid(translator, dag_run)
         try:
             self._started_dag_run(translator, dag_run)
@@ -362,7 +397,8 @@ class DptListener:
         started = self._dag_runs.made()
         if started is None:
             return False  # (nothing started: dpt_core need not be imported)
-        return self._dag_run_uuid(self.translator, dag_run) in started
+        key = (dag_run.dag_id, dag_run.run_id)
+        return self._dag_run_uuid(self.translator_for(key), dag_run) in started
 
     def _close_unfinished_tries(self, dag_run: Any) -> None:
         """No try of a finished dag run stays running.
@@ -397,7 +433,7 @@ class DptListener:
         if not open_elsewhere:
             return
         tracker = dpt_core.get_tracker()
-        translator = self.translator
+        translator = self.translator_for((dag_run.dag_id, dag_run.run_id))
         with tracker.batch():
             for row in open_elsewhere:
                 status = _STATUS_OF_STATE.get(compat.state_text(row.state), "crashed")

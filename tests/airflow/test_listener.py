@@ -493,6 +493,31 @@ def test_translator_subclass_from_airflow_config(
     assert {params(r)["deployment"] for r in squares} == {"test"}
 
 
+def test_the_dpt_options_are_read_once_a_dag_run_in_a_process(
+    dpt_env: Any, run_dag: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dag.test() runs every try of a dag run in one process: ``[dpt] enabled`` and
+    ``[dpt] translator`` are read at the dag run's first event there, not at every try's
+    (two config reads were ~0.1-0.25 ms of each try on the task's thread)."""
+    from dpt_airflow import compat
+
+    reads: list[str] = []
+    for name in ("conf_get", "conf_getboolean"):
+        real = getattr(compat, name)
+
+        def counted(section: str, key: str, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            if section == "dpt":
+                reads.append(key)
+            return _real(section, key, *args, **kwargs)
+
+        monkeypatch.setattr(compat, name, counted)
+    assert run_dag("dpt_mapped").state == "success"
+    assert len(tasks(invocations(dpt_env))) == 3  # (three tries, square[0..2])
+    assert sorted(reads) == ["enabled", "translator"]
+    assert run_dag("dpt_mapped").state == "success"  # a new dag run reads them again
+    assert sorted(reads) == ["enabled", "enabled", "translator", "translator"]
+
+
 def test_a_try_is_closed_by_the_translator_that_opened_it(
     dpt_env: Any, run_dag: Any, test_dags: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
