@@ -40,6 +40,20 @@ def test_airflows_masker_masks_the_secrets_it_knows_in_string_values(airflow_db:
     assert compat.mask_airflow_secrets(None) is None
 
 
+def test_a_secret_airflow_learns_later_is_masked_from_then_on(airflow_db: Path) -> None:
+    """The masker's pattern is read at each call, not kept: a secret a task fetches
+    mid-try (a connection's password) is masked in what is recorded after it."""
+    from airflow.sdk.log import mask_secret
+
+    text = {"command": ["run", "--token", "zq-later-secret-4471"], "n": [1, "x"]}
+    assert compat.mask_airflow_secrets(text) == text
+    mask_secret("zq-later-secret-4471")
+    assert compat.mask_airflow_secrets(text) == {
+        "command": ["run", "--token", "<redacted>"],
+        "n": [1, "x"],
+    }
+
+
 def test_dag_run_tries_reads_the_current_tries_in_a_session_of_its_own(
     dpt_env: object, run_dag: object
 ) -> None:
