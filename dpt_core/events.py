@@ -361,15 +361,12 @@ def event_to_json(event: Event) -> str:
     global _last_snapshot_json
     env = getattr(event, "environment", None)
     if not isinstance(env, EnvironmentSnapshot):
-        return json.dumps(event, ensure_ascii=False, default=_json_default)
+        return _encoder.encode(event)
     last = _last_snapshot_json
     if last is None or last[0] is not env:
-        last = _last_snapshot_json = (
-            env,
-            json.dumps(env, ensure_ascii=False, default=_json_default),
-        )
+        last = _last_snapshot_json = (env, _encoder.encode(env))
     rest = {name: getattr(event, name) for name in event.__slots__ if name != "environment"}
-    text = json.dumps(rest, ensure_ascii=False, default=_json_default)
+    text = _encoder.encode(rest)
     return text[:-1] + ', "environment": ' + last[1] + "}"
 
 
@@ -381,6 +378,12 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Frozen):
         return {name: getattr(value, name) for name in value.__slots__}
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+#: The encoder of :func:`event_to_json`, made once (``json.dumps`` with arguments makes
+#: one a call). Without the circular-reference check: an event is a tree (its
+#: parameters and metadata went through :func:`dpt_core.tracker.jsonable`).
+_encoder = json.JSONEncoder(ensure_ascii=False, check_circular=False, default=_json_default)
 
 
 def _decode(value: Any) -> Any:
