@@ -185,8 +185,8 @@ class DptListener:
 
         Read at the first event of a dag run in this process and kept for its other
         events: a task process runs one try, but ``dag.test()`` runs every try of a dag
-        run in one process, and two Airflow config reads were ~0.1-0.25 ms of each try
-        on the task's thread. A change applies from the next dag run (or the next task
+        run in one process, and two Airflow config reads were ~0.25 ms of each try on
+        the task's thread. A change applies from the next dag run (or the next task
         process). Without ``dag_run``, read now (and not kept).
         """
         held = self._held_options
