@@ -433,7 +433,7 @@ class DptListener:
         if not open_elsewhere:
             return
         tracker = dpt_core.get_tracker()
-        translator = self.translator_for((dag_run.dag_id, dag_run.run_id))
+        translator = self.translator_for(ids)
         with tracker.batch():
             for row in open_elsewhere:
                 status = _STATUS_OF_STATE.get(compat.state_text(row.state), "crashed")
