@@ -25,6 +25,22 @@ unchanged plugin (``dpt``) of the same rounds:
 - ``none-of-these``: all of the above at once: what is left is the event path itself
   (listener, translator, tracker, plugin hooks, store, the spool appends).
 
+Two more take parts of the event path out (2026-12-08, thirteenth round):
+
+- ``no-layers``: the listener's two task hooks make the same events, with the same
+  calls for the work (the translator, ``Tracker.observe``, the redaction, the try's
+  variables, the environment), and hand each try's batch straight to the store: no
+  ``Tracker.start``/``read``/``write``/``finish``, no guards, no plugin dispatch, no
+  ``batch()`` hooks (so no other plugin, the live OpenLineage emitter included, sees
+  the try). Checked: its runs record as many invocations, versions and edges as the
+  plugin's;
+- ``no-spool``: the events are made but the store takes nothing (no encoding, no
+  append, no wake of the writer): what the durable append costs the task's thread;
+- ``floor``: ``none-of-these`` and ``no-layers`` at once: the events made from
+  Airflow's task instance and appended to the spool, and nothing else: the least a
+  durable record of a try costs the task's thread in this design;
+- ``floor-no-spool``: and ``no-spool``: the events made, and nothing else.
+
 A diagnostic, not a mode: the variants record wrong things (no hashes, secrets kept)
 into the benchmark's throwaway database. See docs/performance.md, "Eleventh round".
 """
@@ -41,7 +57,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_airflow import HookTimer, run_once, set_up
+from benchmarks.bench_airflow import HookTimer, _count_rows, run_once, set_up
 
 PARTS = (
     "no-config",
@@ -52,7 +68,9 @@ PARTS = (
     "no-symlinks",
     "no-hashing",
 )
-VARIANTS = ("dpt", *PARTS, "none-of-these")
+#: Parts of the event path (see the module docstring), not of the work.
+PATH_PARTS = ("no-layers", "no-spool")
+VARIANTS = ("dpt", *PARTS, "none-of-these", *PATH_PARTS, "floor", "floor-no-spool")
 
 
 class Patches:
@@ -116,6 +134,94 @@ def _no_op_parts(patches: Patches, parts: tuple[str, ...]) -> None:
             return [hashing._facts(os.stat(p), digest) for p in paths]
 
         patches.set(hashing, "observe_many", patches.counted("no-hashing", stat_only))
+    if "no-layers" in parts:
+        patches.set(
+            listener.DptListener, "_task_started", patches.counted("no-layers", _direct_start)
+        )
+        patches.set(listener.DptListener, "_task_finished", _direct_finish)
+    if "no-spool" in parts:
+        from dpt_core.store import plugin
+
+        patches.set(plugin.Store, "submit", patches.counted("no-spool", lambda self, events: None))
+
+
+def _direct_start(self: Any, ti: Any) -> Any:
+    """``DptListener._task_started`` without the tracker's layers: the same start and
+    read events (one batch, handed to the store), the same calls for the work."""
+    import shlex
+
+    import dpt_core
+    from dpt_airflow import compat
+    from dpt_airflow.listener import _OpenTry
+    from dpt_core.environment import redact_parameters, redact_text
+    from dpt_core.events import InvocationStarted, ProductsRead, clean_text
+    from dpt_core.process import process_token
+    from dpt_core.store.plugin import current_store
+    from dpt_core.tracker import InvocationHandle, jsonable
+
+    key = (ti.dag_id, ti.run_id)
+    if not self.enabled(key) or not compat.is_runtime_task_instance(ti):
+        return None
+    translator = self.translator_for(key)
+    tracker = dpt_core.get_tracker()
+    context = compat.template_context(ti)
+    parent = self._started_dag_run(translator, context["dag_run"])
+    uuid = translator.get_invocation_uuid(ti)
+    env = tracker.environment()
+    job, task = clean_text(translator.get_job(ti)), clean_text(translator.get_task(ti))
+    command = compat.mask_airflow_secrets(translator.get_command(ti, context))
+    if command is not None and not isinstance(command, str):
+        command = shlex.join(command)
+    parameters = compat.mask_airflow_secrets(translator.get_parameters(ti, context))
+    started = InvocationStarted(
+        uuid=uuid,
+        orchestrator=translator.orchestrator,
+        job=job,
+        task=task,
+        external_id=clean_text(translator.get_external_id(ti)),
+        parent_uuid=parent,
+        status="running",
+        started_at=ti.start_date,
+        user=env.user,
+        host=env.hostname,
+        command=redact_text(clean_text(command)) if command is not None else None,
+        parameters=redact_parameters(jsonable(parameters or {}), tracker.settings),
+        code_version=translator.get_code_version(ti, context),
+        environment=env,
+        variables=tracker._variables(
+            True, translator.get_context_variables(ti, context), translator.orchestrator
+        ),
+        process=process_token(),
+    )
+    handle = InvocationHandle(tracker, uuid, job, task)
+    handle._started = started
+    events: list[Any] = [started]
+    inputs = translator.get_inputs(ti, context)
+    if inputs:
+        read = tracker.observe(inputs)
+        handle._read_uris.update(o.uri for o in read)
+        events.append(ProductsRead(uuid, tuple(read)))
+    current_store().submit(events)
+    self.running.set(compat.task_key(ti), _OpenTry(handle, translator))
+    return handle
+
+
+def _direct_finish(self: Any, ti: Any, status: str, error: Any) -> None:
+    """``DptListener._task_finished`` of a try :func:`_direct_start` opened, without the
+    tracker's layers: the written and end events, one batch handed to the store."""
+    from dpt_airflow import compat
+    from dpt_core.events import InvocationFinished, ProductsWritten, utcnow
+    from dpt_core.store.plugin import current_store
+
+    handle, translator = self.running.pop(compat.task_key(ti))
+    events: list[Any] = []
+    outputs = translator.get_outputs(ti, compat.template_context(ti))
+    if status == "success" and outputs:  # (each derives from every input, as in write())
+        written = handle.tracker.observe(outputs, parents=[None] * len(outputs))
+        events.append(ProductsWritten(handle.uuid, tuple(written)))
+    events.append(InvocationFinished(handle.uuid, status, utcnow(), None))
+    current_store().submit(events)
+    self._ended.registry().set(compat.task_key(ti), True)
 
 
 def variant_parts(variant: str) -> tuple[str, ...]:
@@ -123,6 +229,9 @@ def variant_parts(variant: str) -> tuple[str, ...]:
         return ()
     if variant == "none-of-these":
         return PARTS
+    if variant.startswith("floor"):  # (no-layers calls no plugin: no OpenLineage emitter)
+        work = tuple(part for part in PARTS if part != "no-openlineage")
+        return (*work, "no-layers", *(("no-spool",) if variant == "floor-no-spool" else ()))
     return (variant,)
 
 
@@ -154,15 +263,26 @@ def main() -> int:
         for _ in range(2):  # warm-up: Airflow's first runs import a lot
             run_once(dag, "dpt", args.tasks, timer, None)
         on_thread: dict[str, list[float]] = {v: [] for v in variants}
+        database_url = os.environ["DPT_DATABASE_URL"]
+        #: The rows the plugin's runs add (the first variant that records sets them).
+        recorded: dict[str, dict[str, int]] = {}
         for round_no in range(args.rounds):
             shift = round_no % len(variants)
             for variant in variants[shift:] + variants[:shift]:
                 patches = Patches()
                 _no_op_parts(patches, variant_parts(variant))
+                before = _count_rows(database_url)
                 try:
                     result = run_once(dag, "dpt", args.tasks, timer, None)
                 finally:
                     patches.undo()
+                after = _count_rows(database_url)
+                added = {table: after[table] - before[table] for table in after}
+                if "no-spool" not in variant_parts(variant):  # (those record nothing)
+                    expected = recorded.setdefault("rows", added)
+                    if added != expected:  # (a variant must record what the plugin records)
+                        print(json.dumps({"failed": variant, "rows": added, "expected": expected}))
+                        return 1
                 unreached = [part for part, n in patches.calls.items() if n < args.tasks]
                 if result["state"] != "success" or unreached:
                     # (a part replaced but called less than once a try measured nothing)
