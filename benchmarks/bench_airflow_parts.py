@@ -25,7 +25,7 @@ unchanged plugin (``dpt``) of the same rounds:
 - ``none-of-these``: all of the above at once: what is left is the event path itself
   (listener, translator, tracker, plugin hooks, store, the spool appends).
 
-Two more take parts of the event path out (2026-12-08, thirteenth round):
+Four more take parts of the event path out (2026-12-08, thirteenth round):
 
 - ``no-layers``: the listener's two task hooks make the same events, with the same
   calls for the work (the translator, ``Tracker.observe``, the redaction, the try's
@@ -42,7 +42,8 @@ Two more take parts of the event path out (2026-12-08, thirteenth round):
 - ``floor-no-spool``: and ``no-spool``: the events made, and nothing else.
 
 A diagnostic, not a mode: the variants record wrong things (no hashes, secrets kept)
-into the benchmark's throwaway database. See docs/performance.md, "Eleventh round".
+into the benchmark's throwaway database. See docs/performance.md, "Eleventh round"
+and "Thirteenth round".
 """
 
 from __future__ import annotations
@@ -215,8 +216,8 @@ def _direct_finish(self: Any, ti: Any, status: str, error: Any) -> None:
 
     handle, translator = self.running.pop(compat.task_key(ti))
     events: list[Any] = []
-    outputs = translator.get_outputs(ti, compat.template_context(ti))
-    if status == "success" and outputs:  # (each derives from every input, as in write())
+    outputs = translator.get_outputs(ti, compat.template_context(ti)) if status == "success" else []
+    if outputs:  # (each derives from every input, as in write())
         written = handle.tracker.observe(outputs, parents=[None] * len(outputs))
         events.append(ProductsWritten(handle.uuid, tuple(written)))
     events.append(InvocationFinished(handle.uuid, status, utcnow(), None))
@@ -264,22 +265,22 @@ def main() -> int:
             run_once(dag, "dpt", args.tasks, timer, None)
         on_thread: dict[str, list[float]] = {v: [] for v in variants}
         database_url = os.environ["DPT_DATABASE_URL"]
+        rows = _count_rows(database_url)
         #: The rows the plugin's runs add (the first variant that records sets them).
-        recorded: dict[str, dict[str, int]] = {}
+        expected: dict[str, int] | None = None
         for round_no in range(args.rounds):
             shift = round_no % len(variants)
             for variant in variants[shift:] + variants[:shift]:
                 patches = Patches()
                 _no_op_parts(patches, variant_parts(variant))
-                before = _count_rows(database_url)
                 try:
                     result = run_once(dag, "dpt", args.tasks, timer, None)
                 finally:
                     patches.undo()
-                after = _count_rows(database_url)
-                added = {table: after[table] - before[table] for table in after}
+                before, rows = rows, _count_rows(database_url)
+                added = {table: rows[table] - before[table] for table in rows}
                 if "no-spool" not in variant_parts(variant):  # (those record nothing)
-                    expected = recorded.setdefault("rows", added)
+                    expected = expected or added
                     if added != expected:  # (a variant must record what the plugin records)
                         print(json.dumps({"failed": variant, "rows": added, "expected": expected}))
                         return 1
